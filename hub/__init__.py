@@ -1,0 +1,1 @@
+"""Coalition hub: the service shell (app factory, settings, OAuth server, CLI)."""

@@ -1,0 +1,193 @@
+"""The app factory: plugins, routers, middleware, exception handlers, background refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import structlog
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.audit_controller import AuditController
+from hub.core.auth import BearerAuthMiddleware, ClientRateLimiter, TokenVerifier
+from hub.core.db import create_hub_async_engine, create_hub_sync_engine, sync_sessionmaker
+from hub.core.deps import COMMON_DEPENDENCIES
+from hub.core.errors import EXCEPTION_HANDLERS, UnsupportedMediaType
+from hub.core.keyring import load_keyring
+from hub.core.logging import RequestContextMiddleware, configure_logging
+from hub.core.revocations import RevocationCache
+from hub.core.secrets import SecretHasher
+from hub.oauth.controller import OAuthController
+from hub.oauth.server import HubAuthorizationServer
+from hub.settings import Settings, load_settings
+from hub.system import live, ready
+from partners.me import me
+from partners.partners.controller import PartnerController
+from partners.partnerships.controller import PartnershipController
+
+log = structlog.get_logger("hub.app")
+PUBLIC_PATHS = ["^/health/", "^/metrics", "^/schema", "^/oauth/", "^/.well-known/"]
+JSON_TYPES = ("application/json",)
+
+
+async def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """415 for a body that is not JSON where the endpoint reads JSON."""
+    if request.method not in {"POST", "PUT", "PATCH"} or not request.url.path.startswith("/v1/"):
+        return
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if not has_body:
+        return
+    accepted = request.route_handler.opt.get("content_types", JSON_TYPES)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in accepted:
+        raise UnsupportedMediaType(
+            f"This endpoint reads {', '.join(accepted)}, not {content_type or 'an untyped body'}.",
+            fix=f"Send the body with 'Content-Type: {accepted[0]}'.",
+        )
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    """The request owns the transaction: it commits once, after the handler succeeded.
+
+    This runs before the response is sent, so a failed commit becomes an error response rather
+    than a success for something that was not stored (advanced-alchemy's autocommit handler
+    would log and swallow it). A handler that raises rolls everything back.
+    """
+    async with state.session_maker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+async def _refresh_forever(app: Litestar) -> None:
+    state = app.state
+    interval = state.settings.oauth.revocation_poll_seconds
+    while True:
+        try:
+            async with state.session_maker() as session:
+                await state.revocations.refresh(session)
+            state.keyring.reload_if_changed()
+        except Exception:
+            log.warning("revocation refresh failed", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def background_refresh(app: Litestar) -> AsyncIterator[None]:
+    async with app.state.session_maker() as session:
+        await app.state.revocations.refresh(session)
+    task = asyncio.create_task(_refresh_forever(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.state.sync_engine.dispose()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(settings.logging.level, settings.logging.json)
+    keyring = load_keyring(settings.keyring_file, settings.keyring.inline)
+    revocations = RevocationCache()
+    hasher = SecretHasher(
+        settings.oauth.secret_hash_time_cost, settings.oauth.secret_hash_memory_kib
+    )
+    sync_engine = create_hub_sync_engine(
+        settings.database_url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms
+    )
+    engine = create_hub_async_engine(
+        settings.database_url,
+        echo=settings.database.echo,
+        pool_size=settings.database.pool_size,
+        busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
+    )
+    db_config = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        create_all=False,
+        # Sessions come from provide_db_session (which commits); this key keeps the plugin's
+        # own autocommitting provider out of the way.
+        session_dependency_key="plugin_db_session",
+    )
+
+    state = State(
+        {
+            "settings": settings,
+            "keyring": keyring,
+            "revocations": revocations,
+            "secret_hasher": hasher,
+            "sync_engine": sync_engine,
+            "session_maker": db_config.create_session_maker(),
+            "verifier": TokenVerifier(
+                keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
+            ),
+            "rate_limiter": ClientRateLimiter(
+                settings.limits.requests_per_minute, settings.limits.burst
+            ),
+            "oauth_server": HubAuthorizationServer(
+                settings, keyring, sync_sessionmaker(sync_engine), hasher, revocations
+            ),
+        }
+    )
+    prometheus = PrometheusConfig(app_name="hub", prefix="hub", group_path=True)
+    auth = DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)
+    return Litestar(
+        route_handlers=[
+            live,
+            ready,
+            PrometheusController,
+            OAuthController,
+            me,
+            PartnerController,
+            PartnershipController,
+            AuditController,
+            *extra_route_handlers,
+        ],
+        plugins=[SQLAlchemyPlugin(config=db_config)],
+        middleware=[
+            DefineMiddleware(RequestContextMiddleware, access_log=settings.logging.access_log),
+            prometheus.middleware,
+            auth,
+        ],
+        dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
+        before_request=require_json_body,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.server.max_json_body_bytes,
+        state=state,
+        lifespan=[background_refresh],
+        openapi_config=OpenAPIConfig(
+            title="Coalition hub API",
+            version="1.0.0",
+            description="Consented overlaps, joint offers and coalition rewards between brands. "
+            "Authenticate with OAuth 2.0 client credentials at /oauth/token.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        debug=False,
+    )

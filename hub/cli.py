@@ -1,0 +1,195 @@
+"""The ``hub`` command: serve, db upgrade, admin (bootstrap, partners, clients, partnerships,
+keys, audit). Tables for people, ``--json`` for scripts; errors as one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.audit import Actor
+from hub.core.db import create_hub_async_engine, is_sqlite, writing
+from hub.core.errors import HubError
+from hub.core.keyring import KeyringError, load_keyring
+from hub.core.secrets import SecretHasher
+from hub.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+CLI_ACTOR = Actor(name="cli:admin")
+
+
+class CliError(click.ClickException):
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from exc
+
+
+@asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One transaction for one command: committed if it succeeds, rolled back otherwise."""
+    engine = create_hub_async_engine(settings.database_url)
+    try:
+        with writing():
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+                yield session
+                await session.commit()
+    finally:
+        await engine.dispose()
+
+
+def _run(coro_factory: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def main() -> T:
+        async with _session(settings) as session:
+            return await coro_factory(session)
+
+    try:
+        return asyncio.run(main())
+    except HubError as exc:
+        raise CliError(f"{exc.detail} ({exc.fix})") from exc
+    except KeyringError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _emit(data: Any, as_json: bool, columns: Sequence[str] | None = None, title: str = "") -> None:
+    builtins = msgspec.to_builtins(data)
+    if as_json:
+        click.echo(json.dumps(builtins, indent=2, sort_keys=True))
+        return
+    rows = builtins if isinstance(builtins, list) else [builtins]
+    if not rows:
+        console.print(f"(no {title or 'rows'})")
+        return
+    columns = columns or list(rows[0])
+    table = Table(title=title or None)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group()
+def main() -> None:
+    """Coalition hub: the service, its database and its administration."""
+
+
+# -- serve ----------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Bind address (default from config).")
+@click.option("--port", type=int, default=None, help="Port (default from config).")
+@click.option("--workers", type=int, default=None, help="Worker processes.")
+@click.option("--no-worker", is_flag=True, help="Leave scheduled jobs to a separate `hub worker`.")
+def serve(host: str | None, port: int | None, workers: int | None, no_worker: bool) -> None:
+    """Run the hub. On the embedded SQLite default it creates and migrates the database."""
+    import uvicorn
+
+    from hub.migrate import upgrade
+
+    settings = _settings()
+    try:
+        load_keyring(settings.keyring_file, settings.keyring.inline)  # created before workers fork
+    except KeyringError as exc:
+        raise CliError(str(exc)) from exc
+    if is_sqlite(settings.database_url):
+        upgrade(settings.database_url)
+    uvicorn.run(
+        "hub.app:create_app",
+        factory=True,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        workers=workers or settings.server.workers,
+        access_log=False,
+        log_level=settings.logging.level.lower(),
+    )
+
+
+# -- db -------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (safe to run again)."""
+    from hub.migrate import current, upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - shown as one line
+        raise CliError(f"migration failed: {exc}") from exc
+    click.echo(f"database at revision {current(settings.database_url)}")
+
+
+# -- admin ----------------------------------------------------------------------------------
+@main.group()
+def admin() -> None:
+    """Coalition administration."""
+
+
+def _hasher(settings: Settings) -> SecretHasher:
+    return SecretHasher(settings.oauth.secret_hash_time_cost, settings.oauth.secret_hash_memory_kib)
+
+
+@admin.command()
+@click.option("--name", default="coalition-admin", help="Name of the admin client.")
+@json_option
+def bootstrap(name: str, as_json: bool) -> None:
+    """Create a coalition-admin client and print its id and secret (shown once)."""
+    from partners.clients.schemas import ClientCreate
+    from partners.clients.service import ClientService
+
+    settings = _settings()
+    load_keyring(settings.keyring_file, settings.keyring.inline)
+
+    async def create(session: AsyncSession) -> Any:
+        service = ClientService(session, _hasher(settings))
+        return await service.create(None, ClientCreate(name=name, scopes=["admin"]), CLI_ACTOR)
+
+    created = _run(create)
+    out = {"client_id": created.client_id, "client_secret": created.client_secret}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        console.print(f"client_id:     {out['client_id']}\nclient_secret: {out['client_secret']}")
+        console.print("[yellow]The secret is shown only now; store it safely.[/]")
+
+
+from hub import cli_admin  # noqa: E402  (registers the admin sub-commands)
+
+__all__ = ["admin", "cli_admin", "main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The audit log: append-only, hash-chained, with a signed head.
+
+Each row's ``hash`` is SHA-256 over the previous row's hash and the row's canonical JSON, so
+editing or deleting a row breaks the chain. Appends are serialised — PostgreSQL takes a
+transaction-scoped advisory lock, SQLite runs writers under ``BEGIN IMMEDIATE`` — and ``seq`` is
+unique, so the chain can never fork. The head (count and hash) is signed with the audit key;
+a truncated tail is detected against any earlier signed head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from advanced_alchemy.types import DateTimeUTC
+from joserfc import jws
+from joserfc.errors import JoseError
+from sqlalchemy import BigInteger, Index, String, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from hub.core.db import Base, JsonType
+from hub.core.keyring import Keyring
+
+GENESIS = "0" * 64
+# Any constant works; it names the lock that serialises audit appends on PostgreSQL.
+AUDIT_LOCK_ID = 0x617564697400
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    partner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(100))
+    target_type: Mapped[str] = mapped_column(String(50))
+    target_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    request_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (
+        Index("ix_audit_log_action", "action"),
+        Index("ix_audit_log_target", "target_id"),
+    )
+
+
+class AuditEvent(msgspec.Struct, frozen=True):
+    """What happened, before it is given a place in the chain."""
+
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None = None
+    partner_id: str | None = None
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    request_id: str | None = None
+
+
+def _canonical(seq: int, at: datetime, event: AuditEvent | AuditEntry) -> bytes:
+    body = {
+        "seq": seq,
+        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": event.actor,
+        "partner_id": event.partner_id,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "details": event.details,
+        "request_id": event.request_id,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def chain_hash(prev_hash: str, seq: int, at: datetime, event: AuditEvent | AuditEntry) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + _canonical(seq, at, event)).hexdigest()
+
+
+def _new_entry(head: tuple[int, str] | None, event: AuditEvent) -> AuditEntry:
+    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    # Stored with microsecond precision on both databases; hashed the same way.
+    at = datetime.now(UTC)
+    # The details must survive a JSON round trip unchanged for the hash to verify later.
+    details = json.loads(json.dumps(event.details, default=str))
+    event = msgspec.structs.replace(event, details=details)
+    return AuditEntry(
+        seq=seq,
+        at=at,
+        actor=event.actor,
+        partner_id=event.partner_id,
+        action=event.action,
+        target_type=event.target_type,
+        target_id=event.target_id,
+        details=details,
+        request_id=event.request_id,
+        prev_hash=prev,
+        hash=chain_hash(prev, seq, at, event),
+    )
+
+
+_HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=AUDIT_LOCK_ID)
+
+
+async def append(session: AsyncSession, event: AuditEvent) -> AuditEntry:
+    """Append ``event`` in the caller's transaction (it commits or rolls back with it)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(_PG_LOCK)
+    head = (await session.execute(_HEAD)).first()
+    entry = _new_entry((head[0], head[1]) if head else None, event)
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+def append_sync(session: Session, event: AuditEvent) -> AuditEntry:
+    """The same as :func:`append` for synchronous callers (the OAuth server)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(_PG_LOCK)
+    head = session.execute(_HEAD).first()
+    entry = _new_entry((head[0], head[1]) if head else None, event)
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+class SignedHead(msgspec.Struct):
+    count: int
+    head_hash: str
+    signed_at: int
+    kid: str
+    signature: str  # JWS compact (EdDSA) over {"count", "head_hash", "signed_at"}
+
+
+async def current_head(session: AsyncSession) -> tuple[int, str]:
+    head = (await session.execute(_HEAD)).first()
+    return (int(head[0]), str(head[1])) if head else (0, GENESIS)
+
+
+def sign_head(keyring: Keyring, count: int, head_hash: str) -> SignedHead:
+    signed_at = int(time.time())
+    payload = json.dumps(
+        {"count": count, "head_hash": head_hash, "signed_at": signed_at}, sort_keys=True
+    )
+    kid = keyring.audit_key.kid or ""
+    token = jws.serialize_compact({"alg": "EdDSA", "kid": kid}, payload, keyring.audit_key)
+    return SignedHead(
+        count=count, head_hash=head_hash, signed_at=signed_at, kid=kid, signature=token
+    )
+
+
+def verify_head_signature(keyring: Keyring, head: SignedHead) -> bool:
+    try:
+        obj = jws.deserialize_compact(
+            head.signature, keyring.audit_public_keys(), algorithms=["EdDSA"]
+        )
+    except (JoseError, ValueError):
+        return False
+    claimed = json.loads(obj.payload)
+    return bool(
+        claimed.get("count") == head.count
+        and claimed.get("head_hash") == head.head_hash
+        and claimed.get("signed_at") == head.signed_at
+    )
+
+
+class ChainReport(msgspec.Struct):
+    ok: bool
+    rows: int
+    problems: list[str]
+
+
+def verify_chain(
+    entries: Iterable[AuditEntry], signed_head: SignedHead | None = None
+) -> ChainReport:
+    """Recompute the chain; report edited, deleted, reordered or truncated rows."""
+    problems: list[str] = []
+    prev = GENESIS
+    expected_seq = 1
+    hashes: dict[int, str] = {}
+    count = 0
+    for entry in entries:
+        count += 1
+        if entry.seq != expected_seq:
+            problems.append(f"row {expected_seq} is missing (next row found is {entry.seq})")
+            expected_seq = entry.seq
+        if entry.prev_hash != prev:
+            problems.append(f"row {entry.seq} does not link to the row before it")
+        if chain_hash(entry.prev_hash, entry.seq, entry.at, entry) != entry.hash:
+            problems.append(f"row {entry.seq} was altered: its content does not match its hash")
+        hashes[entry.seq] = entry.hash
+        prev = entry.hash
+        expected_seq += 1
+    if signed_head is not None:
+        if signed_head.count > count:
+            problems.append(
+                f"the log holds {count} rows but a signed head attests {signed_head.count}: "
+                "rows were removed from the tail"
+            )
+        elif signed_head.count and hashes.get(signed_head.count) != signed_head.head_hash:
+            problems.append(f"row {signed_head.count} differs from the signed head's hash")
+    return ChainReport(ok=not problems, rows=count, problems=problems)
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who acts, as the audit log names them: a client, a console user, or the system."""
+
+    name: str
+    partner_id: str | None = None
+    request_id: str | None = None
+
+    def event(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str | None = None,
+        **details: Any,
+    ) -> AuditEvent:
+        return AuditEvent(
+            actor=self.name,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            partner_id=self.partner_id,
+            details=details,
+            request_id=self.request_id,
+        )
+
+
+SYSTEM = Actor(name="system")

@@ -1,0 +1,131 @@
+"""Database plumbing: the declarative base, URL handling, and engines for both databases.
+
+SQLite runs in WAL mode with a busy timeout. Its transactions start with ``BEGIN IMMEDIATE``
+when the unit of work intends to write (``write_intent``), so two writers queue on the busy
+timeout instead of failing with SQLITE_BUSY when a read transaction tries to upgrade.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.base import orm_registry
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("write_intent", default=False)
+
+
+class Base(DeclarativeBase):
+    """Base of every table of the hub; shares advanced-alchemy's registry and naming rules."""
+
+    registry = orm_registry
+    __abstract__ = True
+
+
+metadata = orm_registry.metadata
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Mark the current unit of work as a writer (SQLite takes the write lock up front)."""
+    token = write_intent.set(True)
+    try:
+        yield
+    finally:
+        write_intent.reset(token)
+
+
+def normalise_url(url: str) -> URL:
+    """Map a plain ``sqlite://`` or ``postgresql://`` URL to the drivers the hub ships."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend in {"postgresql", "postgres"}:
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def async_url(url: str) -> URL:
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    return parsed
+
+
+def is_sqlite(url: str) -> bool:
+    return normalise_url(url).get_backend_name() == "sqlite"
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, always_immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit
+        # transactions would otherwise defer the write lock).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = always_immediate or write_intent.get()
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_hub_async_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, busy_timeout_ms: int = 5000
+) -> AsyncEngine:
+    ensure_sqlite_dir(url)
+    if is_sqlite(url):
+        engine = create_async_engine(async_url(url), echo=echo)
+        _configure_sqlite(engine.sync_engine, busy_timeout_ms, always_immediate=False)
+        return engine
+    return create_async_engine(
+        async_url(url), echo=echo, pool_size=pool_size, pool_pre_ping=True, max_overflow=pool_size
+    )
+
+
+def create_hub_sync_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> Engine:
+    """A small synchronous engine for code that cannot await (authlib's hooks, migrations)."""
+    ensure_sqlite_dir(url)
+    if is_sqlite(url):
+        engine = create_engine(normalise_url(url))
+        # The synchronous users (token issuing, migrations) always write.
+        _configure_sqlite(engine, busy_timeout_ms, always_immediate=True)
+        return engine
+    return create_engine(
+        normalise_url(url), pool_size=pool_size, pool_pre_ping=True, max_overflow=pool_size
+    )
+
+
+def sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+# JSON columns: JSONB on PostgreSQL, JSON text on SQLite. (advanced-alchemy's JsonB type breaks
+# under SQLAlchemy 2.1, so the hub declares its own.)
+def json_column_type() -> Any:
+    from sqlalchemy import JSON
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+JsonType = json_column_type()

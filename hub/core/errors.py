@@ -1,0 +1,216 @@
+"""Errors as typed values, mapped once to RFC 9457 problem details.
+
+Every problem detail says what was wrong (``detail``) and how to fix it (``fix``). Domain code
+raises a :class:`HubError` subclass; framework errors (bad JSON, unknown routes, oversized
+bodies) are translated here too, so no client ever sees a bare 500 for its own mistake.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("hub.errors")
+
+
+class HubError(Exception):
+    """Base of the hub's errors. Subclasses set ``status``, ``slug`` and a default ``fix``."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+    fix: str = "Retry later; if it persists, contact the coalition operator with the request id."
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        fix: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if fix is not None:
+            self.fix = fix
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(HubError):
+    status, slug, title = 400, "bad-request", "Malformed request"
+    fix = "Send a JSON body of the documented shape (see /schema)."
+
+
+class InvalidInput(HubError):
+    """Well-formed input that breaks a rule (422)."""
+
+    status, slug, title = 422, "invalid-input", "Input breaks a rule"
+    fix = "Correct the fields listed in 'errors' and send the request again."
+
+
+class Unauthorized(HubError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+    fix = "Obtain an access token at /oauth/token and send it as 'Authorization: Bearer <token>'."
+
+    def __init__(self, detail: str, *, error: str | None = "invalid_token", **kw: Any) -> None:
+        challenge = 'Bearer realm="hub"'
+        if error:  # RFC 6750 §3.1: no error code when the request had no credentials at all
+            safe = detail.replace('"', "'")
+            challenge += f', error="{error}", error_description="{safe}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge}, **kw)
+
+
+class Forbidden(HubError):
+    status, slug, title = 403, "forbidden", "Not allowed"
+    fix = "Use a client whose token carries the scope this endpoint needs."
+
+    def __init__(self, detail: str, *, scope: str | None = None, **kw: Any) -> None:
+        challenge = 'Bearer realm="hub", error="insufficient_scope"'
+        if scope:
+            challenge += f', scope="{scope}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge}, **kw)
+
+
+class NotFound(HubError):
+    status, slug, title = 404, "not-found", "Not found"
+    fix = "Check the identifier; objects of other partners are not visible to you."
+
+
+class Conflict(HubError):
+    status, slug, title = 409, "conflict", "Conflicts with the current state"
+    fix = "Read the current state of the object and send a request consistent with it."
+
+
+class PayloadTooLarge(HubError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+    fix = "Split the request into smaller ones, or use the bulk upload endpoint."
+
+
+class UnsupportedMediaType(HubError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+    fix = "Send the body as 'Content-Type: application/json'."
+
+
+class TooManyRequests(HubError):
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+    fix = "Wait for the number of seconds in Retry-After, then retry."
+
+    def __init__(self, detail: str, *, retry_after: int, **kw: Any) -> None:
+        retry_after = max(1, int(retry_after))
+        super().__init__(
+            detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after, **kw
+        )
+
+
+_STATUS_CLASSES: dict[int, type[HubError]] = {
+    cls.status: cls
+    for cls in (BadRequest, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)
+}
+_FRAMEWORK_FIXES = {
+    404: "Check the path against the API reference at /schema.",
+    405: "Use one of the methods listed in the Allow header.",
+    413: "Send a smaller body; JSON requests are limited in size (bulk data has upload endpoints).",
+}
+
+
+def problem_response(request: Request[Any, Any, Any], error: HubError) -> Response[Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:hub:problem:{error.slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "fix": error.fix,
+        "instance": request.url.path,
+    }
+    if error.errors is not None:
+        body["errors"] = error.errors
+    body.update(error.extra)
+    headers = dict(error.headers)
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+        headers["x-request-id"] = request_id
+    return Response(content=body, status_code=error.status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            errors.append(
+                {
+                    "field": item.get("key") or "",
+                    "source": item.get("source") or "body",
+                    "reason": str(item.get("message", "")),
+                }
+            )
+    return errors
+
+
+def _from_http_exception(exc: HTTPException) -> HubError:
+    status = exc.status_code
+    if isinstance(exc, ValidationException) or status == 400:
+        detail = exc.detail
+        errors = _validation_errors(exc) if isinstance(exc, ValidationException) else []
+        if errors:
+            detail = "; ".join(f"{e['field'] or e['source']}: {e['reason']}" for e in errors)
+        return BadRequest(detail, errors=errors or None, headers=exc.headers)
+    cls = _STATUS_CLASSES.get(status)
+    if cls is not None:
+        return cls(exc.detail, fix=_FRAMEWORK_FIXES.get(status), headers=exc.headers)
+    if status == 401:
+        return Unauthorized(exc.detail)
+    if status == 429:
+        retry = int((exc.headers or {}).get("Retry-After", "1"))
+        return TooManyRequests(exc.detail, retry_after=retry)
+    generic = HubError(exc.detail, fix=_FRAMEWORK_FIXES.get(status), headers=exc.headers)
+    generic.status = status
+    generic.title = HTTPStatus(status).phrase
+    generic.slug = HTTPStatus(status).phrase.lower().replace(" ", "-")
+    return generic
+
+
+def hub_error_handler(request: Request[Any, Any, Any], exc: HubError) -> Response[Any]:
+    return problem_response(request, exc)
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= 500:
+        return unexpected_error_handler(request, exc)
+    return problem_response(request, _from_http_exception(exc))
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The body never carries the exception text: it may hold data the caller must not see.
+    log.error("unhandled error", exc_info=exc, path=request.url.path)
+    return problem_response(request, HubError("The hub failed to handle this request."))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    HubError: hub_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: unexpected_error_handler,
+}
+
+__all__ = [
+    "PROBLEM_JSON",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "HubError",
+    "InvalidInput",
+    "MediaType",
+    "NotFound",
+    "PayloadTooLarge",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]

@@ -1,0 +1,99 @@
+"""JSON logs with a request id, and the middleware that gives every request one.
+
+Nothing a partner sends is logged: only method, path, status, duration and client id. (Paths
+never carry identifiers: digests travel in bodies and query strings, which are not logged.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.core.db import write_intent
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def configure_logging(level: str = "INFO", json: bool = True) -> None:
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
+
+
+class RequestContextMiddleware:
+    """Request id (``X-Request-ID``), write intent for the database, and the access log."""
+
+    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+        self.log = structlog.get_logger("hub.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
+        intent = write_intent.set(scope["method"] not in SAFE_METHODS)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Raised past us to Litestar's outer exception handler, which sends the response.
+            status = int(getattr(exc, "status", getattr(exc, "status_code", 500)))
+            raise
+        finally:
+            write_intent.reset(intent)
+            if self.access_log:
+                self.log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    route=scope.get("path_template"),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    client_id=scope["state"].get("client_id"),  # type: ignore[typeddict-item]
+                )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _REQUEST_ID.match(candidate) else None
+    return None

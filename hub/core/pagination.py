@@ -1,0 +1,80 @@
+"""Cursor pagination used by every list: keyset on one unique, ordered column.
+
+The cursor is opaque to clients (base64url of the last key seen). Keyset pagination is stable:
+rows inserted or deleted while a client pages never make it skip or repeat an item.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from hub.core.errors import BadRequest
+
+T = TypeVar("T")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+class Page(msgspec.Struct, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(key: Any) -> str:
+    value = str(key) if isinstance(key, UUID) else key
+    raw = json.dumps({"k": value}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, parse: Callable[[Any], Any]) -> Any:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))["k"]
+        return parse(value)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadRequest(
+            "The cursor is not one this list returned.",
+            fix="Pass back the next_cursor value of the previous page unchanged, or omit it.",
+        ) from exc
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(
+            f"limit must be between 1 and {MAX_LIMIT}, got {limit}.",
+            fix=f"Ask for at most {MAX_LIMIT} items per page and follow next_cursor.",
+        )
+    return limit
+
+
+async def paginate(
+    session: AsyncSession,
+    stmt: Select[Any],
+    key: InstrumentedAttribute[Any],
+    *,
+    cursor: str | None,
+    limit: int,
+    to_item: Callable[[Any], T],
+    parse_key: Callable[[Any], Any] = UUID,
+    descending: bool = False,
+) -> Page[T]:
+    """Run ``stmt`` one page at a time, ordered by the unique column ``key``."""
+    limit = check_limit(limit)
+    if cursor:
+        after = decode_cursor(cursor, parse_key)
+        stmt = stmt.where(key < after if descending else key > after)
+    stmt = stmt.order_by(key.desc() if descending else key.asc()).limit(limit + 1)
+    rows: Sequence[Any] = (await session.scalars(stmt)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(getattr(rows[-1], key.key)) if more and rows else None
+    return Page(items=[to_item(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,21 @@
+"""Every table of the hub, imported in one place for migrations and tests."""
+
+from hub.core.audit import AuditEntry
+from hub.core.db import metadata
+from hub.core.revocations import Revocation
+from hub.oauth.models import AuthFailure, UsedAssertion
+from partners.clients.models import OAuthClient
+from partners.partners.models import Partner
+from partners.partnerships.models import Partnership, PartnershipMember
+
+__all__ = [
+    "AuditEntry",
+    "AuthFailure",
+    "OAuthClient",
+    "Partner",
+    "Partnership",
+    "PartnershipMember",
+    "Revocation",
+    "UsedAssertion",
+    "metadata",
+]

@@ -1,0 +1,158 @@
+"""Settings: one msgspec Struct loaded from config TOML files and ``HUB_*`` variables.
+
+Order (later wins): ``config/default.toml``, the file named by ``HUB_CONFIG`` (if any), then
+environment variables named ``HUB_<SECTION>_<FIELD>``. ``HUB_KEYRING`` is an alias for
+``HUB_KEYRING_INLINE`` as the design names it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+ENV_ALIASES = {"HUB_KEYRING": ("keyring", "inline")}
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    data_dir: str = "./var"
+    max_json_body_bytes: int = 1_048_576
+
+
+class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True):
+    url: str = ""
+    echo: bool = False
+    pool_size: int = 10
+    sqlite_busy_timeout_ms: int = 5000
+
+
+class KeyringSettings(msgspec.Struct, forbid_unknown_fields=True):
+    file: str = ""
+    inline: str = ""
+
+
+class OAuthSettings(msgspec.Struct, forbid_unknown_fields=True):
+    issuer: str = "http://127.0.0.1:8000"
+    resource: str = "urn:coalition-hub:api"
+    access_token_ttl_seconds: int = 900
+    assertion_max_age_seconds: int = 300
+    failed_auth_limit: int = 10
+    failed_auth_window_seconds: int = 300
+    revocation_poll_seconds: float = 1.0
+    secret_hash_time_cost: int = 3
+    secret_hash_memory_kib: int = 65536
+
+
+class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
+    requests_per_minute: int = 1200
+    burst: int = 200
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
+    allow_loopback_http: bool = False
+
+
+class PartnershipSettings(msgspec.Struct, forbid_unknown_fields=True):
+    default_min_audience: int = 50
+    floor_min_audience: int = 10
+
+
+class LoggingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    level: str = "INFO"
+    json: bool = True
+    access_log: bool = True
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    keyring: KeyringSettings = msgspec.field(default_factory=KeyringSettings)
+    oauth: OAuthSettings = msgspec.field(default_factory=OAuthSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    partnerships: PartnershipSettings = msgspec.field(default_factory=PartnershipSettings)
+    logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file under the data dir."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.data_dir / 'hub.db'}"
+
+    @property
+    def keyring_file(self) -> Path:
+        return Path(self.keyring.file) if self.keyring.file else self.data_dir / "keyring.json"
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the file or variable."""
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read configuration file {path}: {exc}") from exc
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    sections = {
+        f.name: {g.name for g in msgspec.structs.fields(f.type)}
+        for f in msgspec.structs.fields(Settings)
+    }
+    overrides: dict[str, dict[str, Any]] = {}
+    for var, value in environ.items():
+        if var in ENV_ALIASES:
+            section, key = ENV_ALIASES[var]
+            overrides.setdefault(section, {})[key] = value
+            continue
+        if not var.startswith("HUB_"):
+            continue
+        rest = var[4:].lower()
+        for section, fields in sections.items():
+            prefix = section + "_"
+            if rest.startswith(prefix) and rest[len(prefix) :] in fields:
+                overrides.setdefault(section, {})[rest[len(prefix) :]] = value
+    return overrides
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from the default TOML, ``HUB_CONFIG`` and ``HUB_*`` variables."""
+    env = dict(os.environ if environ is None else environ)
+    raw = _read_toml(CONFIG_DIR / "default.toml")
+    extra = env.get("HUB_CONFIG")
+    if extra:
+        raw = _merge(raw, _read_toml(Path(extra)))
+    try:
+        # Environment values are strings; strict=False lets "8000" become an int.
+        from_files = msgspec.convert(raw, Settings)
+        overrides = _env_overrides(env)
+        if not overrides:
+            return from_files
+        merged = _merge(msgspec.to_builtins(from_files), overrides)
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,35 @@
+"""Health endpoints (no authentication)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.errors import PROBLEM_JSON
+
+
+@get("/health/live", tags=["health"], summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], summary="The hub can serve: the database answers")
+async def ready(db_session: AsyncSession) -> Response[dict[str, Any]]:
+    try:
+        await db_session.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return Response(
+            {
+                "type": "urn:hub:problem:not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": f"The database did not answer: {type(exc).__name__}.",
+                "fix": "Check that the database is reachable and migrated (hub db upgrade).",
+            },
+            status_code=503,
+            media_type=PROBLEM_JSON,
+        )
+    return Response({"status": "ok", "database": "ok"})
