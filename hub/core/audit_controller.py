@@ -57,7 +57,9 @@ class AuditController(Controller):
         limit: int = Parameter(ge=1, le=500, default=DEFAULT_LIMIT),
         cursor: str | None = Parameter(default=None),
         action: str | None = Parameter(default=None, description="e.g. partner.suspended"),
-        actor: str | None = Parameter(default=None, description="e.g. client:cl_..."),
+        actor_name: str | None = Parameter(
+            query="actor", default=None, description="e.g. client:cl_..."
+        ),
         target_id: str | None = Parameter(default=None),
         partner_id: str | None = Parameter(default=None),
         since: datetime | None = Parameter(default=None),
@@ -66,8 +68,8 @@ class AuditController(Controller):
         stmt = select(AuditEntry)
         if action:
             stmt = stmt.where(AuditEntry.action == action)
-        if actor:
-            stmt = stmt.where(AuditEntry.actor == actor)
+        if actor_name:
+            stmt = stmt.where(AuditEntry.actor == actor_name)
         if target_id:
             stmt = stmt.where(AuditEntry.target_id == target_id)
         if partner_id:

@@ -293,13 +293,15 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return None
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
-        request_db = self._current_db
-        row = request_db.execute(
-            select(OAuthClient)
-            .outerjoin(Partner, Partner.id == OAuthClient.partner_id)
-            .where(OAuthClient.client_id == client_id, OAuthClient.status == CLIENT_ACTIVE)
-            .where(or_(OAuthClient.partner_id.is_(None), Partner.status == PARTNER_ACTIVE))
-        ).scalar_one_or_none()
+        # A short session of its own: the request's session stays unopened until it writes,
+        # so the SQLite write lock is never held while other short sessions need it.
+        with self.sessions() as session:
+            row = session.execute(
+                select(OAuthClient)
+                .outerjoin(Partner, Partner.id == OAuthClient.partner_id)
+                .where(OAuthClient.client_id == client_id, OAuthClient.status == CLIENT_ACTIVE)
+                .where(or_(OAuthClient.partner_id.is_(None), Partner.status == PARTNER_ACTIVE))
+            ).scalar_one_or_none()
         return RegisteredClient(row, self.hasher) if row else None
 
     def validate_requested_scope(self, scope: str | None) -> None:
