@@ -148,7 +148,7 @@ def db_upgrade() -> None:
     settings = _settings()
     try:
         upgrade(settings.database_url)
-    except Exception as exc:  # noqa: BLE001 - shown as one line
+    except Exception as exc:
         raise CliError(f"migration failed: {exc}") from exc
     click.echo(f"database at revision {current(settings.database_url)}")
 

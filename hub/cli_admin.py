@@ -23,8 +23,14 @@ from hub.cli import (
     console,
     json_option,
 )
-from hub.core.audit import AuditEntry, SignedHead, current_head, sign_head, verify_chain
-from hub.core.audit import verify_head_signature
+from hub.core.audit import (
+    AuditEntry,
+    SignedHead,
+    current_head,
+    sign_head,
+    verify_chain,
+    verify_head_signature,
+)
 from hub.core.keyring import KeyringError, load_keyring
 from partners.clients.schemas import ClientCreate
 from partners.clients.service import ClientService

@@ -18,7 +18,9 @@ def published_keys(hub: Hub) -> KeySet:
     return KeySet.import_key_set(hub.http.get("/.well-known/jwks.json").json())
 
 
-def assert_valid_access_token(hub: Hub, token: str, client_id: str, partner_id: str) -> dict[str, Any]:
+def assert_valid_access_token(
+    hub: Hub, token: str, client_id: str, partner_id: str
+) -> dict[str, Any]:
     decoded = jwt.decode(token, published_keys(hub), algorithms=["RS256"])
     claims = decoded.claims
     assert decoded.header["typ"] == "at+jwt"
@@ -40,7 +42,9 @@ def test_secret_client_gets_a_token_with_authlib(hub: Hub, method: str) -> None:
         client["client_id"], client["client_secret"], token_endpoint_auth_method=method
     ) as oauth:
         token = oauth.fetch_token(f"{hub.url}/oauth/token", grant_type="client_credentials")
-        claims = assert_valid_access_token(hub, token["access_token"], client["client_id"], partner["id"])
+        claims = assert_valid_access_token(
+            hub, token["access_token"], client["client_id"], partner["id"]
+        )
         assert claims["scope"] == "overlap:read"
         assert token["token_type"] == "Bearer"
         me = oauth.get(f"{hub.url}/v1/me")
@@ -66,7 +70,9 @@ def test_private_key_jwt_client_gets_a_token_with_authlib(hub: Hub) -> None:
     ) as oauth:
         oauth.register_client_auth_method(PrivateKeyJWT(token_url))
         token = oauth.fetch_token(token_url, grant_type="client_credentials")
-    claims = assert_valid_access_token(hub, token["access_token"], client["client_id"], partner["id"])
+    claims = assert_valid_access_token(
+        hub, token["access_token"], client["client_id"], partner["id"]
+    )
     assert claims["scope"] == "rewards:read"
 
 
@@ -89,13 +95,17 @@ def test_introspection_shows_a_client_only_its_own_tokens(hub: Hub) -> None:
     b = hub.create_client(partner_b["id"], ["overlap:read"])
     token_a = hub.token(a["client_id"], a["client_secret"])
 
-    own = hub.http.post("/oauth/introspect", data={"token": token_a}, auth=(a["client_id"], a["client_secret"]))
+    own = hub.http.post(
+        "/oauth/introspect", data={"token": token_a}, auth=(a["client_id"], a["client_secret"])
+    )
     assert own.status_code == 200
     assert own.json()["active"] is True
     assert own.json()["client_id"] == a["client_id"]
     assert own.json()["partner_id"] == partner_a["id"]
 
-    other = hub.http.post("/oauth/introspect", data={"token": token_a}, auth=(b["client_id"], b["client_secret"]))
+    other = hub.http.post(
+        "/oauth/introspect", data={"token": token_a}, auth=(b["client_id"], b["client_secret"])
+    )
     assert other.status_code == 200
     assert other.json() == {"active": False}
 
@@ -129,7 +139,7 @@ def test_revoked_token_is_refused_at_once_and_introspects_inactive(hub: Hub) -> 
 
 
 def test_a_client_cannot_revoke_another_clients_token(hub: Hub) -> None:
-    _, a, headers_a = hub.partner_with_token("airline")
+    _, _, headers_a = hub.partner_with_token("airline")
     _, b, _ = hub.partner_with_token("hotel")
     token_a = headers_a["Authorization"].split()[1]
     response = hub.http.post(
@@ -144,7 +154,9 @@ def test_token_issuance_and_revocation_are_audited(hub: Hub) -> None:
     _, client, headers = hub.partner_with_token("coffee")
     token = headers["Authorization"].split()[1]
     jti = jwt.decode(token, published_keys(hub)).claims["jti"]
-    hub.http.post("/oauth/revoke", data={"token": token}, auth=(client["client_id"], client["client_secret"]))
+    hub.http.post(
+        "/oauth/revoke", data={"token": token}, auth=(client["client_id"], client["client_secret"])
+    )
     issued = hub.as_admin("GET", "/v1/audit", params={"target_id": jti}).json()["items"]
     assert {e["action"] for e in issued} == {"token.issued", "token.revoked"}
     assert all(e["actor"] == f"client:{client['client_id']}" for e in issued)

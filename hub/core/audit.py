@@ -112,7 +112,7 @@ _PG_LOCK = text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=AUDIT_LOCK_ID
 
 async def append(session: AsyncSession, event: AuditEvent) -> AuditEntry:
     """Append ``event`` in the caller's transaction (it commits or rolls back with it)."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(_PG_LOCK)
     head = (await session.execute(_HEAD)).first()
     entry = _new_entry((head[0], head[1]) if head else None, event)

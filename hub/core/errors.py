@@ -138,7 +138,9 @@ def problem_response(request: Request[Any, Any, Any], error: HubError) -> Respon
     if request_id:
         body["request_id"] = request_id
         headers["x-request-id"] = request_id
-    return Response(content=body, status_code=error.status, headers=headers, media_type=PROBLEM_JSON)
+    return Response(
+        content=body, status_code=error.status, headers=headers, media_type=PROBLEM_JSON
+    )
 
 
 def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:

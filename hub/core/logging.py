@@ -51,12 +51,13 @@ class RequestContextMiddleware:
         self.log = structlog.get_logger("hub.access")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await self.app(scope, receive, send)
             return
+        http_scope: Any = scope
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
-        intent = write_intent.set(scope["method"] not in SAFE_METHODS)
+        http_scope.setdefault("state", {})["request_id"] = request_id
+        intent = write_intent.set(http_scope["method"] not in SAFE_METHODS)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = time.perf_counter()
@@ -82,12 +83,12 @@ class RequestContextMiddleware:
             if self.access_log:
                 self.log.info(
                     "request",
-                    method=scope["method"],
+                    method=http_scope["method"],
                     path=scope["path"],
                     route=scope.get("path_template"),
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                    client_id=scope["state"].get("client_id"),  # type: ignore[typeddict-item]
+                    client_id=http_scope["state"].get("client_id"),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
 

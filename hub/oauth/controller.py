@@ -25,7 +25,7 @@ def oauth_error(status: int, error: str, description: str) -> Response[Any]:
 
 
 def oauth_exception_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", 400)
+    status = int(getattr(exc, "status_code", None) or getattr(exc, "status", None) or 400)
     if status >= 500:
         return oauth_error(500, "server_error", "The server failed to handle the request.")
     detail = getattr(exc, "detail", None) or "The request is not valid."

@@ -7,8 +7,9 @@ from uuid import UUID
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import ForeignKey, String
-from hub.core.db import JsonType
 from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.core.db import JsonType
 
 ACTIVE, REVOKED = "active", "revoked"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")

@@ -93,7 +93,7 @@ class ClientService:
     async def create(
         self, partner: Partner | None, data: ClientCreate, actor: Actor
     ) -> ClientCreated:
-        scopes = sorted(set(data.scopes))
+        scopes: list[str] = sorted(set(data.scopes))
         if partner is None and scopes != [ADMIN_SCOPE]:
             raise _bad(
                 "scopes",

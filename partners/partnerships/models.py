@@ -6,8 +6,9 @@ from uuid import UUID
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
-from hub.core.db import JsonType
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hub.core.db import JsonType
 
 PROPOSED, ACTIVE, SUSPENDED, ENDED = "proposed", "active", "suspended", "ended"
 PURPOSES = ("analytics", "joint_offers", "rewards_sharing")

@@ -7,9 +7,9 @@ Create Date: 2026-11-23
 
 from collections.abc import Sequence
 
+import advanced_alchemy.types
 import sqlalchemy as sa
 from alembic import op
-import advanced_alchemy.types
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
