@@ -44,6 +44,7 @@ class OAuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     access_token_ttl_seconds: int = 900
     assertion_max_age_seconds: int = 3600
     failed_auth_limit: int = 10
+    failed_auth_limit_per_address: int = 100
     failed_auth_window_seconds: int = 300
     revocation_poll_seconds: float = 1.0
     secret_hash_time_cost: int = 3

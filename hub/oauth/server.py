@@ -454,8 +454,14 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 .where(AuthFailure.key.in_(keys), AuthFailure.at >= since)
                 .group_by(AuthFailure.key)
             ).all()
-        for _key, count, oldest in counts:
-            if count >= self.settings.oauth.failed_auth_limit:
+        limits = self.settings.oauth
+        for key, count, oldest in counts:
+            limit = (
+                limits.failed_auth_limit_per_address
+                if key.startswith("addr:")
+                else (limits.failed_auth_limit)
+            )
+            if count >= limit:
                 oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
                 wait = int((oldest - since).total_seconds()) + 1
                 raise ThrottledError(retry_after=max(1, wait))

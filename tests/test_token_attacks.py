@@ -1,0 +1,266 @@
+"""Every way of presenting a token the hub did not issue, or no longer honours, is refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from hub.core.keyring import load_keyring
+from tests.conftest import Hub
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def valid_claims(hub: Hub, client_id: str, partner_id: str) -> dict[str, Any]:
+    metadata = hub.http.get("/.well-known/oauth-authorization-server").json()
+    now = int(time.time())
+    return {
+        "iss": metadata["issuer"],
+        "aud": metadata["resource"],
+        "sub": client_id,
+        "client_id": client_id,
+        "partner_id": partner_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": f"forged-{now}-{time.perf_counter_ns()}",
+        "scope": "overlap:read",
+    }
+
+
+def sign_with_hub_key(hub: Hub, claims: dict[str, Any], typ: str = "at+jwt") -> str:
+    """Sign with the hub's real key: isolates the claim checks from the signature check."""
+    keyring = load_keyring(hub.data_dir / "keyring.json", create=False)
+    header = {"alg": "RS256", "typ": typ, "kid": keyring.active_signing().kid}
+    return jwt.encode(header, claims, keyring.signing_key)
+
+
+def me_status(hub: Hub, token: str) -> tuple[int, dict[str, Any], str]:
+    response = hub.http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    return response.status_code, response.json(), response.headers.get("www-authenticate", "")
+
+
+@pytest.fixture(scope="module")
+def partner(hub: Hub) -> tuple[dict[str, Any], dict[str, Any]]:
+    partner = hub.create_partner("airline")
+    client = hub.create_client(partner["id"], ["overlap:read"])
+    return partner, client
+
+
+def test_a_token_signed_by_the_hub_with_valid_claims_is_accepted(hub: Hub, partner: Any) -> None:
+    # The control case: the forging helper works, so the refusals below are meaningful.
+    p, c = partner
+    status, body, _ = me_status(
+        hub, sign_with_hub_key(hub, valid_claims(hub, c["client_id"], p["id"]))
+    )
+    assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"exp": int(time.time()) - 300}, "expired"),
+        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        ({"iss": "https://attacker.example"}, "wrong issuer"),
+        ({"aud": "https://another-api.example"}, "wrong audience"),
+    ],
+)
+def test_claims_the_hub_would_never_issue_are_refused(
+    hub: Hub, partner: Any, change: dict[str, Any], reason: str
+) -> None:
+    p, c = partner
+    claims = {**valid_claims(hub, c["client_id"], p["id"]), **change}
+    status, body, challenge = me_status(hub, sign_with_hub_key(hub, claims))
+    assert status == 401, reason
+    assert body["type"] == "urn:hub:problem:unauthorized"
+    assert 'error="invalid_token"' in challenge
+
+
+def test_a_token_that_is_not_an_access_token_is_refused(hub: Hub, partner: Any) -> None:
+    p, c = partner
+    token = sign_with_hub_key(hub, valid_claims(hub, c["client_id"], p["id"]), typ="JWT")
+    assert me_status(hub, token)[0] == 401
+
+
+def test_a_tampered_payload_fails_the_signature(hub: Hub, partner: Any) -> None:
+    p, c = partner
+    token = sign_with_hub_key(hub, valid_claims(hub, c["client_id"], p["id"]))
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "overlap:read admin"
+    forged = f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
+    assert me_status(hub, forged)[0] == 401
+
+
+def test_a_token_signed_by_another_key_with_the_hubs_kid_is_refused(hub: Hub, partner: Any) -> None:
+    p, c = partner
+    keyring = load_keyring(hub.data_dir / "keyring.json", create=False)
+    attacker = RSAKey.generate_key(2048)
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": keyring.active_signing().kid}
+    token = jwt.encode(header, valid_claims(hub, c["client_id"], p["id"]), attacker)
+    assert me_status(hub, token)[0] == 401
+
+
+def test_alg_none_is_refused(hub: Hub, partner: Any) -> None:
+    p, c = partner
+    header = b64(json.dumps({"alg": "none", "typ": "at+jwt"}).encode())
+    payload = b64(json.dumps(valid_claims(hub, c["client_id"], p["id"])).encode())
+    assert me_status(hub, f"{header}.{payload}.")[0] == 401
+
+
+def test_hs256_signed_with_the_public_key_is_refused(hub: Hub, partner: Any) -> None:
+    p, c = partner
+    keyring = load_keyring(hub.data_dir / "keyring.json", create=False)
+    public_pem = RSAKey.import_key(keyring.active_signing().jwk).as_pem(private=False)
+    kid = keyring.active_signing().kid
+    header = b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": kid}).encode())
+    payload = b64(json.dumps(valid_claims(hub, c["client_id"], p["id"])).encode())
+    signature = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert me_status(hub, f"{header}.{payload}.{b64(signature)}")[0] == 401
+
+
+@pytest.mark.parametrize("value", ["", "Bearer", "Basic abc", "Bearer not.a.jwt", "Bearer a.b"])
+def test_malformed_authorization_headers_are_refused(hub: Hub, value: str) -> None:
+    response = hub.http.get("/v1/me", headers={"Authorization": value} if value else {})
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_scope_the_client_was_not_granted_is_invalid_scope(hub: Hub, partner: Any) -> None:
+    _, c = partner
+    for scope in ("overlap:read rewards:write", "admin", "no-such-scope"):
+        response = hub.http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": scope},
+            auth=(c["client_id"], c["client_secret"]),
+        )
+        assert response.status_code == 400, scope
+        assert response.json()["error"] == "invalid_scope", scope
+    narrowed = hub.http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "overlap:read"},
+        auth=(c["client_id"], c["client_secret"]),
+    )
+    assert narrowed.status_code == 200
+
+
+def test_a_replayed_client_assertion_is_refused(hub: Hub) -> None:
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    p = hub.create_partner("hotel")
+    c = hub.create_client(
+        p["id"], ["overlap:read"], "private_key_jwt", jwks={"keys": [key.as_dict(private=False)]}
+    )
+    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "RS256", "kid": "k1"},
+        {
+            "iss": c["client_id"],
+            "sub": c["client_id"],
+            "aud": f"{issuer}/oauth/token",
+            "iat": now,
+            "exp": now + 120,
+            "jti": "assertion-1",
+        },
+        key,
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    first = hub.http.post("/oauth/token", data=form)
+    assert first.status_code == 200, first.text
+    replay = hub.http.post("/oauth/token", data=form)
+    assert replay.status_code in (400, 401)
+    assert replay.json()["error"] == "invalid_client"
+
+
+def test_an_assertion_signed_by_an_unregistered_key_is_refused(hub: Hub) -> None:
+    registered = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    attacker = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    p = hub.create_partner("coffee")
+    c = hub.create_client(
+        p["id"],
+        ["overlap:read"],
+        "private_key_jwt",
+        jwks={"keys": [registered.as_dict(private=False)]},
+    )
+    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "RS256", "kid": "k1"},
+        {
+            "iss": c["client_id"],
+            "sub": c["client_id"],
+            "aud": f"{issuer}/oauth/token",
+            "iat": now,
+            "exp": now + 60,
+            "jti": "x1",
+        },
+        attacker,
+    )
+    response = hub.http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_a_suspended_partners_token_stops_working_at_once(hub: Hub) -> None:
+    partner, client, headers = hub.partner_with_token("bank_card")
+    assert hub.http.get("/v1/me", headers=headers).status_code == 200
+
+    suspended = hub.as_admin("PATCH", f"/v1/partners/{partner['id']}", json={"status": "suspended"})
+    assert suspended.json()["status"] == "suspended"
+    refused = hub.http.get("/v1/me", headers=headers)
+    assert refused.status_code == 401
+    assert "suspended" in refused.json()["detail"]
+    new_token = hub.http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+    )
+    assert new_token.json()["error"] == "invalid_client"
+
+    hub.as_admin("PATCH", f"/v1/partners/{partner['id']}", json={"status": "active"})
+    fresh = hub.token(client["client_id"], client["client_secret"])
+    assert hub.http.get("/v1/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
+
+def test_a_revoked_clients_token_stops_working_at_once(hub: Hub) -> None:
+    partner, client, headers = hub.partner_with_token("hotel")
+    response = hub.as_admin("DELETE", f"/v1/partners/{partner['id']}/clients/{client['client_id']}")
+    assert response.status_code == 200
+    assert response.json()["status"] == "revoked"
+    assert hub.http.get("/v1/me", headers=headers).status_code == 401
+    again = hub.http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+    )
+    assert again.json()["error"] == "invalid_client"
+
+
+def test_a_wrong_secret_is_invalid_client(hub: Hub, partner: Any) -> None:
+    _, c = partner
+    response = hub.http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(c["client_id"], "nope")
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
