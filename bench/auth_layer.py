@@ -360,8 +360,10 @@ def measure(
         run_wrk(url, headers, args, args.warmup)
     rounds: list[tuple[WrkResult, float]] = []
     for i in range(args.rounds):
-        log(f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency "
-            f"{url}" + (f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else ""))
+        log(
+            f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency "
+            f"{url}" + (f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else "")
+        )
         cpu_before = proc_cpu_seconds(server.proc.pid)
         result = parse_wrk(run_wrk(url, headers, args, args.duration))
         cpu = proc_cpu_seconds(server.proc.pid) - cpu_before
@@ -480,12 +482,16 @@ def verdicts(results: dict[str, CaseResult]) -> list[dict[str, Any]]:
 
     if bare and "auth" in results:
         ratio = results["auth"].rps / bare.rps
-        add(f"auth rps / bare rps >= {TARGET_AUTH_RATIO}", round(ratio, 3),
-            ratio >= TARGET_AUTH_RATIO)
+        add(
+            f"auth rps / bare rps >= {TARGET_AUTH_RATIO}",
+            round(ratio, 3),
+            ratio >= TARGET_AUTH_RATIO,
+        )
     if bare and "me" in results:
         ratio = results["me"].rps / bare.rps
-        add(f"/v1/me rps / bare rps >= {TARGET_ME_RATIO}", round(ratio, 3),
-            ratio >= TARGET_ME_RATIO)
+        add(
+            f"/v1/me rps / bare rps >= {TARGET_ME_RATIO}", round(ratio, 3), ratio >= TARGET_ME_RATIO
+        )
     for name in ("auth", "me"):
         if name in results:
             p99 = results[name].latency_ms["99"]
@@ -511,26 +517,45 @@ def markdown(results: dict[str, CaseResult], checks: list[dict[str, Any]]) -> st
     lines += ["", "| target | measured | verdict |", "|---|---:|---|"]
     for c in checks:
         verdict = "PASS" if c["pass"] else "FAIL"
-        lines.append(f"| {c['target']} | {c['value']}{(' ' + c['unit']) if c['unit'] else ''} "
-                     f"| {verdict} |")
+        lines.append(
+            f"| {c['target']} | {c['value']}{(' ' + c['unit']) if c['unit'] else ''} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
 # -- main -------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=parse_duration, default=15.0,
-                   help="wrk duration per case (default 15s; e.g. 3s for a smoke run)")
-    p.add_argument("--warmup", type=parse_duration, default=2.0,
-                   help="unmeasured wrk run before each case (default 2s; 0 to skip)")
+    p.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=15.0,
+        help="wrk duration per case (default 15s; e.g. 3s for a smoke run)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=parse_duration,
+        default=2.0,
+        help="unmeasured wrk run before each case (default 2s; 0 to skip)",
+    )
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="measured wrk runs per case; the median by req/s is reported")
-    p.add_argument("--cases", default="bare,auth,me",
-                   help="comma-separated subset of bare,auth,me (default all)")
-    p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG),
-                   help=f"PostgreSQL server URL to create databases on (default {DEFAULT_PG})")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measured wrk runs per case; the median by req/s is reported",
+    )
+    p.add_argument(
+        "--cases",
+        default="bare,auth,me",
+        help="comma-separated subset of bare,auth,me (default all)",
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", DEFAULT_PG),
+        help=f"PostgreSQL server URL to create databases on (default {DEFAULT_PG})",
+    )
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark databases")
     p.add_argument("--output", type=Path, default=None, help="JSON results file")
     return p.parse_args(argv)
@@ -552,23 +577,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = datetime.now(UTC)
     info = machine_info()
-    log(f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-        f"{info['wrk']}")
-    log("access logging is OFF in every case (uvicorn --no-access-log; "
-        "HUB_LOGGING_ACCESS_LOG=false for the hub)")
+    log(
+        f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"{info['wrk']}"
+    )
+    log(
+        "access logging is OFF in every case (uvicorn --no-access-log; "
+        "HUB_LOGGING_ACCESS_LOG=false for the hub)"
+    )
 
     results: dict[str, CaseResult] = {}
     for case in cases:
         results[case] = run_bare(args) if case == "bare" else run_hub_case(args, case)
         r = results[case]
-        log(f"{case}: {r.rps:,.0f} req/s, p50 {r.latency_ms['50']:.2f} ms, "
-            f"p99 {r.latency_ms['99']:.2f} ms, server CPU {r.server_cpu_us_per_request:.0f} µs/req")
+        log(
+            f"{case}: {r.rps:,.0f} req/s, p50 {r.latency_ms['50']:.2f} ms, "
+            f"p99 {r.latency_ms['99']:.2f} ms, server CPU {r.server_cpu_us_per_request:.0f} µs/req"
+        )
 
     checks = verdicts(results)
     table = markdown(results, checks)
     print()
-    print(f"## Results ({started:%Y-%m-%d %H:%M} UTC, {info['cpus']} CPUs, "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s)")
+    print(
+        f"## Results ({started:%Y-%m-%d %H:%M} UTC, {info['cpus']} CPUs, "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s)"
+    )
     print()
     print(table)
     print()

@@ -7,6 +7,7 @@ bodies) are translated here too, so no client ever sees a bare 500 for its own m
 
 from __future__ import annotations
 
+import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -134,10 +135,11 @@ def problem_response(request: Request[Any, Any, Any], error: HubError) -> Respon
         body["errors"] = error.errors
     body.update(error.extra)
     headers = dict(error.headers)
-    request_id = request.scope.get("state", {}).get("request_id")
-    if request_id:
-        body["request_id"] = request_id
-        headers["x-request-id"] = request_id
+    # Unrouted requests (404, 405) never reach the request-context middleware: name them here.
+    state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    request_id = state.setdefault("request_id", uuid.uuid4().hex)
+    body["request_id"] = request_id
+    headers["x-request-id"] = request_id
     return Response(
         content=body, status_code=error.status, headers=headers, media_type=PROBLEM_JSON
     )
