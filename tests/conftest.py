@@ -236,3 +236,32 @@ def table_counts(database_url: str) -> dict[str, int]:
             }
     finally:
         engine.dispose()
+
+
+def run_cli(hub: Hub, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run `hub …` in-process (click's runner) against this hub's database and keyring."""
+    from click.testing import CliRunner
+
+    from hub.cli import main
+
+    environ = {
+        "HUB_CONFIG": str(ROOT / "config" / "test.toml"),
+        "HUB_DATABASE_URL": hub.database_url,
+        "HUB_SERVER_DATA_DIR": str(hub.data_dir),
+        **(env or {}),
+    }
+    return CliRunner(env=environ).invoke(main, list(args), catch_exceptions=False)
+
+
+def execute_sql(database_url: str, sql: str, **params: Any) -> Any:
+    from sqlalchemy import create_engine, text
+
+    from hub.core.db import normalise_url
+
+    engine = create_engine(normalise_url(database_url))
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params)
+            return result.all() if result.returns_rows else None
+    finally:
+        engine.dispose()

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from hub.core.db import Base, JsonType
-from hub.core.keyring import Keyring
+from hub.core.keyring import AUDIT_ALG, Keyring
 
 GENESIS = "0" * 64
 # Any constant works; it names the lock that serialises audit appends on PostgreSQL.
@@ -138,7 +138,7 @@ class SignedHead(msgspec.Struct):
     head_hash: str
     signed_at: int
     kid: str
-    signature: str  # JWS compact (EdDSA) over {"count", "head_hash", "signed_at"}
+    signature: str  # JWS compact (Ed25519) over {"count", "head_hash", "signed_at"}
 
 
 async def current_head(session: AsyncSession) -> tuple[int, str]:
@@ -152,7 +152,9 @@ def sign_head(keyring: Keyring, count: int, head_hash: str) -> SignedHead:
         {"count": count, "head_hash": head_hash, "signed_at": signed_at}, sort_keys=True
     )
     kid = keyring.audit_key.kid or ""
-    token = jws.serialize_compact({"alg": "EdDSA", "kid": kid}, payload, keyring.audit_key)
+    token = jws.serialize_compact(
+        {"alg": AUDIT_ALG, "kid": kid}, payload, keyring.audit_key, algorithms=[AUDIT_ALG]
+    )
     return SignedHead(
         count=count, head_hash=head_hash, signed_at=signed_at, kid=kid, signature=token
     )
@@ -161,7 +163,7 @@ def sign_head(keyring: Keyring, count: int, head_hash: str) -> SignedHead:
 def verify_head_signature(keyring: Keyring, head: SignedHead) -> bool:
     try:
         obj = jws.deserialize_compact(
-            head.signature, keyring.audit_public_keys(), algorithms=["EdDSA"]
+            head.signature, keyring.audit_public_keys(), algorithms=[AUDIT_ALG]
         )
     except (JoseError, ValueError):
         return False

@@ -2,7 +2,7 @@
 
 Stored as JSON in ``HUB_KEYRING_FILE`` (default ``./var/keyring.json``, created on first start
 with mode 0600) or given whole in ``HUB_KEYRING``. It holds versions of the token signing keys
-(RS256, RFC 9068 §2.1), the audit signing key (Ed25519), and — for the identifier exchange —
+(RS256, RFC 9068 §2.1), the audit signing key (Ed25519, RFC 9864), and — for the identifier exchange —
 the match key and the data key. Losing it loses the ability to verify tokens and to match:
 back it up (see README).
 """
@@ -22,6 +22,8 @@ import msgspec
 from joserfc.jwk import KeySet, OKPKey, RSAKey
 
 SIGNING_ALG = "RS256"
+# RFC 9864 fully-specified EdDSA algorithm name.
+AUDIT_ALG = "Ed25519"
 
 
 class SigningKey(msgspec.Struct):
@@ -62,7 +64,7 @@ def _new_signing_key() -> SigningKey:
 
 def _new_audit_key() -> SigningKey:
     kid = _kid("audit")
-    key = OKPKey.generate_key("Ed25519", parameters={"kid": kid, "alg": "EdDSA", "use": "sig"})
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": kid, "alg": AUDIT_ALG, "use": "sig"})
     return SigningKey(kid=kid, jwk=key.as_dict(private=True), created_at=int(time.time()))
 
 
