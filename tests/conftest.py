@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,13 +202,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="module")
-def hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    data_dir = tmp_path_factory.mktemp(f"hub-{backend}")
+@contextmanager
+def launch_hub(backend: str, data_dir: Path, **env: str) -> Iterator[Hub]:
+    """A migrated database, a bootstrapped admin client and a live server."""
     database_url = make_database(backend, data_dir)
     upgrade(database_url)
     admin_id, admin_secret = bootstrap_admin(database_url, data_dir)
-    server = start_hub(database_url, data_dir)
+    server = start_hub(database_url, data_dir, **env)
     hub = Hub(server, database_url, data_dir, admin_id, admin_secret)
     hub.admin_headers()  # token issued up front, so "nothing written" checks see no audit row
     try:
@@ -217,6 +218,12 @@ def hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
         server.stop()
         if backend == "postgres":
             drop_pg_database(database_url)
+
+
+@pytest.fixture(scope="module")
+def hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with launch_hub(backend, tmp_path_factory.mktemp(f"hub-{backend}")) as running:
+        yield running
 
 
 def table_counts(database_url: str) -> dict[str, int]:
