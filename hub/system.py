@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +18,7 @@ async def live() -> dict[str, str]:
 
 
 @get("/health/ready", tags=["health"], summary="The hub can serve: the database answers")
-async def ready(db_session: AsyncSession) -> Response[dict[str, Any]]:
+async def ready(db_session: NamedDependency[AsyncSession]) -> Response[dict[str, Any]]:
     try:
         await db_session.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means not ready

@@ -6,6 +6,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import get
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.auth import Principal
@@ -24,7 +25,9 @@ class Me(msgspec.Struct):
 
 
 @get("/v1/me", tags=["me"], summary="Who am I: partner, scopes and partnerships")
-async def me(principal: Principal, db_session: AsyncSession) -> Me:
+async def me(
+    principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]
+) -> Me:
     if principal.partner_id is None:
         return Me(
             client_id=principal.client_id,

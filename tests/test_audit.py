@@ -46,7 +46,8 @@ def test_the_untouched_chain_verifies_against_its_signed_head(
 def test_an_edited_row_is_detected(hub: Hub, history: None) -> None:
     (seq, details), *_ = execute_sql(
         hub.database_url,
-        "SELECT seq, details FROM audit_log WHERE action = 'partner.onboarded' ORDER BY seq LIMIT 1",
+        "SELECT seq, details FROM audit_log WHERE action = 'partner.onboarded' "
+        "ORDER BY seq LIMIT 1",
     )
     original = details if isinstance(details, str) else json.dumps(details)
     tampered = json.dumps({"name": "someone else", "category": "airline"})
@@ -65,7 +66,10 @@ def test_an_edited_row_is_detected(hub: Hub, history: None) -> None:
 
 
 def test_a_deleted_row_is_detected(hub: Hub, history: None) -> None:
-    columns = "seq, at, actor, partner_id, action, target_type, target_id, details, request_id, prev_hash, hash"
+    columns = (
+        "seq, at, actor, partner_id, action, target_type, target_id, details, request_id, "
+        "prev_hash, hash"
+    )
     row = execute_sql(hub.database_url, f"SELECT {columns} FROM audit_log WHERE seq = 2")[0]
     execute_sql(hub.database_url, "DELETE FROM audit_log WHERE seq = 2")
     try:

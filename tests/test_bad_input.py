@@ -16,7 +16,9 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert response.headers["content-type"].startswith(PROBLEM)
     body = response.json()
     assert body["status"] == status
-    assert body["detail"] and body["fix"] and body["title"]
+    assert body["detail"]
+    assert body["fix"]
+    assert body["title"]
     assert body["type"].startswith("urn:hub:problem:")
     assert response.headers["x-request-id"] == body["request_id"]
     return dict(body)

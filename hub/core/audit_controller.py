@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import Parameter, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,13 +54,13 @@ class AuditController(Controller):
     @get("/", summary="Read the audit log, newest first")
     async def list_entries(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         limit: int = Parameter(ge=1, le=500, default=DEFAULT_LIMIT),
         cursor: str | None = Parameter(default=None),
         action: str | None = Parameter(default=None, description="e.g. partner.suspended"),
-        actor_name: str | None = Parameter(
-            query="actor", default=None, description="e.g. client:cl_..."
-        ),
+        actor_name: Annotated[
+            str | None, QueryParameter(name="actor", description="e.g. client:cl_...")
+        ] = None,
         target_id: str | None = Parameter(default=None),
         partner_id: str | None = Parameter(default=None),
         since: datetime | None = Parameter(default=None),
@@ -95,6 +96,6 @@ class AuditController(Controller):
         description="Keep these; `hub admin audit verify --head` detects truncation against "
         "any earlier signed head.",
     )
-    async def head(self, db_session: AsyncSession, state: State) -> SignedHead:
+    async def head(self, db_session: NamedDependency[AsyncSession], state: State) -> SignedHead:
         count, head_hash = await current_head(db_session)
         return sign_head(state.keyring, count, head_hash)

@@ -136,7 +136,7 @@ def problem_response(request: Request[Any, Any, Any], error: HubError) -> Respon
     body.update(error.extra)
     headers = dict(error.headers)
     # Unrouted requests (404, 405) never reach the request-context middleware: name them here.
-    state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = request.scope.setdefault("state", {})
     request_id = state.setdefault("request_id", uuid.uuid4().hex)
     body["request_id"] = request_id
     headers["x-request-id"] = request_id

@@ -2,9 +2,9 @@
 
 Stored as JSON in ``HUB_KEYRING_FILE`` (default ``./var/keyring.json``, created on first start
 with mode 0600) or given whole in ``HUB_KEYRING``. It holds versions of the token signing keys
-(RS256, RFC 9068 §2.1), the audit signing key (Ed25519, RFC 9864), and — for the identifier exchange —
-the match key and the data key. Losing it loses the ability to verify tokens and to match:
-back it up (see README).
+(RS256, RFC 9068 §2.1), the audit signing key (Ed25519, RFC 9864), and — for the identifier
+exchange — the match key and the data key. Losing it loses the ability to verify tokens and to
+match: back it up (see README).
 """
 
 from __future__ import annotations

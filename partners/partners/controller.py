@@ -7,8 +7,8 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
@@ -21,7 +21,9 @@ from partners.partners.schemas import PartnerCreate, PartnerOut, PartnerUpdate
 from partners.partners.service import PartnerService, to_out
 
 
-def provide_partner_service(db_session: AsyncSession, state: State) -> PartnerService:
+def provide_partner_service(
+    db_session: NamedDependency[AsyncSession], state: State
+) -> PartnerService:
     return PartnerService(
         db_session,
         allow_loopback_http=state.settings.webhooks.allow_loopback_http,
@@ -29,7 +31,9 @@ def provide_partner_service(db_session: AsyncSession, state: State) -> PartnerSe
     )
 
 
-def provide_client_service(db_session: AsyncSession, state: State) -> ClientService:
+def provide_client_service(
+    db_session: NamedDependency[AsyncSession], state: State
+) -> ClientService:
     return ClientService(db_session, state.secret_hasher, state.revocations)
 
 
@@ -48,14 +52,17 @@ class PartnerController(Controller):
 
     @post("/", summary="Onboard a partner")
     async def onboard(
-        self, data: PartnerCreate, partners: PartnerService, actor: Actor
+        self,
+        data: JSONBody[PartnerCreate],
+        partners: NamedDependency[PartnerService],
+        actor: NamedDependency[Actor],
     ) -> PartnerOut:
         return to_out(await partners.onboard(data, actor))
 
     @get("/", summary="List partners")
     async def list_partners(
         self,
-        partners: PartnerService,
+        partners: NamedDependency[PartnerService],
         limit: int = Limit,
         cursor: str | None = Cursor,
         status: str | None = Parameter(default=None, pattern="^(active|suspended)$"),
@@ -63,7 +70,9 @@ class PartnerController(Controller):
         return await partners.list(cursor=cursor, limit=limit, status=status)
 
     @get("/{partner_id:uuid}", summary="Read a partner")
-    async def read(self, partner_id: UUID, partners: PartnerService) -> PartnerOut:
+    async def read(
+        self, partner_id: FromPath[UUID], partners: NamedDependency[PartnerService]
+    ) -> PartnerOut:
         return to_out(await partners.get(partner_id))
 
     @patch(
@@ -72,7 +81,11 @@ class PartnerController(Controller):
         description="A suspended partner's tokens stop working at once.",
     )
     async def update(
-        self, partner_id: UUID, data: PartnerUpdate, partners: PartnerService, actor: Actor
+        self,
+        partner_id: FromPath[UUID],
+        data: JSONBody[PartnerUpdate],
+        partners: NamedDependency[PartnerService],
+        actor: NamedDependency[Actor],
     ) -> PartnerOut:
         return to_out(await partners.update(partner_id, data, actor))
 
@@ -83,11 +96,11 @@ class PartnerController(Controller):
     )
     async def create_client(
         self,
-        partner_id: UUID,
-        data: ClientCreate,
-        partners: PartnerService,
-        clients: ClientService,
-        actor: Actor,
+        partner_id: FromPath[UUID],
+        data: JSONBody[ClientCreate],
+        partners: NamedDependency[PartnerService],
+        clients: NamedDependency[ClientService],
+        actor: NamedDependency[Actor],
     ) -> ClientCreated:
         partner = await partners.get(partner_id)
         return await clients.create(partner, data, actor)
@@ -95,9 +108,9 @@ class PartnerController(Controller):
     @get("/{partner_id:uuid}/clients", summary="List a partner's clients")
     async def list_clients(
         self,
-        partner_id: UUID,
-        partners: PartnerService,
-        clients: ClientService,
+        partner_id: FromPath[UUID],
+        partners: NamedDependency[PartnerService],
+        clients: NamedDependency[ClientService],
         limit: int = Limit,
         cursor: str | None = Cursor,
     ) -> Page[ClientOut]:
@@ -111,7 +124,11 @@ class PartnerController(Controller):
         description="Its tokens stop working at once; revoking twice is harmless.",
     )
     async def revoke_client(
-        self, partner_id: UUID, client_id: str, clients: ClientService, actor: Actor
+        self,
+        partner_id: FromPath[UUID],
+        client_id: FromPath[str],
+        clients: NamedDependency[ClientService],
+        actor: NamedDependency[Actor],
     ) -> ClientOut:
         return client_out(await clients.revoke(partner_id, client_id, actor))
 

@@ -6,8 +6,8 @@ from uuid import UUID
 
 from litestar import Controller, get, patch, post
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
@@ -17,7 +17,9 @@ from partners.partnerships.schemas import PartnershipCreate, PartnershipOut, Par
 from partners.partnerships.service import PartnershipService, to_out
 
 
-def provide_partnership_service(db_session: AsyncSession, state: State) -> PartnershipService:
+def provide_partnership_service(
+    db_session: NamedDependency[AsyncSession], state: State
+) -> PartnershipService:
     settings = state.settings.partnerships
     return PartnershipService(
         db_session,
@@ -26,7 +28,7 @@ def provide_partnership_service(db_session: AsyncSession, state: State) -> Partn
     )
 
 
-def _partner_scope(principal: Principal) -> UUID | None:
+def _partner_scope(principal: NamedDependency[Principal]) -> UUID | None:
     """Admins see every partnership; a partner's client only its own partner's."""
     if principal.is_admin or principal.partner_id is None:
         return None
@@ -40,15 +42,18 @@ class PartnershipController(Controller):
 
     @post("/", guards=[requires_admin], summary="Propose a partnership (admin)")
     async def propose(
-        self, data: PartnershipCreate, partnerships: PartnershipService, actor: Actor
+        self,
+        data: JSONBody[PartnershipCreate],
+        partnerships: NamedDependency[PartnershipService],
+        actor: NamedDependency[Actor],
     ) -> PartnershipOut:
         return to_out(await partnerships.propose(data, actor))
 
     @get("/", summary="List partnerships (admins: all; partners: their own)")
     async def list_partnerships(
         self,
-        partnerships: PartnershipService,
-        principal: Principal,
+        partnerships: NamedDependency[PartnershipService],
+        principal: NamedDependency[Principal],
         limit: int = Parameter(ge=1, le=500, default=DEFAULT_LIMIT),
         cursor: str | None = Parameter(default=None),
         status: str | None = Parameter(default=None, pattern="^(proposed|active|suspended|ended)$"),
@@ -59,7 +64,10 @@ class PartnershipController(Controller):
 
     @get("/{partnership_id:uuid}", summary="Read a partnership (members and admins)")
     async def read(
-        self, partnership_id: UUID, partnerships: PartnershipService, principal: Principal
+        self,
+        partnership_id: FromPath[UUID],
+        partnerships: NamedDependency[PartnershipService],
+        principal: NamedDependency[Principal],
     ) -> PartnershipOut:
         return to_out(await partnerships.get_for(partnership_id, _partner_scope(principal)))
 
@@ -70,10 +78,10 @@ class PartnershipController(Controller):
     )
     async def update(
         self,
-        partnership_id: UUID,
-        data: PartnershipUpdate,
-        partnerships: PartnershipService,
-        actor: Actor,
+        partnership_id: FromPath[UUID],
+        data: JSONBody[PartnershipUpdate],
+        partnerships: NamedDependency[PartnershipService],
+        actor: NamedDependency[Actor],
     ) -> PartnershipOut:
         return to_out(await partnerships.update(partnership_id, data, actor))
 
@@ -86,10 +94,10 @@ class PartnershipController(Controller):
     )
     async def accept(
         self,
-        partnership_id: UUID,
-        partnerships: PartnershipService,
-        principal: Principal,
-        actor: Actor,
+        partnership_id: FromPath[UUID],
+        partnerships: NamedDependency[PartnershipService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
     ) -> PartnershipOut:
         assert principal.partner_id is not None  # requires_partner
         return to_out(await partnerships.accept(partnership_id, UUID(principal.partner_id), actor))
