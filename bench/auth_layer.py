@@ -58,7 +58,7 @@ TARGET_ME_RATIO = 0.25
 TARGET_P99_MS = 10.0
 # The bare case sends an Authorization header of about a real token's size, so every case
 # sends requests of similar size (the bare app ignores it).
-DUMMY_TOKEN_LEN = 780
+DUMMY_TOKEN_LEN = 820
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def partner_token(server: Server, setup: HubSetup) -> tuple[str, dict[str, Any]]
         if r.status_code != 201:
             raise RuntimeError(f"POST /v1/partners/{{id}}/clients: {r.status_code} {r.text}")
         client = r.json()
-        return get_token(http, client["client_id"], client["client_secret"]), partner
+        return get_token(http, client["client_id"], client["client_secret"]), client
 
 
 # -- one case ---------------------------------------------------------------------------------
@@ -417,26 +417,111 @@ def run_bare(args: argparse.Namespace) -> CaseResult:
         server.stop()
 
 
-def run_hub_case(args: argparse.Namespace, name: str) -> CaseResult:
-    log(f"{name}: fresh PostgreSQL database, migrations, hub admin bootstrap")
-    setup = prepare_hub(args.pg_url)
+def token_for(server: Server, client: dict[str, Any]) -> str:
+    """A token for an existing client from this server (each server is its own issuer)."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        return get_token(http, client["client_id"], client["client_secret"])
+
+
+def start_hub(name: str, setup: HubSetup, factory: str, ablate: str = "") -> Server:
     port = free_port()
-    if name == "auth":
-        target = ["--factory", "bench.hub_bench_app:create"]
-        path, description = "/bench/claims", "hub app, bearer auth, returns token claims (no DB)"
-    else:
-        target = ["--factory", "hub.app:create_app"]
-        path, description = "/v1/me", "hub app, GET /v1/me (PostgreSQL)"
-    server = Server(name, target, hub_env(setup, port), port)
+    env = hub_env(setup, port)
+    if ablate:
+        env["BENCH_HUB_ABLATE"] = ablate
+    server = Server(name, ["--factory", factory], env, port)
     try:
         server.wait_ready("/health/ready")
-        token, _partner = partner_token(server, setup)
-        headers = {"Authorization": f"Bearer {token}"}
-        return measure(
-            name, description, server, path, headers, args, make_url(setup.database_url).database
-        )
-    finally:
+    except BaseException:
         server.stop()
+        raise
+    return server
+
+
+def run_hub_case(args: argparse.Namespace, name: str) -> tuple[CaseResult, list[CaseResult]]:
+    """One hub case (auth or me) on a fresh database; with --breakdown, the auth case also
+    measures diagnostic variants on the same database (not targets)."""
+    log(f"{name}: fresh PostgreSQL database, migrations, hub admin bootstrap")
+    setup = prepare_hub(args.pg_url)
+    database = make_url(setup.database_url).database
+    breakdown: list[CaseResult] = []
+    try:
+        if name == "me":
+            server = start_hub(name, setup, "hub.app:create_app")
+            try:
+                token, _client = partner_token(server, setup)
+                headers = {"Authorization": f"Bearer {token}"}
+                result = measure(
+                    name,
+                    "hub app, GET /v1/me (PostgreSQL)",
+                    server,
+                    "/v1/me",
+                    headers,
+                    args,
+                    database,
+                )
+            finally:
+                server.stop()
+            return result, breakdown
+
+        server = start_hub(name, setup, "bench.hub_bench_app:create")
+        try:
+            token, client = partner_token(server, setup)
+            headers = {"Authorization": f"Bearer {token}"}
+            result = measure(
+                name,
+                "hub app, bearer auth, returns token claims (no DB)",
+                server,
+                "/bench/claims",
+                headers,
+                args,
+                database,
+            )
+            if args.breakdown:
+                breakdown.append(
+                    measure(
+                        "hub-live",
+                        "hub app, public /health/live: middleware stack, no auth, no DB",
+                        server,
+                        "/health/live",
+                        headers,
+                        args,
+                        database,
+                    )
+                )
+                breakdown.append(
+                    measure(
+                        "hub-ready",
+                        "hub app, public /health/ready: session + SELECT 1 + commit",
+                        server,
+                        "/health/ready",
+                        headers,
+                        args,
+                        database,
+                    )
+                )
+        finally:
+            server.stop()
+        if args.breakdown:
+            for ablate in ("prometheus", "request_context", "prometheus,request_context"):
+                label = "auth-no-" + ablate.replace(",", "-no-").replace("_", "-")
+                server = start_hub(label, setup, "bench.hub_bench_app:create", ablate)
+                try:
+                    headers = {"Authorization": f"Bearer {token_for(server, client)}"}
+                    breakdown.append(
+                        measure(
+                            label,
+                            f"as auth, with {ablate} middleware replaced by a pass-through",
+                            server,
+                            "/bench/claims",
+                            headers,
+                            args,
+                            database,
+                        )
+                    )
+                finally:
+                    server.stop()
+        return result, breakdown
+    finally:
         if args.keep_db:
             log(f"{name}: kept database {setup.database_url} and data dir {setup.data_dir}")
         else:
@@ -514,7 +599,8 @@ def markdown(results: dict[str, CaseResult], checks: list[dict[str, Any]]) -> st
             f"| {r.latency_ms['75']:.2f} | {r.latency_ms['90']:.2f} | {r.latency_ms['99']:.2f} "
             f"| {ratio} | {r.server_cpu_us_per_request:.0f} | {errors} |"
         )
-    lines += ["", "| target | measured | verdict |", "|---|---:|---|"]
+    if checks:
+        lines += ["", "| target | measured | verdict |", "|---|---:|---|"]
     for c in checks:
         verdict = "PASS" if c["pass"] else "FAIL"
         lines.append(
@@ -557,6 +643,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"PostgreSQL server URL to create databases on (default {DEFAULT_PG})",
     )
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark databases")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure diagnostic variants of the auth case (not targets): /health/live,\n"
+        "/health/ready, and /bench/claims with the Prometheus and/or request-context\n"
+        "middleware replaced by a pass-through (bench/hub_bench_app.py)",
+    )
     p.add_argument("--output", type=Path, default=None, help="JSON results file")
     return p.parse_args(argv)
 
@@ -587,13 +680,18 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results: dict[str, CaseResult] = {}
+    breakdown: dict[str, CaseResult] = {}
     for case in cases:
-        results[case] = run_bare(args) if case == "bare" else run_hub_case(args, case)
-        r = results[case]
-        log(
-            f"{case}: {r.rps:,.0f} req/s, p50 {r.latency_ms['50']:.2f} ms, "
-            f"p99 {r.latency_ms['99']:.2f} ms, server CPU {r.server_cpu_us_per_request:.0f} µs/req"
-        )
+        if case == "bare":
+            results[case] = run_bare(args)
+        else:
+            results[case], extra = run_hub_case(args, case)
+            breakdown.update((r.name, r) for r in extra)
+        for r in [results[case], *(breakdown.values() if case == "auth" else [])]:
+            log(
+                f"{r.name}: {r.rps:,.0f} req/s, p50 {r.latency_ms['50']:.2f} ms, p99 "
+                f"{r.latency_ms['99']:.2f} ms, server CPU {r.server_cpu_us_per_request:.0f} µs/req"
+            )
 
     checks = verdicts(results)
     table = markdown(results, checks)
@@ -605,6 +703,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     print()
+    if breakdown:
+        breakdown_table = markdown(
+            {
+                **({"bare": results["bare"]} if "bare" in results else {}),
+                **({"auth": results["auth"]} if "auth" in results else {}),
+                **breakdown,
+            },
+            [],
+        )
+        print("## Breakdown (diagnostics, not targets)")
+        print()
+        print(breakdown_table)
+        print()
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     output = args.output or RESULTS_DIR / f"auth_layer-{started:%Y%m%dT%H%M%SZ}.json"
@@ -623,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         "access_log": False,
         "database": "PostgreSQL (fresh database per hub case)",
         "results": {name: asdict(r) for name, r in results.items()},
+        "breakdown": {name: asdict(r) for name, r in breakdown.items()},
         "ratios_vs_bare": {
             name: round(r.rps / results["bare"].rps, 3)
             for name, r in results.items()

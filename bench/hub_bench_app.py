@@ -6,17 +6,28 @@ database, so it measures the auth layer and nothing else.
 
 Run by bench/auth_layer.py as ``uvicorn --factory bench.hub_bench_app:create``; settings come
 from ``HUB_*`` environment variables like ``hub serve``.
+
+Diagnostics only (``auth_layer.py --breakdown``): ``BENCH_HUB_ABLATE`` is a comma-separated list
+of hub middlewares to replace with a pass-through before the app is built, to measure what each
+one costs: ``prometheus`` (litestar's PrometheusMiddleware) and ``request_context``
+(hub.core.logging.RequestContextMiddleware). Nothing in hub/ is changed; the replacement is
+done on the names ``hub.app`` looks up, in this process only.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from litestar import Litestar, Request, get
+from litestar.middleware import DefineMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from hub.app import create_app
+import hub.app as hub_app
 from hub.core.auth import Principal
 from hub.settings import load_settings
+
+ABLATABLE = {"prometheus", "request_context"}
 
 
 @get("/bench/claims")
@@ -24,5 +35,30 @@ async def claims_route(request: Request[Principal, Any, Any]) -> dict[str, Any]:
     return request.user.claims
 
 
+class PassThrough:
+    """A middleware that does nothing (stands in for an ablated one)."""
+
+    def __init__(self, app: ASGIApp, **_: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class NoPrometheus:
+    """Stands in for PrometheusConfig: same constructor, a pass-through middleware."""
+
+    def __init__(self, **_: Any) -> None:
+        self.middleware = DefineMiddleware(PassThrough)
+
+
 def create() -> Litestar:
-    return create_app(load_settings(), extra_route_handlers=[claims_route])
+    ablate = {x.strip() for x in os.environ.get("BENCH_HUB_ABLATE", "").split(",") if x.strip()}
+    unknown = ablate - ABLATABLE
+    if unknown:
+        raise ValueError(f"BENCH_HUB_ABLATE: unknown {sorted(unknown)}; known {sorted(ABLATABLE)}")
+    if "prometheus" in ablate:
+        hub_app.PrometheusConfig = NoPrometheus  # type: ignore[misc,assignment]
+    if "request_context" in ablate:
+        hub_app.RequestContextMiddleware = PassThrough  # type: ignore[misc,assignment]
+    return hub_app.create_app(load_settings(), extra_route_handlers=[claims_route])

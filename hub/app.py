@@ -28,6 +28,7 @@ from hub.core.auth import BearerAuthMiddleware, ClientRateLimiter, TokenVerifier
 from hub.core.db import create_hub_async_engine, create_hub_sync_engine, sync_sessionmaker
 from hub.core.deps import COMMON_DEPENDENCIES
 from hub.core.errors import EXCEPTION_HANDLERS, UnsupportedMediaType
+from hub.core.idempotency import IdempotencyMiddleware
 from hub.core.keyring import load_keyring
 from hub.core.logging import RequestContextMiddleware, configure_logging
 from hub.core.revocations import RevocationCache
@@ -174,6 +175,7 @@ def create_app(
             DefineMiddleware(RequestContextMiddleware, access_log=settings.logging.access_log),
             prometheus.middleware,
             auth,
+            IdempotencyMiddleware,
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
         before_request=require_json_body,

@@ -2,6 +2,7 @@
 
 from hub.core.audit import AuditEntry
 from hub.core.db import metadata
+from hub.core.idempotency import IdempotencyRecord
 from hub.core.revocations import Revocation
 from hub.oauth.models import AuthFailure, UsedAssertion
 from partners.clients.models import OAuthClient
@@ -11,6 +12,7 @@ from partners.partnerships.models import Partnership, PartnershipMember
 __all__ = [
     "AuditEntry",
     "AuthFailure",
+    "IdempotencyRecord",
     "OAuthClient",
     "Partner",
     "Partnership",

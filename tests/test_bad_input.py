@@ -197,3 +197,49 @@ def test_oauth_errors_answer_in_rfc6749_form(hub: Hub) -> None:
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert twice.json()["error"] == "invalid_request"
+
+
+def test_a_retried_create_with_the_same_idempotency_key_applies_once(hub: Hub) -> None:
+    body = {"name": "Retry Air", "category": "airline"}
+    headers = {"Idempotency-Key": "7c1f0b9e-retry-1"}
+    first = hub.as_admin("POST", "/v1/partners", json=body, headers=headers)
+    assert first.status_code == 201
+    before = table_counts(hub.database_url)
+    again = hub.as_admin("POST", "/v1/partners", json=body, headers=headers)
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert table_counts(hub.database_url) == before
+    different = hub.as_admin(
+        "POST", "/v1/partners", json={**body, "name": "Other"}, headers=headers
+    )
+    body_409 = assert_problem(different, 409)
+    assert "different request" in body_409["detail"]
+    assert table_counts(hub.database_url) == before
+
+
+def test_idempotency_keys_are_per_client(hub: Hub) -> None:
+    _, _, headers = hub.partner_with_token("hotel")
+    key = {"Idempotency-Key": "shared-key-1"}
+    first = hub.as_admin(
+        "POST", "/v1/partners", json={"name": "Key Inn", "category": "hotel"}, headers=key
+    )
+    assert first.status_code == 201
+    # Another client using the same key value neither sees nor disturbs the admin's record.
+    other = hub.http.post(
+        "/v1/partners", json={"name": "Key Inn 2", "category": "hotel"}, headers={**headers, **key}
+    )
+    assert other.status_code == 403
+    assert "idempotent-replayed" not in other.headers
+
+
+def test_a_failed_request_does_not_burn_its_idempotency_key(hub: Hub) -> None:
+    headers = {"Idempotency-Key": "after-error-1"}
+    bad = hub.as_admin(
+        "POST", "/v1/partners", json={"name": "", "category": "airline"}, headers=headers
+    )
+    assert bad.status_code == 400
+    good = hub.as_admin(
+        "POST", "/v1/partners", json={"name": "Fixed Air", "category": "airline"}, headers=headers
+    )
+    assert good.status_code == 201, good.text

@@ -145,13 +145,22 @@ class TokenVerifier:
 class ClientRateLimiter:
     """A token bucket per client: ``per_minute`` sustained, ``burst`` at once."""
 
-    def __init__(self, per_minute: int, burst: int) -> None:
+    def __init__(self, per_minute: int, burst: int, max_clients: int = 100_000) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
+        self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _prune(self, now: float) -> None:
+        # A bucket that has refilled completely carries no information: forget it.
+        full_after = self.burst / self.rate
+        for client_id in [c for c, (_, last) in self._buckets.items() if now - last > full_after]:
+            del self._buckets[client_id]
 
     def check(self, client_id: str) -> None:
         now = time.monotonic()
+        if len(self._buckets) >= self.max_clients:
+            self._prune(now)
         tokens, last = self._buckets.get(client_id, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens < 1.0:
