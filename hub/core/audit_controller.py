@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import AuditEntry, SignedHead, current_head, sign_head
 from hub.core.auth import requires_admin
-from hub.core.pagination import DEFAULT_LIMIT, Page, paginate
+from hub.core.pagination import CursorParameter, LimitParameter, Page, paginate
 
 
 class AuditEntryOut(msgspec.Struct):
@@ -31,19 +31,8 @@ class AuditEntryOut(msgspec.Struct):
     hash: str
 
 
-def to_out(e: AuditEntry) -> AuditEntryOut:
-    return AuditEntryOut(
-        seq=e.seq,
-        at=e.at,
-        actor=e.actor,
-        partner_id=e.partner_id,
-        action=e.action,
-        target_type=e.target_type,
-        target_id=e.target_id,
-        details=e.details,
-        request_id=e.request_id,
-        hash=e.hash,
-    )
+def to_out(entry: AuditEntry) -> AuditEntryOut:
+    return msgspec.convert(entry, AuditEntryOut, from_attributes=True)
 
 
 class AuditController(Controller):
@@ -55,8 +44,8 @@ class AuditController(Controller):
     async def list_entries(
         self,
         db_session: NamedDependency[AsyncSession],
-        limit: int = Parameter(ge=1, le=500, default=DEFAULT_LIMIT),
-        cursor: str | None = Parameter(default=None),
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
         action: str | None = Parameter(default=None, description="e.g. partner.suspended"),
         actor_name: Annotated[
             str | None, QueryParameter(name="actor", description="e.g. client:cl_...")

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
+from litestar.params import Parameter
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -22,6 +23,13 @@ from hub.core.errors import BadRequest
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+
+
+# Query parameters every list takes (declared once so every list documents them alike).
+LimitParameter = Parameter(
+    ge=1, le=MAX_LIMIT, default=DEFAULT_LIMIT, description=f"Items per page (1-{MAX_LIMIT})"
+)
+CursorParameter = Parameter(default=None, description="next_cursor of the previous page")
 
 
 class Page(msgspec.Struct, Generic[T]):

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -31,16 +32,7 @@ class ClientRepository(SQLAlchemyAsyncRepository[OAuthClient]):
 
 
 def to_out(client: OAuthClient) -> ClientOut:
-    return ClientOut(
-        client_id=client.client_id,
-        name=client.name,
-        partner_id=client.partner_id,
-        scopes=list(client.scopes),
-        auth_method=client.auth_method,
-        status=client.status,
-        created_at=client.created_at,
-        revoked_at=client.revoked_at,
-    )
+    return msgspec.convert(client, ClientOut, from_attributes=True)
 
 
 def _bad(field: str, reason: str, fix: str) -> InvalidInput:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
 from hub.core.auth import requires_admin
-from hub.core.pagination import DEFAULT_LIMIT, Page
+from hub.core.pagination import CursorParameter, LimitParameter, Page
 from partners.clients.schemas import ClientCreate, ClientCreated, ClientOut
 from partners.clients.service import ClientService
 from partners.clients.service import to_out as client_out
@@ -35,10 +35,6 @@ def provide_client_service(
     db_session: NamedDependency[AsyncSession], state: State
 ) -> ClientService:
     return ClientService(db_session, state.secret_hasher, state.revocations)
-
-
-Limit = Parameter(ge=1, le=500, default=DEFAULT_LIMIT, description="Items per page (1-500)")
-Cursor = Parameter(default=None, description="next_cursor of the previous page")
 
 
 class PartnerController(Controller):
@@ -63,8 +59,8 @@ class PartnerController(Controller):
     async def list_partners(
         self,
         partners: NamedDependency[PartnerService],
-        limit: int = Limit,
-        cursor: str | None = Cursor,
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
         status: str | None = Parameter(default=None, pattern="^(active|suspended)$"),
     ) -> Page[PartnerOut]:
         return await partners.list(cursor=cursor, limit=limit, status=status)
@@ -111,8 +107,8 @@ class PartnerController(Controller):
         partner_id: FromPath[UUID],
         partners: NamedDependency[PartnerService],
         clients: NamedDependency[ClientService],
-        limit: int = Limit,
-        cursor: str | None = Cursor,
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
     ) -> Page[ClientOut]:
         await partners.get(partner_id)
         return await clients.list(partner_id, cursor=cursor, limit=limit)

@@ -23,15 +23,7 @@ class PartnerRepository(SQLAlchemyAsyncRepository[Partner]):
 
 
 def to_out(partner: Partner) -> PartnerOut:
-    return PartnerOut(
-        id=partner.id,
-        name=partner.name,
-        category=partner.category,
-        status=partner.status,
-        webhook_url=partner.webhook_url,
-        created_at=partner.created_at,
-        updated_at=partner.updated_at,
-    )
+    return msgspec.convert(partner, PartnerOut, from_attributes=True)
 
 
 class PartnerService:

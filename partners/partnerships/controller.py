@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
 from hub.core.auth import Principal, requires_admin, requires_partner
-from hub.core.pagination import DEFAULT_LIMIT, Page
+from hub.core.pagination import CursorParameter, LimitParameter, Page
 from partners.partnerships.schemas import PartnershipCreate, PartnershipOut, PartnershipUpdate
 from partners.partnerships.service import PartnershipService, to_out
 
@@ -54,8 +54,8 @@ class PartnershipController(Controller):
         self,
         partnerships: NamedDependency[PartnershipService],
         principal: NamedDependency[Principal],
-        limit: int = Parameter(ge=1, le=500, default=DEFAULT_LIMIT),
-        cursor: str | None = Parameter(default=None),
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
         status: str | None = Parameter(default=None, pattern="^(proposed|active|suspended|ended)$"),
     ) -> Page[PartnershipOut]:
         return await partnerships.list(
