@@ -548,7 +548,19 @@ def machine_info() -> dict[str, Any]:
     wrk_version = subprocess.run(
         ["wrk", "--version"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
+    git = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "hub", "partners", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
     return {
+        "git_commit": git,
+        "uncommitted_hub_changes": [line for line in dirty if line.strip()],
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model,
         "platform": platform.platform(),
@@ -673,6 +685,14 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
         f"{info['wrk']}"
+    )
+    log(
+        f"code: git {info['git_commit'][:12]}"
+        + (
+            " + uncommitted changes in hub/partners/config"
+            if info["uncommitted_hub_changes"]
+            else ""
+        )
     )
     log(
         "access logging is OFF in every case (uvicorn --no-access-log; "

@@ -212,6 +212,32 @@ def clients_revoke(partner_id: str, client_id: str, as_json: bool) -> None:
     _emit(_run(run), as_json, CLIENT_COLUMNS)
 
 
+@clients.command("list-admin")
+@json_option
+def clients_list_admin(as_json: bool) -> None:
+    """List the coalition-admin clients."""
+
+    async def run(session: AsyncSession) -> list[Any]:
+        service = ClientService(session, _hasher(_settings()))
+        return await _all_pages(lambda c: service.list(None, cursor=c, limit=500))
+
+    _emit(_run(run), as_json, CLIENT_COLUMNS, "admin clients")
+
+
+@clients.command("revoke-admin")
+@click.argument("client_id")
+@json_option
+def clients_revoke_admin(client_id: str, as_json: bool) -> None:
+    """Revoke a coalition-admin client (e.g. a leaked bootstrap secret)."""
+    from partners.clients.service import to_out
+
+    async def run(session: AsyncSession) -> Any:
+        service = ClientService(session, _hasher(_settings()))
+        return to_out(await service.revoke(None, client_id, CLI_ACTOR))
+
+    _emit(_run(run), as_json, CLIENT_COLUMNS)
+
+
 # -- partnerships ---------------------------------------------------------------------------
 @admin.group()
 def partnerships() -> None:

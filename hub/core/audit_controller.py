@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import AuditEntry, SignedHead, current_head, sign_head
 from hub.core.auth import requires_admin
-from hub.core.pagination import CursorParameter, LimitParameter, Page, paginate
+from hub.core.pagination import CursorParameter, LimitParameter, Page, paginate, parse_seq
 
 
 class AuditEntryOut(msgspec.Struct):
@@ -33,6 +33,10 @@ class AuditEntryOut(msgspec.Struct):
 
 def to_out(entry: AuditEntry) -> AuditEntryOut:
     return msgspec.convert(entry, AuditEntryOut, from_attributes=True)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class AuditController(Controller):
@@ -64,10 +68,11 @@ class AuditController(Controller):
             stmt = stmt.where(AuditEntry.target_id == target_id)
         if partner_id:
             stmt = stmt.where(AuditEntry.partner_id == partner_id)
+        # A time without a zone is read as UTC.
         if since:
-            stmt = stmt.where(AuditEntry.at >= since)
+            stmt = stmt.where(AuditEntry.at >= _utc(since))
         if until:
-            stmt = stmt.where(AuditEntry.at < until)
+            stmt = stmt.where(AuditEntry.at < _utc(until))
         return await paginate(
             db_session,
             stmt,
@@ -75,7 +80,7 @@ class AuditController(Controller):
             cursor=cursor,
             limit=limit,
             to_item=to_out,
-            parse_key=int,
+            parse_key=parse_seq,
             descending=True,
         )
 

@@ -43,6 +43,7 @@ class Principal(msgspec.Struct, frozen=True):
     scopes: frozenset[str]
     jti: str
     exp: int
+    partner_epoch: int
     claims: dict[str, Any]
 
     @property
@@ -92,7 +93,7 @@ class TokenVerifier:
             self._cache.pop(token, None)
             raise Unauthorized("The access token has expired.")
         reason = self.revocations.is_revoked(
-            principal.jti, principal.client_id, principal.partner_id
+            principal.jti, principal.client_id, principal.partner_id, principal.partner_epoch
         )
         if reason:
             raise Unauthorized(f"The access token is no longer valid: {reason}.")
@@ -138,6 +139,7 @@ class TokenVerifier:
             scopes=frozenset(str(claims.get("scope", "")).split()),
             jti=str(claims["jti"]),
             exp=int(claims["exp"]),
+            partner_epoch=int(claims.get("partner_epoch", 0)),
             claims=dict(claims),
         )
 

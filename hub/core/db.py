@@ -94,11 +94,17 @@ def create_hub_async_engine(
 ) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if is_sqlite(url):
-        engine = create_async_engine(async_url(url), echo=echo)
+        engine = create_async_engine(async_url(url), echo=echo, hide_parameters=True)
         _configure_sqlite(engine.sync_engine, busy_timeout_ms, always_immediate=False)
         return engine
     return create_async_engine(
-        async_url(url), echo=echo, pool_size=pool_size, pool_pre_ping=True, max_overflow=pool_size
+        async_url(url),
+        echo=echo,
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        max_overflow=pool_size,
+        # Never put row values (identifiers, secrets' hashes) into error messages and logs.
+        hide_parameters=True,
     )
 
 
@@ -106,12 +112,16 @@ def create_hub_sync_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: 
     """A small synchronous engine for code that cannot await (authlib's hooks, migrations)."""
     ensure_sqlite_dir(url)
     if is_sqlite(url):
-        engine = create_engine(normalise_url(url))
+        engine = create_engine(normalise_url(url), hide_parameters=True)
         # The synchronous users (token issuing, migrations) always write.
         _configure_sqlite(engine, busy_timeout_ms, always_immediate=True)
         return engine
     return create_engine(
-        normalise_url(url), pool_size=pool_size, pool_pre_ping=True, max_overflow=pool_size
+        normalise_url(url),
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        max_overflow=pool_size,
+        hide_parameters=True,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.exc import DataError, IntegrityError
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("hub.errors")
@@ -182,6 +183,28 @@ def _from_http_exception(exc: HTTPException) -> HubError:
     return generic
 
 
+def integrity_error_handler(request: Request[Any, Any, Any], exc: IntegrityError) -> Response[Any]:
+    # A uniqueness race lost against a concurrent request: the rule-level check passed, the
+    # database's constraint did not. Nothing was written (the transaction rolled back).
+    return problem_response(
+        request,
+        Conflict(
+            "The request conflicts with data written by another request at the same time.",
+            fix="Read the current state and retry if it still applies.",
+        ),
+    )
+
+
+def data_error_handler(request: Request[Any, Any, Any], exc: DataError) -> Response[Any]:
+    return problem_response(
+        request,
+        BadRequest(
+            "A value cannot be stored: it holds control characters (such as NUL) or is too long.",
+            fix="Remove control characters and keep values within the documented lengths.",
+        ),
+    )
+
+
 def hub_error_handler(request: Request[Any, Any, Any], exc: HubError) -> Response[Any]:
     return problem_response(request, exc)
 
@@ -201,6 +224,8 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     HubError: hub_error_handler,
     HTTPException: http_exception_handler,
+    IntegrityError: integrity_error_handler,
+    DataError: data_error_handler,
     Exception: unexpected_error_handler,
 }
 

@@ -3,7 +3,9 @@
 The same key with the same request returns the first response (marked ``Idempotent-Replayed``);
 the same key with a different request is a 409. A key is reserved before the handler runs, so
 two concurrent attempts never both apply: the second is told to retry. Only successful (2xx)
-responses are kept, for 24 hours; after an error the client may retry with the same key.
+responses are kept, for 24 hours; after an error the client may retry with the same key. Fields
+shown only once (a client secret) are not kept: a replay carries them as null and names them in
+``replayed_without``.
 
 If a process dies after the handler committed but before the response was stored, the key stays
 reserved: a retry is answered 409 "outcome unknown" rather than risking a second application.
@@ -27,6 +29,8 @@ from hub.core.db import Base, writing
 from hub.core.errors import PROBLEM_JSON
 
 HEADER = b"idempotency-key"
+# Route option naming response fields that must not be kept for replay.
+REDACT_OPT = "idempotency_redact"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 RETENTION = timedelta(hours=24)
 MAX_BODY = 2_000_000
@@ -117,7 +121,14 @@ class IdempotencyMiddleware:
         if outcome is not None:
             await _send(send, *_with_context(scope, outcome))
             return
-        captured: dict[str, Any] = {"status": 500, "headers": [], "body": b"", "settled": False}
+        captured: dict[str, Any] = {
+            "status": 500,
+            "headers": [],
+            "body": b"",
+            "settled": False,
+            # Fields a route shows once (a client secret) are never stored for replay.
+            "redact": tuple(getattr(scope.get("route_handler"), "opt", {}).get(REDACT_OPT, ())),
+        }
 
         async def capture(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -204,11 +215,26 @@ async def _settle(
             if record is not None:
                 if 200 <= captured["status"] < 300:
                     record.status_code = captured["status"]
-                    record.body = captured["body"]
+                    record.body = _redact(captured["body"], captured["redact"])
                     record.content_type = _content_type(captured["headers"])
                 else:
                     await session.delete(record)  # nothing applied: the key may be used again
             await session.commit()
+
+
+def _redact(body: bytes, fields: tuple[str, ...]) -> bytes:
+    if not fields:
+        return body
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return b""
+    if isinstance(document, dict):
+        for field in fields:
+            if field in document:
+                document[field] = None
+        document["replayed_without"] = list(fields)
+    return msgspec.json.encode(document)
 
 
 def _content_type(headers: list[tuple[bytes, bytes]]) -> str:

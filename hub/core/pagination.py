@@ -48,11 +48,24 @@ def decode_cursor(cursor: str, parse: Callable[[Any], Any]) -> Any:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))["k"]
         return parse(value)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise BadRequest(
             "The cursor is not one this list returned.",
             fix="Pass back the next_cursor value of the previous page unchanged, or omit it.",
         ) from exc
+
+
+def parse_seq(value: Any) -> int:
+    """A cursor key that must be a 63-bit integer (``bool`` and floats are not)."""
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError("not a sequence number")
+    return value
+
+
+def parse_uuid(value: Any) -> UUID:
+    if not isinstance(value, str):
+        raise ValueError("not a UUID string")
+    return UUID(value)
 
 
 def check_limit(limit: int) -> int:
@@ -72,7 +85,7 @@ async def paginate(
     cursor: str | None,
     limit: int,
     to_item: Callable[[Any], T],
-    parse_key: Callable[[Any], Any] = UUID,
+    parse_key: Callable[[Any], Any] = parse_uuid,
     descending: bool = False,
 ) -> Page[T]:
     """Run ``stmt`` one page at a time, ordered by the unique column ``key``."""

@@ -1,7 +1,9 @@
 """Webhook URL policy: https only (http to loopback where configured), never a private address.
 
-Checked when a URL is registered and again before every delivery, so a name that later
-resolves into a private range (DNS rebinding) is still refused: no server-side request forgery.
+Checked when a URL is registered; the webhook sender (rewards issue) must check again before
+every delivery, so that a name which later resolves into a private range (DNS rebinding) is still
+refused: no server-side request forgery. A name that does not resolve at registration is
+accepted for that later check.
 """
 
 from __future__ import annotations
@@ -51,6 +53,24 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool) -> str:
             raise _refuse(url, "it points to this machine")
         return url
     for address in addresses:
-        if not address.is_global:
-            raise _refuse(url, f"it resolves to a non-public address ({address})")
+        for candidate in (address, *_embedded_ipv4(address)):
+            if not candidate.is_global:
+                raise _refuse(url, f"it resolves to a non-public address ({address})")
     return url
+
+
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo:
+        found.append(address.teredo[1])
+    if any(address in net for net in NAT64):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
+from urllib.parse import unquote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
@@ -24,12 +27,22 @@ def oauth_error(status: int, error: str, description: str) -> Response[Any]:
     )
 
 
+class OAuthRequestError(Exception):
+    """A request the authorization server cannot even parse, answered in RFC 6749 form."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status_code = status
+        self.error = error
+        self.detail = description
+
+
 def oauth_exception_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status = int(getattr(exc, "status_code", None) or getattr(exc, "status", None) or 400)
     if status >= 500:
         return oauth_error(500, "server_error", "The server failed to handle the request.")
     detail = getattr(exc, "detail", None) or "The request is not valid."
-    return oauth_error(status, "invalid_request", str(detail))
+    return oauth_error(status, getattr(exc, "error", "invalid_request"), str(detail))
 
 
 async def _oauth_request(request: Request[Any, Any, Any], path: str) -> HubOAuth2Request:
@@ -50,7 +63,23 @@ async def _oauth_request(request: Request[Any, Any, Any], path: str) -> HubOAuth
     settings = request.app.state.settings
     uri = settings.oauth.issuer.rstrip("/") + path
     remote = request.client.host if request.client else "unknown"
-    return HubOAuth2Request("POST", uri, request.headers, params, remote)
+    oauth_request = HubOAuth2Request("POST", uri, request.headers, params, remote)
+    oauth_request.basic_client_id = _basic_client_id(request.headers.get("authorization"))
+    return oauth_request
+
+
+def _basic_client_id(header: str | None) -> str | None:
+    """The client id of HTTP Basic credentials (RFC 6749 §2.3.1), refusing malformed ones."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise OAuthRequestError(
+            401, "invalid_client", "The Basic credentials are not base64 of 'client_id:secret'."
+        ) from exc
+    client_id, _, _ = decoded.partition(":")
+    return unquote(client_id) or None
 
 
 async def _respond(request: Request[Any, Any, Any], endpoint: str, path: str) -> Response[Any]:
@@ -64,7 +93,11 @@ async def _respond(request: Request[Any, Any, Any], endpoint: str, path: str) ->
 class OAuthController(Controller):
     path = "/"
     tags = ["oauth"]
-    exception_handlers = {HTTPException: oauth_exception_handler, HubError: oauth_exception_handler}
+    exception_handlers = {
+        HTTPException: oauth_exception_handler,
+        HubError: oauth_exception_handler,
+        OAuthRequestError: oauth_exception_handler,
+    }
     include_in_schema = True
 
     @post(

@@ -32,7 +32,6 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -40,7 +39,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.core import audit, revocations
@@ -71,6 +70,8 @@ class HubOAuth2Request(OAuth2Request):  # type: ignore[misc]
         self.payload = BasicOAuth2Payload(form)
         self.remote = remote
         self.db: Session | None = None
+        self.basic_client_id: str | None = None
+        self.revoked_jti: str | None = None
 
     @property
     def form(self) -> dict[str, str]:
@@ -84,8 +85,16 @@ class HubOAuth2Request(OAuth2Request):  # type: ignore[misc]
 class RegisteredClient(ClientMixin):  # type: ignore[misc]
     """authlib's view of an ``OAuthClient`` row (the domain model stays framework-free)."""
 
-    def __init__(self, row: OAuthClient, hasher: SecretHasher) -> None:
+    def __init__(
+        self,
+        row: OAuthClient,
+        hasher: SecretHasher,
+        on_verify: Callable[[], None],
+        partner_epoch: int = 0,
+    ) -> None:
         self.row = row
+        self.partner_epoch = partner_epoch
+        self._on_verify = on_verify
         self.client_id = row.client_id
         self.partner_id = str(row.partner_id) if row.partner_id else None
         self.scopes = list(row.scopes)
@@ -115,6 +124,7 @@ class RegisteredClient(ClientMixin):  # type: ignore[misc]
     def check_client_secret(self, client_secret: str) -> bool:
         if self.row.secret_hash is None:
             return False
+        self._on_verify()
         return self._hasher.verify(self.row.secret_hash, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
@@ -163,6 +173,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return token.claims
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        if not isinstance(jti, str) or not 0 < len(jti) <= 200:
+            raise InvalidClientError(description="The assertion's jti must be 1 to 200 characters.")
         now = int(time.time())
         max_age = self.server.settings.oauth.assertion_max_age_seconds
         if int(claims["exp"]) > now + max_age:
@@ -170,7 +182,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
             raise InvalidClientError(
                 description=f"The assertion must expire within {max_age} seconds."
             )
-        return self.server.remember_assertion(str(claims["sub"]), str(jti), int(claims["exp"]))
+        # Remembered as long as authlib would still accept the assertion (exp + leeway).
+        keep_until = int(claims["exp"]) + self.leeway
+        return self.server.remember_assertion(str(claims["sub"]), jti, keep_until)
 
 
 class VerifiedToken:
@@ -194,6 +208,11 @@ class VerifiedToken:
 class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
+    def check_params(self, request: HubOAuth2Request, client: Any) -> None:
+        # RFC 7662 §2.1: the hint is advisory; an unknown one is ignored, not an error.
+        if "token" not in request.form:
+            super().check_params(request, client)
+
     def query_token(self, token_string: str, token_type_hint: str | None) -> VerifiedToken | None:
         server: HubAuthorizationServer = self.server
         return server.read_token(token_string)
@@ -215,6 +234,11 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
 
 class Revocation7009(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def check_params(self, request: HubOAuth2Request, client: Any) -> None:
+        # RFC 7009 §2.1: an unknown hint is ignored; the hub looks the token up anyway.
+        if "token" not in request.form:
+            super().check_params(request, client)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> VerifiedToken | None:
         server: HubAuthorizationServer = self.server
@@ -276,12 +300,27 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         with self.sessions() as session:
             request.db = session
             self._local.db = session
-            if endpoint == "token":
-                result: OAuthResponse = self.create_token_response(request)
-            else:
-                result = self.create_endpoint_response(endpoint, request)
+            try:
+                if endpoint == "token":
+                    result: OAuthResponse = self.create_token_response(request)
+                else:
+                    result = self.create_endpoint_response(endpoint, request)
+            except DataError:
+                # A value the database cannot hold (a NUL byte, an over-long field).
+                session.rollback()
+                return (
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "A parameter holds a value the hub cannot "
+                        "store (control characters or too long).",
+                    },
+                    [],
+                )
             if result[0] == 200:
                 session.commit()
+                if request.revoked_jti:
+                    self.revocation_cache.note(revocations.TOKEN, request.revoked_jti)
             else:
                 session.rollback()
             return result
@@ -300,13 +339,19 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         # A short session of its own: the request's session stays unopened until it writes,
         # so the SQLite write lock is never held while other short sessions need it.
         with self.sessions() as session:
-            row = session.execute(
-                select(OAuthClient)
+            found = session.execute(
+                select(OAuthClient, Partner.token_epoch)
                 .outerjoin(Partner, Partner.id == OAuthClient.partner_id)
                 .where(OAuthClient.client_id == client_id, OAuthClient.status == CLIENT_ACTIVE)
                 .where(or_(OAuthClient.partner_id.is_(None), Partner.status == PARTNER_ACTIVE))
-            ).scalar_one_or_none()
-        return RegisteredClient(row, self.hasher) if row else None
+            ).one_or_none()
+        if found is None:
+            return None
+        row, epoch = found
+        return RegisteredClient(row, self.hasher, self._mark_verified, partner_epoch=epoch or 0)
+
+    def _mark_verified(self) -> None:
+        self._local.verified_secret = True
 
     def validate_requested_scope(self, scope: str | None) -> None:
         unknown = set((scope or "").split()) - set(ALL_SCOPES)
@@ -318,9 +363,13 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     ) -> RegisteredClient:
         keys = self._throttle_keys(request)
         self._check_throttle(keys)
+        self._local.verified_secret = False
         try:
             client: RegisteredClient = super().authenticate_client(request, methods, endpoint)
         except InvalidClientError:
+            if not self._local.verified_secret:
+                # Unknown client ids fail as slowly as wrong secrets: timing reveals no ids.
+                self.hasher.verify(self.hasher.dummy_hash, "not-a-secret")
             self._record_failure(keys)
             raise
         return client
@@ -362,7 +411,7 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         include_refresh_token: bool = False,
     ) -> dict[str, Any]:
         granted = client.get_allowed_scope(scope)
-        return self.issuer.issue(client.client_id, client.partner_id, granted)
+        return self.issuer.issue(client.client_id, client.partner_id, granted, client.partner_epoch)
 
     def read_token(self, token_string: str) -> VerifiedToken | None:
         try:
@@ -380,10 +429,18 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             (revocations.CLIENT, str(claims.get("client_id"))),
             (revocations.PARTNER, str(claims.get("partner_id"))),
         ]
+        floor = (Revocation.kind == revocations.PARTNER_FLOOR) & (
+            Revocation.subject == str(claims.get("partner_id"))
+        )
         revoked = db.scalar(
             select(func.count())
             .select_from(Revocation)
-            .where(or_(*[(Revocation.kind == k) & (Revocation.subject == s) for k, s in subjects]))
+            .where(
+                or_(
+                    *[(Revocation.kind == k) & (Revocation.subject == s) for k, s in subjects],
+                    floor & (Revocation.not_before > int(claims.get("partner_epoch", 0))),
+                )
+            )
         )
         return VerifiedToken(dict(claims), revoked=bool(revoked))
 
@@ -414,8 +471,8 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                         details={"token_client_id": token.client_id},
                     ),
                 )
-        # Refused at once in this process; other processes see it at their next poll.
-        self.revocation_cache.note(revocations.TOKEN, jti)
+        # Refused at once in this process (after the commit, in respond); others at their poll.
+        request.revoked_jti = jti
 
     def remember_assertion(self, client_id: str, jti: str, exp: int) -> bool:
         """Record an assertion jti; False if it was used before (a replay)."""
@@ -430,7 +487,7 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return True
 
     def _throttle_keys(self, request: HubOAuth2Request) -> list[str]:
-        client_id, _ = extract_basic_authorization(request.headers)
+        client_id = request.basic_client_id
         client_id = client_id or request.form.get("client_id")
         assertion = request.form.get("client_assertion")
         if not client_id and assertion:
@@ -442,7 +499,8 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 client_id = None
         keys = [f"addr:{request.remote}"]
         if client_id:
-            keys.append(f"client:{client_id[:150]}")
+            # Per client *and* address: a stranger who knows a client id cannot lock it out.
+            keys.append(f"client:{client_id[:120]}@{request.remote}")
         return keys
 
     def _check_throttle(self, keys: list[str]) -> None:

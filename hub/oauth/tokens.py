@@ -18,7 +18,9 @@ class AccessTokenIssuer:
         self.audience = audience
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, client_id: str, partner_id: str | None, scope: str) -> dict[str, Any]:
+    def issue(
+        self, client_id: str, partner_id: str | None, scope: str, partner_epoch: int = 0
+    ) -> dict[str, Any]:
         """Return the token response body (RFC 6749 §5.1) plus the claims, for the audit."""
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -34,6 +36,7 @@ class AccessTokenIssuer:
         }
         if partner_id is not None:
             claims["partner_id"] = partner_id
+            claims["partner_epoch"] = partner_epoch
         active = self.keyring.active_signing()
         header = {"alg": SIGNING_ALG, "typ": "at+jwt", "kid": active.kid}
         token = jwt.encode(header, claims, self.keyring.signing_key, algorithms=[SIGNING_ALG])

@@ -19,7 +19,7 @@ Scope = Literal[
 
 
 class ClientCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
     auth_method: AuthMethod = "client_secret_basic"
     # Public keys (RFC 7517 JWK Set) for private_key_jwt; never a private key.

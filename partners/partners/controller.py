@@ -88,7 +88,9 @@ class PartnerController(Controller):
     @post(
         "/{partner_id:uuid}/clients",
         summary="Create a client for a partner",
-        description="The client_secret is in this response only; the hub keeps a slow hash.",
+        description="The client_secret is in this response only; the hub keeps a slow hash. "
+        "A retry with the same Idempotency-Key does not show the secret again.",
+        opt={"idempotency_redact": ("client_secret",)},
     )
     async def create_client(
         self,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from advanced_alchemy.base import UUIDv7AuditBase
-from sqlalchemy import String
+from sqlalchemy import Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 ACTIVE, SUSPENDED = "active", "suspended"
@@ -17,3 +17,9 @@ class Partner(UUIDv7AuditBase):
     category: Mapped[str] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(20), default=ACTIVE)
     webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # Carried in every access token; raised on reactivation so that tokens issued before a
+    # suspension stay dead afterwards (JWTs cannot be listed, so they are cut off by epoch).
+    token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    # Names are unique regardless of case ("Acme" and "ACME" are one brand).
+    __table_args__ = (Index("uq_partners_name_lower", func.lower(name), unique=True),)

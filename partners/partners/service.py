@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
 import msgspec
@@ -45,6 +46,12 @@ class PartnerService:
             raise NotFound(f"No partner {partner_id}.")
         return partner
 
+    async def _check_webhook(self, url: str) -> None:
+        # Name resolution blocks: off the event loop.
+        await asyncio.to_thread(
+            check_webhook_url, url, allow_loopback_http=self.allow_loopback_http
+        )
+
     async def _check_name_free(self, name: str, except_id: UUID | None = None) -> None:
         stmt = select(Partner.id).where(func.lower(Partner.name) == name.lower())
         found = await self.session.scalar(stmt)
@@ -57,7 +64,7 @@ class PartnerService:
     async def onboard(self, data: PartnerCreate, actor: Actor) -> Partner:
         await self._check_name_free(data.name)
         if data.webhook_url:
-            check_webhook_url(data.webhook_url, allow_loopback_http=self.allow_loopback_http)
+            await self._check_webhook(data.webhook_url)
         partner = await self.repo.add(
             Partner(
                 name=data.name,
@@ -84,7 +91,7 @@ class PartnerService:
         if isinstance(data.name, str) and data.name != partner.name:
             await self._check_name_free(data.name, except_id=partner.id)
         if isinstance(data.webhook_url, str):
-            check_webhook_url(data.webhook_url, allow_loopback_http=self.allow_loopback_http)
+            await self._check_webhook(data.webhook_url)
         status = changes.pop("status", None)
         for field, value in changes.items():
             setattr(partner, field, value)
@@ -104,17 +111,31 @@ class PartnerService:
         partner.status = SUSPENDED
         # Its tokens stop working at once: every process refuses the partner's tokens.
         await revocations.revoke(self.session, revocations.PARTNER, str(partner.id))
-        if self.revocation_cache is not None:
-            self.revocation_cache.note(revocations.PARTNER, str(partner.id))
+        cache = self.revocation_cache
+        if cache is not None:
+            revocations.after_commit(
+                self.session, lambda: cache.note(revocations.PARTNER, str(partner.id))
+            )
         await audit.append(
             self.session, actor.event("partner.suspended", "partner", str(partner.id))
         )
 
     async def _reactivate(self, partner: Partner, actor: Actor) -> None:
         partner.status = ACTIVE
+        # Tokens issued before the suspension stay dead: the partner gets fresh ones.
+        partner.token_epoch += 1
+        floor = partner.token_epoch
         await revocations.lift(self.session, revocations.PARTNER, str(partner.id))
-        if self.revocation_cache is not None:
-            self.revocation_cache.lift(revocations.PARTNER, str(partner.id))
+        await revocations.set_floor(self.session, str(partner.id), floor)
+        cache = self.revocation_cache
+        if cache is not None:
+            partner_id = str(partner.id)
+
+            def apply() -> None:
+                cache.lift(revocations.PARTNER, partner_id)
+                cache.note(revocations.PARTNER_FLOOR, partner_id, floor)
+
+            revocations.after_commit(self.session, apply)
         await audit.append(
             self.session, actor.event("partner.reactivated", "partner", str(partner.id))
         )

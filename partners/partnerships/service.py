@@ -85,9 +85,9 @@ class PartnershipService:
                 "a partnership needs two different partners",
                 "Name two distinct partner ids.",
             )
-        found = {
-            p.id: p for p in await self.session.scalars(select(Partner).where(Partner.id.in_(ids)))
-        }
+        # Locking both partners serialises proposals for the same pair (PostgreSQL).
+        locked = select(Partner).where(Partner.id.in_(ids)).order_by(Partner.id).with_for_update()
+        found = {p.id: p for p in await self.session.scalars(locked)}
         missing = [str(i) for i in ids if i not in found]
         if missing:
             raise _rule(
@@ -171,9 +171,18 @@ class PartnershipService:
         )
         return partnership
 
-    async def get_for(self, partnership_id: UUID, partner_id: UUID | None) -> Partnership:
-        """Read as an admin (``partner_id`` None) or as a member; others get 404."""
-        partnership = await self.repo.get_one_or_none(id=partnership_id)
+    async def get_for(
+        self, partnership_id: UUID, partner_id: UUID | None, *, for_update: bool = False
+    ) -> Partnership:
+        """Read as an admin (``partner_id`` None) or as a member; others get 404.
+
+        ``for_update`` locks the row (PostgreSQL; SQLite writers are serialised already) so two
+        members accepting at once, or an admin ending it meanwhile, see each other's change.
+        """
+        stmt = select(Partnership).where(Partnership.id == partnership_id)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        partnership = await self.session.scalar(stmt)
         if partnership is None or (
             partner_id is not None and partner_id not in {m.partner_id for m in partnership.members}
         ):
@@ -181,21 +190,22 @@ class PartnershipService:
         return partnership
 
     async def accept(self, partnership_id: UUID, partner_id: UUID, actor: Actor) -> Partnership:
-        partnership = await self.get_for(partnership_id, partner_id)
+        partnership = await self.get_for(partnership_id, partner_id, for_update=True)
         member = next(m for m in partnership.members if m.partner_id == partner_id)
-        if member.accepted_at is not None:
-            return partnership  # accepting twice is the same as once
-        if partnership.status != PROPOSED:
-            raise Conflict(
-                f"Partnership {partnership.id} is {partnership.status}; only a "
-                "proposed partnership can be accepted.",
-                fix="Ask the coalition admin to propose a new partnership.",
+        if member.accepted_at is None:
+            if partnership.status != PROPOSED:
+                raise Conflict(
+                    f"Partnership {partnership.id} is {partnership.status}; only a "
+                    "proposed partnership can be accepted.",
+                    fix="Ask the coalition admin to propose a new partnership.",
+                )
+            member.accepted_at = datetime.now(UTC)
+            await audit.append(
+                self.session,
+                actor.event("partnership.accepted", "partnership", str(partnership.id)),
             )
-        member.accepted_at = datetime.now(UTC)
-        await audit.append(
-            self.session, actor.event("partnership.accepted", "partnership", str(partnership.id))
-        )
-        if all(m.accepted_at is not None for m in partnership.members):
+        # Accepting twice is the same as once; either way, the last acceptance activates it.
+        if partnership.status == PROPOSED and all(m.accepted_at for m in partnership.members):
             partnership.status = ACTIVE
             await audit.append(
                 self.session,
@@ -207,7 +217,7 @@ class PartnershipService:
     async def update(
         self, partnership_id: UUID, data: PartnershipUpdate, actor: Actor
     ) -> Partnership:
-        partnership = await self.get_for(partnership_id, None)
+        partnership = await self.get_for(partnership_id, None, for_update=True)
         if data.status == partnership.status:
             return partnership
         if data.status not in TRANSITIONS[partnership.status]:

@@ -241,6 +241,16 @@ def test_a_suspended_partners_token_stops_working_at_once(hub: Hub) -> None:
     hub.as_admin("PATCH", f"/v1/partners/{partner['id']}", json={"status": "active"})
     fresh = hub.token(client["client_id"], client["client_secret"])
     assert hub.http.get("/v1/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    # A token from before the suspension does not come back to life with the reactivation.
+    stale = hub.http.get("/v1/me", headers=headers)
+    assert stale.status_code == 401
+    assert "suspended" in stale.json()["detail"]
+    introspected = hub.http.post(
+        "/oauth/introspect",
+        data={"token": headers["Authorization"].split()[1]},
+        auth=(client["client_id"], client["client_secret"]),
+    )
+    assert introspected.json() == {"active": False}
 
 
 def test_a_revoked_clients_token_stops_working_at_once(hub: Hub) -> None:
