@@ -103,6 +103,76 @@ def proc_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_snapshot() -> dict[int, tuple[str, int]]:
+    """{pid: (command name, utime + stime ticks)} for every process (Linux /proc)."""
+    snap: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        snap[int(entry.name)] = (comm, int(fields[11]) + int(fields[12]))
+    return snap
+
+
+def busy_seconds() -> float:
+    """CPU seconds spent busy by all CPUs since boot (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_group(
+    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], server_pid: int
+) -> dict[str, float]:
+    """CPU seconds between two snapshots: the server, wrk, PostgreSQL, everything else.
+    (Processes that exited in between are missing: short-lived PostgreSQL backends too.)"""
+    tck = os.sysconf("SC_CLK_TCK")
+    groups: dict[str, float] = {"server": 0.0, "wrk": 0.0, "postgres": 0.0, "other": 0.0}
+    others: dict[str, float] = {}
+    for pid, (comm, ticks) in after.items():
+        prev = before.get(pid)
+        delta = (ticks - prev[1] if prev and prev[0] == comm else ticks) / tck
+        if delta <= 0:
+            continue
+        if pid == server_pid:
+            groups["server"] += delta
+        elif comm == "wrk":
+            groups["wrk"] += delta
+        elif comm.startswith("postgres"):
+            groups["postgres"] += delta
+        else:
+            groups["other"] += delta
+            others[comm] = others.get(comm, 0.0) + delta
+    groups = {k: round(v, 2) for k, v in groups.items()}
+    groups["top_other"] = dict(sorted(others.items(), key=lambda kv: -kv[1])[:5])  # type: ignore[assignment]
+    return groups
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is nearly idle before a measurement:
+    other work on a 2-core box (a test suite...) skews every number. Returns the busy fraction
+    of the last 1 s sample (all CPUs)."""
+    deadline = time.monotonic() + max_wait
+    ncpu = os.cpu_count() or 1
+    warned = False
+    while True:
+        b0, t0 = busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        frac = (busy_seconds() - b0) / ((time.monotonic() - t0) * ncpu)
+        if frac < threshold or time.monotonic() >= deadline:
+            if frac >= threshold:
+                log(f"WARNING: machine still {frac:.0%} busy with other work; measuring anyway")
+            return round(frac, 3)
+        if not warned:
+            log(f"machine {frac:.0%} busy with other work; waiting up to {max_wait:g}s for quiet")
+            warned = True
+
+
 # -- wrk --------------------------------------------------------------------------------------
 @dataclass
 class WrkResult:
@@ -336,6 +406,7 @@ class CaseResult:
     socket_errors: dict[str, int]
     server_cpu_s: float
     server_cpu_us_per_request: float
+    cpu_seconds: dict[str, Any]
     sample_response: Any
     rounds: list[dict[str, Any]] = field(default_factory=list)
     wrk_output: str = ""
@@ -358,21 +429,29 @@ def measure(
     if args.warmup > 0:
         log(f"{name}: warm-up {args.warmup:g}s")
         run_wrk(url, headers, args, args.warmup)
-    rounds: list[tuple[WrkResult, float]] = []
+    rounds: list[tuple[WrkResult, float, dict[str, Any]]] = []
     for i in range(args.rounds):
         log(
             f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency "
             f"{url}" + (f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else "")
         )
-        cpu_before = proc_cpu_seconds(server.proc.pid)
+        idle_busy = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+        cpu_before, snap_before = proc_cpu_seconds(server.proc.pid), cpu_snapshot()
         result = parse_wrk(run_wrk(url, headers, args, args.duration))
         cpu = proc_cpu_seconds(server.proc.pid) - cpu_before
-        rounds.append((result, cpu))
+        groups = cpu_by_group(snap_before, cpu_snapshot(), server.proc.pid)
+        groups["busy_before_run"] = idle_busy  # type: ignore[assignment]
+        rounds.append((result, cpu, groups))
+        if groups["other"] > 0.1 * args.duration:
+            log(
+                f"{name}: WARNING other processes used {groups['other']:.1f} CPU-s during the run "
+                f"({groups['top_other']}); numbers are skewed"
+            )
         if result.non_2xx or any(result.socket_errors.values()):
             log(f"{name}: WARNING non-2xx={result.non_2xx} socket errors={result.socket_errors}")
     # Report the median round by throughput.
     rounds_sorted = sorted(rounds, key=lambda rc: rc[0].rps)
-    best, cpu = rounds_sorted[len(rounds_sorted) // 2]
+    best, cpu, groups = rounds_sorted[len(rounds_sorted) // 2]
     if server.proc.poll() is not None:
         raise RuntimeError(f"{name} server died during the run:\n{server.log()}")
     return CaseResult(
@@ -389,10 +468,11 @@ def measure(
         socket_errors=best.socket_errors,
         server_cpu_s=round(cpu, 3),
         server_cpu_us_per_request=round(cpu / best.requests * 1e6, 1) if best.requests else 0.0,
+        cpu_seconds=groups,
         sample_response=sample,
         rounds=[
-            {"rps": r.rps, "latency_ms": r.latency_ms, "requests": r.requests, "cpu_s": c}
-            for r, c in rounds
+            {"rps": r.rps, "latency_ms": r.latency_ms, "requests": r.requests, "cpu_s": g}
+            for r, _, g in rounds
         ],
         wrk_output=best.raw,
     )
@@ -600,16 +680,18 @@ def markdown(results: dict[str, CaseResult], checks: list[dict[str, Any]]) -> st
     bare = results.get("bare")
     lines = [
         "| case | route | requests | req/s | p50 ms | p75 ms | p90 ms | p99 ms | vs bare "
-        "| server CPU µs/req | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server CPU µs/req | CPU-s server/wrk/pg/other | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results.values():
         ratio = f"{r.rps / bare.rps:.2f}" if bare else "-"
         errors = r.non_2xx + sum(r.socket_errors.values())
+        g = r.cpu_seconds
+        cpu_groups = f"{g['server']:.1f}/{g['wrk']:.1f}/{g['postgres']:.1f}/{g['other']:.1f}"
         lines.append(
             f"| {r.name} | GET {r.path} | {r.requests} | {r.rps:,.0f} | {r.latency_ms['50']:.2f} "
             f"| {r.latency_ms['75']:.2f} | {r.latency_ms['90']:.2f} | {r.latency_ms['99']:.2f} "
-            f"| {ratio} | {r.server_cpu_us_per_request:.0f} | {errors} |"
+            f"| {ratio} | {r.server_cpu_us_per_request:.0f} | {cpu_groups} | {errors} |"
         )
     if checks:
         lines += ["", "| target | measured | verdict |", "|---|---:|---|"]
@@ -655,6 +737,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"PostgreSQL server URL to create databases on (default {DEFAULT_PG})",
     )
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark databases")
+    p.add_argument(
+        "--quiet-wait",
+        type=parse_duration,
+        default=120.0,
+        help="before each measured run, wait up to this long for the machine to be idle\n"
+        "(< 15%% busy); 0 to skip (default 120s)",
+    )
     p.add_argument(
         "--breakdown",
         action="store_true",

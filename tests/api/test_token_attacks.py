@@ -274,3 +274,40 @@ def test_a_wrong_secret_is_invalid_client(hub: Hub, partner: Any) -> None:
     )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
+
+
+def test_an_assertion_jti_is_remembered_as_long_as_the_assertion_verifies(hub: Hub) -> None:
+    from tests.conftest import execute_sql
+
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    p = hub.create_partner("airline")
+    c = hub.create_client(
+        p["id"], ["overlap:read"], "private_key_jwt", jwks={"keys": [key.as_dict(private=False)]}
+    )
+    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
+    exp = int(time.time()) + 60
+    assertion = jwt.encode(
+        {"alg": "RS256", "kid": "k1"},
+        {
+            "iss": c["client_id"],
+            "sub": c["client_id"],
+            "aud": f"{issuer}/oauth/token",
+            "exp": exp,
+            "jti": "remember-me",
+        },
+        key,
+    )
+    response = hub.http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
+    assert response.status_code == 200
+    ((kept_until,),) = execute_sql(
+        hub.database_url,
+        "SELECT expires_at FROM oauth_used_assertions WHERE jti = 'remember-me'",
+    )
+    assert kept_until >= exp + 30  # authlib accepts an assertion until exp + its 30 s leeway

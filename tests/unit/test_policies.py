@@ -23,6 +23,9 @@ from hub.core.webhook_urls import check_webhook_url
         "https://localhost/hook",
         "http://8.8.8.8/hook",
         "https://0.0.0.0/hook",
+        "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+        "https://[2002:a9fe:a9fe::1]/hook",  # 6to4 of 169.254.169.254
+        "https://[::ffff:169.254.169.254]/hook",
     ],
 )
 def test_non_public_or_insecure_webhooks_are_refused(url: str) -> None:
