@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -103,9 +104,9 @@ def proc_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot() -> dict[int, tuple[str, int]]:
-    """{pid: (command name, utime + stime ticks)} for every process (Linux /proc)."""
-    snap: dict[int, tuple[str, int]] = {}
+def cpu_snapshot() -> dict[int, tuple[str, int, int]]:
+    """{pid: (command name, utime + stime ticks, start time)} for every process (/proc)."""
+    snap: dict[int, tuple[str, int, int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -115,7 +116,7 @@ def cpu_snapshot() -> dict[int, tuple[str, int]]:
             continue
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()
-        snap[int(entry.name)] = (comm, int(fields[11]) + int(fields[12]))
+        snap[int(entry.name)] = (comm, int(fields[11]) + int(fields[12]), int(fields[19]))
     return snap
 
 
@@ -127,22 +128,24 @@ def busy_seconds() -> float:
 
 
 def cpu_by_group(
-    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], server_pid: int
+    before: dict[int, tuple[str, int, int]],
+    after: dict[int, tuple[str, int, int]],
+    server_pid: int,
+    wrk_seconds: float,
 ) -> dict[str, float]:
     """CPU seconds between two snapshots: the server, wrk, PostgreSQL, everything else.
-    (Processes that exited in between are missing: short-lived PostgreSQL backends too.)"""
+    wrk has exited by then: its CPU time comes from getrusage. Processes that exited in between
+    are missing (short-lived PostgreSQL backends too)."""
     tck = os.sysconf("SC_CLK_TCK")
-    groups: dict[str, float] = {"server": 0.0, "wrk": 0.0, "postgres": 0.0, "other": 0.0}
+    groups: dict[str, float] = {"server": 0.0, "wrk": wrk_seconds, "postgres": 0.0, "other": 0.0}
     others: dict[str, float] = {}
-    for pid, (comm, ticks) in after.items():
+    for pid, (comm, ticks, started) in after.items():
         prev = before.get(pid)
-        delta = (ticks - prev[1] if prev and prev[0] == comm else ticks) / tck
+        delta = (ticks - prev[1] if prev and prev[2] == started else ticks) / tck
         if delta <= 0:
             continue
         if pid == server_pid:
             groups["server"] += delta
-        elif comm == "wrk":
-            groups["wrk"] += delta
         elif comm.startswith("postgres"):
             groups["postgres"] += delta
         else:
@@ -294,6 +297,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self.proc.returncode in (0, -signal.SIGTERM):
+            self.log_path.unlink(missing_ok=True)  # kept only when the server failed
+        else:
+            log(f"{self.name}: server exited with {self.proc.returncode}; log in {self.log_path}")
 
 
 # -- PostgreSQL + hub setup -------------------------------------------------------------------
@@ -437,9 +444,14 @@ def measure(
         )
         idle_busy = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
         cpu_before, snap_before = proc_cpu_seconds(server.proc.pid), cpu_snapshot()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = parse_wrk(run_wrk(url, headers, args, args.duration))
         cpu = proc_cpu_seconds(server.proc.pid) - cpu_before
-        groups = cpu_by_group(snap_before, cpu_snapshot(), server.proc.pid)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (children_after.ru_utime - children.ru_utime) + (
+            children_after.ru_stime - children.ru_stime
+        )
+        groups = cpu_by_group(snap_before, cpu_snapshot(), server.proc.pid, wrk_cpu)
         groups["busy_before_run"] = idle_busy  # type: ignore[assignment]
         rounds.append((result, cpu, groups))
         if groups["other"] > 0.1 * args.duration:
