@@ -29,7 +29,7 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True):
     url: str = ""
     echo: bool = False
-    pool_size: int = 10
+    pool_size: int = 20
     sqlite_busy_timeout_ms: int = 5000
 
 

@@ -6,16 +6,18 @@ never carry identifiers: digests travel in bodies and query strings, which are n
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from hub.core import metrics
 from hub.core.db import write_intent
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -43,7 +45,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
 
 
 class RequestContextMiddleware:
-    """Request id (``X-Request-ID``), write intent for the database, and the access log."""
+    """Request id (``X-Request-ID``), write intent for the database, metrics and access log."""
 
     def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
         self.app = app
@@ -55,12 +57,14 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         http_scope: Any = scope
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or new_request_id()
         http_scope.setdefault("state", {})["request_id"] = request_id
-        intent = write_intent.set(http_scope["method"] not in SAFE_METHODS)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        method = http_scope["method"]
+        intent = write_intent.set(method not in SAFE_METHODS)
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = time.perf_counter()
+        header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -68,7 +72,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 if not any(name == b"x-request-id" for name, _ in headers):
-                    headers.append((b"x-request-id", request_id.encode()))
+                    headers.append(header)
                 message["headers"] = headers
             await send(message)
 
@@ -79,18 +83,30 @@ class RequestContextMiddleware:
             status = int(getattr(exc, "status", getattr(exc, "status_code", 500)))
             raise
         finally:
+            elapsed = time.perf_counter() - started
             write_intent.reset(intent)
+            route = http_scope.get("path_template") or "unrouted"
+            metrics.observe(method, route, status, elapsed)
             if self.access_log:
                 self.log.info(
                     "request",
-                    method=http_scope["method"],
-                    path=scope["path"],
-                    route=scope.get("path_template"),
+                    method=method,
+                    path=http_scope["path"],
+                    route=route,
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(elapsed * 1000, 2),
                     client_id=http_scope["state"].get("client_id"),
                 )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.reset_contextvars(**bound)
+
+
+# Request ids: a random per-process prefix and a counter (unique, and no system call per request).
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
