@@ -594,7 +594,7 @@ def run_hub_case(args: argparse.Namespace, name: str) -> tuple[CaseResult, list[
         finally:
             server.stop()
         if args.breakdown:
-            for ablate in ("prometheus", "request_context", "prometheus,request_context"):
+            for ablate in ("request_context",):
                 label = "auth-no-" + ablate.replace(",", "-no-").replace("_", "-")
                 server = start_hub(label, setup, "bench.hub_bench_app:create", ablate)
                 try:

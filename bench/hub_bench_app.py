@@ -1,7 +1,7 @@
 """The hub's real app plus one benchmark-only route, ``GET /bench/claims``.
 
-The route sits behind the hub's whole middleware stack (request context, Prometheus, bearer
-authentication + per-client rate limit) and returns the verified token's claims. It reads no
+The route sits behind the hub's whole middleware stack (request context with metrics and access
+log, bearer authentication + per-client rate limit, idempotency) and returns the verified token's claims. It reads no
 database, so it measures the auth layer and nothing else.
 
 Run by bench/auth_layer.py as ``uvicorn --factory bench.hub_bench_app:create``; settings come
@@ -9,8 +9,7 @@ from ``HUB_*`` environment variables like ``hub serve``.
 
 Diagnostics only (``auth_layer.py --breakdown``): ``BENCH_HUB_ABLATE`` is a comma-separated list
 of hub middlewares to replace with a pass-through before the app is built, to measure what each
-one costs: ``prometheus`` (litestar's PrometheusMiddleware) and ``request_context``
-(hub.core.logging.RequestContextMiddleware). Nothing in hub/ is changed; the replacement is
+one costs: ``request_context`` (hub.core.logging.RequestContextMiddleware). Nothing in hub/ is changed; the replacement is
 done on the names ``hub.app`` looks up, in this process only.
 """
 
@@ -20,14 +19,13 @@ import os
 from typing import Any
 
 from litestar import Litestar, Request, get
-from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 import hub.app as hub_app
 from hub.core.auth import Principal
 from hub.settings import load_settings
 
-ABLATABLE = {"prometheus", "request_context"}
+ABLATABLE = {"request_context"}
 
 
 @get("/bench/claims")
@@ -45,28 +43,19 @@ class PassThrough:
         await self.app(scope, receive, send)
 
 
-class NoPrometheus:
-    """Stands in for PrometheusConfig: same constructor, a pass-through middleware."""
-
-    def __init__(self, **_: Any) -> None:
-        self.middleware = DefineMiddleware(PassThrough)
-
-
 def build(ablate: set[str] | frozenset[str] = frozenset()) -> Litestar:
     """The hub app with the benchmark route, the ``ablate``d middlewares replaced by a
     pass-through (the names ``hub.app`` looks up are restored afterwards)."""
     unknown = set(ablate) - ABLATABLE
     if unknown:
         raise ValueError(f"unknown ablation {sorted(unknown)}; known {sorted(ABLATABLE)}")
-    saved = hub_app.PrometheusConfig, hub_app.RequestContextMiddleware
+    saved = hub_app.RequestContextMiddleware
     try:
-        if "prometheus" in ablate:
-            hub_app.PrometheusConfig = NoPrometheus  # type: ignore[misc,assignment]
         if "request_context" in ablate:
             hub_app.RequestContextMiddleware = PassThrough  # type: ignore[misc,assignment]
         return hub_app.create_app(load_settings(), extra_route_handlers=[claims_route])
     finally:
-        hub_app.PrometheusConfig, hub_app.RequestContextMiddleware = saved  # type: ignore[misc]
+        hub_app.RequestContextMiddleware = saved  # type: ignore[misc]
 
 
 def create() -> Litestar:

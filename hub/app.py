@@ -25,12 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit_controller import AuditController
 from hub.core.auth import BearerAuthMiddleware, ClientRateLimiter, TokenVerifier
-from hub.core.db import create_hub_async_engine, create_hub_sync_engine, sync_sessionmaker
+from hub.core.db import (
+    create_hub_async_engine,
+    create_hub_sync_engine,
+    is_sqlite,
+    sync_sessionmaker,
+)
 from hub.core.deps import COMMON_DEPENDENCIES
 from hub.core.errors import EXCEPTION_HANDLERS, UnsupportedMediaType
 from hub.core.idempotency import IdempotencyMiddleware
 from hub.core.keyring import load_keyring
-from hub.core.logging import RequestContextMiddleware, configure_logging
+from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
 from hub.core.metrics import metrics
 from hub.core.revocations import RevocationCache
 from hub.core.secrets import SecretHasher
@@ -65,14 +70,21 @@ async def require_json_body(request: Request[Any, Any, Any]) -> None:
         )
 
 
-async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+async def provide_db_session(
+    state: State, request: Request[Any, Any, Any]
+) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: it commits once, after the handler succeeded.
 
     This runs before the response is sent, so a failed commit becomes an error response rather
     than a success for something that was not stored (advanced-alchemy's autocommit handler
     would log and swallow it). A handler that raises rolls everything back.
+
+    Reads (GET/HEAD) on PostgreSQL run in autocommit: no BEGIN and COMMIT round trips, each
+    statement sees committed data. Nothing a read does needs a multi-statement snapshot.
     """
     async with state.session_maker() as session:
+        if request.method in SAFE_METHODS and state.database_is_postgres:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         try:
             yield session
         except BaseException:
@@ -149,6 +161,7 @@ def create_app(
             "revocations": revocations,
             "secret_hasher": hasher,
             "sync_engine": sync_engine,
+            "database_is_postgres": not is_sqlite(settings.database_url),
             "session_maker": db_config.create_session_maker(),
             "verifier": TokenVerifier(
                 keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
