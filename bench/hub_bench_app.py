@@ -1,16 +1,17 @@
 """The hub's real app plus one benchmark-only route, ``GET /bench/claims``.
 
-The route sits behind the hub's whole middleware stack (request context with metrics and access
-log, bearer authentication + per-client rate limit, idempotency) and returns the verified token's claims. It reads no
-database, so it measures the auth layer and nothing else.
+The route sits behind the hub's whole middleware stack (request context with metrics and
+access log, bearer authentication + per-client rate limit, idempotency) and returns the
+verified token's claims. It reads no database, so it measures the auth layer and nothing else.
 
 Run by bench/auth_layer.py as ``uvicorn --factory bench.hub_bench_app:create``; settings come
 from ``HUB_*`` environment variables like ``hub serve``.
 
-Diagnostics only (``auth_layer.py --breakdown``): ``BENCH_HUB_ABLATE`` is a comma-separated list
-of hub middlewares to replace with a pass-through before the app is built, to measure what each
-one costs: ``request_context`` (hub.core.logging.RequestContextMiddleware). Nothing in hub/ is changed; the replacement is
-done on the names ``hub.app`` looks up, in this process only.
+Diagnostics only (``auth_layer.py --breakdown``): ``BENCH_HUB_ABLATE`` is a comma-separated
+list of hub middlewares to replace with a pass-through before the app is built, to measure
+what each one costs: ``request_context`` (hub.core.logging.RequestContextMiddleware). Nothing
+in hub/ is changed; the replacement is done on the names ``hub.app`` looks up, in this
+process only.
 """
 
 from __future__ import annotations
