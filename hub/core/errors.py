@@ -217,7 +217,8 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The body never carries the exception text: it may hold data the caller must not see.
-    log.error("unhandled error", exc_info=exc, path=request.url.path)
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.error("unhandled error", exc_info=exc, path=request.url.path, request_id=request_id)
     return problem_response(request, HubError("The hub failed to handle this request."))
 
 

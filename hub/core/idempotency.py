@@ -86,9 +86,12 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
         key = _header(scope, HEADER)
         client_id = scope.get("state", {}).get("client_id")
-        if scope["type"] != "http" or scope["method"] != "POST" or key is None or not client_id:
+        if key is None or not client_id:
             await self.app(scope, receive, send)
             return
         if not KEY_PATTERN.match(key):

@@ -61,6 +61,7 @@ class RequestContextMiddleware:
         http_scope.setdefault("state", {})["request_id"] = request_id
         method = http_scope["method"]
         intent = write_intent.set(method not in SAFE_METHODS)
+        # Every log line written while handling the request carries its id.
         bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = time.perf_counter()
