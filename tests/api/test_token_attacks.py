@@ -45,6 +45,37 @@ def sign_with_hub_key(hub: Hub, claims: dict[str, Any], typ: str = "at+jwt") -> 
     return jwt.encode(header, claims, keyring.signing_key)
 
 
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def key_client(hub: Hub, category: str, key: RSAKey) -> dict[str, Any]:
+    """A private_key_jwt client that registered the public part of ``key``."""
+    partner = hub.create_partner(category)
+    jwks = {"keys": [key.as_dict(private=False)]}
+    return hub.create_client(partner["id"], ["overlap:read"], "private_key_jwt", jwks=jwks)
+
+
+def post_assertion(hub: Hub, client_id: str, key: RSAKey, jti: str, exp_in: int = 120) -> Any:
+    """Ask for a token with an RFC 7523 client assertion signed by ``key``."""
+    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": f"{issuer}/oauth/token",
+        "iat": now,
+        "exp": now + exp_in,
+        "jti": jti,
+    }
+    assertion = jwt.encode({"alg": "RS256", "kid": key.kid or "k1"}, claims, key)
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+    }
+    return hub.http.post("/oauth/token", data=form)
+
+
 def me_status(hub: Hub, token: str) -> tuple[int, dict[str, Any], str]:
     response = hub.http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     return response.status_code, response.json(), response.headers.get("www-authenticate", "")
@@ -157,32 +188,10 @@ def test_a_scope_the_client_was_not_granted_is_invalid_scope(hub: Hub, partner: 
 
 def test_a_replayed_client_assertion_is_refused(hub: Hub) -> None:
     key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
-    p = hub.create_partner("hotel")
-    c = hub.create_client(
-        p["id"], ["overlap:read"], "private_key_jwt", jwks={"keys": [key.as_dict(private=False)]}
-    )
-    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
-    now = int(time.time())
-    assertion = jwt.encode(
-        {"alg": "RS256", "kid": "k1"},
-        {
-            "iss": c["client_id"],
-            "sub": c["client_id"],
-            "aud": f"{issuer}/oauth/token",
-            "iat": now,
-            "exp": now + 120,
-            "jti": "assertion-1",
-        },
-        key,
-    )
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
-    first = hub.http.post("/oauth/token", data=form)
+    client = key_client(hub, "hotel", key)
+    first = post_assertion(hub, client["client_id"], key, jti="assertion-1")
     assert first.status_code == 200, first.text
-    replay = hub.http.post("/oauth/token", data=form)
+    replay = post_assertion(hub, client["client_id"], key, jti="assertion-1")
     assert replay.status_code in (400, 401)
     assert replay.json()["error"] == "invalid_client"
 
@@ -190,35 +199,8 @@ def test_a_replayed_client_assertion_is_refused(hub: Hub) -> None:
 def test_an_assertion_signed_by_an_unregistered_key_is_refused(hub: Hub) -> None:
     registered = RSAKey.generate_key(2048, parameters={"kid": "k1"})
     attacker = RSAKey.generate_key(2048, parameters={"kid": "k1"})
-    p = hub.create_partner("coffee")
-    c = hub.create_client(
-        p["id"],
-        ["overlap:read"],
-        "private_key_jwt",
-        jwks={"keys": [registered.as_dict(private=False)]},
-    )
-    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
-    now = int(time.time())
-    assertion = jwt.encode(
-        {"alg": "RS256", "kid": "k1"},
-        {
-            "iss": c["client_id"],
-            "sub": c["client_id"],
-            "aud": f"{issuer}/oauth/token",
-            "iat": now,
-            "exp": now + 60,
-            "jti": "x1",
-        },
-        attacker,
-    )
-    response = hub.http.post(
-        "/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion,
-        },
-    )
+    client = key_client(hub, "coffee", registered)
+    response = post_assertion(hub, client["client_id"], attacker, jti="x1")
     assert response.json()["error"] == "invalid_client"
 
 
@@ -280,34 +262,13 @@ def test_an_assertion_jti_is_remembered_as_long_as_the_assertion_verifies(hub: H
     from tests.conftest import execute_sql
 
     key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
-    p = hub.create_partner("airline")
-    c = hub.create_client(
-        p["id"], ["overlap:read"], "private_key_jwt", jwks={"keys": [key.as_dict(private=False)]}
-    )
-    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
-    exp = int(time.time()) + 60
-    assertion = jwt.encode(
-        {"alg": "RS256", "kid": "k1"},
-        {
-            "iss": c["client_id"],
-            "sub": c["client_id"],
-            "aud": f"{issuer}/oauth/token",
-            "exp": exp,
-            "jti": "remember-me",
-        },
-        key,
-    )
-    response = hub.http.post(
-        "/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion,
-        },
-    )
+    client = key_client(hub, "airline", key)
+    before = int(time.time())
+    response = post_assertion(hub, client["client_id"], key, jti="remember-me", exp_in=60)
     assert response.status_code == 200
     ((kept_until,),) = execute_sql(
         hub.database_url,
         "SELECT expires_at FROM oauth_used_assertions WHERE jti = 'remember-me'",
     )
-    assert kept_until >= exp + 30  # authlib accepts an assertion until exp + its 30 s leeway
+    # authlib accepts an assertion until exp + its 30 s leeway; the jti must be kept as long.
+    assert kept_until >= before + 60 + 30
