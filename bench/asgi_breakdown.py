@@ -164,10 +164,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     verifier, limiter = state.verifier, state.rate_limiter
     conn_scope = scope_for("/bench/claims", token)
 
-    raw_headers = conn_scope["headers"]  # what bearer_token reads: the scope's raw headers
     verifier.verify(token)
     fns: dict[str, Callable[[], Any]] = {
-        "bearer_token (header parse)": lambda: bearer_token(raw_headers),
+        "bearer_token (header parse)": lambda: bearer_token(conn_scope),
         "TokenVerifier.verify (cached token)": lambda: verifier.verify(token),
         "ClientRateLimiter.check": lambda: limiter.check("cl_bench"),
     }

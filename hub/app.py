@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from hub.core.db import (
     create_hub_sync_engine,
     is_sqlite,
     sync_sessionmaker,
+    writing,
 )
 from hub.core.deps import COMMON_DEPENDENCIES
 from hub.core.errors import EXCEPTION_HANDLERS, UnsupportedMediaType
@@ -37,7 +39,7 @@ from hub.core.idempotency import IdempotencyMiddleware
 from hub.core.keyring import load_keyring
 from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
 from hub.core.metrics import metrics
-from hub.core.revocations import RevocationCache
+from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
 from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
@@ -50,6 +52,7 @@ from partners.partnerships.controller import PartnershipController
 log = structlog.get_logger("hub.app")
 PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema", "/oauth/", "/.well-known/")
 JSON_TYPES = ("application/json",)
+PURGE_EVERY_SECONDS = 300
 
 
 async def require_json_body(request: Request[Any, Any, Any]) -> None:
@@ -96,11 +99,19 @@ async def provide_db_session(
 async def _refresh_forever(app: Litestar) -> None:
     state = app.state
     interval = state.settings.oauth.revocation_poll_seconds
+    next_purge = 0.0
     while True:
         try:
             async with state.session_maker() as session:
                 await state.revocations.refresh(session)
             state.keyring.reload_if_changed()
+            if time.monotonic() >= next_purge:
+                # Rows of expired tokens are useless; keep the table (and every reload) small.
+                with writing():
+                    async with state.session_maker() as session:
+                        await purge_expired(session)
+                        await session.commit()
+                next_purge = time.monotonic() + PURGE_EVERY_SECONDS
         except Exception:
             log.warning("revocation refresh failed", exc_info=True)
         await asyncio.sleep(interval)

@@ -18,6 +18,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from hub.core.asgi import header
 from hub.core.errors import Forbidden, TooManyRequests, Unauthorized
 from hub.core.keyring import SIGNING_ALG, Keyring
 from hub.core.revocations import RevocationCache
@@ -176,18 +177,14 @@ class ClientRateLimiter:
         self._buckets[client_id] = (tokens - 1.0, now)
 
 
-def bearer_token(headers: Any) -> str:
-    """The bearer token of an ASGI scope's raw headers (RFC 6750 §2.1)."""
-    header = None
-    for name, value in headers:
-        if name == b"authorization":
-            header = value.decode("latin-1")
-            break
-    if not header:
+def bearer_token(scope: Any) -> str:
+    """The bearer token of an ASGI request (RFC 6750 §2.1)."""
+    authorization = header(scope, b"authorization")
+    if not authorization:
         raise Unauthorized(
             "This endpoint needs an access token and the request carried none.", error=None
         )
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(
             "The Authorization header must be 'Bearer <access token>'.", error="invalid_request"
@@ -212,7 +209,7 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         state = http["app"].state
-        principal = state.verifier.verify(bearer_token(http["headers"]))
+        principal = state.verifier.verify(bearer_token(http))
         state.rate_limiter.check(principal.client_id)
         http.setdefault("state", {})["client_id"] = principal.client_id
         http["user"] = principal

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.datastructures import State
 from litestar.di import Provide
 
 from hub.core.audit import Actor
@@ -23,10 +22,6 @@ def provide_actor(request: Request[Any, Any, Any]) -> Actor:
         partner_id=principal.partner_id,
         request_id=request.scope.get("state", {}).get("request_id"),
     )
-
-
-def provide_state(state: State) -> State:
-    return state
 
 
 COMMON_DEPENDENCIES: dict[str, Any] = {

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -237,7 +237,6 @@ __all__ = [
     "Forbidden",
     "HubError",
     "InvalidInput",
-    "MediaType",
     "NotFound",
     "PayloadTooLarge",
     "TooManyRequests",

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
+from hub.core.asgi import header
 from hub.core.db import Base, writing
 from hub.core.errors import PROBLEM_JSON
 
@@ -89,7 +90,7 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        key = _header(scope, HEADER)
+        key = header(scope, HEADER)
         client_id = scope.get("state", {}).get("client_id")
         if key is None or not client_id:
             await self.app(scope, receive, send)
@@ -245,13 +246,6 @@ def _content_type(headers: list[tuple[bytes, bytes]]) -> str:
         if name.lower() == b"content-type":
             return value.decode("latin-1")[:100]
     return "application/json"
-
-
-def _header(scope: Any, name: bytes) -> str | None:
-    for header, value in scope.get("headers", []):
-        if header == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _read_body(receive: Any) -> tuple[bytes, bool]:

@@ -10,7 +10,6 @@ match: back it up (see README).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
 import tempfile
@@ -189,7 +188,3 @@ def load_keyring(path: Path, inline: str = "", *, create: bool = True) -> Keyrin
         finally:
             tmp.unlink(missing_ok=True)
     return Keyring(_decode(path.read_bytes(), str(path)), path)
-
-
-def dumps_public(jwks: dict[str, Any]) -> str:
-    return json.dumps(jwks, sort_keys=True)

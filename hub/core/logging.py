@@ -18,6 +18,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.core import metrics
+from hub.core.asgi import header
 from hub.core.db import write_intent
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -111,8 +112,5 @@ def new_request_id() -> str:
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            return candidate if _REQUEST_ID.match(candidate) else None
-    return None
+    candidate = header(scope, b"x-request-id")
+    return candidate if candidate and _REQUEST_ID.match(candidate) else None

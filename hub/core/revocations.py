@@ -59,7 +59,6 @@ class RevocationCache:
         self.partners: set[str] = set()
         self.partner_floors: dict[str, int] = {}
         self._changes = 0
-        self.loaded_at = 0.0
 
     def is_revoked(
         self, jti: str, client_id: str, partner_id: str | None, partner_epoch: int
@@ -116,7 +115,6 @@ class RevocationCache:
             return False
         self.tokens, self.clients, self.partners = sets[TOKEN], sets[CLIENT], sets[PARTNER]
         self.partner_floors = floors
-        self.loaded_at = time.monotonic()
         return True
 
 

@@ -151,10 +151,6 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         super().__init__(validate_jti=True, leeway=30)
         self.server = server
 
-    def __call__(self, query_client: Any, request: HubOAuth2Request) -> Any:
-        self._request = request
-        return super().__call__(query_client, request)
-
     def get_audiences(self) -> list[str]:
         issuer = self.server.settings.oauth.issuer.rstrip("/")
         return [issuer, issuer + TOKEN_PATH, issuer + INTROSPECT_PATH, issuer + REVOKE_PATH]
@@ -205,18 +201,23 @@ class VerifiedToken:
         return self.client_id == client.client_id or ADMIN_SCOPE in client.scopes
 
 
-class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+class HubTokenLookup:
+    """What introspection (RFC 7662) and revocation (RFC 7009) share: every client auth
+    method, the hub's own JWT lookup, and a ``token_type_hint`` that is only advisory (an
+    unknown one is ignored, not an error: RFC 7662 §2.1, RFC 7009 §2.1)."""
+
     CLIENT_AUTH_METHODS = AUTH_METHODS
+    server: HubAuthorizationServer
 
     def check_params(self, request: HubOAuth2Request, client: Any) -> None:
-        # RFC 7662 §2.1: the hint is advisory; an unknown one is ignored, not an error.
         if "token" not in request.form:
-            super().check_params(request, client)
+            super().check_params(request, client)  # type: ignore[misc]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> VerifiedToken | None:
-        server: HubAuthorizationServer = self.server
-        return server.read_token(token_string)
+        return self.server.read_token(token_string)
 
+
+class Introspection(HubTokenLookup, IntrospectionEndpoint):  # type: ignore[misc]
     def check_permission(
         self, token: VerifiedToken, client: RegisteredClient, request: Any
     ) -> bool:
@@ -232,18 +233,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         return body
 
 
-class Revocation7009(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = AUTH_METHODS
-
-    def check_params(self, request: HubOAuth2Request, client: Any) -> None:
-        # RFC 7009 §2.1: an unknown hint is ignored; the hub looks the token up anyway.
-        if "token" not in request.form:
-            super().check_params(request, client)
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> VerifiedToken | None:
-        server: HubAuthorizationServer = self.server
-        return server.read_token(token_string)
-
+class Revocation7009(HubTokenLookup, RevocationEndpoint):  # type: ignore[misc]
     def revoke_token(self, token: VerifiedToken, request: HubOAuth2Request) -> None:
         self.server.deny_token(token, request)
 
@@ -556,6 +546,3 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "resource": settings.oauth.resource,
     }
-
-
-Responder = Callable[[str, HubOAuth2Request], OAuthResponse]

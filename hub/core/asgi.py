@@ -1,0 +1,13 @@
+"""Small helpers for code that works on raw ASGI scopes (the middlewares)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def header(scope: Any, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case bytes, as ASGI gives them), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
