@@ -10,11 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
-from advanced_alchemy.extensions.litestar import (
-    AsyncSessionConfig,
-    SQLAlchemyAsyncConfig,
-    SQLAlchemyPlugin,
-)
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -22,10 +17,11 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import ControllerRouterHandler
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.audit_controller import AuditController
 from hub.core.auth import BearerAuthMiddleware, ClientRateLimiter, TokenVerifier
+from hub.core.content_type import ContentTypeMiddleware
 from hub.core.db import (
     create_hub_async_engine,
     create_hub_sync_engine,
@@ -34,7 +30,7 @@ from hub.core.db import (
     writing,
 )
 from hub.core.deps import COMMON_DEPENDENCIES
-from hub.core.errors import EXCEPTION_HANDLERS, UnsupportedMediaType
+from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.idempotency import IdempotencyMiddleware
 from hub.core.keyring import load_keyring
 from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
@@ -45,32 +41,13 @@ from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
 from hub.system import live, ready
-from partners.me import me
+from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
 
 log = structlog.get_logger("hub.app")
 PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema", "/oauth/", "/.well-known/")
-JSON_TYPES = ("application/json",)
 PURGE_EVERY_SECONDS = 300
-
-
-async def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """415 for a body that is not JSON where the endpoint reads JSON."""
-    if request.method not in {"POST", "PUT", "PATCH"} or not request.url.path.startswith("/v1/"):
-        return
-    has_body = request.headers.get("content-length", "0") != "0" or (
-        "transfer-encoding" in request.headers
-    )
-    if not has_body:
-        return
-    accepted = request.route_handler.opt.get("content_types", JSON_TYPES)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in accepted:
-        raise UnsupportedMediaType(
-            f"This endpoint reads {', '.join(accepted)}, not {content_type or 'an untyped body'}.",
-            fix=f"Send the body with 'Content-Type: {accepted[0]}'.",
-        )
 
 
 async def provide_db_session(
@@ -132,6 +109,7 @@ async def background_refresh(app: Litestar) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await app.state.engine.dispose()
         app.state.sync_engine.dispose()
 
 
@@ -156,24 +134,18 @@ def create_app(
         pool_size=settings.database.pool_size,
         busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
     )
-    db_config = SQLAlchemyAsyncConfig(
-        engine_instance=engine,
-        session_config=AsyncSessionConfig(expire_on_commit=False),
-        create_all=False,
-        # Sessions come from provide_db_session (which commits); this key keeps the plugin's
-        # own autocommitting provider out of the way.
-        session_dependency_key="plugin_db_session",
-    )
 
     state = State(
         {
             "settings": settings,
             "keyring": keyring,
             "revocations": revocations,
+            "me_cache": me_cache(settings.oauth.revocation_poll_seconds),
             "secret_hasher": hasher,
             "sync_engine": sync_engine,
             "database_is_postgres": not is_sqlite(settings.database_url),
-            "session_maker": db_config.create_session_maker(),
+            "engine": engine,
+            "session_maker": async_sessionmaker(engine, expire_on_commit=False),
             "verifier": TokenVerifier(
                 keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
             ),
@@ -197,14 +169,13 @@ def create_app(
             AuditController,
             *extra_route_handlers,
         ],
-        plugins=[SQLAlchemyPlugin(config=db_config)],
         middleware=[
             DefineMiddleware(RequestContextMiddleware, access_log=settings.logging.access_log),
             DefineMiddleware(BearerAuthMiddleware, public_prefixes=PUBLIC_PREFIXES),
+            ContentTypeMiddleware,
             IdempotencyMiddleware,
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
-        before_request=require_json_body,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,

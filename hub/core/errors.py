@@ -12,6 +12,8 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
+from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityError
+from advanced_alchemy.exceptions import NotFoundError as RepositoryNotFound
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DataError, IntegrityError
@@ -183,7 +185,9 @@ def _from_http_exception(exc: HTTPException) -> HubError:
     return generic
 
 
-def integrity_error_handler(request: Request[Any, Any, Any], exc: IntegrityError) -> Response[Any]:
+def integrity_error_handler(
+    request: Request[Any, Any, Any], exc: IntegrityError | RepositoryIntegrityError
+) -> Response[Any]:
     # A uniqueness race lost against a concurrent request: the rule-level check passed, the
     # database's constraint did not. Nothing was written (the transaction rolled back).
     return problem_response(
@@ -203,6 +207,11 @@ def data_error_handler(request: Request[Any, Any, Any], exc: DataError) -> Respo
             fix="Remove control characters and keep values within the documented lengths.",
         ),
     )
+
+
+def not_found_handler(request: Request[Any, Any, Any], exc: RepositoryNotFound) -> Response[Any]:
+    # A repository lookup that found nothing (services normally answer their own 404s).
+    return problem_response(request, NotFound("No such object is visible to you."))
 
 
 def hub_error_handler(request: Request[Any, Any, Any], exc: HubError) -> Response[Any]:
@@ -226,6 +235,8 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HubError: hub_error_handler,
     HTTPException: http_exception_handler,
     IntegrityError: integrity_error_handler,
+    RepositoryIntegrityError: integrity_error_handler,
+    RepositoryNotFound: not_found_handler,
     DataError: data_error_handler,
     Exception: unexpected_error_handler,
 }

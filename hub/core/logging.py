@@ -12,6 +12,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -23,6 +25,15 @@ from hub.core.db import write_intent
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# The id of the request being handled; every log line written meanwhile carries it.
+request_id_var: ContextVar[str | None] = ContextVar("hub_request_id", default=None)
+
+
+def add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
 
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
@@ -31,6 +42,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -62,8 +74,7 @@ class RequestContextMiddleware:
         http_scope.setdefault("state", {})["request_id"] = request_id
         method = http_scope["method"]
         intent = write_intent.set(method not in SAFE_METHODS)
-        # Every log line written while handling the request carries its id.
-        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
         header = (b"x-request-id", request_id.encode())
@@ -99,7 +110,7 @@ class RequestContextMiddleware:
                     duration_ms=round(elapsed * 1000, 2),
                     client_id=http_scope["state"].get("client_id"),
                 )
-            structlog.contextvars.reset_contextvars(**bound)
+            request_id_var.reset(bound)
 
 
 # Request ids: a random per-process prefix and a counter (unique, and no system call per request).

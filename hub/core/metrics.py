@@ -1,50 +1,76 @@
-"""Prometheus metrics: requests, latency and errors by route, recorded by the request-context
-middleware (one pass per request; label children are cached so a request takes no lock for
-label lookup)."""
+"""Prometheus metrics: requests, latency and errors by route.
+
+The request-context middleware records every request with :func:`observe`. Requests are
+handled on the event loop's single thread, so the counts live in plain lists (no lock per
+increment, unlike prometheus_client's own metric objects, which take one per counter and per
+histogram bucket); a custom collector turns them into the usual families when ``/metrics`` is
+scraped.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterator
 
 from litestar import Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-REQUESTS = Counter(
-    "hub_requests_total",
-    "HTTP requests by route, method and status",
-    ["method", "path", "status_code"],
-)
-ERRORS = Counter(
-    "hub_requests_error_total",
-    "HTTP requests answered 4xx or 5xx, by route",
-    ["method", "path", "status_code"],
-)
-LATENCY = Histogram(
-    "hub_request_duration_seconds",
-    "Time to answer, by route",
-    ["method", "path"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
-_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+class _Route:
+    """Counts of one (method, route): requests by status, and the latency histogram."""
+
+    __slots__ = ("buckets", "by_status", "total_seconds")
+
+    def __init__(self) -> None:
+        self.by_status: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.total_seconds = 0.0
+
+
+_routes: dict[tuple[str, str], _Route] = {}
 
 
 def observe(method: str, path: str, status: int, seconds: float) -> None:
-    key = (method, path, status)
-    children = _children.get(key)
-    if children is None:
-        code = str(status)
-        children = (
-            REQUESTS.labels(method, path, code),
-            ERRORS.labels(method, path, code) if status >= 400 else None,
-            LATENCY.labels(method, path),
+    route = _routes.get((method, path))
+    if route is None:
+        route = _routes[(method, path)] = _Route()
+    route.by_status[status] = route.by_status.get(status, 0) + 1
+    route.buckets[bisect_left(BUCKETS, seconds)] += 1
+    route.total_seconds += seconds
+
+
+class RequestCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        labels = ["method", "path", "status_code"]
+        requests = CounterMetricFamily(
+            "hub_requests", "HTTP requests by route, method and status", labels=labels
         )
-        _children[key] = children
-    requests, errors, latency = children
-    requests.inc()
-    if errors is not None:
-        errors.inc()
-    latency.observe(seconds)
+        errors = CounterMetricFamily(
+            "hub_requests_error", "HTTP requests answered 4xx or 5xx, by route", labels=labels
+        )
+        latency = HistogramMetricFamily(
+            "hub_request_duration_seconds", "Time to answer, by route", labels=["method", "path"]
+        )
+        for (method, path), route in list(_routes.items()):
+            for status, count in list(route.by_status.items()):
+                requests.add_metric([method, path, str(status)], count)
+                if status >= 400:
+                    errors.add_metric([method, path, str(status)], count)
+            cumulative, points = 0, []
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], route.buckets, strict=True):
+                cumulative += count
+                points.append((bound, cumulative))
+            latency.add_metric([method, path], points, route.total_seconds)
+        yield requests
+        yield errors
+        yield latency
+
+
+REGISTRY.register(RequestCollector())
 
 
 @get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from tests.conftest import Hub
+from tests.conftest import Hub, execute_sql
 
 
 def audit_actions(hub: Hub, target_id: str) -> list[str]:
@@ -229,3 +230,44 @@ def test_idempotent_looking_accept_by_a_non_member_is_404(hub: Hub) -> None:
         hub.http.post(f"/v1/partnerships/{p.json()['id']}/accept", headers=outsider).status_code
         == 404
     )
+
+
+def test_me_shows_a_change_at_once_in_the_process_that_made_it(hub: Hub) -> None:
+    partner, _, headers = hub.partner_with_token("coffee")
+    hotel = hub.create_partner("hotel")
+    assert hub.http.get("/v1/me", headers=headers).json()["partnerships"] == []  # now cached
+    hub.as_admin("PATCH", f"/v1/partners/{partner['id']}", json={"name": partner["name"] + "-2"})
+    proposed = hub.as_admin(
+        "POST",
+        "/v1/partnerships",
+        json={"members": [partner["id"], hotel["id"]], "purposes": ["analytics"]},
+    ).json()
+    me = hub.http.get("/v1/me", headers=headers).json()
+    assert me["partner"]["name"] == partner["name"] + "-2"
+    assert [(p["id"], p["status"]) for p in me["partnerships"]] == [(proposed["id"], "proposed")]
+    accepted = hub.http.post(f"/v1/partnerships/{proposed['id']}/accept", headers=headers)
+    assert accepted.status_code == 200
+    members = hub.http.get("/v1/me", headers=headers).json()["partnerships"][0]["members"]
+    assert {m["partner_id"]: m["accepted"] for m in members} == {
+        partner["id"]: True,
+        hotel["id"]: False,
+    }
+
+
+def test_me_shows_another_writers_change_within_the_poll_interval(hub: Hub) -> None:
+    partner, _, headers = hub.partner_with_token("bank")
+    assert hub.http.get("/v1/me", headers=headers).json()["partner"]["name"] == partner["name"]
+    # Another process (here: a plain SQL connection, which this server cannot observe) renames it.
+    execute_sql(
+        hub.database_url,
+        "UPDATE partners SET name = :name WHERE name = :old",
+        name=partner["name"] + "-renamed",
+        old=partner["name"],
+    )
+    poll = hub.app.state.settings.oauth.revocation_poll_seconds
+    deadline = time.monotonic() + poll + 2.0
+    seen = partner["name"]
+    while seen != partner["name"] + "-renamed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = hub.http.get("/v1/me", headers=headers).json()["partner"]["name"]
+    assert seen == partner["name"] + "-renamed"

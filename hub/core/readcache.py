@@ -1,0 +1,84 @@
+"""Answers of hot, rarely changing reads served from memory (``GET /v1/me``).
+
+Freshness rules, the same as the revocation cache's:
+
+* in the process that made a change, at once: a commit whose flush touched a watched model
+  (see :func:`watch`) empties every cache of the process after the commit;
+* in any other process (another worker, the CLI), within ``ttl`` seconds: an entry is never
+  served older than that (``oauth.revocation_poll_seconds``, 1 s by default).
+
+A load that overlapped a local change is returned to its caller but not kept, so a cache can
+never hold data older than a change this process has committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from itertools import chain
+from typing import Generic, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, UOWTransaction
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_DIRTY = "hub_readcache_dirty"
+_watched: tuple[type, ...] = ()
+_generation = 0
+
+
+def watch(*models: type) -> None:
+    """Changes to instances of ``models`` invalidate every read cache."""
+    global _watched
+    _watched = tuple({*_watched, *models})
+
+
+def generation() -> int:
+    return _generation
+
+
+def invalidate_all() -> None:
+    global _generation
+    _generation += 1
+
+
+class ReadCache(Generic[K, V]):
+    def __init__(self, ttl_seconds: float, max_entries: int = 100_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._generation = _generation
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        now = time.monotonic()
+        if self._generation != _generation:
+            self._entries.clear()
+            self._generation = _generation
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        started = _generation
+        value = await load()
+        if started == _generation == self._generation:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (now + self.ttl, value)
+        return value
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changes(session: Session, _: UOWTransaction) -> None:
+    if _watched and any(
+        isinstance(obj, _watched) for obj in chain(session.new, session.dirty, session.deleted)
+    ):
+        session.info[_DIRTY] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _invalidate_after_commit(session: Session) -> None:
+    # (A rolled-back change leaves the flag set: the next commit invalidates needlessly, which
+    # is harmless, whereas clearing it on a savepoint's rollback could lose a real change.)
+    if session.info.pop(_DIRTY, False):
+        invalidate_all()

@@ -1,0 +1,81 @@
+"""The read cache behind GET /v1/me: what it keeps, for how long, and what empties it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from hub.core import readcache
+from hub.core.db import Base
+from hub.core.readcache import ReadCache
+from hub.core.revocations import Revocation
+from partners.partners.models import Partner
+
+
+def test_an_entry_is_served_until_its_ttl_then_reloaded() -> None:
+    cache: ReadCache[str, int] = ReadCache(ttl_seconds=0.2)
+    loads = []
+
+    async def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    async def scenario() -> list[int]:
+        first = await cache.get("a", load)
+        second = await cache.get("a", load)
+        await asyncio.sleep(0.25)
+        third = await cache.get("a", load)
+        return [first, second, third]
+
+    assert asyncio.run(scenario()) == [1, 1, 2]
+
+
+def test_a_load_that_overlapped_a_change_is_not_kept() -> None:
+    cache: ReadCache[str, str] = ReadCache(ttl_seconds=60)
+
+    async def stale_load() -> str:
+        readcache.invalidate_all()  # a change commits while the load is running
+        return "stale"
+
+    async def fresh_load() -> str:
+        return "fresh"
+
+    async def scenario() -> tuple[str, str]:
+        return await cache.get("a", stale_load), await cache.get("a", fresh_load)
+
+    assert asyncio.run(scenario()) == ("stale", "fresh")
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_committing_a_watched_model_empties_every_cache(tmp_path: Path, commit: bool) -> None:
+    readcache.watch(Partner)
+    engine = create_engine(f"sqlite:///{tmp_path / 'cache.db'}")
+    Base.metadata.create_all(engine, tables=[Partner.__table__])  # type: ignore[list-item]
+    before = readcache.generation()
+    with Session(engine) as session:
+        session.add(Partner(name="Brand", category="airline", status="active"))
+        session.flush()
+        assert readcache.generation() == before  # nothing is visible to others yet
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    assert (readcache.generation() > before) is commit
+    engine.dispose()
+
+
+def test_a_commit_that_touches_no_watched_model_keeps_the_caches(tmp_path: Path) -> None:
+    readcache.watch(Partner)
+    engine = create_engine(f"sqlite:///{tmp_path / 'cache.db'}")
+    Base.metadata.create_all(engine, tables=[Revocation.__table__])  # type: ignore[list-item]
+    before = readcache.generation()
+    with Session(engine) as session:
+        session.add(Revocation(kind="token", subject="jti-1", expires_at=int(time.time())))
+        session.commit()
+    assert readcache.generation() == before
+    engine.dispose()
