@@ -13,6 +13,7 @@ never hold data older than a change this process has committed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from itertools import chain
@@ -50,6 +51,7 @@ class ReadCache(Generic[K, V]):
         self.max_entries = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
         self._generation = _generation
+        self._loading: dict[K, tuple[int, asyncio.Future[V]]] = {}
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         now = time.monotonic()
@@ -59,8 +61,33 @@ class ReadCache(Generic[K, V]):
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        # One load per key at a time: when an entry expires under load, the requests that
+        # arrive meanwhile wait for that load instead of all going to the database.
+        pending = self._loading.get(key)
+        if pending is not None and pending[0] == _generation:
+            try:
+                return await asyncio.shield(pending[1])
+            except asyncio.CancelledError:
+                if not pending[1].cancelled():
+                    raise  # this request was cancelled, not the shared load
+                # The shared load was cancelled with its request: load here instead.
         started = _generation
-        value = await load()
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._loading[key] = (started, future)
+        try:
+            value = await load()
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning if nobody waited
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(value)
+        finally:
+            if self._loading.get(key, (0, None))[1] is future:
+                del self._loading[key]
         if started == _generation == self._generation:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()

@@ -79,3 +79,42 @@ def test_a_commit_that_touches_no_watched_model_keeps_the_caches(tmp_path: Path)
         session.commit()
     assert readcache.generation() == before
     engine.dispose()
+
+
+def test_concurrent_misses_share_one_load() -> None:
+    cache: ReadCache[str, int] = ReadCache(ttl_seconds=60)
+    loads = []
+
+    async def slow_load() -> int:
+        loads.append(1)
+        await asyncio.sleep(0.05)
+        return 7
+
+    async def scenario() -> list[int]:
+        return list(await asyncio.gather(*(cache.get("a", slow_load) for _ in range(20))))
+
+    assert asyncio.run(scenario()) == [7] * 20
+    assert len(loads) == 1
+
+
+def test_a_failed_load_fails_its_waiters_and_is_not_kept() -> None:
+    cache: ReadCache[str, int] = ReadCache(ttl_seconds=60)
+    calls = []
+
+    async def failing_then_ok() -> int:
+        calls.append(1)
+        await asyncio.sleep(0.01)
+        if len(calls) == 1:
+            raise RuntimeError("database down")
+        return 3
+
+    async def scenario() -> tuple[list[object], int]:
+        first = await asyncio.gather(
+            *(cache.get("a", failing_then_ok) for _ in range(3)), return_exceptions=True
+        )
+        return list(first), await cache.get("a", failing_then_ok)
+
+    first, after = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) for r in first)
+    assert after == 3
+    assert len(calls) == 2
