@@ -187,9 +187,9 @@ def bootstrap(name: str, as_json: bool) -> None:
         console.print("[yellow]The secret is shown only now; store it safely.[/]")
 
 
-from hub import cli_admin  # noqa: E402  (registers the admin sub-commands)
+from hub import cli_admin, cli_hash  # noqa: E402  (register their sub-commands)
 
-__all__ = ["admin", "cli_admin", "main"]
+__all__ = ["admin", "cli_admin", "cli_hash", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

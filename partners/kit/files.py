@@ -1,0 +1,273 @@
+"""Hash a brand's customer file, row by row, in constant memory.
+
+Input: CSV with a header, or NDJSON (one object a line), optionally gzip (``.gz``). Each row
+names a person: ``customer_ref`` (required), raw ``email`` and/or ``phone``, ``consents``
+(CSV: joined by ``|``; NDJSON: a list) and attributes (CSV: ``attr.<name>`` columns; NDJSON:
+an ``attributes`` object). Any other column is dropped (its name is reported, never its values).
+
+Output: the hub's upload shape (``POST /v1/identifiers/uploads``), one record per identifier:
+``id_type, id_hash, customer_ref, consents, attr.*`` (CSV) or the same as JSON objects
+(NDJSON). Only digests leave the kit: a row with an invalid identifier is refused whole, and
+its error names the row, the field and the reason -- never the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, cast
+
+from partners.kit.normalize import BASE64, ID_TYPES, InvalidIdentifier, hash_identifier
+
+CSV, NDJSON = "csv", "ndjson"
+CONSENTS = ("analytics", "joint_offers", "rewards_sharing")
+MAX_ATTRIBUTES = 20
+ATTR_PREFIX = "attr."
+_LOOKS_LIKE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_LOOKS_LIKE_PHONE = re.compile(r"\+?[\d\s().-]{9,}")
+
+
+@dataclass
+class RowError:
+    row: int  # 1 = the first data row (after a CSV header)
+    field: str
+    reason: str
+
+
+@dataclass
+class HashReport:
+    rows_read: int = 0
+    rows_hashed: int = 0
+    rows_refused: int = 0
+    records_written: int = 0
+    ignored_columns: set[str] = field(default_factory=set)
+
+
+class Person:
+    """One input row, parsed: its raw identifiers stay inside this object."""
+
+    __slots__ = ("attributes", "consents", "customer_ref", "identifiers")
+
+    def __init__(self) -> None:
+        self.customer_ref = ""
+        self.identifiers: list[tuple[str, str]] = []
+        self.consents: list[str] = []
+        self.attributes: dict[str, str] = {}
+
+
+def looks_like_contact(value: str) -> bool:
+    """Whether ``value`` looks like a raw email or phone number (never to be passed on)."""
+    value = value.strip()
+    return bool(_LOOKS_LIKE_EMAIL.fullmatch(value) or _LOOKS_LIKE_PHONE.fullmatch(value))
+
+
+def detect_format(name: str) -> str:
+    lowered = name.lower().removesuffix(".gz")
+    if lowered.endswith((".ndjson", ".jsonl", ".json")):
+        return NDJSON
+    return CSV
+
+
+def open_text(path: str, mode: str) -> IO[str]:
+    """A text stream for ``path`` (``-`` = stdin/stdout), gzip-compressed when it ends in .gz."""
+    if path == "-":
+        return sys.stdin if "r" in mode else sys.stdout
+    if path.endswith(".gz"):
+        return cast(IO[str], gzip.open(path, mode[0] + "t", encoding="utf-8", newline=""))
+    return open(path, mode[0], encoding="utf-8", newline="")
+
+
+def _rows_csv(
+    reader: csv.DictReader[str], header: list[str], report: HashReport
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    known = {"customer_ref", "consents", *ID_TYPES}
+    report.ignored_columns.update(
+        name for name in header if name not in known and not name.startswith(ATTR_PREFIX)
+    )
+    for number, row in enumerate(reader, start=1):
+        if None in row:  # more cells than header columns
+            yield number, {"__error__": "the row has more cells than the header has columns"}
+        else:
+            yield number, dict(row)
+
+
+def _rows_ndjson(stream: IO[str], report: HashReport) -> Iterator[tuple[int, dict[str, Any]]]:
+    known = {"customer_ref", "consents", "attributes", *ID_TYPES}
+    number = 0
+    for line in stream:
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            row = json.loads(line)
+        except ValueError:
+            yield number, {"__error__": "the line is not valid JSON"}
+            continue
+        if not isinstance(row, dict):
+            yield number, {"__error__": "the line is not a JSON object"}
+            continue
+        report.ignored_columns.update(k for k in row if k not in known)
+        yield number, row
+
+
+def parse_person(row: dict[str, Any]) -> Person:
+    """Validate one input row; raises (field, reason) as InvalidRow without echoing values."""
+    if "__error__" in row:
+        raise InvalidRow("", row["__error__"])
+    person = Person()
+    ref = row.get("customer_ref")
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidRow("customer_ref", "customer_ref is required")
+    if looks_like_contact(ref):
+        raise InvalidRow(
+            "customer_ref",
+            "customer_ref looks like an email or phone number; use the brand's own "
+            "pseudonymous customer id",
+        )
+    person.customer_ref = ref.strip()
+    for id_type in ID_TYPES:
+        raw = row.get(id_type)
+        if raw is None or raw == "":
+            continue
+        if not isinstance(raw, str):
+            raise InvalidRow(id_type, f"{id_type} must be a string")
+        person.identifiers.append((id_type, raw))
+    if not person.identifiers:
+        raise InvalidRow("email", "the row has neither an email nor a phone number")
+    consents = row.get("consents") or []
+    if isinstance(consents, str):
+        consents = [c.strip() for c in consents.split("|") if c.strip()]
+    if not isinstance(consents, list) or not all(isinstance(c, str) for c in consents):
+        raise InvalidRow("consents", "consents must be a list of purposes")
+    unknown = sorted(set(consents) - set(CONSENTS))
+    if unknown:
+        raise InvalidRow("consents", f"unknown consent {unknown[0]!r}; use {', '.join(CONSENTS)}")
+    person.consents = sorted(set(consents))
+    attributes = row.get("attributes") or {
+        k[len(ATTR_PREFIX) :]: v for k, v in row.items() if k and k.startswith(ATTR_PREFIX)
+    }
+    if not isinstance(attributes, dict):
+        raise InvalidRow("attributes", "attributes must be an object of strings")
+    for name, value in attributes.items():
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidRow(f"attributes.{name}", "an attribute value must be a string")
+        text = str(value)
+        if looks_like_contact(text):
+            raise InvalidRow(f"attributes.{name}", "the value looks like an email or phone number")
+        person.attributes[name] = text
+    if len(person.attributes) > MAX_ATTRIBUTES:
+        raise InvalidRow("attributes", f"at most {MAX_ATTRIBUTES} attributes per record")
+    return person
+
+
+class InvalidRow(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+class _Writer:
+    def __init__(self, stream: IO[str], output_format: str) -> None:
+        self.stream = stream
+        self.format = output_format
+        self.csv: Any = None
+        self.attr_columns: list[str] | None = None
+
+    def start(self, attr_columns: list[str]) -> None:
+        """Fix the CSV output's attribute columns and write the header."""
+        self.attr_columns = attr_columns
+        if self.format == CSV:
+            self.csv = csv.writer(self.stream, lineterminator="\n")
+            self.csv.writerow(
+                ["id_type", "id_hash", "customer_ref", "consents"]
+                + [ATTR_PREFIX + a for a in attr_columns]
+            )
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.format == NDJSON:
+            self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            return
+        attributes = record.get("attributes", {})
+        self.csv.writerow(
+            [record["id_type"], record["id_hash"], record["customer_ref"]]
+            + ["|".join(record["consents"])]
+            + [attributes.get(a, "") for a in self.attr_columns or []]
+        )
+
+
+def hash_stream(
+    source: IO[str],
+    destination: IO[str],
+    *,
+    input_format: str = CSV,
+    output_format: str = CSV,
+    encoding: str = BASE64,
+    on_error: Callable[[RowError], None] | None = None,
+    on_row: Callable[[], None] | None = None,
+) -> HashReport:
+    """Hash every row of ``source`` into ``destination``; refused rows go to ``on_error``.
+
+    CSV output has one column per attribute: those of a CSV input's header, or (NDJSON in,
+    CSV out) those of the first row hashed; a later row with another attribute is refused.
+    """
+    report = HashReport()
+    writer = _Writer(destination, output_format)
+    if input_format == NDJSON:
+        rows = _rows_ndjson(source, report)
+    else:
+        reader = csv.DictReader(source)
+        header = list(reader.fieldnames or [])
+        writer.start([c[len(ATTR_PREFIX) :] for c in header if c.startswith(ATTR_PREFIX)])
+        rows = _rows_csv(reader, header, report)
+    for number, row in rows:
+        report.rows_read += 1
+        if on_row is not None:
+            on_row()
+        try:
+            person = parse_person(row)
+            if writer.attr_columns is None:
+                writer.start(sorted(person.attributes))
+            elif output_format == CSV and not set(person.attributes) <= set(writer.attr_columns):
+                extra = sorted(set(person.attributes) - set(writer.attr_columns))[0]
+                raise InvalidRow(
+                    f"attributes.{extra}",
+                    "this attribute is not a column of the CSV output (set by the first row); "
+                    "write NDJSON output instead",
+                )
+            records = [
+                {
+                    "id_type": id_type,
+                    "id_hash": _hash(id_type, raw, encoding),
+                    "customer_ref": person.customer_ref,
+                    "consents": person.consents,
+                    **({"attributes": person.attributes} if person.attributes else {}),
+                }
+                for id_type, raw in person.identifiers
+            ]
+        except InvalidRow as exc:
+            report.rows_refused += 1
+            if on_error is not None:
+                on_error(RowError(number, exc.field, exc.reason))
+            continue
+        for record in records:
+            writer.write(record)
+            report.records_written += 1
+        report.rows_hashed += 1
+    if writer.attr_columns is None:
+        writer.start([])
+    return report
+
+
+def _hash(id_type: str, raw: str, encoding: str) -> str:
+    try:
+        return hash_identifier(id_type, raw, encoding)
+    except InvalidIdentifier as exc:
+        raise InvalidRow(id_type, exc.reason) from None
