@@ -73,7 +73,8 @@ class RequestContextMiddleware:
         request_id = _incoming_request_id(scope) or new_request_id()
         http_scope.setdefault("state", {})["request_id"] = request_id
         method = http_scope["method"]
-        intent = write_intent.set(method not in SAFE_METHODS)
+        # Reads leave the write intent at its default (False): one context change fewer.
+        intent = write_intent.set(True) if method not in SAFE_METHODS else None
         bound = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
@@ -97,7 +98,8 @@ class RequestContextMiddleware:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            write_intent.reset(intent)
+            if intent is not None:
+                write_intent.reset(intent)
             route = http_scope.get("path_template") or "unrouted"
             metrics.observe(method, route, status, elapsed)
             if self.access_log:
