@@ -46,9 +46,10 @@ def test_any_text_is_normalised_or_refused_never_anything_else(raw: str) -> None
         try:
             digest = hash_identifier(id_type, raw)
         except InvalidIdentifier as refused:
-            assert refused.reason
-        else:
-            assert len(digest) == 44
+            reason = refused.reason
+            assert reason
+            continue
+        assert len(digest) == 44
 
 
 def _people(emails: list[str], phones: list[str]) -> str:

@@ -2,7 +2,7 @@
 uid2-client-python/-java, uid2-web-integrations, uid2-android-sdk, uid2-ios-sdk); gathered with
 the search tool, every hash recomputed. Sources are named per entry."""
 
-# ruff: noqa: E501, RUF001
+# ruff: noqa: E501
 
 # (raw, normalized, sha256_hex_or_None, base64_or_None, source)
 EMAIL_VALID = [
