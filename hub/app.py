@@ -41,6 +41,8 @@ from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
 from hub.system import live, ready
+from partners.identifiers.controller import IdentifierController
+from partners.identifiers.crypto import IdentifierCrypto
 from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
@@ -140,6 +142,7 @@ def create_app(
             "settings": settings,
             "keyring": keyring,
             "revocations": revocations,
+            "identifier_crypto": IdentifierCrypto(keyring),
             "me_cache": me_cache(settings.oauth.revocation_poll_seconds),
             "secret_hasher": hasher,
             "sync_engine": sync_engine,
@@ -166,6 +169,7 @@ def create_app(
             me,
             PartnerController,
             PartnershipController,
+            IdentifierController,
             AuditController,
             *extra_route_handlers,
         ],

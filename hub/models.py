@@ -6,13 +6,17 @@ from hub.core.idempotency import IdempotencyRecord
 from hub.core.revocations import Revocation
 from hub.oauth.models import AuthFailure, UsedAssertion
 from partners.clients.models import OAuthClient
+from partners.identifiers.models import ConsentEvent, IdentifierRecord, IdentifierState
 from partners.partners.models import Partner
 from partners.partnerships.models import Partnership, PartnershipMember
 
 __all__ = [
     "AuditEntry",
     "AuthFailure",
+    "ConsentEvent",
     "IdempotencyRecord",
+    "IdentifierRecord",
+    "IdentifierState",
     "OAuthClient",
     "Partner",
     "Partnership",

@@ -37,6 +37,8 @@ class SecretVersion(msgspec.Struct):
     version: int
     secret: str  # base64 of 32 random bytes
     created_at: int
+    # A retired match-key version no longer keys any record (set when a rotation finished).
+    retired_at: int | None = None
 
 
 class KeyringData(msgspec.Struct):
@@ -102,6 +104,51 @@ class Keyring:
         if not active:
             raise KeyringError("the keyring has no active signing key")
         return active[-1]
+
+    # -- match and data keys (identifier exchange) ------------------------------------------
+
+    def match_secret(self, version: int) -> bytes:
+        for item in self.data.match:
+            if item.version == version:
+                return base64.b64decode(item.secret)
+        raise KeyringError(f"the keyring has no match key version {version}")
+
+    @property
+    def match_version(self) -> int:
+        """The newest match-key version: new records are keyed with it."""
+        if not self.data.match:
+            raise KeyringError("the keyring has no match key")
+        return max(item.version for item in self.data.match)
+
+    def live_match_versions(self) -> list[int]:
+        """Versions that may still key records (newest first)."""
+        return sorted((i.version for i in self.data.match if i.retired_at is None), reverse=True)
+
+    def add_match_key(self) -> int:
+        version = self.match_version + 1
+        self.data.match.append(_new_secret(version))
+        return version
+
+    def retire_match_versions(self, below: int) -> list[int]:
+        now = int(time.time())
+        retired = []
+        for item in self.data.match:
+            if item.version < below and item.retired_at is None:
+                item.retired_at = now
+                retired.append(item.version)
+        return retired
+
+    def data_secret(self, version: int) -> bytes:
+        for item in self.data.data:
+            if item.version == version:
+                return base64.b64decode(item.secret)
+        raise KeyringError(f"the keyring has no data key version {version}")
+
+    @property
+    def data_version(self) -> int:
+        if not self.data.data:
+            raise KeyringError("the keyring has no data key")
+        return max(item.version for item in self.data.data)
 
     def audit_public_keys(self) -> KeySet:
         return KeySet.import_key_set(

@@ -1,0 +1,191 @@
+"""``/v1/identifiers``: a partner's own identifier records (scope ``identifiers:write``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.audit import Actor
+from hub.core.auth import Principal, requires_partner, requires_scope
+from hub.core.errors import InvalidInput, PayloadTooLarge
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import IdentifierState
+from partners.identifiers.schemas import (
+    MAX_SYNC_BODY_BYTES,
+    MAX_SYNC_RECORDS,
+    ConsentsIn,
+    ConsentsOut,
+    CountsOut,
+    EraseIn,
+    EraseOut,
+    RecordsIn,
+    UploadOut,
+)
+from partners.identifiers.service import IdentifierService
+from partners.identifiers.validation import (
+    RecordError,
+    check_consents,
+    check_customer_ref,
+    check_records,
+)
+from partners.kit import InvalidIdentifier, parse_digest
+
+WRITE_SCOPE = "identifiers:write"
+
+
+def provide_identifier_service(
+    db_session: NamedDependency[AsyncSession], state: State
+) -> IdentifierService:
+    crypto: IdentifierCrypto = state.identifier_crypto
+    return IdentifierService(db_session, crypto)
+
+
+def _partner(principal: Principal) -> UUID:
+    return UUID(str(principal.partner_id))
+
+
+def _too_many(count: int, what: str) -> None:
+    if count > MAX_SYNC_RECORDS:
+        raise PayloadTooLarge(
+            f"This request holds {count} {what}; the limit is {MAX_SYNC_RECORDS}.",
+            fix="Split it into requests of at most 10,000, or use POST /v1/identifiers/uploads.",
+        )
+
+
+def _refuse(errors: list[RecordError], total: int, what: str) -> InvalidInput:
+    bad = len({e.index for e in errors})
+    return InvalidInput(
+        f"{bad} of {total} {what} are invalid; nothing was stored.",
+        errors=[e.as_dict() for e in errors],
+    )
+
+
+class IdentifierController(Controller):
+    path = "/v1/identifiers"
+    tags = ["identifiers"]
+    guards = [requires_partner, requires_scope(WRITE_SCOPE)]
+    dependencies = {"identifiers": Provide(provide_identifier_service, sync_to_thread=False)}
+
+    @post(
+        "/",
+        status_code=200,
+        request_max_body_size=MAX_SYNC_BODY_BYTES,
+        summary="Upload up to 10,000 hashed identifier records (all or nothing)",
+    )
+    async def upload(
+        self,
+        data: JSONBody[RecordsIn],
+        identifiers: NamedDependency[IdentifierService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+    ) -> UploadOut:
+        _too_many(len(data.records), "records")
+        valid, errors = check_records(data.records)
+        if errors:
+            raise _refuse(errors, len(data.records), "records")
+        result = await identifiers.upsert(_partner(principal), valid, actor)
+        return UploadOut(accepted=result.accepted, created=result.created, updated=result.updated)
+
+    @post(
+        "/consents",
+        status_code=200,
+        request_max_body_size=MAX_SYNC_BODY_BYTES,
+        summary="Set people's consents (all their records); withdrawals apply at once",
+    )
+    async def consents(
+        self,
+        data: JSONBody[ConsentsIn],
+        identifiers: NamedDependency[IdentifierService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+    ) -> ConsentsOut:
+        _too_many(len(data.updates), "updates")
+        errors: list[RecordError] = []
+        updates: dict[str, int] = {}
+        for index, item in enumerate(data.updates):
+            if not isinstance(item, dict) or set(item) - {"customer_ref", "consents"}:
+                errors.append(RecordError(index, "", 'an update is {"customer_ref", "consents"}'))
+                continue
+            try:
+                ref = check_customer_ref(item.get("customer_ref"))
+            except ValueError as exc:
+                errors.append(RecordError(index, "customer_ref", str(exc)))
+                continue
+            try:
+                mask = check_consents(item.get("consents"))
+            except ValueError as exc:
+                errors.append(RecordError(index, "consents", str(exc)))
+                continue
+            if ref in updates:
+                errors.append(RecordError(index, "customer_ref", "the same person twice"))
+                continue
+            updates[ref] = mask
+        if errors:
+            raise _refuse(errors, len(data.updates), "updates")
+        people, records, unknown = await identifiers.set_consents(
+            _partner(principal), list(updates.items()), actor
+        )
+        return ConsentsOut(people=people, records=records, unknown_customer_refs=unknown)
+
+    @post(
+        "/erase",
+        status_code=200,
+        request_max_body_size=MAX_SYNC_BODY_BYTES,
+        summary="Erase people (by customer_ref) or records (by id_hash) everywhere",
+    )
+    async def erase(
+        self,
+        data: JSONBody[EraseIn],
+        identifiers: NamedDependency[IdentifierService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+    ) -> EraseOut:
+        if (data.customer_refs is None) == (data.id_hashes is None):
+            raise InvalidInput(
+                "Name either customer_refs or id_hashes, not both and not neither.",
+                fix='Send {"customer_refs": [...]} or {"id_hashes": [...]}.',
+            )
+        items: list[Any] = data.customer_refs or data.id_hashes or []
+        _too_many(len(items), "identifiers")
+        errors: list[RecordError] = []
+        refs: list[str] = []
+        digests: list[bytes] = []
+        field = "customer_refs" if data.customer_refs is not None else "id_hashes"
+        for index, item in enumerate(items):
+            try:
+                if field == "customer_refs":
+                    refs.append(check_customer_ref(item))
+                elif not isinstance(item, str):
+                    errors.append(RecordError(index, field, "an id_hash is a string"))
+                else:
+                    digests.append(parse_digest(item))
+            except (ValueError, InvalidIdentifier) as exc:
+                reason = exc.reason if isinstance(exc, InvalidIdentifier) else str(exc)
+                errors.append(RecordError(index, field, reason))
+        if errors:
+            raise _refuse(errors, len(items), field)
+        removed, people = await identifiers.erase(
+            _partner(principal), actor, customer_refs=refs, digests=digests
+        )
+        return EraseOut(records_removed=removed, people=people)
+
+    @get("/summary", summary="How many records and people the caller has stored")
+    async def summary(
+        self,
+        identifiers: NamedDependency[IdentifierService],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+    ) -> CountsOut:
+        partner_id = _partner(principal)
+        counts = await identifiers.counts(partner_id)
+        version = await db_session.scalar(
+            select(IdentifierState.version).where(IdentifierState.partner_id == partner_id)
+        )
+        return CountsOut(records=counts["records"], people=counts["people"], version=version or 0)

@@ -1,0 +1,107 @@
+"""Identifier records, consent events and the per-partner change counter.
+
+A record never holds a digest in clear: ``match_key`` is HMAC-SHA256 under a match-key version
+of the keyring, ``digest_enc`` is the digest under AES-GCM with a data-key version (the
+partner and id type are its associated data, so a ciphertext cannot be moved between rows).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.core.db import Base, JsonType
+
+EMAIL, PHONE = "email", "phone"
+ID_TYPE_CODES = {EMAIL: 1, PHONE: 2}
+ID_TYPE_NAMES = {code: name for name, code in ID_TYPE_CODES.items()}
+CONSENT_BITS = {"analytics": 1, "joint_offers": 2, "rewards_sharing": 4}
+MAX_ATTRIBUTES = 20
+
+
+def consent_mask(consents: list[str] | tuple[str, ...] | set[str]) -> int:
+    mask = 0
+    for purpose in consents:
+        mask |= CONSENT_BITS[purpose]
+    return mask
+
+
+def consent_names(mask: int) -> list[str]:
+    return [name for name, bit in CONSENT_BITS.items() if mask & bit]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pk() -> Any:
+    return BigInteger().with_variant(Integer, "sqlite")
+
+
+class IdentifierRecord(Base):
+    __tablename__ = "identifier_records"
+
+    id: Mapped[int] = mapped_column(_pk(), primary_key=True, autoincrement=True)
+    partner_id: Mapped[UUID] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"))
+    id_type: Mapped[int] = mapped_column(SmallInteger)
+    match_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    key_version: Mapped[int] = mapped_column(SmallInteger)
+    digest_enc: Mapped[bytes] = mapped_column(LargeBinary(64))
+    data_version: Mapped[int] = mapped_column(SmallInteger)
+    customer_ref: Mapped[str] = mapped_column(String(200))
+    consents: Mapped[int] = mapped_column(SmallInteger, default=0)
+    attributes: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
+
+    __table_args__ = (
+        UniqueConstraint("partner_id", "id_type", "match_key", name="uq_identifier_records_key"),
+        Index("ix_identifier_records_person", "partner_id", "customer_ref"),
+    )
+
+
+class ConsentEvent(Base):
+    """A change of what a person consented to, for the consumers of consent (audiences, feeds).
+
+    ``withdrawn`` and ``granted`` are bit masks over CONSENT_BITS. Causes: ``upload`` (a record
+    created or updated), ``moved`` (a record moved to another customer_ref), ``update`` (POST
+    /v1/identifiers/consents), ``erasure``.
+    """
+
+    __tablename__ = "consent_events"
+
+    seq: Mapped[int] = mapped_column(_pk(), primary_key=True, autoincrement=True)
+    partner_id: Mapped[UUID] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"))
+    customer_ref: Mapped[str] = mapped_column(String(200))
+    granted: Mapped[int] = mapped_column(SmallInteger, default=0)
+    withdrawn: Mapped[int] = mapped_column(SmallInteger, default=0)
+    cause: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
+
+    __table_args__ = (Index("ix_consent_events_partner_seq", "partner_id", "seq"),)
+
+
+class IdentifierState(Base):
+    """Per partner: a counter raised by every change to its records (uploads, consent,
+    erasure, re-keying). Derived arrays built at a version are stale once it moves."""
+
+    __tablename__ = "identifier_state"
+
+    partner_id: Mapped[UUID] = mapped_column(
+        ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)

@@ -1,0 +1,328 @@
+"""Storing a partner's identifier records: upserts, consent updates, erasure.
+
+All statements are Core (no ORM object per row) and every method works inside the caller's
+transaction, so a request is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core import audit
+from hub.core.audit import Actor
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import (
+    CONSENT_BITS,
+    ConsentEvent,
+    IdentifierRecord,
+    IdentifierState,
+)
+from partners.identifiers.validation import ValidRecord
+
+CHUNK = 500  # keys per IN (...) lookup
+RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
+STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class UpsertResult:
+    accepted: int
+    created: int
+    updated: int
+
+
+@dataclass
+class _Change:
+    granted: int = 0
+    withdrawn: int = 0
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class IdentifierService:
+    def __init__(self, session: AsyncSession, crypto: IdentifierCrypto) -> None:
+        self.session = session
+        self.crypto = crypto
+
+    @property
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def upsert(
+        self, partner_id: UUID, records: Sequence[ValidRecord], actor: Actor
+    ) -> UpsertResult:
+        """Create or update ``records``; a known key with another customer_ref moves to it."""
+        keys = self.crypto.keys
+        current = keys.match_version
+        match_keys = [self.crypto.match_key(r.digest, current) for r in records]
+        await self._rekey_older_versions(partner_id, records, match_keys)
+        existing = await self._existing(partner_id, records, match_keys)
+        now = datetime.now(UTC)
+        rows = []
+        changes: dict[str, _Change] = defaultdict(_Change)
+        created = 0
+        for record, key in zip(records, match_keys, strict=True):
+            data_version, sealed = self.crypto.encrypt(record.digest, partner_id, record.id_type)
+            rows.append(
+                {
+                    "partner_id": partner_id,
+                    "id_type": record.id_type,
+                    "match_key": key,
+                    "key_version": current,
+                    "digest_enc": sealed,
+                    "data_version": data_version,
+                    "customer_ref": record.customer_ref,
+                    "consents": record.consents,
+                    "attributes": record.attributes,
+                    "updated_at": now,
+                }
+            )
+            before = existing.get((record.id_type, key))
+            if before is None:
+                created += 1
+                changes[record.customer_ref].granted |= record.consents
+            elif before[0] != record.customer_ref:
+                changes[before[0]].withdrawn |= before[1]
+                changes[record.customer_ref].granted |= record.consents
+            else:
+                changes[record.customer_ref].granted |= record.consents & ~before[1]
+                changes[record.customer_ref].withdrawn |= before[1] & ~record.consents
+        if rows:
+            insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(
+                RECORDS
+            )
+            statement = insert.on_conflict_do_update(
+                index_elements=["partner_id", "id_type", "match_key"],
+                set_={
+                    "customer_ref": insert.excluded.customer_ref,
+                    "consents": insert.excluded.consents,
+                    "attributes": insert.excluded.attributes,
+                    "updated_at": insert.excluded.updated_at,
+                },
+            )
+            await self.session.execute(statement, rows)
+        await self._record_changes(partner_id, changes, "upload")
+        await self.touch(partner_id)
+        await audit.append(
+            self.session,
+            actor.event(
+                "identifiers.uploaded",
+                "partner",
+                str(partner_id),
+                accepted=len(rows),
+                created=created,
+                updated=len(rows) - created,
+            ),
+        )
+        return UpsertResult(accepted=len(rows), created=created, updated=len(rows) - created)
+
+    async def _rekey_older_versions(
+        self, partner_id: UUID, records: Sequence[ValidRecord], match_keys: list[bytes]
+    ) -> None:
+        """During a match-key rotation, move these records' rows to the current version first,
+        so the upsert finds them whatever version they are still under."""
+        current = self.crypto.keys.match_version
+        for version in self.crypto.keys.live_match_versions():
+            if version == current:
+                continue
+            params = [
+                {
+                    "p": partner_id,
+                    "t": r.id_type,
+                    "old": self.crypto.match_key(r.digest, version),
+                    "new": key,
+                    "v": current,
+                }
+                for r, key in zip(records, match_keys, strict=True)
+            ]
+            await self.session.execute(
+                update(RECORDS)
+                .where(
+                    RECORDS.c.partner_id == _bind("p"),
+                    RECORDS.c.id_type == _bind("t"),
+                    RECORDS.c.match_key == _bind("old"),
+                )
+                .values(match_key=_bind("new"), key_version=_bind("v")),
+                params,
+            )
+
+    async def _existing(
+        self, partner_id: UUID, records: Sequence[ValidRecord], match_keys: list[bytes]
+    ) -> dict[tuple[int, bytes], tuple[str, int]]:
+        found: dict[tuple[int, bytes], tuple[str, int]] = {}
+        pairs = [(r.id_type, k) for r, k in zip(records, match_keys, strict=True)]
+        for chunk in _chunks(pairs):
+            rows = await self.session.execute(
+                select(
+                    RECORDS.c.id_type,
+                    RECORDS.c.match_key,
+                    RECORDS.c.customer_ref,
+                    RECORDS.c.consents,
+                ).where(
+                    RECORDS.c.partner_id == partner_id,
+                    RECORDS.c.match_key.in_([k for _, k in chunk]),
+                )
+            )
+            for id_type, key, ref, consents in rows:
+                found[(id_type, bytes(key))] = (ref, consents)
+        return found
+
+    async def set_consents(
+        self, partner_id: UUID, updates: Sequence[tuple[str, int]], actor: Actor
+    ) -> tuple[int, int, list[str]]:
+        """Set each person's consents on all their records. Returns (people updated, records
+        updated, customer_refs without records)."""
+        refs = [ref for ref, _ in updates]
+        current: dict[str, list[int]] = defaultdict(list)
+        for chunk in _chunks(refs):
+            rows = await self.session.execute(
+                select(RECORDS.c.customer_ref, RECORDS.c.consents).where(
+                    RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref.in_(chunk)
+                )
+            )
+            for ref, consents in rows:
+                current[ref].append(consents)
+        changes: dict[str, _Change] = defaultdict(_Change)
+        params = []
+        records = 0
+        for ref, mask in updates:
+            if ref not in current:
+                continue
+            records += len(current[ref])
+            for before in current[ref]:
+                changes[ref].granted |= mask & ~before
+                changes[ref].withdrawn |= before & ~mask
+            params.append({"p": partner_id, "r": ref, "c": mask, "u": datetime.now(UTC)})
+        if params:
+            await self.session.execute(
+                update(RECORDS)
+                .where(RECORDS.c.partner_id == _bind("p"), RECORDS.c.customer_ref == _bind("r"))
+                .values(consents=_bind("c"), updated_at=_bind("u")),
+                params,
+            )
+        await self._record_changes(partner_id, changes, "update")
+        await self.touch(partner_id)
+        unknown = [ref for ref, _ in updates if ref not in current]
+        withdrawn = sum(1 for c in changes.values() if c.withdrawn)
+        await audit.append(
+            self.session,
+            actor.event(
+                "identifiers.consents_updated",
+                "partner",
+                str(partner_id),
+                people=len(params),
+                records=records,
+                withdrawals=withdrawn,
+            ),
+        )
+        return len(params), records, unknown
+
+    async def erase(
+        self,
+        partner_id: UUID,
+        actor: Actor,
+        *,
+        customer_refs: Sequence[str] = (),
+        digests: Sequence[bytes] = (),
+    ) -> tuple[int, int]:
+        """Remove people (by customer_ref) or records (by digest, any id type and live key
+        version). Returns (records removed, people affected); the audit log gets the counts."""
+        conditions = []
+        for chunk in _chunks(list(customer_refs)):
+            conditions.append(RECORDS.c.customer_ref.in_(chunk))
+        versions = self.crypto.keys.live_match_versions()
+        keys = [self.crypto.match_key(d, v) for d in digests for v in versions]
+        for chunk in _chunks(keys):
+            conditions.append(RECORDS.c.match_key.in_(chunk))
+        if not conditions:
+            return 0, 0
+        where = and_(RECORDS.c.partner_id == partner_id, or_(*conditions))
+        people = sorted(
+            {
+                ref
+                for (ref,) in await self.session.execute(
+                    select(RECORDS.c.customer_ref).where(where)
+                )
+            }
+        )
+        result = await self.session.execute(delete(RECORDS).where(where))
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        everything = sum(CONSENT_BITS.values())
+        changes = {ref: _Change(withdrawn=everything) for ref in people}
+        await self._record_changes(partner_id, changes, "erasure")
+        await self.touch(partner_id)
+        await audit.append(
+            self.session,
+            actor.event(
+                "identifiers.erased",
+                "partner",
+                str(partner_id),
+                requested=len(customer_refs) + len(digests),
+                by="customer_ref" if customer_refs else "id_hash",
+                records_removed=removed,
+                people=len(people),
+            ),
+        )
+        return removed, len(people)
+
+    async def _record_changes(
+        self, partner_id: UUID, changes: dict[str, _Change], cause: str
+    ) -> None:
+        rows = [
+            {
+                "partner_id": partner_id,
+                "customer_ref": ref,
+                "granted": change.granted & ~change.withdrawn,
+                "withdrawn": change.withdrawn,
+                "cause": cause,
+                "at": datetime.now(UTC),
+            }
+            for ref, change in changes.items()
+            if change.granted or change.withdrawn
+        ]
+        if rows:
+            await self.session.execute(EVENTS.insert(), rows)
+
+    async def touch(self, partner_id: UUID) -> int:
+        """Raise the partner's change counter (derived arrays of older versions are stale)."""
+        table = STATE
+        insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+        statement = insert.values(
+            partner_id=partner_id, version=1, updated_at=datetime.now(UTC)
+        ).on_conflict_do_update(
+            index_elements=["partner_id"],
+            set_={"version": table.c.version + 1, "updated_at": insert.excluded.updated_at},
+        )
+        await self.session.execute(statement)
+        version = await self.session.scalar(
+            select(table.c.version).where(table.c.partner_id == partner_id)
+        )
+        return int(version or 0)
+
+    async def counts(self, partner_id: UUID) -> dict[str, int]:
+        row = (
+            await self.session.execute(
+                select(
+                    func.count(),
+                    func.count(func.distinct(RECORDS.c.customer_ref)),
+                ).where(RECORDS.c.partner_id == partner_id)
+            )
+        ).one()
+        return {"records": int(row[0]), "people": int(row[1])}
+
+
+def _bind(name: str) -> Any:
+    return bindparam(name)
