@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from uuid import UUID
 import click
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.cli import (
     CLI_ACTOR,
@@ -21,6 +22,7 @@ from hub.cli import (
     _settings,
     admin,
     console,
+    err_console,
     json_option,
 )
 from hub.core.audit import (
@@ -31,6 +33,7 @@ from hub.core.audit import (
     verify_chain,
     verify_head_signature,
 )
+from hub.core.db import create_hub_async_engine, writing
 from hub.core.keyring import KeyringError, load_keyring
 from partners.clients.schemas import ClientCreate
 from partners.clients.service import ClientService
@@ -354,7 +357,12 @@ def keys_list(as_json: bool) -> None:
             for k in ring.data.audit
         ]
         + [
-            {"kind": kind, "id": f"v{v.version}", "created_at": v.created_at, "retired_at": None}
+            {
+                "kind": kind,
+                "id": f"v{v.version}",
+                "created_at": v.created_at,
+                "retired_at": v.retired_at,
+            }
             for kind in ("match", "data")
             for v in getattr(ring.data, kind)
         ]
@@ -376,6 +384,88 @@ def keys_rotate_signing(as_json: bool) -> None:
         return
     ring.save()
     _emit({"new_kid": new.kid, "verifying_kids": [k.kid for k in ring.data.signing]}, as_json)
+
+
+@keys.command("add-match-key")
+@json_option
+def keys_add_match_key(as_json: bool) -> None:
+    """Add a match-key version; new records are keyed with it. Then run rotate-match-key."""
+    ring = _keyring()
+    if len(ring.live_match_versions()) > 1:
+        raise CliError(
+            "a match-key rotation is still unfinished: run `hub admin keys rotate-match-key` "
+            "until it reports no record left, then add a new version"
+        )
+    version = ring.add_match_key()
+    if ring.path is None:
+        click.echo(ring.to_json())
+        console.print("[yellow]HUB_KEYRING is in use: set it to the JSON above everywhere.[/]")
+        return
+    ring.save()
+    _emit({"match_version": version, "live_versions": ring.live_match_versions()}, as_json)
+
+
+@keys.command("rotate-match-key")
+@click.option("--batch-size", default=5000, show_default=True, help="Records per transaction.")
+@json_option
+def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
+    """Re-key every identifier record to the newest match-key version (online, resumable).
+
+    Safe to stop and run again. When no record is left under an older version, the older
+    versions are retired in the keyring.
+    """
+    from rich.progress import Progress
+
+    from partners.identifiers.crypto import IdentifierCrypto
+    from partners.identifiers.rotation import remaining, rotate
+
+    settings = _settings()
+    ring = _keyring()
+    crypto = IdentifierCrypto(ring)
+    target = ring.match_version
+
+    async def main() -> Any:
+        engine = create_hub_async_engine(settings.database_url)
+        factory = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            with writing():
+                async with factory() as session:
+                    total = await remaining(session, target)
+                with Progress(console=err_console, disable=as_json) as progress:
+                    task = progress.add_task(f"re-keying to v{target}", total=total or None)
+                    report = await rotate(
+                        factory,
+                        crypto,
+                        batch_size=batch_size,
+                        on_batch=lambda done, _: progress.advance(task, done),
+                    )
+                    if report.remaining == 0:
+                        # Hub processes pick up a new keyring within their poll interval; give
+                        # any upload keyed with an older version that long, then sweep again.
+                        await asyncio.sleep(settings.oauth.revocation_poll_seconds + 1)
+                        again = await rotate(factory, crypto, batch_size=batch_size)
+                        report.rekeyed += again.rekeyed
+                        report.remaining = again.remaining
+            return report
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(main())
+    retired: list[int] = []
+    if report.remaining == 0:
+        retired = ring.retire_match_versions(below=target)
+        if retired and ring.path is not None:
+            ring.save()
+    _emit(
+        {
+            "match_version": target,
+            "rekeyed": report.rekeyed,
+            "partners": len(report.partners),
+            "remaining": report.remaining,
+            "retired_versions": retired,
+        },
+        as_json,
+    )
 
 
 # -- audit ----------------------------------------------------------------------------------

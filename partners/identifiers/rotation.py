@@ -1,0 +1,108 @@
+"""Re-keying every identifier record to the newest match-key version, online and resumable.
+
+Batches of records still under an older version are decrypted (the digest lives only under
+AES-GCM), re-keyed and updated, one short transaction each. The query *is* the cursor: a run
+that stops anywhere resumes where it stopped. An upload of a record under an old version re-keys
+that row itself first, and a batch's update is guarded by the version it read, so the two never
+clash. When no record is left under an older version, those versions are retired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import IdentifierRecord
+from partners.identifiers.service import IdentifierService
+
+RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class RotationReport:
+    target_version: int
+    rekeyed: int = 0
+    batches: int = 0
+    remaining: int = 0
+    partners: set[UUID] = field(default_factory=set)
+
+
+async def remaining(session: AsyncSession, target: int) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(RECORDS).where(RECORDS.c.key_version < target)
+    )
+    return int(count or 0)
+
+
+async def rekey_batch(
+    session: AsyncSession, crypto: IdentifierCrypto, target: int, batch_size: int
+) -> tuple[int, set[UUID]]:
+    """Re-key up to ``batch_size`` records in the caller's transaction."""
+    rows = (
+        await session.execute(
+            select(
+                RECORDS.c.id,
+                RECORDS.c.partner_id,
+                RECORDS.c.id_type,
+                RECORDS.c.key_version,
+                RECORDS.c.digest_enc,
+                RECORDS.c.data_version,
+            )
+            .where(RECORDS.c.key_version < target)
+            .order_by(RECORDS.c.id)
+            .limit(batch_size)
+        )
+    ).all()
+    if not rows:
+        return 0, set()
+    params = []
+    partners: set[UUID] = set()
+    for row_id, partner_id, id_type, version, sealed, data_version in rows:
+        digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
+        params.append(
+            {"rid": row_id, "old": version, "key": crypto.match_key(digest, target), "v": target}
+        )
+        partners.add(partner_id)
+    result = await session.execute(
+        update(RECORDS)
+        .where(RECORDS.c.id == bindparam("rid"), RECORDS.c.key_version == bindparam("old"))
+        .values(match_key=bindparam("key"), key_version=bindparam("v")),
+        params,
+    )
+    service = IdentifierService(session, crypto)
+    for partner_id in partners:
+        await service.touch(partner_id)
+    return int(getattr(result, "rowcount", len(params)) or 0), partners
+
+
+async def rotate(
+    session_factory: Callable[[], AsyncSession],
+    crypto: IdentifierCrypto,
+    *,
+    batch_size: int = 5000,
+    on_batch: Callable[[int, int], Awaitable[None] | None] | None = None,
+) -> RotationReport:
+    """Re-key every record to the newest match-key version (one transaction per batch)."""
+    target = crypto.keys.match_version
+    report = RotationReport(target_version=target)
+    while True:
+        async with session_factory() as session:
+            done, partners = await rekey_batch(session, crypto, target, batch_size)
+            await session.commit()
+        if not done:
+            break
+        report.rekeyed += done
+        report.batches += 1
+        report.partners |= partners
+        if on_batch is not None:
+            outcome = on_batch(done, report.rekeyed)
+            if outcome is not None:
+                await outcome
+    async with session_factory() as session:
+        report.remaining = await remaining(session, target)
+    return report

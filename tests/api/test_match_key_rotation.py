@@ -1,0 +1,96 @@
+"""`hub admin keys add-match-key` / `rotate-match-key`: every record re-keyed online, matches
+kept across partners, uploads during the rotation neither duplicate nor lose a record."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from partners.kit import hash_identifier
+from tests.conftest import Hub, execute_sql, run_cli
+
+
+def records(refs: range, prefix: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id_type": "email",
+            "id_hash": hash_identifier("email", f"shared{i}@example.org"),
+            "customer_ref": f"{prefix}-{i}",
+            "consents": ["analytics"],
+        }
+        for i in refs
+    ]
+
+
+def keys_by_partner(hub: Hub, partner_id: str) -> dict[str, tuple[bytes, int]]:
+    rows = execute_sql(
+        hub.database_url,
+        "SELECT r.customer_ref, r.match_key, r.key_version FROM identifier_records r "
+        "JOIN partners p ON p.id = r.partner_id WHERE p.name = :name",
+        name=partner_id,
+    )
+    return {ref.split("-", 1)[1]: (bytes(key), version) for ref, key, version in rows}
+
+
+def test_rotation_rekeys_everything_and_keeps_every_match(hub: Hub) -> None:
+    airline, _, a = hub.partner_with_token("airline")
+    hotel, _, b = hub.partner_with_token("hotel")
+    start = int(hub.app.state.keyring.match_version)
+    assert (
+        hub.http.post(
+            "/v1/identifiers", json={"records": records(range(30), "a")}, headers=a
+        ).status_code
+        == 200
+    )
+    assert (
+        hub.http.post(
+            "/v1/identifiers", json={"records": records(range(10, 40), "h")}, headers=b
+        ).status_code
+        == 200
+    )
+
+    added = run_cli(hub, "admin", "keys", "add-match-key", "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.output)["match_version"] == start + 1
+    refused = run_cli(hub, "admin", "keys", "add-match-key")
+    assert refused.exit_code == 1  # one rotation at a time
+    assert "unfinished" in refused.output
+    deadline = time.monotonic() + 5
+    while hub.app.state.keyring.match_version != start + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.app.state.keyring.match_version == start + 1
+
+    # During the rotation: a known record re-uploaded is updated in place (not duplicated),
+    # a new one is keyed with the new version.
+    during = hub.http.post(
+        "/v1/identifiers", json={"records": records(range(35, 45), "h")}, headers=b
+    ).json()
+    assert during == {"accepted": 10, "created": 5, "updated": 5}
+
+    rotated = run_cli(hub, "admin", "keys", "rotate-match-key", "--batch-size", "7", "--json")
+    assert rotated.exit_code == 0, rotated.output
+    report = json.loads(rotated.output)
+    assert report["remaining"] == 0
+    assert report["retired_versions"] == [start]
+    assert report["rekeyed"] == 30 + 30 - 5
+
+    a_keys = keys_by_partner(hub, airline["name"])
+    h_keys = keys_by_partner(hub, hotel["name"])
+    assert {v for _, v in a_keys.values()} == {start + 1}
+    assert {v for _, v in h_keys.values()} == {start + 1}
+    assert len(h_keys) == 35
+    shared = set(a_keys) & set(h_keys)
+    assert shared == {str(i) for i in range(10, 30)}
+    assert all(a_keys[i][0] == h_keys[i][0] for i in shared)
+    # Erasure by hash still finds a record after the rotation.
+    erased = hub.http.post(
+        "/v1/identifiers/erase",
+        json={"id_hashes": [hash_identifier("email", "shared0@example.org")]},
+        headers=a,
+    )
+    assert erased.json() == {"records_removed": 1, "people": 1}
+    listed = json.loads(run_cli(hub, "admin", "keys", "list", "--json").output)
+    match = {row["id"]: row["retired_at"] for row in listed if row["kind"] == "match"}
+    assert match[f"v{start}"] is not None
+    assert match[f"v{start + 1}"] is None
