@@ -40,50 +40,28 @@ class InvalidIdentifier(ValueError):
         self.reason = reason
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def normalize_email(raw: str) -> str:
-    local: list[str] = []  # the local part as given (lower-cased)
-    local_gmail: list[str] = []  # the same without dots and +suffix
-    domain: list[str] = []
-    spaces: list[str] = []  # spaces inside the domain are kept only if more text follows
-    state = "start"
-    in_suffix = False
-    for given in raw:
-        c = chr(ord(given) + 32) if "A" <= given <= "Z" else given
-        if state == "start":
-            if c == " ":
-                continue
-            state = "local"
-        if state == "local":
-            if c == "@":
-                state = "domain"
-            elif c == ".":
-                local.append(c)
-            elif c == "+":
-                local.append(c)
-                in_suffix = True
-            else:
-                local.append(c)
-                if not in_suffix:
-                    local_gmail.append(c)
-        else:
-            if c == "@":
-                raise InvalidIdentifier("an email address has exactly one '@'")
-            if c == " ":
-                spaces.append(c)
-                continue
-            if spaces:
-                domain.extend(spaces)
-                spaces.clear()
-            domain.append(c)
-    if state != "domain":
+    """UID2's email normalisation, as the operator's character-by-character parser does it
+    (tests/kit/reference.py holds a line-by-line port; a property test checks they agree)."""
+    text = raw.lstrip(" ")
+    # Only ASCII letters are lower-cased (str.lower would also fold other scripts).
+    text = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+    local, at, domain = text.partition("@")
+    if not at:
         raise InvalidIdentifier("an email address needs an '@'")
+    if "@" in domain:
+        raise InvalidIdentifier("an email address has exactly one '@'")
+    domain = domain.rstrip(" ")
     if not domain:
         raise InvalidIdentifier("an email address needs a domain after the '@'")
-    domain_part = "".join(domain)
-    local_part = "".join(local_gmail if domain_part == GMAIL else local)
-    if not local_part:
+    if domain == GMAIL:
+        local = local.partition("+")[0].replace(".", "")
+    if not local:
         raise InvalidIdentifier("an email address needs a local part before the '@'")
-    return f"{local_part}@{domain_part}"
+    return f"{local}@{domain}"
 
 
 def normalize_phone(raw: str) -> str:

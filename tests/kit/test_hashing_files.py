@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hub.cli import main
 from partners.kit import InvalidIdentifier, hash_identifier, normalize_email, normalize_phone
 from partners.kit.files import NDJSON, RowError, hash_stream
+from tests.kit.reference import reference_normalize_email
 
 LOCAL = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="@\n\r"), min_size=1, max_size=20
@@ -162,3 +163,22 @@ def test_ndjson_in_csv_out_and_malformed_lines_are_row_errors(tmp_path: Path) ->
     ]
     assert out.getvalue().splitlines()[0] == "id_type,id_hash,customer_ref,consents"
     assert "jane@example.org" not in "".join(e.reason for e in errors)
+
+
+ANY_EMAILISH = st.text(
+    alphabet=st.sampled_from(list(" .+@aAzZ09éÉ\tgmail.com")) | st.characters(), max_size=30
+)
+
+
+@settings(max_examples=500)
+@given(st.one_of(ANY_EMAILISH, EMAILS))
+def test_the_kit_agrees_with_the_operators_parser_on_any_input(raw: str) -> None:
+    try:
+        expected: str | None = reference_normalize_email(raw)
+    except InvalidIdentifier:
+        expected = None
+    try:
+        actual: str | None = normalize_email(raw)
+    except InvalidIdentifier:
+        actual = None
+    assert actual == expected
