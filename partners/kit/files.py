@@ -60,6 +60,16 @@ class Person:
         self.attributes: dict[str, str] = {}
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_. -]{0,63}")
+
+
+def _shown_name(name: str) -> str:
+    """A column name as it may be printed: a header cell could hold a pasted address."""
+    if _PLAIN_NAME.fullmatch(name) and not looks_like_contact(name):
+        return name
+    return "(a column whose name is not shown)"
+
+
 def looks_like_contact(value: str) -> bool:
     """Whether ``value`` looks like a raw email or phone number (never to be passed on)."""
     value = value.strip()
@@ -87,7 +97,9 @@ def _rows_csv(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     known = {"customer_ref", "consents", *ID_TYPES}
     report.ignored_columns.update(
-        name for name in header if name not in known and not name.startswith(ATTR_PREFIX)
+        _shown_name(name)
+        for name in header
+        if name not in known and not name.startswith(ATTR_PREFIX)
     )
     for number, row in enumerate(reader, start=1):
         if None in row:  # more cells than header columns
@@ -111,7 +123,7 @@ def _rows_ndjson(stream: IO[str], report: HashReport) -> Iterator[tuple[int, dic
         if not isinstance(row, dict):
             yield number, {"__error__": "the line is not a JSON object"}
             continue
-        report.ignored_columns.update(k for k in row if k not in known)
+        report.ignored_columns.update(_shown_name(k) for k in row if k not in known)
         yield number, row
 
 

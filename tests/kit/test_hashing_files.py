@@ -182,3 +182,9 @@ def test_the_kit_agrees_with_the_operators_parser_on_any_input(raw: str) -> None
     except InvalidIdentifier:
         actual = None
     assert actual == expected
+
+
+def test_ignored_column_names_are_named_unless_they_look_like_data() -> None:
+    source = "customer_ref,email,first_name,jane@example.org\nc1,a@example.org,Jane,x\n"
+    report = hash_stream(io.StringIO(source), io.StringIO())
+    assert report.ignored_columns == {"first_name", "(a column whose name is not shown)"}
