@@ -437,7 +437,7 @@ def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
                         factory,
                         crypto,
                         batch_size=batch_size,
-                        on_batch=lambda done, _: progress.advance(task, done),
+                        on_batch=lambda done: progress.advance(task, done),
                     )
                     if report.remaining == 0:
                         # Hub processes pick up a new keyring within their poll interval; give

@@ -5,6 +5,8 @@ logs a raw value: refused rows are reported by row number, field and reason."""
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import os
 import sys
 from typing import IO, Any
@@ -99,7 +101,7 @@ def hash_command(
             )
             shown += 1
 
-    show_progress = (not quiet and err_console.is_terminal) or os.environ.get("HUB_PROGRESS") == "1"
+    show_progress = not quiet and err_console.is_terminal
     try:
         with Progress(
             TextColumn("hashing"),
@@ -149,9 +151,6 @@ def hash_command(
 
 def _open_source(source: str, advance: Any) -> IO[str]:
     """The input as text, counting compressed bytes for the progress bar."""
-    import gzip
-    import io
-
     if source == "-":
         return sys.stdin
     raw: Any = _CountingReader(open(source, "rb"), advance)  # noqa: SIM115

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 from joserfc import jwt
@@ -24,15 +24,18 @@ from hub.core.keyring import SIGNING_ALG, Keyring
 from hub.core.revocations import RevocationCache
 
 ADMIN_SCOPE = "admin"
-PARTNER_SCOPES = (
+# Every scope a client may be granted (DESIGN.md "Auth"); `admin` only for coalition admins.
+ScopeName = Literal[
     "identifiers:write",
     "overlap:read",
     "offers:read",
     "offers:write",
     "rewards:write",
     "rewards:read",
-)
-ALL_SCOPES = (*PARTNER_SCOPES, ADMIN_SCOPE)
+    "admin",
+]
+ALL_SCOPES: tuple[str, ...] = get_args(ScopeName)
+PARTNER_SCOPES = tuple(s for s in ALL_SCOPES if s != ADMIN_SCOPE)
 LEEWAY_SECONDS = 30
 
 

@@ -107,18 +107,25 @@ class Keyring:
 
     # -- match and data keys (identifier exchange) ------------------------------------------
 
-    def match_secret(self, version: int) -> bytes:
-        for item in self.data.match:
+    def _secret(self, kind: str, version: int) -> bytes:
+        for item in getattr(self.data, kind):
             if item.version == version:
                 return base64.b64decode(item.secret)
-        raise KeyringError(f"the keyring has no match key version {version}")
+        raise KeyringError(f"the keyring has no {kind} key version {version}")
+
+    def _newest(self, kind: str) -> int:
+        versions: list[SecretVersion] = getattr(self.data, kind)
+        if not versions:
+            raise KeyringError(f"the keyring has no {kind} key")
+        return max(item.version for item in versions)
+
+    def match_secret(self, version: int) -> bytes:
+        return self._secret("match", version)
 
     @property
     def match_version(self) -> int:
         """The newest match-key version: new records are keyed with it."""
-        if not self.data.match:
-            raise KeyringError("the keyring has no match key")
-        return max(item.version for item in self.data.match)
+        return self._newest("match")
 
     def live_match_versions(self) -> list[int]:
         """Versions that may still key records (newest first)."""
@@ -139,16 +146,11 @@ class Keyring:
         return retired
 
     def data_secret(self, version: int) -> bytes:
-        for item in self.data.data:
-            if item.version == version:
-                return base64.b64decode(item.secret)
-        raise KeyringError(f"the keyring has no data key version {version}")
+        return self._secret("data", version)
 
     @property
     def data_version(self) -> int:
-        if not self.data.data:
-            raise KeyringError("the keyring has no data key")
-        return max(item.version for item in self.data.data)
+        return self._newest("data")
 
     def audit_public_keys(self) -> KeySet:
         return KeySet.import_key_set(

@@ -6,16 +6,10 @@ from uuid import UUID
 
 import msgspec
 
+from hub.core.auth import ScopeName
+
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
-Scope = Literal[
-    "identifiers:write",
-    "overlap:read",
-    "offers:read",
-    "offers:write",
-    "rewards:write",
-    "rewards:read",
-    "admin",
-]
+Scope = ScopeName
 
 
 class ClientCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -9,14 +9,12 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
 from hub.core.auth import Principal, requires_partner, requires_scope
 from hub.core.errors import InvalidInput, PayloadTooLarge
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.models import IdentifierState
 from partners.identifiers.schemas import (
     MAX_SYNC_BODY_BYTES,
     MAX_SYNC_RECORDS,
@@ -35,7 +33,7 @@ from partners.identifiers.validation import (
     check_customer_ref,
     check_records,
 )
-from partners.kit import InvalidIdentifier, parse_digest
+from partners.kit import parse_digest
 
 WRITE_SCOPE = "identifiers:write"
 
@@ -55,7 +53,7 @@ def _too_many(count: int, what: str) -> None:
     if count > MAX_SYNC_RECORDS:
         raise PayloadTooLarge(
             f"This request holds {count} {what}; the limit is {MAX_SYNC_RECORDS}.",
-            fix="Split it into requests of at most 10,000, or use POST /v1/identifiers/uploads.",
+            fix=f"Split it into requests of at most {MAX_SYNC_RECORDS:,} {what}.",
         )
 
 
@@ -166,9 +164,8 @@ class IdentifierController(Controller):
                     errors.append(RecordError(index, field, "an id_hash is a string"))
                 else:
                     digests.append(parse_digest(item))
-            except (ValueError, InvalidIdentifier) as exc:
-                reason = exc.reason if isinstance(exc, InvalidIdentifier) else str(exc)
-                errors.append(RecordError(index, field, reason))
+            except ValueError as exc:  # InvalidIdentifier is one; its text is the reason
+                errors.append(RecordError(index, field, str(exc)))
         if errors:
             raise _refuse(errors, len(items), field)
         removed, people = await identifiers.erase(
@@ -181,11 +178,5 @@ class IdentifierController(Controller):
         self,
         identifiers: NamedDependency[IdentifierService],
         principal: NamedDependency[Principal],
-        db_session: NamedDependency[AsyncSession],
     ) -> CountsOut:
-        partner_id = _partner(principal)
-        counts = await identifiers.counts(partner_id)
-        version = await db_session.scalar(
-            select(IdentifierState.version).where(IdentifierState.partner_id == partner_id)
-        )
-        return CountsOut(records=counts["records"], people=counts["people"], version=version or 0)
+        return CountsOut(**await identifiers.counts(_partner(principal)))

@@ -9,7 +9,7 @@ clash. When no record is left under an older version, those versions are retired
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -85,7 +85,7 @@ async def rotate(
     crypto: IdentifierCrypto,
     *,
     batch_size: int = 5000,
-    on_batch: Callable[[int, int], Awaitable[None] | None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> RotationReport:
     """Re-key every record to the newest match-key version (one transaction per batch)."""
     target = crypto.keys.match_version
@@ -100,9 +100,7 @@ async def rotate(
         report.batches += 1
         report.partners |= partners
         if on_batch is not None:
-            outcome = on_batch(done, report.rekeyed)
-            if outcome is not None:
-                await outcome
+            on_batch(done)
     async with session_factory() as session:
         report.remaining = await remaining(session, target)
     return report

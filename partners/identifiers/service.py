@@ -57,9 +57,10 @@ class IdentifierService:
         self.session = session
         self.crypto = crypto
 
-    @property
-    def _dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+    def _insert(self, table: Table) -> Any:
+        """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite)."""
+        dialect = self.session.get_bind().dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
     async def upsert(
         self, partner_id: UUID, records: Sequence[ValidRecord], actor: Actor
@@ -101,9 +102,7 @@ class IdentifierService:
                 changes[record.customer_ref].granted |= record.consents & ~before[1]
                 changes[record.customer_ref].withdrawn |= before[1] & ~record.consents
         if rows:
-            insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(
-                RECORDS
-            )
+            insert = self._insert(RECORDS)
             statement = insert.on_conflict_do_update(
                 index_elements=["partner_id", "id_type", "match_key"],
                 set_={
@@ -151,11 +150,11 @@ class IdentifierService:
             await self.session.execute(
                 update(RECORDS)
                 .where(
-                    RECORDS.c.partner_id == _bind("p"),
-                    RECORDS.c.id_type == _bind("t"),
-                    RECORDS.c.match_key == _bind("old"),
+                    RECORDS.c.partner_id == bindparam("p"),
+                    RECORDS.c.id_type == bindparam("t"),
+                    RECORDS.c.match_key == bindparam("old"),
                 )
-                .values(match_key=_bind("new"), key_version=_bind("v")),
+                .values(match_key=bindparam("new"), key_version=bindparam("v")),
                 params,
             )
 
@@ -209,8 +208,10 @@ class IdentifierService:
         if params:
             await self.session.execute(
                 update(RECORDS)
-                .where(RECORDS.c.partner_id == _bind("p"), RECORDS.c.customer_ref == _bind("r"))
-                .values(consents=_bind("c"), updated_at=_bind("u")),
+                .where(
+                    RECORDS.c.partner_id == bindparam("p"), RECORDS.c.customer_ref == bindparam("r")
+                )
+                .values(consents=bindparam("c"), updated_at=bindparam("u")),
                 params,
             )
         await self._record_changes(partner_id, changes, "update")
@@ -296,33 +297,28 @@ class IdentifierService:
         if rows:
             await self.session.execute(EVENTS.insert(), rows)
 
-    async def touch(self, partner_id: UUID) -> int:
+    async def touch(self, partner_id: UUID) -> None:
         """Raise the partner's change counter (derived arrays of older versions are stale)."""
-        table = STATE
-        insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
-        statement = insert.values(
-            partner_id=partner_id, version=1, updated_at=datetime.now(UTC)
-        ).on_conflict_do_update(
-            index_elements=["partner_id"],
-            set_={"version": table.c.version + 1, "updated_at": insert.excluded.updated_at},
+        insert = self._insert(STATE)
+        await self.session.execute(
+            insert.values(
+                partner_id=partner_id, version=1, updated_at=datetime.now(UTC)
+            ).on_conflict_do_update(
+                index_elements=["partner_id"],
+                set_={"version": STATE.c.version + 1, "updated_at": insert.excluded.updated_at},
+            )
         )
-        await self.session.execute(statement)
-        version = await self.session.scalar(
-            select(table.c.version).where(table.c.partner_id == partner_id)
-        )
-        return int(version or 0)
 
     async def counts(self, partner_id: UUID) -> dict[str, int]:
-        row = (
+        """Records, people and the change counter of one partner."""
+        records, people = (
             await self.session.execute(
-                select(
-                    func.count(),
-                    func.count(func.distinct(RECORDS.c.customer_ref)),
-                ).where(RECORDS.c.partner_id == partner_id)
+                select(func.count(), func.count(func.distinct(RECORDS.c.customer_ref))).where(
+                    RECORDS.c.partner_id == partner_id
+                )
             )
         ).one()
-        return {"records": int(row[0]), "people": int(row[1])}
-
-
-def _bind(name: str) -> Any:
-    return bindparam(name)
+        version = await self.session.scalar(
+            select(STATE.c.version).where(STATE.c.partner_id == partner_id)
+        )
+        return {"records": int(records), "people": int(people), "version": int(version or 0)}
