@@ -43,6 +43,8 @@ from hub.settings import Settings, load_settings
 from hub.system import live, ready
 from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.uploads.controller import UploadController
+from partners.identifiers.uploads.processor import UploadProcessor
 from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
@@ -97,6 +99,23 @@ async def _refresh_forever(app: Litestar) -> None:
 
 
 @contextlib.asynccontextmanager
+async def upload_processing(app: Litestar) -> AsyncIterator[None]:
+    """Bulk uploads are processed in this process unless configured otherwise."""
+    processor: UploadProcessor = app.state.upload_processor
+    if not app.state.settings.uploads.process_in_serve:
+        yield
+        return
+    task = asyncio.create_task(processor.run_forever())
+    try:
+        yield
+    finally:
+        processor.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def background_refresh(app: Litestar) -> AsyncIterator[None]:
     async with app.state.session_maker() as session:
         await app.state.revocations.refresh(session)
@@ -137,18 +156,23 @@ def create_app(
         busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
     )
 
+    session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    identifier_crypto = IdentifierCrypto(keyring)
     state = State(
         {
             "settings": settings,
             "keyring": keyring,
             "revocations": revocations,
-            "identifier_crypto": IdentifierCrypto(keyring),
+            "identifier_crypto": identifier_crypto,
             "me_cache": me_cache(settings.oauth.revocation_poll_seconds),
             "secret_hasher": hasher,
             "sync_engine": sync_engine,
             "database_is_postgres": not is_sqlite(settings.database_url),
             "engine": engine,
-            "session_maker": async_sessionmaker(engine, expire_on_commit=False),
+            "session_maker": session_maker,
+            "upload_processor": UploadProcessor(
+                session_maker, sync_engine, identifier_crypto, settings.uploads, settings.spool_dir
+            ),
             "verifier": TokenVerifier(
                 keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
             ),
@@ -170,6 +194,7 @@ def create_app(
             PartnerController,
             PartnershipController,
             IdentifierController,
+            UploadController,
             AuditController,
             *extra_route_handlers,
         ],
@@ -183,7 +208,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,
-        lifespan=[background_refresh],
+        lifespan=[background_refresh, upload_processing],
         openapi_config=OpenAPIConfig(
             title="Coalition hub API",
             version="1.0.0",

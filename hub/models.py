@@ -7,6 +7,7 @@ from hub.core.revocations import Revocation
 from hub.oauth.models import AuthFailure, UsedAssertion
 from partners.clients.models import OAuthClient
 from partners.identifiers.models import ConsentEvent, IdentifierRecord, IdentifierState
+from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
 from partners.partners.models import Partner
 from partners.partnerships.models import Partnership, PartnershipMember
 
@@ -17,11 +18,14 @@ __all__ = [
     "IdempotencyRecord",
     "IdentifierRecord",
     "IdentifierState",
+    "IdentifierUpload",
     "OAuthClient",
     "Partner",
     "Partnership",
     "PartnershipMember",
     "Revocation",
+    "StagedRecord",
+    "UploadError",
     "UsedAssertion",
     "metadata",
 ]

@@ -65,6 +65,21 @@ class PartnershipSettings(msgspec.Struct, forbid_unknown_fields=True):
     floor_min_audience: int = 10
 
 
+class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Bulk identifier uploads (``POST /v1/identifiers/uploads``)."""
+
+    max_bytes: int = 4 * 1024**3
+    spool_bytes_per_partner: int = 8 * 1024**3
+    spool_dir: str = ""
+    refused_limit: float = 0.01
+    batch_rows: int = 20_000
+    max_error_rows: int = 100_000
+    poll_seconds: float = 1.0
+    lease_seconds: float = 120.0
+    max_attempts: int = 3
+    process_in_serve: bool = True
+
+
 class LoggingSettings(msgspec.Struct, forbid_unknown_fields=True):
     level: str = "INFO"
     json: bool = True
@@ -79,6 +94,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     partnerships: PartnershipSettings = msgspec.field(default_factory=PartnershipSettings)
+    uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     @property
@@ -91,6 +107,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{self.data_dir / 'hub.db'}"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where bulk upload bodies wait to be processed."""
+        return Path(self.uploads.spool_dir) if self.uploads.spool_dir else self.data_dir / "uploads"
 
     @property
     def keyring_file(self) -> Path:

@@ -32,6 +32,8 @@ from hub.core.errors import PROBLEM_JSON
 HEADER = b"idempotency-key"
 # Route option naming response fields that must not be kept for replay.
 REDACT_OPT = "idempotency_redact"
+# Route option: the handler applies Idempotency-Key itself (a streamed body too large to hold).
+HANDLED_OPT = "idempotency_by_handler"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 RETENTION = timedelta(hours=24)
 MAX_BODY = 2_000_000
@@ -92,7 +94,8 @@ class IdempotencyMiddleware:
             return
         key = header(scope, HEADER)
         client_id = scope.get("state", {}).get("client_id")
-        if key is None or not client_id:
+        route_opt = getattr(scope.get("route_handler"), "opt", {})
+        if key is None or not client_id or route_opt.get(HANDLED_OPT):
             await self.app(scope, receive, send)
             return
         if not KEY_PATTERN.match(key):

@@ -57,7 +57,7 @@ class IdentifierService:
         self.session = session
         self.crypto = crypto
 
-    def _insert(self, table: Table) -> Any:
+    def insert_into(self, table: Table) -> Any:
         """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite)."""
         dialect = self.session.get_bind().dialect.name
         return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
@@ -102,7 +102,7 @@ class IdentifierService:
                 changes[record.customer_ref].granted |= record.consents & ~before[1]
                 changes[record.customer_ref].withdrawn |= before[1] & ~record.consents
         if rows:
-            insert = self._insert(RECORDS)
+            insert = self.insert_into(RECORDS)
             statement = insert.on_conflict_do_update(
                 index_elements=["partner_id", "id_type", "match_key"],
                 set_={
@@ -299,7 +299,7 @@ class IdentifierService:
 
     async def touch(self, partner_id: UUID) -> None:
         """Raise the partner's change counter (derived arrays of older versions are stale)."""
-        insert = self._insert(STATE)
+        insert = self.insert_into(STATE)
         await self.session.execute(
             insert.values(
                 partner_id=partner_id, version=1, updated_at=datetime.now(UTC)

@@ -63,7 +63,7 @@ class Person:
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_. -]{0,63}")
 
 
-def _shown_name(name: str) -> str:
+def shown_name(name: str) -> str:
     """A column name as it may be printed: a header cell could hold a pasted address."""
     if _PLAIN_NAME.fullmatch(name) and not looks_like_contact(name):
         return name
@@ -97,7 +97,7 @@ def _rows_csv(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     known = {"customer_ref", "consents", *ID_TYPES}
     report.ignored_columns.update(
-        _shown_name(name)
+        shown_name(name)
         for name in header
         if name not in known and not name.startswith(ATTR_PREFIX)
     )
@@ -123,7 +123,7 @@ def _rows_ndjson(stream: IO[str], report: HashReport) -> Iterator[tuple[int, dic
         if not isinstance(row, dict):
             yield number, {"__error__": "the line is not a JSON object"}
             continue
-        report.ignored_columns.update(_shown_name(k) for k in row if k not in known)
+        report.ignored_columns.update(shown_name(k) for k in row if k not in known)
         yield number, row
 
 

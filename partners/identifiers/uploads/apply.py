@@ -1,0 +1,252 @@
+"""Applying a staged upload to the partner's records: one transaction, set-based SQL.
+
+Everything happens in the database, whatever the upload's size: consent events are computed
+by joining the staging rows with the records they replace, ``replace`` removes the records of
+the id types present that the upload no longer holds (except those of a person whose row was
+refused), and the records are upserted with ``INSERT … SELECT … ON CONFLICT``. The caller owns
+the transaction: an upload is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from partners.identifiers.models import CONSENT_BITS
+from partners.identifiers.service import EVENTS, RECORDS, IdentifierService
+from partners.identifiers.uploads.models import REPLACE
+from partners.identifiers.uploads.staging import STAGING
+
+UNREADABLE_PERSON = (
+    "Some refused rows name no readable customer_ref or identifier, so the hub cannot tell "
+    "whose records they would have kept: this replace removed nothing (its records were "
+    "still created and updated). Fix those rows and upload the snapshot again."
+)
+
+
+@dataclass
+class ApplyResult:
+    created: int
+    updated: int
+    removed: int
+    notice: str | None
+
+
+def _bit_or(column: Any) -> ColumnElement[Any]:
+    """OR of a small bit mask over a group (SQLite has no bit_or aggregate)."""
+    total: ColumnElement[Any] | None = None
+    for bit in CONSENT_BITS.values():
+        term = func.coalesce(func.max(column.bitwise_and(bit)), 0)
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+class UploadApplier:
+    def __init__(self, session: AsyncSession, service: IdentifierService) -> None:
+        self.session = session
+        self.service = service
+
+    async def apply(
+        self, upload_id: UUID, partner_id: UUID, mode: str, match_version: int
+    ) -> ApplyResult:
+        # The partner's change counter first: its row lock serialises this apply with every
+        # other write to the partner's records (on SQLite the transaction holds the database).
+        await self.service.touch(partner_id)
+        s = STAGING.alias("s")
+        upload = str(upload_id)
+        accepted = and_(s.c.upload_id == upload, s.c.refused.is_(False))
+        await self._rekey_previous_version(s, accepted, partner_id, match_version)
+        r = RECORDS.alias("r")
+        same_key = and_(
+            r.c.partner_id == partner_id, r.c.id_type == s.c.id_type, r.c.match_key == s.c.match_key
+        )
+        updated = int(
+            await self.session.scalar(
+                select(func.count()).select_from(s.join(r, same_key)).where(accepted)
+            )
+            or 0
+        )
+        removal, notice = (
+            await self._removal(upload, partner_id) if mode == REPLACE else (None, None)
+        )
+        await self._record_consent_changes(s, r, same_key, accepted, partner_id, removal)
+        removed = 0
+        if removal is not None:
+            result = await self.session.execute(delete(RECORDS).where(removal))
+            removed = int(getattr(result, "rowcount", 0) or 0)
+        total = await self._upsert(s, accepted, partner_id, match_version)
+        return ApplyResult(created=total - updated, updated=updated, removed=removed, notice=notice)
+
+    async def _rekey_previous_version(
+        self, s: Any, accepted: Any, partner_id: UUID, match_version: int
+    ) -> None:
+        """During a match-key rotation: move the records this upload names to the current
+        version first, so the upsert meets them whatever version they are still under."""
+        if not await self.session.scalar(
+            select(exists().where(accepted, s.c.prev_key.is_not(None)))
+        ):
+            return
+        await self.session.execute(
+            update(RECORDS)
+            .where(
+                RECORDS.c.partner_id == partner_id,
+                RECORDS.c.key_version < match_version,
+                RECORDS.c.id_type == s.c.id_type,
+                RECORDS.c.match_key == s.c.prev_key,
+                accepted,
+            )
+            .values(match_key=s.c.match_key, key_version=match_version)
+        )
+
+    async def _removal(
+        self, upload: str, partner_id: UUID
+    ) -> tuple[ColumnElement[bool] | None, str | None]:
+        """Which records a ``replace`` removes: those of the id types present that the upload
+        does not hold, except records of people (or identifiers) whose row was refused."""
+        t = STAGING.alias("t")
+        in_upload = t.c.upload_id == upload
+        faceless = await self.session.scalar(
+            select(
+                exists().where(
+                    in_upload,
+                    t.c.refused.is_(True),
+                    t.c.customer_ref.is_(None),
+                    t.c.match_key.is_(None),
+                )
+            )
+        )
+        if faceless:
+            return None, UNREADABLE_PERSON
+        types = select(t.c.id_type).where(in_upload, t.c.id_type.is_not(None)).distinct()
+        held = exists().where(
+            in_upload,
+            t.c.id_type == RECORDS.c.id_type,
+            or_(t.c.match_key == RECORDS.c.match_key, t.c.prev_key == RECORDS.c.match_key),
+        )
+        kept_person = exists().where(
+            in_upload, t.c.refused.is_(True), t.c.customer_ref == RECORDS.c.customer_ref
+        )
+        return (
+            and_(
+                RECORDS.c.partner_id == partner_id,
+                RECORDS.c.id_type.in_(types),
+                ~held,
+                ~kept_person,
+            ),
+            None,
+        )
+
+    async def _record_consent_changes(
+        self,
+        s: Any,
+        r: Any,
+        same_key: Any,
+        accepted: Any,
+        partner_id: UUID,
+        removal: ColumnElement[bool] | None,
+    ) -> None:
+        """One consent event per person whose consents this upload grants or withdraws (as
+        the synchronous upload records them): new records grant, changed ones grant and
+        withdraw the difference, moved and removed ones withdraw from their old person."""
+        new = r.c.id.is_(None)
+        moved = r.c.customer_ref != s.c.customer_ref
+        parts: list[Any] = [
+            select(
+                s.c.customer_ref.label("ref"),
+                case(
+                    (new, s.c.consents),
+                    (moved, s.c.consents),
+                    else_=s.c.consents.bitwise_and(r.c.consents.bitwise_not()),
+                ).label("g"),
+                case(
+                    (new, 0), (moved, 0), else_=r.c.consents.bitwise_and(s.c.consents.bitwise_not())
+                ).label("w"),
+            )
+            .select_from(s.outerjoin(r, same_key))
+            .where(accepted),
+            select(r.c.customer_ref, literal(0), r.c.consents)
+            .select_from(s.join(r, same_key))
+            .where(accepted, moved),
+        ]
+        if removal is not None:
+            parts.append(
+                select(RECORDS.c.customer_ref, literal(0), RECORDS.c.consents).where(removal)
+            )
+        changes = union_all(*parts).subquery("changes")
+        per_person = (
+            select(changes.c.ref, _bit_or(changes.c.g).label("g"), _bit_or(changes.c.w).label("w"))
+            .group_by(changes.c.ref)
+            .subquery("per_person")
+        )
+        now = datetime.now(UTC)
+        await self.session.execute(
+            EVENTS.insert().from_select(
+                ["partner_id", "customer_ref", "granted", "withdrawn", "cause", "at"],
+                select(
+                    literal(partner_id, EVENTS.c.partner_id.type),
+                    per_person.c.ref,
+                    per_person.c.g.bitwise_and(per_person.c.w.bitwise_not()),
+                    per_person.c.w,
+                    literal("upload"),
+                    literal(now, EVENTS.c.at.type),
+                ).where(or_(per_person.c.g != 0, per_person.c.w != 0)),
+            )
+        )
+
+    async def _upsert(self, s: Any, accepted: Any, partner_id: UUID, match_version: int) -> int:
+        insert = self.service.insert_into(RECORDS)
+        columns = [
+            "partner_id",
+            "id_type",
+            "match_key",
+            "key_version",
+            "digest_enc",
+            "data_version",
+            "customer_ref",
+            "consents",
+            "attributes",
+            "updated_at",
+        ]
+        rows = select(
+            literal(partner_id, RECORDS.c.partner_id.type),
+            s.c.id_type,
+            s.c.match_key,
+            literal(match_version, RECORDS.c.key_version.type),
+            s.c.digest_enc,
+            s.c.data_version,
+            s.c.customer_ref,
+            s.c.consents,
+            s.c.attributes,
+            literal(datetime.now(UTC), RECORDS.c.updated_at.type),
+        ).where(accepted)
+        statement = insert.from_select(columns, rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=["partner_id", "id_type", "match_key"],
+            set_={
+                "customer_ref": statement.excluded.customer_ref,
+                "consents": statement.excluded.consents,
+                "attributes": statement.excluded.attributes,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+        await self.session.execute(statement)
+        staged = await self.session.scalar(select(func.count()).select_from(s).where(accepted))
+        return int(staged or 0)

@@ -1,0 +1,259 @@
+"""Reading an upload body row by row: NDJSON or CSV, gzip or plain, into checked records.
+
+Constant memory: rows are read a line at a time and handed on in batches. Every row goes
+through the same checks as ``POST /v1/identifiers`` (:func:`check_record`); NDJSON rows first
+try a typed decoder that does most of those checks in C, and any row it does not accept is
+checked again the slow way, which says exactly what is wrong. A bad row becomes a row error,
+never a failed upload; only a body that cannot be read on (a broken gzip stream, a CSV header
+the hub does not know, text that is not UTF-8) fails the upload.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Annotated, Any, Literal, cast
+
+import msgspec
+
+from partners.identifiers.models import CONSENT_BITS, ID_TYPE_CODES, MAX_ATTRIBUTES
+from partners.identifiers.uploads.models import CSV
+from partners.identifiers.validation import (
+    ATTRIBUTE_NAME,
+    MAX_ATTRIBUTE_VALUE,
+    MAX_REF,
+    RecordError,
+    ValidRecord,
+    check_record,
+)
+from partners.kit import InvalidIdentifier, parse_digest
+from partners.kit.files import looks_like_contact, shown_name
+
+MAX_LINE_BYTES = 64 * 1024
+CSV_COLUMNS = ("id_type", "id_hash", "customer_ref", "consents")
+ATTR_PREFIX = "attr."
+
+
+class UnreadableBody(Exception):
+    """The body cannot be read past some point; the upload fails with this reason."""
+
+
+@dataclass(slots=True)
+class RefusedRow:
+    """What could be read of a refused row: in ``replace`` mode that person keeps their
+    records (by customer_ref, and by key where the digest was readable)."""
+
+    row: int
+    customer_ref: str | None
+    id_type: int | None
+    digest: bytes | None
+
+
+@dataclass
+class Batch:
+    records: list[tuple[int, ValidRecord]] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+    refused: list[RefusedRow] = field(default_factory=list)
+    rows_read: int = 0
+
+
+AttributeName = Annotated[str, msgspec.Meta(pattern=ATTRIBUTE_NAME.pattern)]
+AttributeValue = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_VALUE)] | int | float
+
+
+class _TypedRow(msgspec.Struct, forbid_unknown_fields=True):
+    """The fast path's shape; anything it refuses is re-checked by :func:`check_record`."""
+
+    id_type: Literal["email", "phone"]
+    id_hash: str
+    customer_ref: Annotated[str, msgspec.Meta(max_length=MAX_REF)]
+    consents: list[Literal["analytics", "joint_offers", "rewards_sharing"]] = []
+    attributes: (
+        Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
+        | None
+    ) = None
+
+
+_typed = msgspec.json.Decoder(_TypedRow)
+_any = msgspec.json.Decoder()
+
+
+def _fast(line: bytes) -> ValidRecord | None:
+    """The record, when the typed decoder and the cheap checks accept the line whole."""
+    try:
+        row = _typed.decode(line)
+        digest = parse_digest(row.id_hash)
+    except (msgspec.ValidationError, msgspec.DecodeError, InvalidIdentifier):
+        return None
+    ref = row.customer_ref.strip()
+    if not ref or looks_like_contact(ref):
+        return None
+    mask = 0
+    for purpose in row.consents:
+        mask |= CONSENT_BITS[purpose]
+    attributes: dict[str, str] | None = None
+    if row.attributes:
+        attributes = {}
+        for name, value in row.attributes.items():
+            text = value if isinstance(value, str) else str(value)
+            if len(text) > MAX_ATTRIBUTE_VALUE or looks_like_contact(text):
+                return None
+            attributes[name] = text
+    return ValidRecord(ID_TYPE_CODES[row.id_type], digest, ref, mask, attributes)
+
+
+def _refused(row: int, raw: Any) -> RefusedRow:
+    """Whatever identifies the person of a refused row (never reported, only protected)."""
+    if not isinstance(raw, dict):
+        return RefusedRow(row, None, None, None)
+    ref = raw.get("customer_ref")
+    ref = ref.strip() if isinstance(ref, str) and 0 < len(ref.strip()) <= MAX_REF else None
+    kind = raw.get("id_type")
+    id_type = ID_TYPE_CODES.get(kind) if isinstance(kind, str) else None
+    digest = None
+    if isinstance(raw.get("id_hash"), str):
+        try:
+            digest = parse_digest(raw["id_hash"])
+        except InvalidIdentifier:
+            digest = None
+    return RefusedRow(row, ref, id_type, digest)
+
+
+def _check(row: int, raw: Any, batch: Batch) -> None:
+    record = check_record(row, raw, batch.errors)
+    if record is None:
+        batch.refused.append(_refused(row, raw))
+    else:
+        batch.records.append((row, record))
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line); None for a line over the limit (skipped to its end)."""
+    number = 0
+    while True:
+        line = stream.readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        number += 1
+        if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        yield number, line
+
+
+def _ndjson_batches(stream: IO[bytes], batch_rows: int) -> Iterator[Batch]:
+    batch = Batch()
+    for number, line in _lines(stream):
+        if line is None:
+            batch.rows_read += 1
+            batch.errors.append(
+                RecordError(number, "", f"the line is longer than {MAX_LINE_BYTES} bytes")
+            )
+            batch.refused.append(RefusedRow(number, None, None, None))
+        elif line.strip():
+            batch.rows_read += 1
+            record = _fast(line)
+            if record is not None:
+                batch.records.append((number, record))
+            else:
+                try:
+                    raw = _any.decode(line)
+                except msgspec.DecodeError as exc:
+                    batch.errors.append(RecordError(number, "", f"not valid JSON: {exc}"))
+                    batch.refused.append(RefusedRow(number, None, None, None))
+                else:
+                    _check(number, raw, batch)
+        if batch.rows_read >= batch_rows:
+            yield batch
+            batch = Batch()
+    yield batch
+
+
+def _csv_header(header: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    fields: dict[str, int] = {}
+    attributes: dict[str, int] = {}
+    for position, name in enumerate(header):
+        name = name.strip()
+        if name in CSV_COLUMNS and name not in fields:
+            fields[name] = position
+        elif name.startswith(ATTR_PREFIX) and name[len(ATTR_PREFIX) :] not in attributes:
+            attributes[name[len(ATTR_PREFIX) :]] = position
+        else:
+            raise UnreadableBody(
+                f"the CSV header has an unknown or repeated column "
+                f"({shown_name(name)}); a CSV upload has the columns "
+                f"{', '.join(CSV_COLUMNS)} and attr.<name> columns"
+            )
+    missing = [name for name in ("id_type", "id_hash", "customer_ref") if name not in fields]
+    if missing:
+        raise UnreadableBody(f"the CSV header lacks the column(s) {', '.join(missing)}")
+    return fields, attributes
+
+
+def _csv_batches(stream: IO[bytes], batch_rows: int) -> Iterator[Batch]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    reader = csv.reader(text)
+    batch = Batch()
+    try:
+        header = next(reader, None)
+        if header is None:
+            yield batch
+            return
+        fields, attributes = _csv_header(header)
+        width = len(header)
+        for number, cells in enumerate(reader, start=1):
+            if not cells:
+                continue
+            batch.rows_read += 1
+            if len(cells) != width:
+                batch.errors.append(
+                    RecordError(number, "", f"expected {width} fields, found {len(cells)}")
+                )
+                batch.refused.append(RefusedRow(number, None, None, None))
+            else:
+                raw: dict[str, Any] = {name: cells[at] for name, at in fields.items()}
+                consents = raw.get("consents", "")
+                raw["consents"] = [c.strip() for c in consents.split("|")] if consents else []
+                attrs = {name: cells[at] for name, at in attributes.items() if cells[at] != ""}
+                if attrs:
+                    raw["attributes"] = attrs
+                _check(number, raw, batch)
+            if batch.rows_read >= batch_rows:
+                yield batch
+                batch = Batch()
+    except UnicodeDecodeError as exc:
+        raise UnreadableBody(
+            f"the CSV is not UTF-8 text (after row {batch.rows_read}); save it as UTF-8"
+        ) from exc
+    except csv.Error as exc:
+        raise UnreadableBody(f"the CSV cannot be parsed: {exc}") from exc
+    finally:
+        text.detach()
+    yield batch
+
+
+def read_batches(
+    stream: IO[bytes], fmt: str, *, compressed: bool, batch_rows: int
+) -> Iterator[Batch]:
+    """Batches of checked rows of an upload body.
+
+    Raises :class:`UnreadableBody` when the body cannot be read on; batches already yielded
+    stay valid, but an upload must be applied whole or not at all, so the caller discards them.
+    """
+    source = cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb")) if compressed else stream
+    reader = _csv_batches if fmt == CSV else _ndjson_batches
+    try:
+        yield from reader(source, batch_rows)
+    except EOFError as exc:
+        raise UnreadableBody(
+            "the gzip stream ends before its end marker (the file was cut short); "
+            "send the whole file again"
+        ) from exc
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise UnreadableBody(f"the body is not a valid gzip stream ({exc}); send it again") from exc

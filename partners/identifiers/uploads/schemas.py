@@ -1,0 +1,34 @@
+"""Wire shapes of ``/v1/identifiers/uploads`` (DESIGN.md "Wire shapes")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+
+class UploadOut(msgspec.Struct):
+    id: UUID
+    status: str
+    mode: str
+    format: str
+    gzip: bool
+    bytes: int
+    rows_read: int
+    accepted: int
+    refused: int
+    created: int
+    updated: int
+    removed: int
+    error: str | None
+    notice: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class UploadErrorOut(msgspec.Struct):
+    row: int
+    field: str
+    reason: str

@@ -1,0 +1,231 @@
+"""Receiving bulk uploads: the body streamed to the spool, the upload row, reads of both.
+
+Every read is scoped by the caller's partner: another partner's upload is "not found".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import uuid_utils
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core import audit
+from hub.core.audit import Actor
+from hub.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from hub.core.pagination import Page, paginate, parse_seq
+from partners.identifiers.uploads.models import (
+    PENDING,
+    PROCESSING,
+    IdentifierUpload,
+    UploadError,
+)
+from partners.identifiers.uploads.processor import spool_path
+from partners.identifiers.uploads.schemas import UploadErrorOut, UploadOut
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class SpooledBody:
+    """An upload body written to a temporary file beside its final place."""
+
+    def __init__(self, path: Path, size: int, sha256: str) -> None:
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+
+    def keep_as(self, final: Path) -> None:
+        self.path.replace(final)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+async def spool(
+    chunks: AsyncIterator[bytes], spool_dir: Path, *, limit: int, gzip: bool, limit_reason: str
+) -> SpooledBody:
+    """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes."""
+    path = spool_dir / f".incoming-{uuid.uuid4()}"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("wb") as out:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if size == 0 and gzip and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
+                    raise BadRequest(
+                        "The body is declared 'Content-Encoding: gzip' but is not gzip.",
+                        fix="Compress the file with gzip, or send it without that header.",
+                    )
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise BadRequest(
+            "The upload body is empty.",
+            fix="Send NDJSON (one record a line) or CSV with a header row.",
+        )
+    return SpooledBody(path, size, digest.hexdigest())
+
+
+def _out(upload: IdentifierUpload) -> UploadOut:
+    return UploadOut(
+        id=upload.id,
+        status=upload.status,
+        mode=upload.mode,
+        format=upload.format,
+        gzip=upload.gzip,
+        bytes=upload.bytes,
+        rows_read=upload.rows_read,
+        accepted=upload.accepted,
+        refused=upload.refused,
+        created=upload.created,
+        updated=upload.updated,
+        removed=upload.removed,
+        error=upload.error,
+        notice=upload.notice,
+        created_at=upload.created_at,
+        started_at=upload.started_at,
+        finished_at=upload.finished_at,
+    )
+
+
+class UploadService:
+    def __init__(self, session: AsyncSession, spool_dir: Path) -> None:
+        self.session = session
+        self.spool_dir = spool_dir
+
+    async def spool_in_use(self, partner_id: UUID) -> int:
+        """Bytes of the partner's uploads still waiting on disk."""
+        used = await self.session.scalar(
+            select(func.coalesce(func.sum(IdentifierUpload.bytes), 0)).where(
+                IdentifierUpload.partner_id == partner_id,
+                IdentifierUpload.status.in_((PENDING, PROCESSING)),
+            )
+        )
+        return int(used or 0)
+
+    async def by_idempotency_key(
+        self, client_id: str, key: str, body_sha256: str
+    ) -> UploadOut | None:
+        """The upload an earlier request with this key made, if the body is the same."""
+        upload = await self.session.scalar(
+            select(IdentifierUpload).where(
+                IdentifierUpload.client_id == client_id, IdentifierUpload.idempotency_key == key
+            )
+        )
+        if upload is None:
+            return None
+        if upload.body_sha256 != body_sha256:
+            raise Conflict(
+                "This Idempotency-Key was used for an upload with a different body.",
+                fix="Use a new key for a new upload; reuse a key only to retry the same one.",
+            )
+        return _out(upload)
+
+    async def create(
+        self,
+        *,
+        partner_id: UUID,
+        client_id: str,
+        mode: str,
+        fmt: str,
+        body: SpooledBody,
+        compressed: bool,
+        idempotency_key: str | None,
+        actor: Actor,
+    ) -> UploadOut:
+        upload = IdentifierUpload(
+            id=UUID(bytes=uuid_utils.uuid7().bytes),  # time-ordered: lists page newest first
+            partner_id=partner_id,
+            client_id=client_id,
+            mode=mode,
+            format=fmt,
+            gzip=compressed,
+            status=PENDING,
+            bytes=body.size,
+            body_sha256=body.sha256,
+            idempotency_key=idempotency_key,
+            rows_read=0,
+            accepted=0,
+            refused=0,
+            created=0,
+            updated=0,
+            removed=0,
+            attempts=0,
+            created_at=datetime.now(UTC),
+        )
+        self.session.add(upload)
+        await self.session.flush()
+        await audit.append(
+            self.session,
+            actor.event(
+                "identifiers.upload_received",
+                "identifier_upload",
+                str(upload.id),
+                mode=mode,
+                format=fmt,
+                gzip=compressed,
+                bytes=body.size,
+            ),
+        )
+        # The body takes its final name only once the row exists; the request's commit
+        # follows. A failed commit leaves a spool file with no row, which is removed below.
+        body.keep_as(spool_path(self.spool_dir, upload.id))
+        return _out(upload)
+
+    async def get(self, partner_id: UUID, upload_id: UUID) -> UploadOut:
+        return _out(await self._own(partner_id, upload_id))
+
+    async def _own(self, partner_id: UUID, upload_id: UUID) -> IdentifierUpload:
+        upload = await self.session.scalar(
+            select(IdentifierUpload).where(
+                IdentifierUpload.id == upload_id, IdentifierUpload.partner_id == partner_id
+            )
+        )
+        if upload is None:
+            raise NotFound(f"No upload {upload_id} of yours.")
+        return upload
+
+    async def list(self, partner_id: UUID, *, cursor: str | None, limit: int) -> Page[UploadOut]:
+        return await paginate(
+            self.session,
+            select(IdentifierUpload).where(IdentifierUpload.partner_id == partner_id),
+            IdentifierUpload.id,
+            cursor=cursor,
+            limit=limit,
+            to_item=_out,
+            descending=True,
+        )
+
+    async def errors(
+        self, partner_id: UUID, upload_id: UUID, *, cursor: str | None, limit: int
+    ) -> Page[UploadErrorOut]:
+        await self._own(partner_id, upload_id)
+
+        def item(error: Any) -> UploadErrorOut:
+            return UploadErrorOut(row=error.row, field=error.field, reason=error.reason)
+
+        return await paginate(
+            self.session,
+            select(UploadError).where(UploadError.upload_id == upload_id),
+            UploadError.id,
+            cursor=cursor,
+            limit=limit,
+            to_item=item,
+            parse_key=parse_seq,
+        )

@@ -1,0 +1,236 @@
+"""Writing checked rows of an upload to the staging table, a batch per short transaction.
+
+Runs in a worker thread on the synchronous engine: PostgreSQL rows go through ``COPY`` (psycopg
+3), SQLite rows through one ``executemany``. Each batch's transaction also moves the upload's
+progress counters, so they always match what is staged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Connection, Engine, Table, delete, func, select, update
+
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
+from partners.identifiers.uploads.rows import Batch, read_batches
+
+STAGING: Table = StagedRecord.__table__  # type: ignore[assignment]
+ERRORS: Table = UploadError.__table__  # type: ignore[assignment]
+UPLOADS: Table = IdentifierUpload.__table__  # type: ignore[assignment]
+COLUMNS = (
+    "upload_id",
+    "row",
+    "refused",
+    "id_type",
+    "match_key",
+    "prev_key",
+    "digest_enc",
+    "data_version",
+    "customer_ref",
+    "consents",
+    "attributes",
+)
+_json = msgspec.json.Encoder()
+
+
+class LeaseLost(Exception):
+    """Another process took the upload over (this one was too slow to renew its claim)."""
+
+
+@dataclass
+class StageReport:
+    rows_read: int = 0
+    accepted: int = 0
+    refused: int = 0
+    errors_kept: int = 0
+    match_version: int = 0
+
+
+@dataclass(frozen=True)
+class StagingJob:
+    upload_id: UUID
+    partner_id: UUID
+    fmt: str
+    compressed: bool
+    attempt: int
+    batch_rows: int
+    max_error_rows: int
+
+
+def _staged_rows(
+    batch: Batch, job: StagingJob, crypto: IdentifierCrypto, version: int, previous: int | None
+) -> list[tuple[Any, ...]]:
+    upload = str(job.upload_id)
+    rows: list[tuple[Any, ...]] = []
+    match_key = crypto.match_key
+    for row, record in batch.records:
+        data_version, sealed = crypto.encrypt(record.digest, job.partner_id, record.id_type)
+        rows.append(
+            (
+                upload,
+                row,
+                False,
+                record.id_type,
+                match_key(record.digest, version),
+                None if previous is None else match_key(record.digest, previous),
+                sealed,
+                data_version,
+                record.customer_ref,
+                record.consents,
+                None if record.attributes is None else _json.encode(record.attributes).decode(),
+            )
+        )
+    for refused in batch.refused:
+        key = prev = None
+        if refused.digest is not None:
+            key = match_key(refused.digest, version)
+            prev = None if previous is None else match_key(refused.digest, previous)
+        rows.append(
+            (
+                upload,
+                refused.row,
+                True,
+                refused.id_type,
+                key,
+                prev,
+                None,
+                None,
+                refused.customer_ref,
+                0,
+                None,
+            )
+        )
+    return rows
+
+
+def _write_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    raw: Any = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY identifier_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in COLUMNS)
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(
+            f"INSERT INTO identifier_staging ({', '.join(COLUMNS)}) VALUES ({marks})",  # noqa: S608
+            rows,
+        )
+    finally:
+        cursor.close()
+
+
+def clear_staging(connection: Connection, upload_id: UUID, *, errors: bool) -> None:
+    connection.execute(delete(STAGING).where(STAGING.c.upload_id == str(upload_id)))
+    if errors:
+        connection.execute(delete(ERRORS).where(ERRORS.c.upload_id == upload_id))
+
+
+def _renew(connection: Connection, job: StagingJob, report: StageReport) -> None:
+    result = connection.execute(
+        update(UPLOADS)
+        .where(UPLOADS.c.id == job.upload_id, UPLOADS.c.attempts == job.attempt)
+        .values(rows_read=report.rows_read, accepted=report.accepted, refused=report.refused)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(str(job.upload_id))
+
+
+def stage(
+    engine: Engine,
+    crypto: IdentifierCrypto,
+    job: StagingJob,
+    body: IO[bytes],
+    *,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> StageReport:
+    """Read ``body`` and stage every row (refused ones marked), from scratch.
+
+    Whatever an earlier, interrupted attempt staged is removed first, so a resumed upload
+    never counts a row twice. Raises :class:`~partners.identifiers.uploads.rows.UnreadableBody`
+    when the body cannot be read on.
+    """
+    keys = crypto.keys
+    version = keys.match_version
+    older = [v for v in keys.live_match_versions() if v != version]
+    previous = max(older) if older else None
+    report = StageReport(match_version=version)
+    with engine.begin() as connection:
+        clear_staging(connection, job.upload_id, errors=True)
+    batches: Iterable[Batch] = read_batches(
+        body, job.fmt, compressed=job.compressed, batch_rows=job.batch_rows
+    )
+    for batch in batches:
+        if cancelled():
+            raise LeaseLost(str(job.upload_id))
+        rows = _staged_rows(batch, job, crypto, version, previous)
+        report.rows_read += batch.rows_read
+        report.accepted += len(batch.records)
+        report.refused += len(batch.refused)
+        kept = [
+            {"upload_id": job.upload_id, "row": e.index, "field": e.field, "reason": e.reason}
+            for e in batch.errors[: max(0, job.max_error_rows - report.errors_kept)]
+        ]
+        report.errors_kept += len(kept)
+        with engine.begin() as connection:
+            _write_rows(connection, rows)
+            if kept:
+                connection.execute(ERRORS.insert(), kept)
+            _renew(connection, job, report)
+    return report
+
+
+def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> int:
+    """Refuse every row that repeats an identifier of an earlier row (as the synchronous
+    upload does); the earliest one stands. Returns how many rows were refused."""
+    s = STAGING
+    upload = str(job.upload_id)
+    refused = 0
+    with engine.begin() as connection:
+        groups = connection.execute(
+            select(s.c.id_type, s.c.match_key, func.min(s.c.row))
+            .where(s.c.upload_id == upload, s.c.refused.is_(False))
+            .group_by(s.c.id_type, s.c.match_key)
+            .having(func.count() > 1)
+        ).all()
+        for id_type, key, first in groups:
+            repeats = connection.execute(
+                update(s)
+                .where(
+                    s.c.upload_id == upload,
+                    s.c.id_type == id_type,
+                    s.c.match_key == key,
+                    s.c.row > first,
+                )
+                .values(refused=True)
+                .returning(s.c.row)
+            ).all()
+            refused += len(repeats)
+            room = max(0, job.max_error_rows - report.errors_kept)
+            kept = [
+                {
+                    "upload_id": job.upload_id,
+                    "row": row,
+                    "field": "id_hash",
+                    "reason": f"the same identifier as row {first}; send it once",
+                }
+                for (row,) in repeats[:room]
+            ]
+            if kept:
+                connection.execute(ERRORS.insert(), kept)
+            report.errors_kept += len(kept)
+        report.accepted -= refused
+        report.refused += refused
+        _renew(connection, job, report)
+    return refused
