@@ -52,7 +52,8 @@ def test_ndjson_upload_is_applied_and_counted(hub: Hub, brand: Any, compress: bo
     assert done["status"] == "completed", done
     assert (done["rows_read"], done["accepted"], done["refused"]) == (1200, 1200, 0)
     assert (done["created"], done["updated"], done["removed"]) == (1200, 0, 0)
-    assert done["gzip"] is compress and done["format"] == "ndjson"
+    assert done["gzip"] is compress
+    assert done["format"] == "ndjson"
     stored = records_of(hub, partner["name"])
     assert len(stored) == 1200
     ref, (id_type, consents, attributes) = next(iter(stored.items()))
@@ -84,9 +85,7 @@ def test_csv_upload_with_attributes_and_consents(hub: Hub, brand: Any, compress:
     assert parsed == {"tier": "silver", "city": "Lyon"}
 
 
-def test_a_malformed_line_is_a_row_error_with_a_reason_and_no_value(
-    hub: Hub, brand: Any
-) -> None:
+def test_a_malformed_line_is_a_row_error_with_a_reason_and_no_value(hub: Hub, brand: Any) -> None:
     _, headers = brand
     good = [email_record(f"m{i}") for i in range(300)]
     lines: list[Any] = [*good[:100], b'{"id_type": "email", "id_hash": ', *good[100:]]
@@ -116,9 +115,7 @@ def test_repeated_identifiers_in_one_upload_are_refused_after_the_first(
     assert "someone-else" not in records_of(hub, partner["name"])
 
 
-def test_too_many_refused_rows_fail_the_upload_and_keep_the_old_data(
-    hub: Hub, brand: Any
-) -> None:
+def test_too_many_refused_rows_fail_the_upload_and_keep_the_old_data(hub: Hub, brand: Any) -> None:
     partner, headers = brand
     first = upload_and_wait(hub, headers, ndjson([email_record(f"k{i}") for i in range(50)]))
     assert first["status"] == "completed"
@@ -133,9 +130,7 @@ def test_too_many_refused_rows_fail_the_upload_and_keep_the_old_data(
     assert len(errors_of(hub, headers, done["id"])) == 5
 
 
-def test_a_truncated_gzip_fails_the_upload_and_keeps_the_old_data(
-    hub: Hub, brand: Any
-) -> None:
+def test_a_truncated_gzip_fails_the_upload_and_keeps_the_old_data(hub: Hub, brand: Any) -> None:
     partner, headers = brand
     assert upload_and_wait(hub, headers, ndjson([email_record("t0")]))["status"] == "completed"
     before = records_of(hub, partner["name"])
@@ -154,9 +149,7 @@ def test_a_truncated_gzip_fails_the_upload_and_keeps_the_old_data(
 
 def test_replace_removes_exactly_the_missing_records(hub: Hub, brand: Any) -> None:
     partner, headers = brand
-    phones = [
-        {**email_record(f"p{i}", ref=f"phone-{i}"), "id_type": "phone"} for i in range(3)
-    ]
+    phones = [{**email_record(f"p{i}", ref=f"phone-{i}"), "id_type": "phone"} for i in range(3)]
     for i, p in enumerate(phones):
         from partners.kit import hash_identifier
 
@@ -180,9 +173,7 @@ def test_replace_removes_exactly_the_missing_records(hub: Hub, brand: Any) -> No
         "ON p.id = e.partner_id WHERE p.name = :name AND withdrawn <> 0",
         name=partner["name"],
     )
-    assert sorted(ref for ref, _ in withdrawn) == sorted(
-        f"cust-r{i}" for i in range(10) if i != 5
-    )
+    assert sorted(ref for ref, _ in withdrawn) == sorted(f"cust-r{i}" for i in range(10) if i != 5)
 
 
 def test_reuploading_the_same_file_changes_nothing(hub: Hub, brand: Any) -> None:
@@ -252,7 +243,8 @@ def test_bad_upload_requests_are_refused_and_change_nothing(
     )
     assert response.status_code == status, response.text
     problem = response.json()
-    assert problem["detail"] and problem["fix"]
+    assert problem["detail"]
+    assert problem["fix"]
     assert table_counts(hub.database_url) == before
 
 
@@ -263,9 +255,7 @@ def test_unknown_mode_is_400(hub: Hub, brand: Any) -> None:
     assert "mode" in response.text
 
 
-def test_an_unknown_csv_column_fails_the_upload_without_showing_it(
-    hub: Hub, brand: Any
-) -> None:
+def test_an_unknown_csv_column_fails_the_upload_without_showing_it(hub: Hub, brand: Any) -> None:
     _, headers = brand
     body = b"id_type,id_hash,customer_ref,jane@example.org\nemail,x,y,z\n"
     done = upload_and_wait(hub, headers, body, content_type="text/csv")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     union_all,
     update,
 )
@@ -65,15 +66,26 @@ class UploadApplier:
         self.service = service
 
     async def apply(
-        self, upload_id: UUID, partner_id: UUID, mode: str, match_version: int
+        self,
+        upload_id: UUID,
+        partner_id: UUID,
+        mode: str,
+        match_version: int,
+        *,
+        accepted_rows: int,
+        with_previous_keys: bool = False,
     ) -> ApplyResult:
+        if self.session.get_bind().dialect.name == "postgresql":
+            # Room for the joins and the per-person aggregation of a large upload in memory.
+            await self.session.execute(text("SET LOCAL work_mem = '256MB'"))
         # The partner's change counter first: its row lock serialises this apply with every
         # other write to the partner's records (on SQLite the transaction holds the database).
         await self.service.touch(partner_id)
         s = STAGING.alias("s")
         upload = str(upload_id)
         accepted = and_(s.c.upload_id == upload, s.c.refused.is_(False))
-        await self._rekey_previous_version(s, accepted, partner_id, match_version)
+        if with_previous_keys:
+            await self._rekey_previous_version(s, accepted, partner_id, match_version)
         r = RECORDS.alias("r")
         same_key = and_(
             r.c.partner_id == partner_id, r.c.id_type == s.c.id_type, r.c.match_key == s.c.match_key
@@ -92,18 +104,16 @@ class UploadApplier:
         if removal is not None:
             result = await self.session.execute(delete(RECORDS).where(removal))
             removed = int(getattr(result, "rowcount", 0) or 0)
-        total = await self._upsert(s, accepted, partner_id, match_version)
-        return ApplyResult(created=total - updated, updated=updated, removed=removed, notice=notice)
+        await self._upsert(s, accepted, partner_id, match_version)
+        return ApplyResult(
+            created=accepted_rows - updated, updated=updated, removed=removed, notice=notice
+        )
 
     async def _rekey_previous_version(
         self, s: Any, accepted: Any, partner_id: UUID, match_version: int
     ) -> None:
         """During a match-key rotation: move the records this upload names to the current
         version first, so the upsert meets them whatever version they are still under."""
-        if not await self.session.scalar(
-            select(exists().where(accepted, s.c.prev_key.is_not(None)))
-        ):
-            return
         await self.session.execute(
             update(RECORDS)
             .where(
@@ -211,7 +221,7 @@ class UploadApplier:
             )
         )
 
-    async def _upsert(self, s: Any, accepted: Any, partner_id: UUID, match_version: int) -> int:
+    async def _upsert(self, s: Any, accepted: Any, partner_id: UUID, match_version: int) -> None:
         insert = self.service.insert_into(RECORDS)
         columns = [
             "partner_id",
@@ -248,5 +258,3 @@ class UploadApplier:
             },
         )
         await self.session.execute(statement)
-        staged = await self.session.scalar(select(func.count()).select_from(s).where(accepted))
-        return int(staged or 0)

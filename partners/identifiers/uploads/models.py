@@ -109,5 +109,10 @@ class StagedRecord(Base):
     consents: Mapped[int] = mapped_column(SmallInteger, default=0)
     attributes: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
 
-    # On PostgreSQL the migration makes this table UNLOGGED (no WAL for transient rows).
-    __table_args__ = (Index("ix_identifier_staging_key", "upload_id", "id_type", "match_key"),)
+    # On PostgreSQL the migration makes this table UNLOGGED (no WAL for transient rows) and
+    # gives it no index (hash joins); SQLite joins by nested loops and needs the index.
+    __table_args__ = (
+        Index("ix_identifier_staging_key", "upload_id", "id_type", "match_key").ddl_if(
+            dialect="sqlite"
+        ),
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,9 +206,19 @@ class UploadProcessor:
             max_error_rows=self.settings.max_error_rows,
         )
         try:
+            started = time.perf_counter()
             report = await asyncio.to_thread(self._stage, job, path)
+            staged = time.perf_counter()
             self._check_refused_share(report)
             await self._apply(claim, report)
+            log.info(
+                "upload applied",
+                upload_id=str(claim.upload_id),
+                rows=report.rows_read,
+                refused=report.refused,
+                stage_seconds=round(staged - started, 3),
+                apply_seconds=round(time.perf_counter() - staged, 3),
+            )
         except (UnreadableBody, UploadFailed) as exc:
             reason = str(exc)
             if isinstance(exc, UnreadableBody):
@@ -255,7 +266,12 @@ class UploadProcessor:
             async with self.sessions() as session:
                 service = IdentifierService(session, self.crypto)
                 result = await UploadApplier(session, service).apply(
-                    claim.upload_id, claim.partner_id, claim.mode, report.match_version
+                    claim.upload_id,
+                    claim.partner_id,
+                    claim.mode,
+                    report.match_version,
+                    accepted_rows=report.accepted,
+                    with_previous_keys=report.with_previous_keys,
                 )
                 await audit.append(
                     session,

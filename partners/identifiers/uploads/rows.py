@@ -61,10 +61,6 @@ class Batch:
     rows_read: int = 0
 
 
-AttributeName = Annotated[str, msgspec.Meta(pattern=ATTRIBUTE_NAME.pattern)]
-AttributeValue = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_VALUE)] | int | float
-
-
 class _TypedRow(msgspec.Struct, forbid_unknown_fields=True):
     """The fast path's shape; anything it refuses is re-checked by :func:`check_record`."""
 
@@ -73,13 +69,31 @@ class _TypedRow(msgspec.Struct, forbid_unknown_fields=True):
     customer_ref: Annotated[str, msgspec.Meta(max_length=MAX_REF)]
     consents: list[Literal["analytics", "joint_offers", "rewards_sharing"]] = []
     attributes: (
-        Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
-        | None
+        Annotated[dict[str, str | int | float], msgspec.Meta(max_length=MAX_ATTRIBUTES)] | None
     ) = None
 
 
 _typed = msgspec.json.Decoder(_TypedRow)
 _any = msgspec.json.Decoder()
+# Attribute names and values repeat from row to row (tier, city...): each distinct one is
+# checked once. Bounded, so a file of all-distinct values costs memory no more than this.
+_CHECKED_MAX = 50_000
+_good_names: set[str] = set()
+_good_values: set[str] = set()
+
+
+def _attribute_ok(name: str, text: str) -> bool:
+    if name not in _good_names:
+        if not ATTRIBUTE_NAME.match(name):
+            return False
+        if len(_good_names) < _CHECKED_MAX:
+            _good_names.add(name)
+    if text not in _good_values:
+        if len(text) > MAX_ATTRIBUTE_VALUE or looks_like_contact(text):
+            return False
+        if len(_good_values) < _CHECKED_MAX:
+            _good_values.add(text)
+    return True
 
 
 def _fast(line: bytes) -> ValidRecord | None:
@@ -100,7 +114,7 @@ def _fast(line: bytes) -> ValidRecord | None:
         attributes = {}
         for name, value in row.attributes.items():
             text = value if isinstance(value, str) else str(value)
-            if len(text) > MAX_ATTRIBUTE_VALUE or looks_like_contact(text):
+            if not _attribute_ok(name, text):
                 return None
             attributes[name] = text
     return ValidRecord(ID_TYPE_CODES[row.id_type], digest, ref, mask, attributes)

@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 
 from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import ID_TYPE_NAMES
 from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
 from partners.identifiers.uploads.rows import Batch, read_batches
 
@@ -49,6 +50,8 @@ class StageReport:
     refused: int = 0
     errors_kept: int = 0
     match_version: int = 0
+    # Staged with keys under the previous match-key version too (a rotation is unfinished).
+    with_previous_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,30 +69,34 @@ def _staged_rows(
     batch: Batch, job: StagingJob, crypto: IdentifierCrypto, version: int, previous: int | None
 ) -> list[tuple[Any, ...]]:
     upload = str(job.upload_id)
+    keyer = crypto.keyer(version)
+    previous_keyer = None if previous is None else crypto.keyer(previous)
+    sealers = {t: crypto.sealer(job.partner_id, t) for t in ID_TYPE_NAMES}
+    encode = _json.encode
     rows: list[tuple[Any, ...]] = []
-    match_key = crypto.match_key
     for row, record in batch.records:
-        data_version, sealed = crypto.encrypt(record.digest, job.partner_id, record.id_type)
+        digest = record.digest
+        data_version, seal = sealers[record.id_type]
         rows.append(
             (
                 upload,
                 row,
                 False,
                 record.id_type,
-                match_key(record.digest, version),
-                None if previous is None else match_key(record.digest, previous),
-                sealed,
+                keyer(digest),
+                None if previous_keyer is None else previous_keyer(digest),
+                seal(digest),
                 data_version,
                 record.customer_ref,
                 record.consents,
-                None if record.attributes is None else _json.encode(record.attributes).decode(),
+                None if record.attributes is None else encode(record.attributes).decode(),
             )
         )
     for refused in batch.refused:
         key = prev = None
         if refused.digest is not None:
-            key = match_key(refused.digest, version)
-            prev = None if previous is None else match_key(refused.digest, previous)
+            key = keyer(refused.digest)
+            prev = None if previous_keyer is None else previous_keyer(refused.digest)
         rows.append(
             (
                 upload,
@@ -165,7 +172,7 @@ def stage(
     version = keys.match_version
     older = [v for v in keys.live_match_versions() if v != version]
     previous = max(older) if older else None
-    report = StageReport(match_version=version)
+    report = StageReport(match_version=version, with_previous_keys=previous is not None)
     with engine.begin() as connection:
         clear_staging(connection, job.upload_id, errors=True)
     batches: Iterable[Batch] = read_batches(
