@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from tests.api.uploads_helpers import (
     upload_and_wait,
     wait_for,
 )
-from tests.conftest import Hub, execute_sql, table_counts
+from tests.conftest import Hub, execute_sql, launch_hub, table_counts
 
 
 @pytest.fixture
@@ -277,3 +279,85 @@ def test_a_partner_cannot_read_another_partners_upload(hub: Hub) -> None:
     assert [u["id"] for u in listed] == [done["id"]]
     assert hub.http.get("/v1/identifiers/summary", headers=b).json()["records"] == 0
     assert hub.as_admin("GET", path).status_code == 403
+
+
+def test_the_database_holds_no_digest_in_clear_after_a_bulk_upload(hub: Hub, brand: Any) -> None:
+    import base64
+    import hashlib
+
+    _, headers = brand
+    records: list[Any] = [email_record(f"clear{i}") for i in range(300)]
+    records.append({**email_record("clear-bad"), "consents": ["nope"]})  # staged as refused
+    done = upload_and_wait(hub, headers, ndjson(records))
+    assert done["status"] == "completed"
+    digests = [hashlib.sha256(f"bulkclear{i}@example.org".encode()).digest() for i in range(300)]
+    digests.append(hashlib.sha256(b"bulkclear-bad@example.org").digest())
+    dump = b""
+    for table in (
+        "identifier_records",
+        "identifier_staging",
+        "identifier_uploads",
+        "identifier_upload_errors",
+        "consent_events",
+        "audit_log",
+    ):
+        for row in execute_sql(hub.database_url, f"SELECT * FROM {table}"):
+            dump += b"|".join(
+                bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode() for v in row
+            )
+    forms = [
+        form
+        for d in digests
+        for form in (d, d.hex().encode(), d.hex().upper().encode(), base64.b64encode(d))
+    ]
+    assert not [f for f in forms if f in dump]
+    if hub.database_url.startswith("sqlite"):
+        execute_sql(hub.database_url, "PRAGMA wal_checkpoint(FULL)")
+        raw = Path(hub.database_url.split("///", 1)[1]).read_bytes()
+        assert not [f for f in forms if f in raw]
+    assert not list(Path(hub.data_dir, "uploads").glob("*.body"))  # the spool is emptied
+
+
+@pytest.fixture(scope="module")
+def small_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A hub with a 2,000-byte upload limit and 3,000 bytes of spool space per partner, that
+    leaves uploads waiting (so their bodies stay in the spool)."""
+    with launch_hub(
+        backend,
+        tmp_path_factory.mktemp(f"small-{backend}"),
+        HUB_UPLOADS_MAX_BYTES="2000",
+        HUB_UPLOADS_SPOOL_BYTES_PER_PARTNER="3000",
+        HUB_UPLOADS_PROCESS_IN_SERVE="false",
+    ) as running:
+        yield running
+
+
+def test_bodies_over_the_limits_are_413_and_change_nothing(small_hub: Hub) -> None:
+    hub = small_hub
+    _, _, headers = hub.partner_with_token("hotel")
+    before = table_counts(hub.database_url)
+    big = ndjson([email_record(f"big{i}") for i in range(30)])
+    assert len(big) > 2000
+    too_big = send(hub, headers, big)
+    assert too_big.status_code == 413
+    assert "at most 2,000 bytes" in too_big.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
+        yield big[:1000]
+        yield big[1000:]
+
+    streamed = hub.http.post(
+        "/v1/identifiers/uploads",
+        content=chunks(),
+        headers={**headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert streamed.status_code == 413
+    assert table_counts(hub.database_url) == before
+    assert not list(Path(hub.data_dir, "uploads").iterdir())
+    small = ndjson([email_record(f"s{i}") for i in range(8)])
+    assert 1000 < len(small) <= 2000
+    assert send(hub, headers, small).status_code == 202
+    assert send(hub, headers, small + b"\n").status_code == 202
+    full = send(hub, headers, small)
+    assert full.status_code == 413
+    assert "spool space" in full.json()["detail"]

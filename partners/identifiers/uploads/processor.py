@@ -32,6 +32,7 @@ from partners.identifiers.uploads.apply import UploadApplier
 from partners.identifiers.uploads.models import COMPLETED, FAILED, PENDING, PROCESSING
 from partners.identifiers.uploads.rows import UnreadableBody
 from partners.identifiers.uploads.staging import (
+    STAGING,
     UPLOADS,
     LeaseLost,
     StageReport,
@@ -42,6 +43,16 @@ from partners.identifiers.uploads.staging import (
 )
 
 log = structlog.get_logger("hub.uploads")
+SWEEP_EVERY_SECONDS = 300
+STALE_INCOMING_SECONDS = 24 * 3600  # a body still arriving after a day was abandoned
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 class UploadSettings(Protocol):
@@ -103,8 +114,12 @@ class UploadProcessor:
         self._stopping.set()
 
     async def run_forever(self) -> None:
+        next_sweep = 0.0
         while True:
             try:
+                if time.monotonic() >= next_sweep:
+                    await asyncio.to_thread(self.sweep)
+                    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
                 while await self.process_next():
                     pass
             except Exception:
@@ -317,6 +332,38 @@ class UploadProcessor:
             .where(UPLOADS.c.id == upload_id, UPLOADS.c.attempts == attempt)
             .values(status=FAILED, error=reason, lease_until=None, finished_at=datetime.now(UTC))
         )
+
+    def sweep(self) -> None:
+        """Remove what finished uploads left behind when their process died between the
+        commit and the clean-up: staging rows and spooled bodies (and stale partial bodies)."""
+        with self.sync_engine.connect() as connection:
+            staged = {row[0] for row in connection.execute(select(STAGING.c.upload_id).distinct())}
+            bodies = {
+                path.name.removesuffix(".body"): path for path in self.spool_dir.glob("*.body")
+            }
+            names = [name for name in staged | set(bodies) if _is_uuid(name)]
+            live = {
+                str(row[0])
+                for row in connection.execute(
+                    select(UPLOADS.c.id).where(
+                        UPLOADS.c.id.in_([UUID(n) for n in names]),
+                        UPLOADS.c.status.in_((PENDING, PROCESSING)),
+                    )
+                )
+            }
+        for name in names:
+            if name in live:
+                continue
+            if name in staged:
+                with self.sync_engine.begin() as connection:
+                    clear_staging(connection, UUID(name), errors=False)
+            if name in bodies:
+                bodies[name].unlink(missing_ok=True)
+        stale = time.time() - STALE_INCOMING_SECONDS
+        for partial in self.spool_dir.glob(".incoming-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if partial.stat().st_mtime < stale:
+                    partial.unlink()
 
     def _clean_up(self, upload_id: UUID, path: Path) -> None:
         """Staging rows and the spooled body of a finished upload (completed or failed)."""
