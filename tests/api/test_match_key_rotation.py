@@ -94,3 +94,34 @@ def test_rotation_rekeys_everything_and_keeps_every_match(hub: Hub) -> None:
     match = {row["id"]: row["retired_at"] for row in listed if row["kind"] == "match"}
     assert match[f"v{start}"] is not None
     assert match[f"v{start + 1}"] is None
+
+
+def test_a_bulk_upload_during_a_rotation_neither_duplicates_nor_loses_a_record(hub: Hub) -> None:
+    from tests.api.uploads_helpers import ndjson, upload_and_wait
+
+    airline, _, a = hub.partner_with_token("airline")
+    hotel, _, b = hub.partner_with_token("hotel")
+    start = int(hub.app.state.keyring.match_version)
+    ids = range(1000, 1040)
+    done = upload_and_wait(hub, a, ndjson(records(ids, "a")))
+    assert done["created"] == 40
+    assert upload_and_wait(hub, b, ndjson(records(ids, "h")))["created"] == 40
+    assert run_cli(hub, "admin", "keys", "add-match-key").exit_code == 0
+    deadline = time.monotonic() + 5
+    while hub.app.state.keyring.match_version != start + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The hotel's snapshot during the rotation: 30 known (still under the old key), 10 gone
+    # (replace removes them whatever their key version), 5 new.
+    snapshot = records(range(1010, 1045), "h")
+    during = upload_and_wait(hub, b, ndjson(snapshot), mode="replace")
+    assert during["status"] == "completed", during
+    assert (during["created"], during["updated"], during["removed"]) == (5, 30, 10)
+    rotated = run_cli(hub, "admin", "keys", "rotate-match-key", "--json")
+    assert json.loads(rotated.output)["remaining"] == 0
+    a_keys = keys_by_partner(hub, airline["name"])
+    h_keys = keys_by_partner(hub, hotel["name"])
+    assert len(h_keys) == 35
+    assert {v for _, v in h_keys.values()} == {start + 1}
+    shared = set(a_keys) & set(h_keys)
+    assert shared == {str(i) for i in range(1010, 1040)}
+    assert all(a_keys[i][0] == h_keys[i][0] for i in shared)
