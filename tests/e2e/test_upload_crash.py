@@ -119,10 +119,9 @@ def test_a_killed_processor_loses_nothing_and_applies_nothing_twice(api_only_hub
     processor = start_processor(hub)
     try:
         deadline = time.monotonic() + 20
-        while (
-            execute_sql(hub.database_url, "SELECT count(*) FROM identifier_staging")[0][0]
-            or list(Path(hub.data_dir, "uploads").glob("*.body"))
-        ):
+        while execute_sql(hub.database_url, "SELECT count(*) FROM identifier_staging")[0][
+            0
+        ] or list(Path(hub.data_dir, "uploads").glob("*.body")):
             assert time.monotonic() < deadline, "staging rows or spooled bodies were not swept"
             time.sleep(0.1)
     finally:
