@@ -12,7 +12,7 @@ from typing import Any
 
 from partners.identifiers.models import CONSENT_BITS, ID_TYPE_CODES, MAX_ATTRIBUTES, consent_mask
 from partners.kit import InvalidIdentifier, parse_digest
-from partners.kit.files import looks_like_contact
+from partners.kit.files import looks_like_contact, shown_name
 
 FIELDS = {"id_type", "id_hash", "customer_ref", "consents", "attributes"}
 KNOWN = ", ".join(sorted(FIELDS))
@@ -95,7 +95,10 @@ def check_record(index: int, raw: Any, errors: list[RecordError]) -> ValidRecord
     for name in sorted(set(raw) - FIELDS):
         errors.append(
             RecordError(
-                index, name[:64], f"unknown field; a record has {', '.join(sorted(FIELDS))}"
+                # A key may be a pasted address: it is named only when it looks like a name.
+                index,
+                shown_name(name)[:64],
+                f"unknown field; a record has {', '.join(sorted(FIELDS))}",
             )
         )
     id_type = raw.get("id_type")

@@ -361,3 +361,15 @@ def test_bodies_over_the_limits_are_413_and_change_nothing(small_hub: Hub) -> No
     full = send(hub, headers, small)
     assert full.status_code == 413
     assert "spool space" in full.json()["detail"]
+
+
+def test_an_unknown_field_named_like_an_address_is_not_echoed(hub: Hub, brand: Any) -> None:
+    _, headers = brand
+    lines: list[Any] = [email_record(f"u{i}") for i in range(200)]
+    lines.append({**email_record("u-bad"), "jane.doe@example.org": "x"})
+    done = upload_and_wait(hub, headers, ndjson(lines))
+    assert done["refused"] == 1
+    errors = errors_of(hub, headers, done["id"])
+    assert [e["row"] for e in errors] == [201]
+    assert "jane.doe" not in json.dumps(errors)
+    assert errors[0]["reason"].startswith("unknown field")
