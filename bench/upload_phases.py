@@ -27,7 +27,12 @@ from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.service import IdentifierService
 from partners.identifiers.uploads.apply import UploadApplier
 from partners.identifiers.uploads.models import IdentifierUpload
-from partners.identifiers.uploads.staging import StagingJob, refuse_duplicates, stage
+from partners.identifiers.uploads.staging import (
+    StagingJob,
+    clear_staging,
+    refuse_duplicates,
+    stage,
+)
 from partners.partners.models import Partner
 
 
@@ -120,6 +125,10 @@ async def main() -> None:
     print(f"apply: {elapsed:.2f} s (commit {commit:.2f}) {result}")
     for statement, seconds in timings.most_common():
         print(f"{seconds:8.2f} s  {statement}")
+    start = time.perf_counter()
+    with sync_engine.begin() as connection:
+        clear_staging(connection, upload_id, errors=False)
+    print(f"clean-up of the staging rows: {time.perf_counter() - start:.2f} s")
     await engine.dispose()
     sync_engine.dispose()
     if args.backend == "postgres":

@@ -77,6 +77,7 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     poll_seconds: float = 1.0
     lease_seconds: float = 120.0
     max_attempts: int = 3
+    parse_processes: int = 2
     process_in_serve: bool = True
 
 

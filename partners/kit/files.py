@@ -73,7 +73,9 @@ def shown_name(name: str) -> str:
 def looks_like_contact(value: str) -> bool:
     """Whether ``value`` looks like a raw email or phone number (never to be passed on)."""
     value = value.strip()
-    return bool(_LOOKS_LIKE_EMAIL.fullmatch(value) or _LOOKS_LIKE_PHONE.fullmatch(value))
+    # The phone pattern has no '@': one of the two patterns can apply, never both.
+    pattern = _LOOKS_LIKE_EMAIL if "@" in value else _LOOKS_LIKE_PHONE
+    return pattern.fullmatch(value) is not None
 
 
 def detect_format(name: str) -> str:

@@ -111,15 +111,17 @@ def parse_digest(text: str) -> bytes:
 
     Refuses anything else, and says what it looks like when it looks like a raw identifier.
     """
-    if _HEX_DIGEST.match(text):
-        return bytes.fromhex(text)
-    if _BASE64_DIGEST.match(text):
+    if len(text) == 44 and text[43] == "=" and text.isascii():
         try:
-            decoded = base64.b64decode(text, validate=True)
+            # strict: only the standard alphabet, padding only at the end.
+            decoded = binascii.a2b_base64(text.encode(), strict_mode=True)
         except binascii.Error:
             decoded = b""
         if len(decoded) == 32:
             return decoded
+    elif len(text) == 64 and _HEX_DIGEST.match(text):
+        return bytes.fromhex(text)
+    if _BASE64_DIGEST.match(text):
         raise InvalidIdentifier("a base64 digest must decode to exactly 32 bytes")
     raise InvalidIdentifier(_why_not_a_digest(text))
 

@@ -50,8 +50,10 @@ class ApplyResult:
     notice: str | None
 
 
-def _bit_or(column: Any) -> ColumnElement[Any]:
-    """OR of a small bit mask over a group (SQLite has no bit_or aggregate)."""
+def _bit_or(column: Any, dialect: str) -> ColumnElement[Any]:
+    """OR of a small bit mask over a group (SQLite has no bit_or aggregate: one MAX per bit)."""
+    if dialect == "postgresql":
+        return func.bit_or(column)
     total: ColumnElement[Any] | None = None
     for bit in CONSENT_BITS.values():
         term = func.coalesce(func.max(column.bitwise_and(bit)), 0)
@@ -201,8 +203,13 @@ class UploadApplier:
                 select(RECORDS.c.customer_ref, literal(0), RECORDS.c.consents).where(removal)
             )
         changes = union_all(*parts).subquery("changes")
+        dialect = self.session.get_bind().dialect.name
         per_person = (
-            select(changes.c.ref, _bit_or(changes.c.g).label("g"), _bit_or(changes.c.w).label("w"))
+            select(
+                changes.c.ref,
+                _bit_or(changes.c.g, dialect).label("g"),
+                _bit_or(changes.c.w, dialect).label("w"),
+            )
             .group_by(changes.c.ref)
             .subquery("per_person")
         )

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +73,8 @@ class UploadSettings(Protocol):
     def lease_seconds(self) -> float: ...
     @property
     def max_attempts(self) -> int: ...
+    @property
+    def parse_processes(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,25 @@ class UploadProcessor:
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.wake = asyncio.Event()
         self._stopping = threading.Event()
+        self._pool: ProcessPoolExecutor | None = None
 
     def stop(self) -> None:
         """Ask a staging thread in progress to stop at its next batch (on shutdown)."""
         self._stopping.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _parsing_pool(self) -> ProcessPoolExecutor | None:
+        """Processes that check and seal NDJSON rows in parallel (spawned, not forked: this
+        process runs threads). None when configured to parse in the processing thread."""
+        if self.settings.parse_processes < 1:
+            return None
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.settings.parse_processes,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        return self._pool
 
     async def run_forever(self) -> None:
         next_sweep = 0.0
@@ -252,10 +272,19 @@ class UploadProcessor:
                 "The uploaded body is no longer on the hub (its spool file is gone); "
                 "nothing was applied. Upload the file again."
             ) from exc
-        with body:
-            report = stage(
-                self.sync_engine, self.crypto, job, body, cancelled=self._stopping.is_set
-            )
+        try:
+            with body:
+                report = stage(
+                    self.sync_engine,
+                    self.crypto,
+                    job,
+                    body,
+                    cancelled=self._stopping.is_set,
+                    pool=self._parsing_pool(),
+                )
+        except BrokenProcessPool:
+            self._pool = None  # a parsing process died (killed, out of memory): start anew
+            raise
         refuse_duplicates(self.sync_engine, job, report)
         return report
 

@@ -14,9 +14,9 @@ import csv
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Annotated, Any, Literal, cast
+from typing import IO, Annotated, Any, Literal, TypeVar, cast
 
 import msgspec
 
@@ -161,9 +161,27 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         yield number, line
 
 
-def _ndjson_batches(stream: IO[bytes], batch_rows: int) -> Iterator[Batch]:
-    batch = Batch()
+LineChunk = tuple[int, list[bytes | None]]  # (number of the first line, the lines)
+
+
+def ndjson_chunks(stream: IO[bytes], batch_rows: int) -> Iterator[LineChunk]:
+    """The body's lines, ``batch_rows`` at a time, unchecked (for :func:`check_lines`, which
+    may run in another process). None stands for a line over the limit."""
+    lines: list[bytes | None] = []
+    first = 1
     for number, line in _lines(stream):
+        lines.append(line)
+        if len(lines) >= batch_rows:
+            yield first, lines
+            first, lines = number + 1, []
+    yield first, lines
+
+
+def check_lines(chunk: LineChunk) -> Batch:
+    """Check NDJSON lines; blank lines are skipped (and numbered)."""
+    first, lines = chunk
+    batch = Batch()
+    for number, line in enumerate(lines, start=first):
         if line is None:
             batch.rows_read += 1
             batch.errors.append(
@@ -183,10 +201,12 @@ def _ndjson_batches(stream: IO[bytes], batch_rows: int) -> Iterator[Batch]:
                     batch.refused.append(RefusedRow(number, None, None, None))
                 else:
                     _check(number, raw, batch)
-        if batch.rows_read >= batch_rows:
-            yield batch
-            batch = Batch()
-    yield batch
+    return batch
+
+
+def _ndjson_batches(stream: IO[bytes], batch_rows: int) -> Iterator[Batch]:
+    for chunk in ndjson_chunks(stream, batch_rows):
+        yield check_lines(chunk)
 
 
 def _csv_header(header: list[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -260,8 +280,27 @@ def read_batches(
     Raises :class:`UnreadableBody` when the body cannot be read on; batches already yielded
     stay valid, but an upload must be applied whole or not at all, so the caller discards them.
     """
-    source = cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb")) if compressed else stream
     reader = _csv_batches if fmt == CSV else _ndjson_batches
+    return _readable(reader, stream, compressed, batch_rows)
+
+
+def read_ndjson_chunks(
+    stream: IO[bytes], *, compressed: bool, batch_rows: int
+) -> Iterator[LineChunk]:
+    """Unchecked chunks of an NDJSON body's lines; errors as :func:`read_batches`."""
+    return _readable(ndjson_chunks, stream, compressed, batch_rows)
+
+
+T = TypeVar("T")
+
+
+def _readable(
+    reader: Callable[[IO[bytes], int], Iterator[T]],
+    stream: IO[bytes],
+    compressed: bool,
+    batch_rows: int,
+) -> Iterator[T]:
+    source = cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb")) if compressed else stream
     try:
         yield from reader(source, batch_rows)
     except EOFError as exc:

@@ -7,7 +7,9 @@ progress counters, so they always match what is staged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import IO, Any
 from uuid import UUID
@@ -17,8 +19,15 @@ from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_NAMES
-from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
-from partners.identifiers.uploads.rows import Batch, read_batches
+from partners.identifiers.uploads.models import NDJSON, IdentifierUpload, StagedRecord, UploadError
+from partners.identifiers.uploads.rows import (
+    Batch,
+    LineChunk,
+    check_lines,
+    read_batches,
+    read_ndjson_chunks,
+)
+from partners.identifiers.validation import RecordError
 
 STAGING: Table = StagedRecord.__table__  # type: ignore[assignment]
 ERRORS: Table = UploadError.__table__  # type: ignore[assignment]
@@ -37,6 +46,7 @@ COLUMNS = (
     "attributes",
 )
 _json = msgspec.json.Encoder()
+IN_FLIGHT = 4  # chunks handed to parsing processes and not yet written
 
 
 class LeaseLost(Exception):
@@ -115,6 +125,84 @@ def _staged_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class WorkerKeys:
+    """The key versions a parsing process needs, sent along with each chunk of lines (secrets
+    stay in memory and in the pipe to our own child process; never logged)."""
+
+    match: tuple[tuple[int, bytes], ...]  # (version, secret), newest first
+    data: tuple[int, bytes]
+
+    @property
+    def match_version(self) -> int:
+        return self.match[0][0]
+
+    @property
+    def data_version(self) -> int:
+        return self.data[0]
+
+    def match_secret(self, version: int) -> bytes:
+        return dict(self.match)[version]
+
+    def data_secret(self, version: int) -> bytes:
+        assert version == self.data[0]
+        return self.data[1]
+
+    def live_match_versions(self) -> list[int]:
+        return [version for version, _ in self.match]
+
+
+Staged = tuple[list[tuple[Any, ...]], list[RecordError], int, int, int]
+_worker_crypto: dict[WorkerKeys, IdentifierCrypto] = {}
+
+
+def _staged(
+    batch: Batch, job: StagingJob, crypto: IdentifierCrypto, version: int, previous: int | None
+) -> Staged:
+    rows = _staged_rows(batch, job, crypto, version, previous)
+    return rows, batch.errors, batch.rows_read, len(batch.records), len(batch.refused)
+
+
+def check_and_stage(
+    chunk: LineChunk, job: StagingJob, keys: WorkerKeys, version: int, previous: int | None
+) -> Staged:
+    """In a parsing process: check a chunk of NDJSON lines and key and seal its records."""
+    crypto = _worker_crypto.get(keys)
+    if crypto is None:
+        _worker_crypto.clear()
+        crypto = _worker_crypto[keys] = IdentifierCrypto(keys)
+    return _staged(check_lines(chunk), job, crypto, version, previous)
+
+
+def _in_processes(
+    pool: Executor,
+    body: IO[bytes],
+    job: StagingJob,
+    crypto: IdentifierCrypto,
+    version: int,
+    previous: int | None,
+) -> Iterator[Staged]:
+    """Chunks checked in the pool's processes, in order, a few in flight (bounded memory)."""
+    keys = crypto.keys
+    worker_keys = WorkerKeys(
+        match=tuple((v, keys.match_secret(v)) for v in (version, previous) if v is not None),
+        data=(keys.data_version, keys.data_secret(keys.data_version)),
+    )
+    in_flight: deque[Future[Staged]] = deque()
+    try:
+        for chunk in read_ndjson_chunks(body, compressed=job.compressed, batch_rows=job.batch_rows):
+            in_flight.append(
+                pool.submit(check_and_stage, chunk, job, worker_keys, version, previous)
+            )
+            if len(in_flight) >= IN_FLIGHT:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:
+        for future in in_flight:
+            future.cancel()
+
+
 def _write_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     if not rows:
         return
@@ -161,6 +249,7 @@ def stage(
     body: IO[bytes],
     *,
     cancelled: Callable[[], bool] = lambda: False,
+    pool: Executor | None = None,
 ) -> StageReport:
     """Read ``body`` and stage every row (refused ones marked), from scratch.
 
@@ -175,19 +264,25 @@ def stage(
     report = StageReport(match_version=version, with_previous_keys=previous is not None)
     with engine.begin() as connection:
         clear_staging(connection, job.upload_id, errors=True)
-    batches: Iterable[Batch] = read_batches(
-        body, job.fmt, compressed=job.compressed, batch_rows=job.batch_rows
-    )
-    for batch in batches:
+    staged: Iterable[Staged]
+    if pool is not None and job.fmt == NDJSON:  # CSV rows may span lines: read in order here
+        staged = _in_processes(pool, body, job, crypto, version, previous)
+    else:
+        staged = (
+            _staged(batch, job, crypto, version, previous)
+            for batch in read_batches(
+                body, job.fmt, compressed=job.compressed, batch_rows=job.batch_rows
+            )
+        )
+    for rows, errors, rows_read, accepted, refused in staged:
         if cancelled():
             raise LeaseLost(str(job.upload_id))
-        rows = _staged_rows(batch, job, crypto, version, previous)
-        report.rows_read += batch.rows_read
-        report.accepted += len(batch.records)
-        report.refused += len(batch.refused)
+        report.rows_read += rows_read
+        report.accepted += accepted
+        report.refused += refused
         kept = [
             {"upload_id": job.upload_id, "row": e.index, "field": e.field, "reason": e.reason}
-            for e in batch.errors[: max(0, job.max_error_rows - report.errors_kept)]
+            for e in errors[: max(0, job.max_error_rows - report.errors_kept)]
         ]
         report.errors_kept += len(kept)
         with engine.begin() as connection:
