@@ -30,7 +30,7 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True):
     url: str = ""
     echo: bool = False
     pool_size: int = 20
-    sqlite_busy_timeout_ms: int = 5000
+    sqlite_busy_timeout_ms: int = 30_000
 
 
 class KeyringSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -16,7 +16,7 @@ from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityErr
 from advanced_alchemy.exceptions import NotFoundError as RepositoryNotFound
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("hub.errors")
@@ -114,6 +114,14 @@ class TooManyRequests(HubError):
         )
 
 
+class ServiceUnavailable(HubError):
+    status, slug, title = 503, "service-unavailable", "Temporarily unavailable"
+    fix = "Retry after the number of seconds in Retry-After."
+
+    def __init__(self, detail: str, *, retry_after: int, **kw: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))}, **kw)
+
+
 _STATUS_CLASSES: dict[int, type[HubError]] = {
     cls.status: cls
     for cls in (BadRequest, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)
@@ -209,6 +217,26 @@ def data_error_handler(request: Request[Any, Any, Any], exc: DataError) -> Respo
     )
 
 
+def operational_error_handler(
+    request: Request[Any, Any, Any], exc: OperationalError
+) -> Response[Any]:
+    # The database is busy past the wait it allows (an embedded SQLite database holding a long
+    # write, such as a large upload being applied) or unreachable: nothing was written.
+    # SQLite reports its own mistakes (a missing table...) with the same class: those are bugs.
+    sqlite_busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+    if type(exc.orig).__module__.startswith("sqlite3") and not sqlite_busy:
+        return unexpected_error_handler(request, exc)
+    log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
+    return problem_response(
+        request,
+        ServiceUnavailable(
+            "The database is busy or unreachable; nothing was changed.",
+            fix="Retry after the number of seconds in Retry-After.",
+            retry_after=5,
+        ),
+    )
+
+
 def not_found_handler(request: Request[Any, Any, Any], exc: RepositoryNotFound) -> Response[Any]:
     # A repository lookup that found nothing (services normally answer their own 404s).
     return problem_response(request, NotFound("No such object is visible to you."))
@@ -238,6 +266,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     RepositoryIntegrityError: integrity_error_handler,
     RepositoryNotFound: not_found_handler,
     DataError: data_error_handler,
+    OperationalError: operational_error_handler,
     Exception: unexpected_error_handler,
 }
 
@@ -250,6 +279,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PayloadTooLarge",
+    "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
