@@ -157,6 +157,10 @@ def create_app(
     )
 
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    verifier = TokenVerifier(
+        keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
+    )
+    rate_limiter = ClientRateLimiter(settings.limits.requests_per_minute, settings.limits.burst)
     identifier_crypto = IdentifierCrypto(keyring)
     state = State(
         {
@@ -173,12 +177,8 @@ def create_app(
             "upload_processor": UploadProcessor(
                 session_maker, sync_engine, identifier_crypto, settings.uploads, settings.spool_dir
             ),
-            "verifier": TokenVerifier(
-                keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
-            ),
-            "rate_limiter": ClientRateLimiter(
-                settings.limits.requests_per_minute, settings.limits.burst
-            ),
+            "verifier": verifier,
+            "rate_limiter": rate_limiter,
             "oauth_server": HubAuthorizationServer(
                 settings, keyring, sync_sessionmaker(sync_engine), hasher, revocations
             ),
@@ -200,7 +200,12 @@ def create_app(
         ],
         middleware=[
             DefineMiddleware(RequestContextMiddleware, access_log=settings.logging.access_log),
-            DefineMiddleware(BearerAuthMiddleware, public_prefixes=PUBLIC_PREFIXES),
+            DefineMiddleware(
+                BearerAuthMiddleware,
+                verifier=verifier,
+                rate_limiter=rate_limiter,
+                public_prefixes=PUBLIC_PREFIXES,
+            ),
             ContentTypeMiddleware,
             IdempotencyMiddleware,
         ],

@@ -202,8 +202,16 @@ class BearerAuthMiddleware:
     costs a dictionary lookup, a few set lookups and the rate-limit bucket.
     """
 
-    def __init__(self, app: ASGIApp, public_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: TokenVerifier,
+        rate_limiter: ClientRateLimiter,
+        public_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
+        self.verifier = verifier
+        self.rate_limiter = rate_limiter
         self.public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,9 +219,8 @@ class BearerAuthMiddleware:
         if http["type"] != "http" or http["path"].startswith(self.public_prefixes):
             await self.app(scope, receive, send)
             return
-        state = http["app"].state
-        principal = state.verifier.verify(bearer_token(http))
-        state.rate_limiter.check(principal.client_id)
+        principal = self.verifier.verify(bearer_token(http))
+        self.rate_limiter.check(principal.client_id)
         http.setdefault("state", {})["client_id"] = principal.client_id
         http["user"] = principal
         http["auth"] = principal

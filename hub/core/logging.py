@@ -84,10 +84,11 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                if not any(name == b"x-request-id" for name, _ in headers):
-                    headers.append(header)
-                message["headers"] = headers
+                headers = message.get("headers", ())
+                # Only problem responses (4xx/5xx) may carry the id already (problem_response
+                # names it for requests this middleware never sees): scan those alone.
+                if status < 400 or not any(name == b"x-request-id" for name, _ in headers):
+                    message["headers"] = [*headers, header]
             await send(message)
 
         try:
