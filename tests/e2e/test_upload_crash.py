@@ -60,6 +60,27 @@ def start_processor(hub: Hub) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def status(hub: Hub, headers: dict[str, str], upload_id: str) -> dict[str, Any]:
     response = hub.http.get(f"/v1/identifiers/uploads/{upload_id}", headers=headers)
     return dict(response.json())
@@ -91,8 +112,14 @@ def test_a_killed_processor_loses_nothing_and_applies_nothing_twice(api_only_hub
             assert time.monotonic() < deadline, "the upload was not picked up"
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.0))
+        parsing = children(processor.pid)
         processor.send_signal(signal.SIGKILL)
         processor.wait()
+        # Its parsing processes do not outlive it.
+        deadline = time.monotonic() + 10
+        while [p for p in parsing if alive(p)]:
+            assert time.monotonic() < deadline, "parsing processes outlived their hub"
+            time.sleep(0.1)
         now = status(hub, headers, upload_id)
         if now["status"] == "completed":
             break  # the kill came too late; nothing left to interrupt

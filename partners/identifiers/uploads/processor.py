@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +44,7 @@ from partners.identifiers.uploads.staging import (
     clear_staging,
     refuse_duplicates,
     stage,
+    watch_parent,
 )
 
 log = structlog.get_logger("hub.uploads")
@@ -130,6 +132,8 @@ class UploadProcessor:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.settings.parse_processes,
                 mp_context=multiprocessing.get_context("spawn"),
+                initializer=watch_parent,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

@@ -7,6 +7,9 @@ progress counters, so they always match what is staged.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -161,6 +164,19 @@ def _staged(
 ) -> Staged:
     rows = _staged_rows(batch, job, crypto, version, previous)
     return rows, batch.errors, batch.rows_read, len(batch.records), len(batch.refused)
+
+
+def watch_parent(parent: int) -> None:
+    """Initializer of a parsing process: end when ``parent``, the process that started it,
+    is gone (a process killed hard cannot tell its pool, and the pool's pipes never close for
+    it). The pid is passed in: the parent may die before this runs."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def check_and_stage(
