@@ -40,7 +40,12 @@ VENV_BIN = Path(sys.executable).parent
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TIERS = ("blue", "silver", "gold", "platinum")
 CITIES = ("Paris", "Lyon", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Prague")
-CONSENTS = (["analytics"], ["analytics", "joint_offers"], ["analytics", "rewards_sharing"], [])
+CONSENTS: tuple[list[str], ...] = (
+    ["analytics"],
+    ["analytics", "joint_offers"],
+    ["analytics", "rewards_sharing"],
+    [],
+)
 
 
 def log(msg: str) -> None:
@@ -346,17 +351,19 @@ def main() -> int:
     log(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
     results = []
     for backend in args.backends.split(","):
-        floor = None
+        floors: dict[str, float] = {}
         if not args.no_floor:
-            log(
-                f"{backend}: floor (msgspec + {'COPY' if backend == 'postgres' else 'executemany'})"
-            )
-            floor = floor_postgres(path) if backend == "postgres" else floor_sqlite(path)
-            log(f"{backend}: floor {floor:.2f} s")
+            writer = "COPY" if backend == "postgres" else "executemany"
+            measure = floor_postgres if backend == "postgres" else floor_sqlite
+            for kind in ("bare", "indexed"):
+                log(f"{backend}: floor, {kind} table (msgspec + {writer})")
+                floors[kind] = measure(path, kind == "indexed")
+                log(f"{backend}: floor {kind} {floors[kind]:.2f} s")
         log(f"{backend}: hub upload")
         result = run_hub(backend, path)
-        result["floor_s"] = None if floor is None else round(floor, 2)
-        result["ratio"] = None if floor is None else round(result["total_s"] / floor, 2)
+        for kind, seconds in floors.items():
+            result[f"floor_{kind}_s"] = round(seconds, 2)
+            result[f"ratio_{kind}"] = round(result["total_s"] / seconds, 2)
         log(json.dumps(result))
         results.append(result)
     out = RESULTS / f"bulk-{args.rows}-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -41,6 +41,7 @@ async def main() -> None:
     parser.add_argument("--backend", default="postgres")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--mode", default="upsert")
+    parser.add_argument("--stage-only", action="store_true", help="stage, keep the database")
     args = parser.parse_args()
     path = make_file(args.rows)
     tmp = Path(tempfile.mkdtemp())
@@ -97,6 +98,9 @@ async def main() -> None:
         report = stage(sync_engine, crypto, job, body)
     refuse_duplicates(sync_engine, job, report)
     print(f"stage: {time.perf_counter() - start:.2f} s for {report.rows_read} rows")
+    if args.stage_only:
+        print(f"kept: {url} upload {upload_id} partner {partner_id}")
+        return
 
     timings: Counter[str] = Counter()
 

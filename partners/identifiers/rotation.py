@@ -68,15 +68,15 @@ async def rekey_batch(
             {"rid": row_id, "old": version, "key": crypto.match_key(digest, target), "v": target}
         )
         partners.add(partner_id)
+    service = IdentifierService(session, crypto)
+    for partner_id in sorted(partners):  # the partners' locks first, in one order (see touch)
+        await service.touch(partner_id)
     result = await session.execute(
         update(RECORDS)
         .where(RECORDS.c.id == bindparam("rid"), RECORDS.c.key_version == bindparam("old"))
         .values(match_key=bindparam("key"), key_version=bindparam("v")),
         params,
     )
-    service = IdentifierService(session, crypto)
-    for partner_id in partners:
-        await service.touch(partner_id)
     return int(getattr(result, "rowcount", len(params)) or 0), partners
 
 

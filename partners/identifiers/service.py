@@ -66,6 +66,7 @@ class IdentifierService:
         self, partner_id: UUID, records: Sequence[ValidRecord], actor: Actor
     ) -> UpsertResult:
         """Create or update ``records``; a known key with another customer_ref moves to it."""
+        await self.touch(partner_id)
         keys = self.crypto.keys
         current = keys.match_version
         match_keys = [self.crypto.match_key(r.digest, current) for r in records]
@@ -114,7 +115,6 @@ class IdentifierService:
             )
             await self.session.execute(statement, rows)
         await self._record_changes(partner_id, changes, "upload")
-        await self.touch(partner_id)
         await audit.append(
             self.session,
             actor.event(
@@ -184,6 +184,7 @@ class IdentifierService:
     ) -> tuple[int, int, list[str]]:
         """Set each person's consents on all their records. Returns (people updated, records
         updated, customer_refs without records)."""
+        await self.touch(partner_id)
         refs = [ref for ref, _ in updates]
         current: dict[str, list[int]] = defaultdict(list)
         for chunk in _chunks(refs):
@@ -215,7 +216,6 @@ class IdentifierService:
                 params,
             )
         await self._record_changes(partner_id, changes, "update")
-        await self.touch(partner_id)
         unknown = [ref for ref, _ in updates if ref not in current]
         withdrawn = sum(1 for c in changes.values() if c.withdrawn)
         await audit.append(
@@ -250,6 +250,7 @@ class IdentifierService:
             conditions.append(RECORDS.c.match_key.in_(chunk))
         if not conditions:
             return 0, 0
+        await self.touch(partner_id)
         where = and_(RECORDS.c.partner_id == partner_id, or_(*conditions))
         people = sorted(
             {
@@ -264,7 +265,6 @@ class IdentifierService:
         everything = sum(CONSENT_BITS.values())
         changes = {ref: _Change(withdrawn=everything) for ref in people}
         await self._record_changes(partner_id, changes, "erasure")
-        await self.touch(partner_id)
         await audit.append(
             self.session,
             actor.event(
@@ -298,7 +298,12 @@ class IdentifierService:
             await self.session.execute(EVENTS.insert(), rows)
 
     async def touch(self, partner_id: UUID) -> None:
-        """Raise the partner's change counter (derived arrays of older versions are stale)."""
+        """Raise the partner's change counter (derived arrays of older versions are stale).
+
+        Every writer of a partner's records calls this first: on PostgreSQL the counter's row
+        lock then orders all of them (no deadlock between an upload, a consent update, an
+        erasure and a re-keying batch), and a bulk apply knows no one else writes meanwhile.
+        """
         insert = self.insert_into(STATE)
         await self.session.execute(
             insert.values(

@@ -106,7 +106,7 @@ class UploadApplier:
         if removal is not None:
             result = await self.session.execute(delete(RECORDS).where(removal))
             removed = int(getattr(result, "rowcount", 0) or 0)
-        await self._upsert(s, accepted, partner_id, match_version)
+        await self._upsert(s, accepted, partner_id, match_version, updated=updated)
         return ApplyResult(
             created=accepted_rows - updated, updated=updated, removed=removed, notice=notice
         )
@@ -228,8 +228,52 @@ class UploadApplier:
             )
         )
 
-    async def _upsert(self, s: Any, accepted: Any, partner_id: UUID, match_version: int) -> None:
-        insert = self.service.insert_into(RECORDS)
+    async def _upsert(
+        self, s: Any, accepted: Any, partner_id: UUID, match_version: int, *, updated: int
+    ) -> None:
+        """Update the records the upload already knows, insert the others.
+
+        No ``ON CONFLICT``: the partner's lock taken first (see ``touch``) keeps every other
+        writer of these records out until the commit, so what is new now stays new.
+        """
+        now = datetime.now(UTC)
+        r = RECORDS.alias("r")
+        known = and_(
+            RECORDS.c.partner_id == partner_id,
+            RECORDS.c.id_type == s.c.id_type,
+            RECORDS.c.match_key == s.c.match_key,
+        )
+        if updated:
+            await self.session.execute(
+                update(RECORDS)
+                .where(known, accepted)
+                .values(
+                    customer_ref=s.c.customer_ref,
+                    consents=s.c.consents,
+                    attributes=s.c.attributes,
+                    updated_at=now,
+                )
+            )
+        rows = select(
+            literal(partner_id, RECORDS.c.partner_id.type),
+            s.c.id_type,
+            s.c.match_key,
+            literal(match_version, RECORDS.c.key_version.type),
+            s.c.digest_enc,
+            s.c.data_version,
+            s.c.customer_ref,
+            s.c.consents,
+            s.c.attributes,
+            literal(now, RECORDS.c.updated_at.type),
+        ).where(accepted)
+        if updated:
+            rows = rows.where(
+                ~exists().where(
+                    r.c.partner_id == partner_id,
+                    r.c.id_type == s.c.id_type,
+                    r.c.match_key == s.c.match_key,
+                )
+            )
         columns = [
             "partner_id",
             "id_type",
@@ -242,26 +286,4 @@ class UploadApplier:
             "attributes",
             "updated_at",
         ]
-        rows = select(
-            literal(partner_id, RECORDS.c.partner_id.type),
-            s.c.id_type,
-            s.c.match_key,
-            literal(match_version, RECORDS.c.key_version.type),
-            s.c.digest_enc,
-            s.c.data_version,
-            s.c.customer_ref,
-            s.c.consents,
-            s.c.attributes,
-            literal(datetime.now(UTC), RECORDS.c.updated_at.type),
-        ).where(accepted)
-        statement = insert.from_select(columns, rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["partner_id", "id_type", "match_key"],
-            set_={
-                "customer_ref": statement.excluded.customer_ref,
-                "consents": statement.excluded.consents,
-                "attributes": statement.excluded.attributes,
-                "updated_at": statement.excluded.updated_at,
-            },
-        )
-        await self.session.execute(statement)
+        await self.session.execute(RECORDS.insert().from_select(columns, rows))
