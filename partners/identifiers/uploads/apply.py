@@ -92,16 +92,26 @@ class UploadApplier:
         same_key = and_(
             r.c.partner_id == partner_id, r.c.id_type == s.c.id_type, r.c.match_key == s.c.match_key
         )
-        updated = int(
-            await self.session.scalar(
-                select(func.count()).select_from(s.join(r, same_key)).where(accepted)
+        # A partner's first upload meets no records: skip every join with them.
+        has_records = bool(
+            await self.session.scalar(select(exists().where(RECORDS.c.partner_id == partner_id)))
+        )
+        updated = 0
+        if has_records:
+            updated = int(
+                await self.session.scalar(
+                    select(func.count()).select_from(s.join(r, same_key)).where(accepted)
+                )
+                or 0
             )
-            or 0
-        )
         removal, notice = (
-            await self._removal(upload, partner_id) if mode == REPLACE else (None, None)
+            await self._removal(upload, partner_id)
+            if mode == REPLACE and has_records
+            else (None, None)
         )
-        await self._record_consent_changes(s, r, same_key, accepted, partner_id, removal)
+        await self._record_consent_changes(
+            s, r, same_key, accepted, partner_id, removal, has_records=has_records
+        )
         removed = 0
         if removal is not None:
             result = await self.session.execute(delete(RECORDS).where(removal))
@@ -174,30 +184,41 @@ class UploadApplier:
         accepted: Any,
         partner_id: UUID,
         removal: ColumnElement[bool] | None,
+        *,
+        has_records: bool,
     ) -> None:
         """One consent event per person whose consents this upload grants or withdraws (as
         the synchronous upload records them): new records grant, changed ones grant and
         withdraw the difference, moved and removed ones withdraw from their old person."""
-        new = r.c.id.is_(None)
-        moved = r.c.customer_ref != s.c.customer_ref
-        parts: list[Any] = [
-            select(
-                s.c.customer_ref.label("ref"),
-                case(
-                    (new, s.c.consents),
-                    (moved, s.c.consents),
-                    else_=s.c.consents.bitwise_and(r.c.consents.bitwise_not()),
-                ).label("g"),
-                case(
-                    (new, 0), (moved, 0), else_=r.c.consents.bitwise_and(s.c.consents.bitwise_not())
-                ).label("w"),
-            )
-            .select_from(s.outerjoin(r, same_key))
-            .where(accepted),
-            select(r.c.customer_ref, literal(0), r.c.consents)
-            .select_from(s.join(r, same_key))
-            .where(accepted, moved),
-        ]
+        if not has_records:  # every record is new: it grants its consents, nothing else
+            parts: list[Any] = [
+                select(
+                    s.c.customer_ref.label("ref"), s.c.consents.label("g"), literal(0).label("w")
+                ).where(accepted)
+            ]
+        else:
+            new = r.c.id.is_(None)
+            moved = r.c.customer_ref != s.c.customer_ref
+            parts = [
+                select(
+                    s.c.customer_ref.label("ref"),
+                    case(
+                        (new, s.c.consents),
+                        (moved, s.c.consents),
+                        else_=s.c.consents.bitwise_and(r.c.consents.bitwise_not()),
+                    ).label("g"),
+                    case(
+                        (new, 0),
+                        (moved, 0),
+                        else_=r.c.consents.bitwise_and(s.c.consents.bitwise_not()),
+                    ).label("w"),
+                )
+                .select_from(s.outerjoin(r, same_key))
+                .where(accepted),
+                select(r.c.customer_ref, literal(0), r.c.consents)
+                .select_from(s.join(r, same_key))
+                .where(accepted, moved),
+            ]
         if removal is not None:
             parts.append(
                 select(RECORDS.c.customer_ref, literal(0), RECORDS.c.consents).where(removal)

@@ -18,7 +18,7 @@ from typing import IO, Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Connection, Engine, Table, delete, func, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, select, text, update
 
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_NAMES
@@ -316,6 +316,8 @@ def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> i
     upload = str(job.upload_id)
     refused = 0
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # hash the upload's keys in memory
+            connection.execute(text("SET LOCAL work_mem = '256MB'"))
         groups = connection.execute(
             select(s.c.id_type, s.c.match_key, func.min(s.c.row))
             .where(s.c.upload_id == upload, s.c.refused.is_(False))
