@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -32,9 +31,13 @@ from typing import Any
 import httpx
 import msgspec
 import psycopg
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import auth_layer  # noqa: E402
+from bench.auth_layer import free_port  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -167,25 +170,11 @@ def floor_sqlite(path: Path, indexed: bool) -> float:
 
 # -- the hub ----------------------------------------------------------------------------------
 def create_database() -> str:
-    name = f"bench_hub_{secrets.token_hex(6)}"
-    admin = make_url(PG_ADMIN).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin.set(database=name).render_as_string(hide_password=False)
+    return auth_layer.create_database(PG_ADMIN)
 
 
 def drop_database(url: str) -> None:
-    admin = make_url(PG_ADMIN).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    auth_layer.drop_database(PG_ADMIN, url)
 
 
 def peak_rss_mb(pid: int) -> float:

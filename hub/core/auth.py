@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any, Literal, get_args
+from uuid import UUID
 
 import msgspec
 from joserfc import jwt
@@ -53,6 +54,13 @@ class Principal(msgspec.Struct, frozen=True):
     @property
     def is_admin(self) -> bool:
         return ADMIN_SCOPE in self.scopes
+
+    @property
+    def partner(self) -> UUID:
+        """The caller's partner, for endpoints behind ``requires_partner``."""
+        if self.partner_id is None:
+            raise Forbidden("This endpoint acts for a partner; a coalition-admin client has none.")
+        return UUID(self.partner_id)
 
     @property
     def actor(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
@@ -45,10 +44,6 @@ def provide_identifier_service(
     return IdentifierService(db_session, crypto)
 
 
-def _partner(principal: Principal) -> UUID:
-    return UUID(str(principal.partner_id))
-
-
 def _too_many(count: int, what: str) -> None:
     if count > MAX_SYNC_RECORDS:
         raise PayloadTooLarge(
@@ -88,7 +83,7 @@ class IdentifierController(Controller):
         valid, errors = check_records(data.records)
         if errors:
             raise _refuse(errors, len(data.records), "records")
-        result = await identifiers.upsert(_partner(principal), valid, actor)
+        result = await identifiers.upsert(principal.partner, valid, actor)
         return UploadOut(accepted=result.accepted, created=result.created, updated=result.updated)
 
     @post(
@@ -128,7 +123,7 @@ class IdentifierController(Controller):
         if errors:
             raise _refuse(errors, len(data.updates), "updates")
         people, records, unknown = await identifiers.set_consents(
-            _partner(principal), list(updates.items()), actor
+            principal.partner, list(updates.items()), actor
         )
         return ConsentsOut(people=people, records=records, unknown_customer_refs=unknown)
 
@@ -169,7 +164,7 @@ class IdentifierController(Controller):
         if errors:
             raise _refuse(errors, len(items), field)
         removed, people = await identifiers.erase(
-            _partner(principal), actor, customer_refs=refs, digests=digests
+            principal.partner, actor, customer_refs=refs, digests=digests
         )
         return EraseOut(records_removed=removed, people=people)
 
@@ -179,4 +174,4 @@ class IdentifierController(Controller):
         identifiers: NamedDependency[IdentifierService],
         principal: NamedDependency[Principal],
     ) -> CountsOut:
-        return CountsOut(**await identifiers.counts(_partner(principal)))
+        return CountsOut(**await identifiers.counts(principal.partner))

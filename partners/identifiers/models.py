@@ -44,11 +44,12 @@ def consent_names(mask: int) -> list[str]:
     return [name for name, bit in CONSENT_BITS.items() if mask & bit]
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _pk() -> Any:
+def big_pk() -> Any:
+    """A 64-bit autoincrement key (SQLite's INTEGER PRIMARY KEY is its rowid)."""
     return BigInteger().with_variant(Integer, "sqlite")
 
 
@@ -62,7 +63,7 @@ def _pk() -> Any:
 class IdentifierRecord(Base):
     __tablename__ = "identifier_records"
 
-    id: Mapped[int] = mapped_column(_pk(), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     partner_id: Mapped[UUID] = mapped_column()
     id_type: Mapped[int] = mapped_column(SmallInteger)
     match_key: Mapped[bytes] = mapped_column(LargeBinary(32))
@@ -72,7 +73,7 @@ class IdentifierRecord(Base):
     customer_ref: Mapped[str] = mapped_column(String(200))
     consents: Mapped[int] = mapped_column(SmallInteger, default=0)
     attributes: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
     __table_args__ = (
         UniqueConstraint("partner_id", "id_type", "match_key", name="uq_identifier_records_key"),
@@ -90,13 +91,13 @@ class ConsentEvent(Base):
 
     __tablename__ = "consent_events"
 
-    seq: Mapped[int] = mapped_column(_pk(), primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     partner_id: Mapped[UUID] = mapped_column()
     customer_ref: Mapped[str] = mapped_column(String(200))
     granted: Mapped[int] = mapped_column(SmallInteger, default=0)
     withdrawn: Mapped[int] = mapped_column(SmallInteger, default=0)
     cause: Mapped[str] = mapped_column(String(20))
-    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
     __table_args__ = (Index("ix_consent_events_partner_seq", "partner_id", "seq"),)
 
@@ -111,4 +112,4 @@ class IdentifierState(Base):
         ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True
     )
     version: Mapped[int] = mapped_column(BigInteger, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)

@@ -33,10 +33,6 @@ def provide_upload_service(
     return UploadService(db_session, state.settings.spool_dir)
 
 
-def _partner(principal: Principal) -> UUID:
-    return UUID(str(principal.partner_id))
-
-
 def _body_format(request: Request[Any, Any, Any]) -> tuple[str, bool]:
     media_type = (header(request.scope, b"content-type") or "").split(";")[0].strip().lower()
     encoding = (header(request.scope, b"content-encoding") or "identity").strip().lower()
@@ -89,7 +85,7 @@ class UploadController(Controller):
                 fix="Send a UUID as the Idempotency-Key.",
             )
         settings = state.settings.uploads
-        partner_id = _partner(principal)
+        partner_id = principal.partner
         async with state.session_maker() as session:  # short: the request's own waits
             in_use = await UploadService(session, uploads.spool_dir).spool_in_use(partner_id)
         room = settings.spool_bytes_per_partner - in_use
@@ -145,7 +141,7 @@ class UploadController(Controller):
         cursor: str | None = CursorParameter,
         limit: int = LimitParameter,
     ) -> Page[UploadOut]:
-        return await uploads.list(_partner(principal), cursor=cursor, limit=limit)
+        return await uploads.list(principal.partner, cursor=cursor, limit=limit)
 
     @get("/{upload_id:uuid}", summary="An upload's status and counts")
     async def read(
@@ -154,7 +150,7 @@ class UploadController(Controller):
         uploads: NamedDependency[UploadService],
         principal: NamedDependency[Principal],
     ) -> UploadOut:
-        return await uploads.get(_partner(principal), upload_id)
+        return await uploads.get(principal.partner, upload_id)
 
     @get("/{upload_id:uuid}/errors", summary="An upload's refused rows: row, field and reason")
     async def errors(
@@ -165,4 +161,4 @@ class UploadController(Controller):
         cursor: str | None = CursorParameter,
         limit: int = LimitParameter,
     ) -> Page[UploadErrorOut]:
-        return await uploads.errors(_partner(principal), upload_id, cursor=cursor, limit=limit)
+        return await uploads.errors(principal.partner, upload_id, cursor=cursor, limit=limit)

@@ -9,8 +9,7 @@ customer_ref and key could be read) so that ``replace`` keeps that person's reco
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.types import DateTimeUTC
@@ -29,18 +28,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.core.db import Base, JsonType
+from partners.identifiers.models import big_pk, utc_now
 
 PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
 UPSERT, REPLACE = "upsert", "replace"
 NDJSON, CSV = "ndjson", "csv"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _pk() -> Any:
-    return BigInteger().with_variant(Integer, "sqlite")
 
 
 class IdentifierUpload(Base):
@@ -68,7 +60,7 @@ class IdentifierUpload(Base):
     notice: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
 
@@ -83,7 +75,7 @@ class UploadError(Base):
 
     __tablename__ = "identifier_upload_errors"
 
-    id: Mapped[int] = mapped_column(_pk(), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     upload_id: Mapped[UUID] = mapped_column(ForeignKey("identifier_uploads.id", ondelete="CASCADE"))
     row: Mapped[int] = mapped_column(BigInteger)
     field: Mapped[str] = mapped_column(String(64))
@@ -95,7 +87,7 @@ class UploadError(Base):
 class StagedRecord(Base):
     __tablename__ = "identifier_staging"
 
-    id: Mapped[int] = mapped_column(_pk(), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     upload_id: Mapped[str] = mapped_column(String(36))
     row: Mapped[int] = mapped_column(BigInteger)
     refused: Mapped[bool] = mapped_column(Boolean, default=False)
