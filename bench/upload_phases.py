@@ -117,7 +117,7 @@ async def main() -> None:
     with writing():
         async with sessions() as session:
             result = await UploadApplier(session, IdentifierService(session, crypto)).apply(
-                upload_id,
+                job.stage_key,
                 partner_id,
                 args.mode,
                 keyring.match_version,

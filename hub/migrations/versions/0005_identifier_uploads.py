@@ -81,7 +81,7 @@ def upgrade() -> None:
     op.create_table(
         "identifier_staging",
         sa.Column("id", PK, autoincrement=True, nullable=False),
-        sa.Column("upload_id", sa.String(length=36), nullable=False),
+        sa.Column("stage_key", sa.String(length=48), nullable=False),
         sa.Column("row", sa.BigInteger(), nullable=False),
         sa.Column("refused", sa.Boolean(), nullable=False),
         sa.Column("id_type", sa.SmallInteger(), nullable=True),
@@ -100,7 +100,7 @@ def upgrade() -> None:
         # SQLite joins by nested loops and needs it; PostgreSQL hash-joins staging rows, and
         # maintaining an index of random keys during COPY would cost more than it saves.
         op.create_index(
-            "ix_identifier_staging_key", "identifier_staging", ["upload_id", "id_type", "match_key"]
+            "ix_identifier_staging_key", "identifier_staging", ["stage_key", "id_type", "match_key"]
         )
 
 

@@ -69,7 +69,7 @@ class UploadApplier:
 
     async def apply(
         self,
-        upload_id: UUID,
+        stage_key: str,
         partner_id: UUID,
         mode: str,
         match_version: int,
@@ -84,8 +84,8 @@ class UploadApplier:
         # other write to the partner's records (on SQLite the transaction holds the database).
         await self.service.touch(partner_id)
         s = STAGING.alias("s")
-        upload = str(upload_id)
-        accepted = and_(s.c.upload_id == upload, s.c.refused.is_(False))
+        upload = stage_key
+        accepted = and_(s.c.stage_key == upload, s.c.refused.is_(False))
         if with_previous_keys:
             await self._rekey_previous_version(s, accepted, partner_id, match_version)
         r = RECORDS.alias("r")
@@ -144,7 +144,7 @@ class UploadApplier:
         """Which records a ``replace`` removes: those of the id types present that the upload
         does not hold, except records of people (or identifiers) whose row was refused."""
         t = STAGING.alias("t")
-        in_upload = t.c.upload_id == upload
+        in_upload = t.c.stage_key == upload
         faceless = await self.session.scalar(
             select(
                 exists().where(

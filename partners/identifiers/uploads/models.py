@@ -88,7 +88,8 @@ class StagedRecord(Base):
     __tablename__ = "identifier_staging"
 
     id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
-    upload_id: Mapped[str] = mapped_column(String(36))
+    # "<upload id>.<attempt>": rows of an interrupted attempt never mix with the next one's.
+    stage_key: Mapped[str] = mapped_column(String(48))
     row: Mapped[int] = mapped_column(BigInteger)
     refused: Mapped[bool] = mapped_column(Boolean, default=False)
     id_type: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
@@ -104,7 +105,7 @@ class StagedRecord(Base):
     # On PostgreSQL the migration makes this table UNLOGGED (no WAL for transient rows) and
     # gives it no index (hash joins); SQLite joins by nested loops and needs the index.
     __table_args__ = (
-        Index("ix_identifier_staging_key", "upload_id", "id_type", "match_key").ddl_if(
+        Index("ix_identifier_staging_key", "stage_key", "id_type", "match_key").ddl_if(
             dialect="sqlite"
         ),
     )

@@ -44,6 +44,7 @@ from partners.identifiers.uploads.staging import (
     clear_staging,
     refuse_duplicates,
     stage,
+    stage_key,
     watch_parent,
 )
 
@@ -314,7 +315,7 @@ class UploadProcessor:
             async with self.sessions() as session:
                 service = IdentifierService(session, self.crypto)
                 result = await UploadApplier(session, service).apply(
-                    claim.upload_id,
+                    stage_key(claim.upload_id, claim.attempt),
                     claim.partner_id,
                     claim.mode,
                     report.match_version,
@@ -370,7 +371,10 @@ class UploadProcessor:
         """Remove what finished uploads left behind when their process died between the
         commit and the clean-up: staging rows and spooled bodies (and stale partial bodies)."""
         with self.sync_engine.connect() as connection:
-            staged = {row[0] for row in connection.execute(select(STAGING.c.upload_id).distinct())}
+            staged = {
+                key.split(".", 1)[0]
+                for (key,) in connection.execute(select(STAGING.c.stage_key).distinct())
+            }
             bodies = {
                 path.name.removesuffix(".body"): path for path in self.spool_dir.glob("*.body")
             }

@@ -36,7 +36,7 @@ STAGING: Table = StagedRecord.__table__  # type: ignore[assignment]
 ERRORS: Table = UploadError.__table__  # type: ignore[assignment]
 UPLOADS: Table = IdentifierUpload.__table__  # type: ignore[assignment]
 COLUMNS = (
-    "upload_id",
+    "stage_key",
     "row",
     "refused",
     "id_type",
@@ -77,11 +77,19 @@ class StagingJob:
     batch_rows: int
     max_error_rows: int
 
+    @property
+    def stage_key(self) -> str:
+        return stage_key(self.upload_id, self.attempt)
+
+
+def stage_key(upload_id: UUID, attempt: int) -> str:
+    return f"{upload_id}.{attempt}"
+
 
 def _staged_rows(
     batch: Batch, job: StagingJob, crypto: IdentifierCrypto, version: int, previous: int | None
 ) -> list[tuple[Any, ...]]:
-    upload = str(job.upload_id)
+    upload = job.stage_key
     keyer = crypto.keyer(version)
     previous_keyer = None if previous is None else crypto.keyer(previous)
     sealers = {t: crypto.sealer(job.partner_id, t) for t in ID_TYPE_NAMES}
@@ -190,6 +198,44 @@ def check_and_stage(
     return _staged(check_lines(chunk), job, crypto, version, previous)
 
 
+_worker_connections: dict[str, Any] = {}
+Counted = tuple[list[Any], list[RecordError], int, int, int]  # rows left empty: copied
+
+
+def check_and_copy(
+    chunk: LineChunk,
+    job: StagingJob,
+    keys: WorkerKeys,
+    version: int,
+    previous: int | None,
+    dsn: str,
+) -> Counted:
+    """In a parsing process, on PostgreSQL: check, key and seal a chunk of NDJSON lines and
+    ``COPY`` its rows into staging on the process's own connection (committed at once: the
+    rows are keyed by this attempt, so a later attempt never counts them)."""
+    import psycopg
+
+    rows, errors, rows_read, accepted, refused = check_and_stage(
+        chunk, job, keys, version, previous
+    )
+    connection = _worker_connections.get(dsn)
+    if connection is None or connection.closed:
+        connection = _worker_connections[dsn] = psycopg.connect(dsn)
+    try:
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY identifier_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        connection.commit()
+    except BaseException:
+        _worker_connections.pop(dsn, None)
+        connection.close()
+        raise
+    return [], errors, rows_read, accepted, refused
+
+
 def _in_processes(
     pool: Executor,
     body: IO[bytes],
@@ -197,8 +243,10 @@ def _in_processes(
     crypto: IdentifierCrypto,
     version: int,
     previous: int | None,
+    dsn: str | None,
 ) -> Iterator[Staged]:
-    """Chunks checked in the pool's processes, in order, a few in flight (bounded memory)."""
+    """Chunks checked in the pool's processes, in order, a few in flight (bounded memory).
+    With a ``dsn`` (PostgreSQL) the processes also write the rows themselves."""
     keys = crypto.keys
     worker_keys = WorkerKeys(
         match=tuple((v, keys.match_secret(v)) for v in (version, previous) if v is not None),
@@ -243,7 +291,8 @@ def _write_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None
 
 
 def clear_staging(connection: Connection, upload_id: UUID, *, errors: bool) -> None:
-    connection.execute(delete(STAGING).where(STAGING.c.upload_id == str(upload_id)))
+    """Remove the staging rows of every attempt of an upload (and its error report)."""
+    connection.execute(delete(STAGING).where(STAGING.c.stage_key.startswith(f"{upload_id}.")))
     if errors:
         connection.execute(delete(ERRORS).where(ERRORS.c.upload_id == upload_id))
 
@@ -282,7 +331,10 @@ def stage(
         clear_staging(connection, job.upload_id, errors=True)
     staged: Iterable[Staged]
     if pool is not None and job.fmt == NDJSON:  # CSV rows may span lines: read in order here
-        staged = _in_processes(pool, body, job, crypto, version, previous)
+        dsn = None
+        if engine.dialect.name == "postgresql":
+            dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        staged = _in_processes(pool, body, job, crypto, version, previous, dsn)
     else:
         staged = (
             _staged(batch, job, crypto, version, previous)
@@ -313,14 +365,14 @@ def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> i
     """Refuse every row that repeats an identifier of an earlier row (as the synchronous
     upload does); the earliest one stands. Returns how many rows were refused."""
     s = STAGING
-    upload = str(job.upload_id)
+    upload = job.stage_key
     refused = 0
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":  # hash the upload's keys in memory
             connection.execute(text("SET LOCAL work_mem = '256MB'"))
         groups = connection.execute(
             select(s.c.id_type, s.c.match_key, func.min(s.c.row))
-            .where(s.c.upload_id == upload, s.c.refused.is_(False))
+            .where(s.c.stage_key == upload, s.c.refused.is_(False))
             .group_by(s.c.id_type, s.c.match_key)
             .having(func.count() > 1)
         ).all()
@@ -328,7 +380,7 @@ def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> i
             repeats = connection.execute(
                 update(s)
                 .where(
-                    s.c.upload_id == upload,
+                    s.c.stage_key == upload,
                     s.c.id_type == id_type,
                     s.c.match_key == key,
                     s.c.row > first,
