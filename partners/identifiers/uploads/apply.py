@@ -42,6 +42,10 @@ UNREADABLE_PERSON = (
 )
 
 
+SQLITE_APPLY_CACHE = -256 * 1024  # KiB when negative: 256 MB
+SQLITE_DEFAULT_CACHE = -2000
+
+
 @dataclass
 class ApplyResult:
     created: int
@@ -80,6 +84,11 @@ class UploadApplier:
         if self.session.get_bind().dialect.name == "postgresql":
             # Room for the joins and the per-person aggregation of a large upload in memory.
             await self.session.execute(text("SET LOCAL work_mem = '256MB'"))
+        else:
+            # A page cache that holds the indexes being written (SQLite's default is 2 MB);
+            # the caller puts it back (:data:`SQLITE_DEFAULT_CACHE`) before the connection
+            # returns to the pool.
+            await self.session.execute(text(f"PRAGMA cache_size = {SQLITE_APPLY_CACHE}"))
         # The partner's change counter first: its row lock serialises this apply with every
         # other write to the partner's records (on SQLite the transaction holds the database).
         await self.service.touch(partner_id)

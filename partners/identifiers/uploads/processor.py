@@ -24,7 +24,7 @@ from typing import Protocol
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
@@ -32,7 +32,7 @@ from hub.core.audit import Actor
 from hub.core.db import writing
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.service import IdentifierService
-from partners.identifiers.uploads.apply import UploadApplier
+from partners.identifiers.uploads.apply import SQLITE_DEFAULT_CACHE, UploadApplier
 from partners.identifiers.uploads.models import COMPLETED, FAILED, PENDING, PROCESSING
 from partners.identifiers.uploads.rows import UnreadableBody
 from partners.identifiers.uploads.staging import (
@@ -313,50 +313,62 @@ class UploadProcessor:
         actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
         with writing():
             async with self.sessions() as session:
-                service = IdentifierService(session, self.crypto)
-                result = await UploadApplier(session, service).apply(
-                    stage_key(claim.upload_id, claim.attempt),
-                    claim.partner_id,
-                    claim.mode,
-                    report.match_version,
-                    accepted_rows=report.accepted,
-                    with_previous_keys=report.with_previous_keys,
-                )
-                await audit.append(
-                    session,
-                    actor.event(
-                        "identifiers.upload_applied",
-                        "identifier_upload",
-                        str(claim.upload_id),
-                        mode=claim.mode,
-                        rows_read=report.rows_read,
-                        accepted=report.accepted,
-                        refused=report.refused,
-                        created=result.created,
-                        updated=result.updated,
-                        removed=result.removed,
-                    ),
-                )
-                done = await session.execute(
-                    update(UPLOADS)
-                    .where(UPLOADS.c.id == claim.upload_id, UPLOADS.c.attempts == claim.attempt)
-                    .values(
-                        status=COMPLETED,
-                        rows_read=report.rows_read,
-                        accepted=report.accepted,
-                        refused=report.refused,
-                        created=result.created,
-                        updated=result.updated,
-                        removed=result.removed,
-                        notice=result.notice,
-                        lease_until=None,
-                        finished_at=datetime.now(UTC),
-                    )
-                )
-                if getattr(done, "rowcount", 0) != 1:
-                    await session.rollback()
-                    raise LeaseLost(str(claim.upload_id))
-                await session.commit()
+                try:
+                    await self._apply_in(session, claim, report, actor)
+                finally:
+                    if self.sync_engine.dialect.name != "postgresql":
+                        # The apply's large page cache stays with its connection otherwise.
+                        await session.rollback()
+                        await session.execute(text(f"PRAGMA cache_size = {SQLITE_DEFAULT_CACHE}"))
+                        await session.commit()
+
+    async def _apply_in(
+        self, session: AsyncSession, claim: Claim, report: StageReport, actor: Actor
+    ) -> None:
+        service = IdentifierService(session, self.crypto)
+        result = await UploadApplier(session, service).apply(
+            stage_key(claim.upload_id, claim.attempt),
+            claim.partner_id,
+            claim.mode,
+            report.match_version,
+            accepted_rows=report.accepted,
+            with_previous_keys=report.with_previous_keys,
+        )
+        await audit.append(
+            session,
+            actor.event(
+                "identifiers.upload_applied",
+                "identifier_upload",
+                str(claim.upload_id),
+                mode=claim.mode,
+                rows_read=report.rows_read,
+                accepted=report.accepted,
+                refused=report.refused,
+                created=result.created,
+                updated=result.updated,
+                removed=result.removed,
+            ),
+        )
+        done = await session.execute(
+            update(UPLOADS)
+            .where(UPLOADS.c.id == claim.upload_id, UPLOADS.c.attempts == claim.attempt)
+            .values(
+                status=COMPLETED,
+                rows_read=report.rows_read,
+                accepted=report.accepted,
+                refused=report.refused,
+                created=result.created,
+                updated=result.updated,
+                removed=result.removed,
+                notice=result.notice,
+                lease_until=None,
+                finished_at=datetime.now(UTC),
+            )
+        )
+        if getattr(done, "rowcount", 0) != 1:
+            await session.rollback()
+            raise LeaseLost(str(claim.upload_id))
+        await session.commit()
 
     async def _finish_failed(
         self, session: AsyncSession, upload_id: UUID, attempt: int, reason: str
