@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_BYTES = 12
 BLOCK_BYTES = 64  # SHA-256's block size
+NONCES_PER_DRAW = 4096
 
 
 class IdentifierKeys(Protocol):
@@ -84,8 +85,17 @@ class IdentifierCrypto:
         encrypt = self._aead(version).encrypt
         associated = self.associated_data(partner_id, id_type)
 
+        # Random 96-bit nonces, drawn from the OS a few thousand at a time (one system call
+        # instead of one per digest).
+        pool = b""
+        taken = 0
+
         def seal(digest: bytes) -> bytes:
-            nonce = os.urandom(NONCE_BYTES)
+            nonlocal pool, taken
+            if taken == len(pool):
+                pool, taken = os.urandom(NONCE_BYTES * NONCES_PER_DRAW), 0
+            nonce = pool[taken : taken + NONCE_BYTES]
+            taken += NONCE_BYTES
             return nonce + encrypt(nonce, digest, associated)
 
         return version, seal

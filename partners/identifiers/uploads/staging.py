@@ -86,6 +86,20 @@ def stage_key(upload_id: UUID, attempt: int) -> str:
     return f"{upload_id}.{attempt}"
 
 
+_encoded: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _attributes_json(attributes: dict[str, str]) -> str:
+    """Attributes as JSON text; the few distinct sets a file holds are encoded once each."""
+    items = tuple(attributes.items())
+    text = _encoded.get(items)
+    if text is None:
+        text = _json.encode(attributes).decode()
+        if len(_encoded) < 10_000:
+            _encoded[items] = text
+    return text
+
+
 def _staged_rows(
     batch: Batch, job: StagingJob, crypto: IdentifierCrypto, version: int, previous: int | None
 ) -> list[tuple[Any, ...]]:
@@ -93,7 +107,6 @@ def _staged_rows(
     keyer = crypto.keyer(version)
     previous_keyer = None if previous is None else crypto.keyer(previous)
     sealers = {t: crypto.sealer(job.partner_id, t) for t in ID_TYPE_NAMES}
-    encode = _json.encode
     rows: list[tuple[Any, ...]] = []
     for row, record in batch.records:
         digest = record.digest
@@ -110,7 +123,7 @@ def _staged_rows(
                 data_version,
                 record.customer_ref,
                 record.consents,
-                None if record.attributes is None else encode(record.attributes).decode(),
+                None if record.attributes is None else _attributes_json(record.attributes),
             )
         )
     for refused in batch.refused:
