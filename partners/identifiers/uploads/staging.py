@@ -268,9 +268,13 @@ def _in_processes(
     in_flight: deque[Future[Staged]] = deque()
     try:
         for chunk in read_ndjson_chunks(body, compressed=job.compressed, batch_rows=job.batch_rows):
-            in_flight.append(
-                pool.submit(check_and_stage, chunk, job, worker_keys, version, previous)
-            )
+            if dsn is None:
+                future = pool.submit(check_and_stage, chunk, job, worker_keys, version, previous)
+            else:
+                future = pool.submit(
+                    check_and_copy, chunk, job, worker_keys, version, previous, dsn
+                )
+            in_flight.append(future)
             if len(in_flight) >= IN_FLIGHT:
                 yield in_flight.popleft().result()
         while in_flight:
