@@ -373,3 +373,19 @@ def test_an_unknown_field_named_like_an_address_is_not_echoed(hub: Hub, brand: A
     assert [e["row"] for e in errors] == [201]
     assert "jane.doe" not in json.dumps(errors)
     assert errors[0]["reason"].startswith("unknown field")
+
+
+def test_the_sweep_removes_orphaned_bodies_but_not_one_about_to_be_committed(hub: Hub) -> None:
+    import os
+    import uuid
+
+    spool = Path(hub.data_dir, "uploads")
+    fresh = spool / f"{uuid.uuid4()}.body"
+    old = spool / f"{uuid.uuid4()}.body"
+    fresh.write_bytes(b"{}\n")
+    old.write_bytes(b"{}\n")
+    os.utime(old, (0, 0))  # named long ago by a request that then failed
+    hub.app.state.upload_processor.sweep()
+    assert fresh.exists()
+    assert not old.exists()
+    fresh.unlink()

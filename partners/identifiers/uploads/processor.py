@@ -51,6 +51,14 @@ from partners.identifiers.uploads.staging import (
 log = structlog.get_logger("hub.uploads")
 SWEEP_EVERY_SECONDS = 300
 STALE_INCOMING_SECONDS = 24 * 3600  # a body still arriving after a day was abandoned
+ORPHAN_BODY_SECONDS = 3600
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _is_uuid(text: str) -> bool:
@@ -391,23 +399,26 @@ class UploadProcessor:
                 path.name.removesuffix(".body"): path for path in self.spool_dir.glob("*.body")
             }
             names = [name for name in staged | set(bodies) if _is_uuid(name)]
-            live = {
-                str(row[0])
-                for row in connection.execute(
-                    select(UPLOADS.c.id).where(
-                        UPLOADS.c.id.in_([UUID(n) for n in names]),
-                        UPLOADS.c.status.in_((PENDING, PROCESSING)),
+            status = {
+                str(upload_id): state
+                for upload_id, state in connection.execute(
+                    select(UPLOADS.c.id, UPLOADS.c.status).where(
+                        UPLOADS.c.id.in_([UUID(n) for n in names])
                     )
                 )
             }
+        # A body with no upload row yet may belong to a request about to commit it: only an
+        # old one is an orphan (its request failed after naming the file).
+        orphaned_before = time.time() - ORPHAN_BODY_SECONDS
         for name in names:
-            if name in live:
+            if status.get(name) in (PENDING, PROCESSING):
                 continue
             if name in staged:
                 with self.sync_engine.begin() as connection:
                     clear_staging(connection, UUID(name), errors=False)
-            if name in bodies:
-                bodies[name].unlink(missing_ok=True)
+            body = bodies.get(name)
+            if body is not None and (name in status or _mtime(body) < orphaned_before):
+                body.unlink(missing_ok=True)
         stale = time.time() - STALE_INCOMING_SECONDS
         for partial in self.spool_dir.glob(".incoming-*"):
             with contextlib.suppress(FileNotFoundError):
