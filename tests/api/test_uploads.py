@@ -130,6 +130,11 @@ def test_too_many_refused_rows_fail_the_upload_and_keep_the_old_data(hub: Hub, b
     assert "nothing was applied" in done["error"]
     assert records_of(hub, partner["name"]) == before
     assert len(errors_of(hub, headers, done["id"])) == 5
+    audited = hub.as_admin(
+        "GET", "/v1/audit", params={"action": "identifiers.upload_failed", "target_id": done["id"]}
+    ).json()["items"]
+    assert [e["details"]["reason"] for e in audited] == [done["error"]]
+    assert audited[0]["partner_id"] == partner["id"]
 
 
 def test_a_truncated_gzip_fails_the_upload_and_keeps_the_old_data(hub: Hub, brand: Any) -> None:

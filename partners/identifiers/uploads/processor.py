@@ -209,6 +209,7 @@ class UploadProcessor:
                     await self._finish_failed(
                         session,
                         row.id,
+                        row.partner_id,
                         row.attempts,
                         f"Processing was interrupted {row.attempts} times; nothing was applied. "
                         "Upload the file again; if this repeats, split it into smaller files.",
@@ -273,7 +274,9 @@ class UploadProcessor:
                 reason = f"The body cannot be read: {reason}. Nothing was applied."
             with writing():
                 async with self.sessions() as session:
-                    await self._finish_failed(session, claim.upload_id, claim.attempt, reason)
+                    await self._finish_failed(
+                        session, claim.upload_id, claim.partner_id, claim.attempt, reason
+                    )
                     await session.commit()
         await asyncio.to_thread(self._clean_up, claim.upload_id, path)
 
@@ -379,13 +382,22 @@ class UploadProcessor:
         await session.commit()
 
     async def _finish_failed(
-        self, session: AsyncSession, upload_id: UUID, attempt: int, reason: str
+        self, session: AsyncSession, upload_id: UUID, partner_id: UUID, attempt: int, reason: str
     ) -> None:
-        await session.execute(
+        """Mark the upload failed with ``reason`` (it names no value) and audit it."""
+        done = await session.execute(
             update(UPLOADS)
             .where(UPLOADS.c.id == upload_id, UPLOADS.c.attempts == attempt)
             .values(status=FAILED, error=reason, lease_until=None, finished_at=datetime.now(UTC))
         )
+        if getattr(done, "rowcount", 0) == 1:
+            actor = Actor(name="system", partner_id=str(partner_id))
+            await audit.append(
+                session,
+                actor.event(
+                    "identifiers.upload_failed", "identifier_upload", str(upload_id), reason=reason
+                ),
+            )
 
     def sweep(self) -> None:
         """Remove what finished uploads left behind when their process died between the
