@@ -46,15 +46,15 @@ async def rekey_batch(
     rows = (
         await session.execute(
             select(
-                RECORDS.c.id,
                 RECORDS.c.partner_id,
                 RECORDS.c.id_type,
+                RECORDS.c.match_key,
                 RECORDS.c.key_version,
                 RECORDS.c.digest_enc,
                 RECORDS.c.data_version,
             )
+            # Re-keyed rows leave this set, so each batch takes the next ones: no cursor needed.
             .where(RECORDS.c.key_version < target)
-            .order_by(RECORDS.c.id)
             .limit(batch_size)
         )
     ).all()
@@ -62,10 +62,17 @@ async def rekey_batch(
         return 0, set()
     params = []
     partners: set[UUID] = set()
-    for row_id, partner_id, id_type, version, sealed, data_version in rows:
+    for partner_id, id_type, old_key, version, sealed, data_version in rows:
         digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
         params.append(
-            {"rid": row_id, "old": version, "key": crypto.match_key(digest, target), "v": target}
+            {
+                "p": partner_id,
+                "t": id_type,
+                "k": bytes(old_key),
+                "old": version,
+                "key": crypto.match_key(digest, target),
+                "v": target,
+            }
         )
         partners.add(partner_id)
     service = IdentifierService(session, crypto)
@@ -73,7 +80,12 @@ async def rekey_batch(
         await service.touch(partner_id)
     result = await session.execute(
         update(RECORDS)
-        .where(RECORDS.c.id == bindparam("rid"), RECORDS.c.key_version == bindparam("old"))
+        .where(
+            RECORDS.c.partner_id == bindparam("p"),
+            RECORDS.c.id_type == bindparam("t"),
+            RECORDS.c.match_key == bindparam("k"),
+            RECORDS.c.key_version == bindparam("old"),
+        )
         .values(match_key=bindparam("key"), key_version=bindparam("v")),
         params,
     )

@@ -206,7 +206,7 @@ class UploadApplier:
                 ).where(accepted)
             ]
         else:
-            new = r.c.id.is_(None)
+            new = r.c.match_key.is_(None)
             moved = r.c.customer_ref != s.c.customer_ref
             parts = [
                 select(
