@@ -25,7 +25,7 @@ from hub.core.keyring import load_keyring
 from hub.migrate import upgrade
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.service import IdentifierService
-from partners.identifiers.uploads.apply import UploadApplier
+from partners.identifiers.uploads.apply import UploadApplier, apply_settings
 from partners.identifiers.uploads.models import IdentifierUpload
 from partners.identifiers.uploads.staging import (
     StagingJob,
@@ -115,7 +115,7 @@ async def main() -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     start = time.perf_counter()
     with writing():
-        async with sessions() as session:
+        async with sessions() as session, apply_settings(session):
             result = await UploadApplier(session, IdentifierService(session, crypto)).apply(
                 job.stage_key,
                 partner_id,

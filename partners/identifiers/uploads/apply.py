@@ -3,12 +3,14 @@
 Everything happens in the database, whatever the upload's size: consent events are computed
 by joining the staging rows with the records they replace, ``replace`` removes the records of
 the id types present that the upload no longer holds (except those of a person whose row was
-refused), and the records are upserted with ``INSERT … SELECT … ON CONFLICT``. The caller owns
-the transaction: an upload is applied whole or not at all.
+refused), known records are updated and new ones inserted (``UPDATE … FROM``, ``INSERT …
+SELECT``). The caller owns the transaction: an upload is applied whole or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +48,28 @@ SQLITE_APPLY_CACHE = -256 * 1024  # KiB when negative: 256 MB
 SQLITE_DEFAULT_CACHE = -2000
 
 
+@contextlib.asynccontextmanager
+async def apply_settings(session: AsyncSession) -> AsyncIterator[None]:
+    """Room for a large apply in the session's connection, for as long as the block runs.
+
+    PostgreSQL: memory for the joins and the per-person aggregation (``SET LOCAL``, so it ends
+    with the transaction). SQLite: a page cache that holds the indexes being written (its
+    default is 2 MB); it belongs to the connection, so it is put back before the connection
+    returns to the pool, whatever happened.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL work_mem = '256MB'"))
+        yield
+        return
+    await session.execute(text(f"PRAGMA cache_size = {SQLITE_APPLY_CACHE}"))
+    try:
+        yield
+    finally:
+        await session.rollback()  # nothing left to roll back after a commit
+        await session.execute(text(f"PRAGMA cache_size = {SQLITE_DEFAULT_CACHE}"))
+        await session.commit()
+
+
 @dataclass
 class ApplyResult:
     created: int
@@ -81,20 +105,12 @@ class UploadApplier:
         accepted_rows: int,
         with_previous_keys: bool = False,
     ) -> ApplyResult:
-        if self.session.get_bind().dialect.name == "postgresql":
-            # Room for the joins and the per-person aggregation of a large upload in memory.
-            await self.session.execute(text("SET LOCAL work_mem = '256MB'"))
-        else:
-            # A page cache that holds the indexes being written (SQLite's default is 2 MB);
-            # the caller puts it back (:data:`SQLITE_DEFAULT_CACHE`) before the connection
-            # returns to the pool.
-            await self.session.execute(text(f"PRAGMA cache_size = {SQLITE_APPLY_CACHE}"))
+        """Apply the upload staged under ``stage_key`` (run it inside :func:`apply_settings`)."""
         # The partner's change counter first: its row lock serialises this apply with every
         # other write to the partner's records (on SQLite the transaction holds the database).
         await self.service.touch(partner_id)
         s = STAGING.alias("s")
-        upload = stage_key
-        accepted = and_(s.c.stage_key == upload, s.c.refused.is_(False))
+        accepted = and_(s.c.stage_key == stage_key, s.c.refused.is_(False))
         if with_previous_keys:
             await self._rekey_previous_version(s, accepted, partner_id, match_version)
         r = RECORDS.alias("r")
@@ -114,7 +130,7 @@ class UploadApplier:
                 or 0
             )
         removal, notice = (
-            await self._removal(upload, partner_id)
+            await self._removal(stage_key, partner_id)
             if mode == REPLACE and has_records
             else (None, None)
         )
@@ -125,7 +141,7 @@ class UploadApplier:
         if removal is not None:
             result = await self.session.execute(delete(RECORDS).where(removal))
             removed = int(getattr(result, "rowcount", 0) or 0)
-        await self._upsert(s, accepted, partner_id, match_version, updated=updated)
+        await self._upsert(s, same_key, accepted, partner_id, match_version, updated=updated)
         return ApplyResult(
             created=accepted_rows - updated, updated=updated, removed=removed, notice=notice
         )
@@ -148,12 +164,12 @@ class UploadApplier:
         )
 
     async def _removal(
-        self, upload: str, partner_id: UUID
+        self, stage_key: str, partner_id: UUID
     ) -> tuple[ColumnElement[bool] | None, str | None]:
         """Which records a ``replace`` removes: those of the id types present that the upload
         does not hold, except records of people (or identifiers) whose row was refused."""
         t = STAGING.alias("t")
-        in_upload = t.c.stage_key == upload
+        in_upload = t.c.stage_key == stage_key
         faceless = await self.session.scalar(
             select(
                 exists().where(
@@ -259,7 +275,14 @@ class UploadApplier:
         )
 
     async def _upsert(
-        self, s: Any, accepted: Any, partner_id: UUID, match_version: int, *, updated: int
+        self,
+        s: Any,
+        same_key: Any,
+        accepted: Any,
+        partner_id: UUID,
+        match_version: int,
+        *,
+        updated: int,
     ) -> None:
         """Update the records the upload already knows, insert the others.
 
@@ -267,8 +290,7 @@ class UploadApplier:
         writer of these records out until the commit, so what is new now stays new.
         """
         now = datetime.now(UTC)
-        r = RECORDS.alias("r")
-        known = and_(
+        known = and_(  # same_key, on the table itself: the UPDATE's target
             RECORDS.c.partner_id == partner_id,
             RECORDS.c.id_type == s.c.id_type,
             RECORDS.c.match_key == s.c.match_key,
@@ -297,13 +319,7 @@ class UploadApplier:
             literal(now, RECORDS.c.updated_at.type),
         ).where(accepted)
         if updated:
-            rows = rows.where(
-                ~exists().where(
-                    r.c.partner_id == partner_id,
-                    r.c.id_type == s.c.id_type,
-                    r.c.match_key == s.c.match_key,
-                )
-            )
+            rows = rows.where(~exists().where(same_key))
         columns = [
             "partner_id",
             "id_type",

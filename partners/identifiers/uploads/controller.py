@@ -21,7 +21,8 @@ from hub.core.idempotency import HANDLED_OPT, KEY_PATTERN
 from hub.core.pagination import CursorParameter, LimitParameter, Page
 from partners.identifiers.uploads.models import CSV, NDJSON
 from partners.identifiers.uploads.schemas import UploadErrorOut, UploadOut
-from partners.identifiers.uploads.service import UploadService, spool
+from partners.identifiers.uploads.service import UploadService
+from partners.identifiers.uploads.spool import spool
 
 WRITE_SCOPE = "identifiers:write"
 MEDIA_TYPES = {"application/x-ndjson": NDJSON, "text/csv": CSV}

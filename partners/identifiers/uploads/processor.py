@@ -24,7 +24,7 @@ from typing import Protocol
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Engine, or_, select, text, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
@@ -32,11 +32,11 @@ from hub.core.audit import Actor
 from hub.core.db import writing
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.service import IdentifierService
-from partners.identifiers.uploads.apply import SQLITE_DEFAULT_CACHE, UploadApplier
+from partners.identifiers.uploads.apply import UploadApplier, apply_settings
 from partners.identifiers.uploads.models import COMPLETED, FAILED, PENDING, PROCESSING
 from partners.identifiers.uploads.rows import UnreadableBody
+from partners.identifiers.uploads.spool import spool_path, sweep
 from partners.identifiers.uploads.staging import (
-    STAGING,
     UPLOADS,
     LeaseLost,
     StageReport,
@@ -50,23 +50,6 @@ from partners.identifiers.uploads.staging import (
 
 log = structlog.get_logger("hub.uploads")
 SWEEP_EVERY_SECONDS = 300
-STALE_INCOMING_SECONDS = 24 * 3600  # a body still arriving after a day was abandoned
-ORPHAN_BODY_SECONDS = 3600
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 class UploadSettings(Protocol):
@@ -101,10 +84,6 @@ class Claim:
 
 class UploadFailed(Exception):
     """The upload cannot be applied; the message is its ``error`` for the partner."""
-
-
-def spool_path(spool_dir: Path, upload_id: UUID) -> Path:
-    return spool_dir / f"{upload_id}.body"
 
 
 class UploadProcessor:
@@ -323,15 +302,8 @@ class UploadProcessor:
             raise LeaseLost(str(claim.upload_id))
         actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
         with writing():
-            async with self.sessions() as session:
-                try:
-                    await self._apply_in(session, claim, report, actor)
-                finally:
-                    if self.sync_engine.dialect.name != "postgresql":
-                        # The apply's large page cache stays with its connection otherwise.
-                        await session.rollback()
-                        await session.execute(text(f"PRAGMA cache_size = {SQLITE_DEFAULT_CACHE}"))
-                        await session.commit()
+            async with self.sessions() as session, apply_settings(session):
+                await self._apply_in(session, claim, report, actor)
 
     async def _apply_in(
         self, session: AsyncSession, claim: Claim, report: StageReport, actor: Actor
@@ -400,42 +372,7 @@ class UploadProcessor:
             )
 
     def sweep(self) -> None:
-        """Remove what finished uploads left behind when their process died between the
-        commit and the clean-up: staging rows and spooled bodies (and stale partial bodies)."""
-        with self.sync_engine.connect() as connection:
-            staged = {
-                key.split(".", 1)[0]
-                for (key,) in connection.execute(select(STAGING.c.stage_key).distinct())
-            }
-            bodies = {
-                path.name.removesuffix(".body"): path for path in self.spool_dir.glob("*.body")
-            }
-            names = [name for name in staged | set(bodies) if _is_uuid(name)]
-            status = {
-                str(upload_id): state
-                for upload_id, state in connection.execute(
-                    select(UPLOADS.c.id, UPLOADS.c.status).where(
-                        UPLOADS.c.id.in_([UUID(n) for n in names])
-                    )
-                )
-            }
-        # A body with no upload row yet may belong to a request about to commit it: only an
-        # old one is an orphan (its request failed after naming the file).
-        orphaned_before = time.time() - ORPHAN_BODY_SECONDS
-        for name in names:
-            if status.get(name) in (PENDING, PROCESSING):
-                continue
-            if name in staged:
-                with self.sync_engine.begin() as connection:
-                    clear_staging(connection, UUID(name), errors=False)
-            body = bodies.get(name)
-            if body is not None and (name in status or _mtime(body) < orphaned_before):
-                body.unlink(missing_ok=True)
-        stale = time.time() - STALE_INCOMING_SECONDS
-        for partial in self.spool_dir.glob(".incoming-*"):
-            with contextlib.suppress(FileNotFoundError):
-                if partial.stat().st_mtime < stale:
-                    partial.unlink()
+        sweep(self.sync_engine, self.spool_dir)
 
     def _clean_up(self, upload_id: UUID, path: Path) -> None:
         """Staging rows and the spooled body of a finished upload (completed or failed)."""

@@ -5,9 +5,6 @@ Every read is scoped by the caller's partner: another partner's upload is "not f
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit
 from hub.core.audit import Actor
-from hub.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from hub.core.errors import Conflict, NotFound
 from hub.core.pagination import Page, paginate, parse_seq
 from partners.identifiers.uploads.models import (
     PENDING,
@@ -27,59 +24,8 @@ from partners.identifiers.uploads.models import (
     IdentifierUpload,
     UploadError,
 )
-from partners.identifiers.uploads.processor import spool_path
 from partners.identifiers.uploads.schemas import UploadErrorOut, UploadOut
-
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-class SpooledBody:
-    """An upload body written to a temporary file beside its final place."""
-
-    def __init__(self, path: Path, size: int, sha256: str) -> None:
-        self.path = path
-        self.size = size
-        self.sha256 = sha256
-
-    def keep_as(self, final: Path) -> None:
-        self.path.replace(final)
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-async def spool(
-    chunks: AsyncIterator[bytes], spool_dir: Path, *, limit: int, gzip: bool, limit_reason: str
-) -> SpooledBody:
-    """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes."""
-    path = spool_dir / f".incoming-{uuid.uuid4()}"
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with path.open("wb") as out:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                if size == 0 and gzip and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
-                    raise BadRequest(
-                        "The body is declared 'Content-Encoding: gzip' but is not gzip.",
-                        fix="Compress the file with gzip, or send it without that header.",
-                    )
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
-                digest.update(chunk)
-                out.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    if size == 0:
-        path.unlink(missing_ok=True)
-        raise BadRequest(
-            "The upload body is empty.",
-            fix="Send NDJSON (one record a line) or CSV with a header row.",
-        )
-    return SpooledBody(path, size, digest.hexdigest())
+from partners.identifiers.uploads.spool import SpooledBody, spool_path
 
 
 def _out(upload: IdentifierUpload) -> UploadOut:

@@ -1,8 +1,9 @@
 """Writing checked rows of an upload to the staging table, a batch per short transaction.
 
-Runs in a worker thread on the synchronous engine: PostgreSQL rows go through ``COPY`` (psycopg
-3), SQLite rows through one ``executemany``. Each batch's transaction also moves the upload's
-progress counters, so they always match what is staged.
+Runs in the processor's worker thread on the synchronous engine. NDJSON rows are checked and
+sealed in parsing processes, which on PostgreSQL also ``COPY`` them in themselves; otherwise
+the thread writes them (``COPY`` with psycopg 3, or one ``executemany`` on SQLite). After each
+batch the thread records the upload's progress, and checks that the upload is still its own.
 """
 
 from __future__ import annotations
@@ -212,7 +213,14 @@ def check_and_stage(
 
 
 _worker_connections: dict[str, Any] = {}
-Counted = tuple[list[Any], list[RecordError], int, int, int]  # rows left empty: copied
+COPY_SQL = f"COPY identifier_staging ({', '.join(COLUMNS)}) FROM STDIN"
+
+
+def _copy(raw_connection: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``COPY`` rows into staging on a psycopg 3 connection (in its current transaction)."""
+    with raw_connection.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def check_and_copy(
@@ -222,7 +230,7 @@ def check_and_copy(
     version: int,
     previous: int | None,
     dsn: str,
-) -> Counted:
+) -> Staged:
     """In a parsing process, on PostgreSQL: check, key and seal a chunk of NDJSON lines and
     ``COPY`` its rows into staging on the process's own connection (committed at once: the
     rows are keyed by this attempt, so a later attempt never counts them)."""
@@ -235,18 +243,13 @@ def check_and_copy(
     if connection is None or connection.closed:
         connection = _worker_connections[dsn] = psycopg.connect(dsn)
     try:
-        with (
-            connection.cursor() as cursor,
-            cursor.copy(f"COPY identifier_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
+        _copy(connection, rows)
         connection.commit()
     except BaseException:
         _worker_connections.pop(dsn, None)
         connection.close()
         raise
-    return [], errors, rows_read, accepted, refused
+    return [], errors, rows_read, accepted, refused  # no rows left for the thread to write
 
 
 def _in_processes(
@@ -289,12 +292,7 @@ def _write_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None
         return
     raw: Any = connection.connection.dbapi_connection
     if connection.dialect.name == "postgresql":
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(f"COPY identifier_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
+        _copy(raw, rows)
         return
     marks = ", ".join("?" for _ in COLUMNS)
     cursor = raw.cursor()
@@ -314,7 +312,8 @@ def clear_staging(connection: Connection, upload_id: UUID, *, errors: bool) -> N
         connection.execute(delete(ERRORS).where(ERRORS.c.upload_id == upload_id))
 
 
-def _renew(connection: Connection, job: StagingJob, report: StageReport) -> None:
+def _record_progress(connection: Connection, job: StagingJob, report: StageReport) -> None:
+    """The upload's counters, guarded by the attempt: another process's claim stops this one."""
     result = connection.execute(
         update(UPLOADS)
         .where(UPLOADS.c.id == job.upload_id, UPLOADS.c.attempts == job.attempt)
@@ -374,7 +373,7 @@ def stage(
             _write_rows(connection, rows)
             if kept:
                 connection.execute(ERRORS.insert(), kept)
-            _renew(connection, job, report)
+            _record_progress(connection, job, report)
     return report
 
 
@@ -421,5 +420,5 @@ def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> i
             report.errors_kept += len(kept)
         report.accepted -= refused
         report.refused += refused
-        _renew(connection, job, report)
+        _record_progress(connection, job, report)
     return refused

@@ -1,0 +1,129 @@
+"""Where upload bodies wait on disk: streamed in by the request, read by the processor, and
+removed when their upload is finished (or swept when a process died before removing them)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import UUID
+
+from sqlalchemy import Engine, select
+
+from hub.core.errors import BadRequest, PayloadTooLarge
+from partners.identifiers.uploads.models import PENDING, PROCESSING
+from partners.identifiers.uploads.staging import STAGING, UPLOADS, clear_staging
+
+STALE_INCOMING_SECONDS = 24 * 3600  # a body still arriving after a day was abandoned
+ORPHAN_BODY_SECONDS = 3600
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def spool_path(spool_dir: Path, upload_id: UUID) -> Path:
+    return spool_dir / f"{upload_id}.body"
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class SpooledBody:
+    """An upload body written to a temporary file beside its final place."""
+
+    def __init__(self, path: Path, size: int, sha256: str) -> None:
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+
+    def keep_as(self, final: Path) -> None:
+        self.path.replace(final)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+async def spool(
+    chunks: AsyncIterator[bytes], spool_dir: Path, *, limit: int, gzip: bool, limit_reason: str
+) -> SpooledBody:
+    """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes."""
+    path = spool_dir / f".incoming-{uuid.uuid4()}"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("wb") as out:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if size == 0 and gzip and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
+                    raise BadRequest(
+                        "The body is declared 'Content-Encoding: gzip' but is not gzip.",
+                        fix="Compress the file with gzip, or send it without that header.",
+                    )
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise BadRequest(
+            "The upload body is empty.",
+            fix="Send NDJSON (one record a line) or CSV with a header row.",
+        )
+    return SpooledBody(path, size, digest.hexdigest())
+
+
+def sweep(engine: Engine, spool_dir: Path) -> None:
+    """Remove what finished uploads left behind when their process died between the
+    commit and the clean-up: staging rows and spooled bodies (and stale partial bodies)."""
+    with engine.connect() as connection:
+        staged = {
+            key.split(".", 1)[0]
+            for (key,) in connection.execute(select(STAGING.c.stage_key).distinct())
+        }
+        bodies = {path.name.removesuffix(".body"): path for path in spool_dir.glob("*.body")}
+        names = [name for name in staged | set(bodies) if _is_uuid(name)]
+        status = {
+            str(upload_id): state
+            for upload_id, state in connection.execute(
+                select(UPLOADS.c.id, UPLOADS.c.status).where(
+                    UPLOADS.c.id.in_([UUID(n) for n in names])
+                )
+            )
+        }
+    # A body with no upload row yet may belong to a request about to commit it: only an
+    # old one is an orphan (its request failed after naming the file).
+    orphaned_before = time.time() - ORPHAN_BODY_SECONDS
+    for name in names:
+        if status.get(name) in (PENDING, PROCESSING):
+            continue
+        if name in staged:
+            with engine.begin() as connection:
+                clear_staging(connection, UUID(name), errors=False)
+        body = bodies.get(name)
+        if body is not None and (name in status or _mtime(body) < orphaned_before):
+            body.unlink(missing_ok=True)
+    stale = time.time() - STALE_INCOMING_SECONDS
+    for partial in spool_dir.glob(".incoming-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if partial.stat().st_mtime < stale:
+                partial.unlink()
