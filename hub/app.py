@@ -41,6 +41,10 @@ from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
 from hub.system import live, ready
+from matching.controller import OfferController, OverlapController
+from matching.loader import ArrayCache
+from matching.offers import reconcile_active_offers
+from matching.overlap import OverlapService
 from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.uploads.controller import UploadController
@@ -115,6 +119,31 @@ async def upload_processing(app: Litestar) -> AsyncIterator[None]:
             await task
 
 
+async def _maintain_arrays_forever(app: Litestar) -> None:
+    """Delete stale per-partner arrays (erasure reaches them) and shrink active offers'
+    audiences after consent withdrawals and erasures."""
+    state = app.state
+    while True:
+        await asyncio.sleep(state.settings.matching.maintenance_seconds)
+        try:
+            await asyncio.to_thread(state.array_cache.discard_stale)
+            await reconcile_active_offers(state.session_maker, state.array_cache)
+        except Exception:
+            log.warning("matching maintenance failed", exc_info=True)
+
+
+@contextlib.asynccontextmanager
+async def matching_maintenance(app: Litestar) -> AsyncIterator[None]:
+    task = asyncio.create_task(_maintain_arrays_forever(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.state.read_engine.dispose()
+
+
 @contextlib.asynccontextmanager
 async def background_refresh(app: Litestar) -> AsyncIterator[None]:
     async with app.state.session_maker() as session:
@@ -162,6 +191,17 @@ def create_app(
     )
     rate_limiter = ClientRateLimiter(settings.limits.requests_per_minute, settings.limits.burst)
     identifier_crypto = IdentifierCrypto(keyring)
+    read_engine = create_hub_sync_engine(
+        settings.database_url,
+        busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
+        writer=False,
+    )
+    array_cache = ArrayCache(
+        read_engine,
+        identifier_crypto,
+        settings.array_dir,
+        max_in_memory=settings.matching.cache_partners,
+    )
     state = State(
         {
             "settings": settings,
@@ -177,6 +217,9 @@ def create_app(
             "upload_processor": UploadProcessor(
                 session_maker, sync_engine, identifier_crypto, settings.uploads, settings.spool_dir
             ),
+            "read_engine": read_engine,
+            "array_cache": array_cache,
+            "overlap_service": OverlapService(session_maker, array_cache, settings.matching),
             "verifier": verifier,
             "rate_limiter": rate_limiter,
             "oauth_server": HubAuthorizationServer(
@@ -195,6 +238,8 @@ def create_app(
             PartnershipController,
             IdentifierController,
             UploadController,
+            OverlapController,
+            OfferController,
             AuditController,
             *extra_route_handlers,
         ],
@@ -213,7 +258,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,
-        lifespan=[background_refresh, upload_processing],
+        lifespan=[background_refresh, upload_processing, matching_maintenance],
         openapi_config=OpenAPIConfig(
             title="Coalition hub API",
             version="1.0.0",

@@ -5,6 +5,7 @@ from hub.core.db import metadata
 from hub.core.idempotency import IdempotencyRecord
 from hub.core.revocations import Revocation
 from hub.oauth.models import AuthFailure, UsedAssertion
+from matching.models import Offer, OfferAudience, OfferAudienceChange, OverlapQuery
 from partners.clients.models import OAuthClient
 from partners.identifiers.models import ConsentEvent, IdentifierRecord, IdentifierState
 from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
@@ -20,6 +21,10 @@ __all__ = [
     "IdentifierState",
     "IdentifierUpload",
     "OAuthClient",
+    "Offer",
+    "OfferAudience",
+    "OfferAudienceChange",
+    "OverlapQuery",
     "Partner",
     "Partnership",
     "PartnershipMember",

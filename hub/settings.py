@@ -81,6 +81,17 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     process_in_serve: bool = True
 
 
+class MatchingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The matching engine, its array cache and the privacy rules' bookkeeping."""
+
+    cache_dir: str = ""
+    cache_partners: int = 16
+    maintenance_seconds: float = 5.0
+    dask_scheduler: str = ""
+    partition_bits: int = 4
+    max_breakdown_answers: int = 1000
+
+
 class LoggingSettings(msgspec.Struct, forbid_unknown_fields=True):
     level: str = "INFO"
     json: bool = True
@@ -96,6 +107,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     partnerships: PartnershipSettings = msgspec.field(default_factory=PartnershipSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
+    matching: MatchingSettings = msgspec.field(default_factory=MatchingSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     @property
@@ -113,6 +125,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     def spool_dir(self) -> Path:
         """Where bulk upload bodies wait to be processed."""
         return Path(self.uploads.spool_dir) if self.uploads.spool_dir else self.data_dir / "uploads"
+
+    @property
+    def array_dir(self) -> Path:
+        """Where the matching engine keeps each partner's arrays."""
+        return (
+            Path(self.matching.cache_dir) if self.matching.cache_dir else self.data_dir / "arrays"
+        )
 
     @property
     def keyring_file(self) -> Path:

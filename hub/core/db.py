@@ -108,13 +108,16 @@ def create_hub_async_engine(
     )
 
 
-def create_hub_sync_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> Engine:
-    """A small synchronous engine for code that cannot await (authlib's hooks, migrations)."""
+def create_hub_sync_engine(
+    url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5, writer: bool = True
+) -> Engine:
+    """A small synchronous engine for code that cannot await (authlib's hooks, migrations),
+    or, with ``writer=False``, for long reads in a thread (the matching engine's loader)."""
     ensure_sqlite_dir(url)
     if is_sqlite(url):
         engine = create_engine(normalise_url(url), hide_parameters=True)
-        # The synchronous users (token issuing, migrations) always write.
-        _configure_sqlite(engine, busy_timeout_ms, always_immediate=True)
+        # The synchronous writers (token issuing, migrations) take SQLite's write lock up front.
+        _configure_sqlite(engine, busy_timeout_ms, always_immediate=writer)
         return engine
     return create_engine(
         normalise_url(url),

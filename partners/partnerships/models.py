@@ -23,6 +23,9 @@ class Partnership(UUIDv7AuditBase):
     purposes: Mapped[list[str]] = mapped_column(JsonType)
     min_audience: Mapped[int] = mapped_column(Integer)
     epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The epsilon that overlap queries may spend per budget period (None: 10 queries' worth).
+    epsilon_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
+    budget_period: Mapped[str] = mapped_column(String(10), default="day", server_default="day")
     allow_competitors: Mapped[bool] = mapped_column(Boolean, default=False)
     members: Mapped[list[PartnershipMember]] = relationship(
         back_populates="partnership",

@@ -7,6 +7,7 @@ from uuid import UUID
 import msgspec
 
 Purpose = Literal["analytics", "joint_offers", "rewards_sharing"]
+BudgetPeriod = Literal["hour", "day", "week", "month"]
 
 
 class PartnershipCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -14,6 +15,8 @@ class PartnershipCreate(msgspec.Struct, forbid_unknown_fields=True):
     purposes: Annotated[list[Purpose], msgspec.Meta(min_length=1)]
     min_audience: int | None = None
     epsilon: float | None = None
+    epsilon_budget: float | None = None
+    budget_period: BudgetPeriod = "day"
     allow_competitors: bool = False
 
 
@@ -34,6 +37,8 @@ class PartnershipOut(msgspec.Struct):
     purposes: list[str]
     min_audience: int
     epsilon: float | None
+    epsilon_budget: float | None
+    budget_period: str
     allow_competitors: bool
     created_at: datetime
     updated_at: datetime

@@ -59,10 +59,22 @@ def to_out(p: Partnership) -> PartnershipOut:
         purposes=list(p.purposes),
         min_audience=p.min_audience,
         epsilon=p.epsilon,
+        epsilon_budget=budget_of(p),
+        budget_period=p.budget_period,
         allow_competitors=p.allow_competitors,
         created_at=p.created_at,
         updated_at=p.updated_at,
     )
+
+
+QUERIES_PER_BUDGET = 10
+
+
+def budget_of(p: Partnership) -> float | None:
+    """The epsilon a partnership's queries may spend per period (None: no noise, no budget)."""
+    if p.epsilon is None:
+        return None
+    return p.epsilon_budget if p.epsilon_budget is not None else p.epsilon * QUERIES_PER_BUDGET
 
 
 def _rule(field: str, reason: str, fix: str) -> InvalidInput:
@@ -123,6 +135,15 @@ class PartnershipService:
                 "epsilon must be greater than 0 and at most 10",
                 "Use a small positive epsilon such as 0.5 or 1.0, or leave it out.",
             )
+        if data.epsilon_budget is not None and (
+            data.epsilon is None or data.epsilon_budget < data.epsilon
+        ):
+            raise _rule(
+                "epsilon_budget",
+                "epsilon_budget needs an epsilon and must be at least one query's epsilon",
+                "Set epsilon too, and an epsilon_budget of at least epsilon (default: 10 "
+                "queries' worth).",
+            )
         if a.category == b.category and not data.allow_competitors:
             raise _rule(
                 "members",
@@ -152,6 +173,8 @@ class PartnershipService:
             purposes=sorted(set(data.purposes)),
             min_audience=min_audience,
             epsilon=data.epsilon,
+            epsilon_budget=data.epsilon_budget,
+            budget_period=data.budget_period,
             allow_competitors=data.allow_competitors,
             members=[PartnershipMember(partner_id=a.id), PartnershipMember(partner_id=b.id)],
         )
@@ -166,6 +189,8 @@ class PartnershipService:
                 purposes=partnership.purposes,
                 min_audience=min_audience,
                 epsilon=data.epsilon,
+                epsilon_budget=data.epsilon_budget,
+                budget_period=data.budget_period,
                 allow_competitors=data.allow_competitors,
             ),
         )

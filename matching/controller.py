@@ -1,0 +1,341 @@
+"""HTTP: overlaps, privacy budgets, the coalition matrix, joint offers and their audiences."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.response import Stream
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.audit import Actor
+from hub.core.auth import (
+    Principal,
+    principal_of,
+    requires_admin,
+    requires_partner,
+    requires_scope,
+)
+from hub.core.errors import BadRequest, Forbidden
+from hub.core.pagination import CursorParameter, LimitParameter, Page, check_limit
+from matching.offers import OfferService, to_out
+from matching.overlap import OverlapService, budget_status, overlap_matrix
+from matching.schemas import (
+    AudienceChanges,
+    AudienceItem,
+    BudgetOut,
+    CellOut,
+    MatrixCellOut,
+    MatrixOut,
+    OfferApprove,
+    OfferCreate,
+    OfferOut,
+    OverlapOut,
+    PartnerRef,
+)
+from partners.partnerships.service import PartnershipService
+
+OVERLAP_READ = "overlap:read"
+OFFERS_READ, OFFERS_WRITE = "offers:read", "offers:write"
+PURPOSE_PATTERN = "^(analytics|joint_offers|rewards_sharing)$"
+
+
+def requires_any_scope(*scopes: str) -> Any:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not set(scopes) & principal_of(connection).scopes:
+            raise Forbidden(
+                f"This endpoint needs one of the scopes: {', '.join(scopes)}.",
+                scope=" ".join(scopes),
+            )
+
+    return guard
+
+
+def _caller(principal: Principal) -> UUID | None:
+    """The member asking, or None for a coalition admin (who sees every partnership)."""
+    if principal.is_admin or principal.partner_id is None:
+        return None
+    return UUID(principal.partner_id)
+
+
+def provide_offers(db_session: NamedDependency[AsyncSession], state: State) -> OfferService:
+    return OfferService(db_session, state.session_maker, state.array_cache)
+
+
+class OverlapController(Controller):
+    path = "/v1"
+    tags = ["matching"]
+
+    @get(
+        "/partnerships/{partnership_id:uuid}/overlap",
+        guards=[requires_partner, requires_scope(OVERLAP_READ)],
+        summary="Consented overlap with the other member, optionally broken down",
+        description=(
+            "Counts connected groups of matched people whose records on both sides carry the "
+            "purpose. Counts below the partnership's min_audience are suppressed, breakdown "
+            "cells with complementary suppression; noise is added when the partnership has an "
+            "epsilon. An answer that would differ from an earlier answer to the same question "
+            "by fewer than min_audience people is refused (422 privacy-refusal)."
+        ),
+    )
+    async def overlap(
+        self,
+        partnership_id: FromPath[UUID],
+        state: State,
+        db_session: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+        purpose: str = Parameter(pattern=PURPOSE_PATTERN),
+        by: str | None = Parameter(default=None, max_length=300),
+    ) -> OverlapOut:
+        service: OverlapService = state.overlap_service
+        answer = await service.ask(
+            db_session, partnership_id, principal.partner, purpose, by, actor
+        )
+        out = OverlapOut(
+            purpose=answer.purpose,
+            count=answer.count,
+            suppressed=answer.suppressed,
+            min_audience=answer.min_audience,
+            noise=answer.noise,
+        )
+        if answer.breakdown is not None:
+            out.breakdown = [CellOut(c.values, c.count, c.suppressed) for c in answer.breakdown]
+        return out
+
+    @get(
+        "/partnerships/{partnership_id:uuid}/budget",
+        guards=[requires_any_scope(OVERLAP_READ, "admin")],
+        summary="The partnership's privacy budget: used and left in this period",
+    )
+    async def budget(
+        self,
+        partnership_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> BudgetOut:
+        partnership = await PartnershipService(db_session).get_for(
+            partnership_id, _caller(principal)
+        )
+        status = await budget_status(db_session, partnership)
+        if status is None:
+            return BudgetOut(
+                partnership_id=partnership.id,
+                noise=False,
+                epsilon=None,
+                budget=None,
+                spent=0.0,
+                left=None,
+                period=partnership.budget_period,
+                period_start=None,
+                renews_at=None,
+                queries=0,
+            )
+        return BudgetOut(
+            partnership_id=partnership.id,
+            noise=True,
+            epsilon=partnership.epsilon,
+            budget=status.budget.total,
+            spent=status.budget.spent,
+            left=status.budget.left,
+            period=status.period,
+            period_start=status.period_start,
+            renews_at=status.renews_at,
+            queries=status.queries,
+        )
+
+    @get(
+        "/coalition/overlap-matrix",
+        guards=[requires_admin],
+        summary="Thresholded pairwise overlaps of every active partner (admin)",
+    )
+    async def matrix(
+        self,
+        state: State,
+        actor: NamedDependency[Actor],
+        purpose: str = Parameter(default="analytics", pattern=PURPOSE_PATTERN),
+    ) -> MatrixOut:
+        partners, cells = await overlap_matrix(
+            state.session_maker,
+            state.array_cache,
+            purpose,
+            state.settings.partnerships.default_min_audience,
+            actor,
+        )
+        return MatrixOut(
+            purpose=purpose,
+            partners=[PartnerRef(id=pid, name=name) for pid, name in partners],
+            cells=[
+                MatrixCellOut(c.a, c.b, c.count, c.suppressed, c.min_audience, c.partnership_id)
+                for c in cells
+            ],
+        )
+
+
+def _ndjson(refs: list[str]) -> Iterator[bytes]:
+    for start in range(0, len(refs), 1000):
+        yield "".join(
+            json.dumps({"customer_ref": r}) + "\n" for r in refs[start : start + 1000]
+        ).encode()
+
+
+def _csv(refs: list[str]) -> Iterator[bytes]:
+    yield b"customer_ref\r\n"
+    for start in range(0, len(refs), 1000):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerows([r] for r in refs[start : start + 1000])
+        yield buffer.getvalue().encode()
+
+
+async def _stream(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+class OfferController(Controller):
+    path = "/v1/offers"
+    tags = ["offers"]
+    dependencies = {"offers": Provide(provide_offers, sync_to_thread=False)}
+
+    @post(
+        "/",
+        guards=[requires_partner, requires_scope(OFFERS_WRITE)],
+        status_code=201,
+        summary="Propose a joint offer to the other member of a partnership",
+    )
+    async def propose(
+        self,
+        data: JSONBody[OfferCreate],
+        offers: NamedDependency[OfferService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+    ) -> OfferOut:
+        offer = await offers.propose(data, principal.partner, actor)
+        return to_out(offer, principal.partner)
+
+    @get(
+        "/",
+        guards=[requires_any_scope(OFFERS_READ, OFFERS_WRITE, "admin")],
+        summary="List offers (members: their partnerships'; admins: all)",
+    )
+    async def list_offers(
+        self,
+        offers: NamedDependency[OfferService],
+        principal: NamedDependency[Principal],
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
+    ) -> Page[OfferOut]:
+        return await offers.page(_caller(principal), cursor=cursor, limit=limit)
+
+    @get(
+        "/{offer_id:uuid}",
+        guards=[requires_any_scope(OFFERS_READ, OFFERS_WRITE, "admin")],
+        summary="Read an offer",
+    )
+    async def read(
+        self,
+        offer_id: FromPath[UUID],
+        offers: NamedDependency[OfferService],
+        db_session: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> OfferOut:
+        offer, _ = await offers.get_for(db_session, offer_id, _caller(principal))
+        return to_out(offer, _caller(principal))
+
+    @post(
+        "/{offer_id:uuid}/approve",
+        guards=[requires_partner, requires_scope(OFFERS_WRITE)],
+        status_code=200,
+        summary="Approve an offer as the other member (activates it)",
+        description="The body may carry the approving member's own filters. Approving twice "
+        "is harmless. Refused (422) when either side's audience is below min_audience.",
+    )
+    async def approve(
+        self,
+        offer_id: FromPath[UUID],
+        offers: NamedDependency[OfferService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+        request: Request[Any, Any, Any],
+    ) -> OfferOut:
+        body = await request.body()
+        data = OfferApprove()
+        if body.strip():
+            try:
+                data = msgspec.json.decode(body, type=OfferApprove)
+            except msgspec.DecodeError as exc:
+                raise BadRequest(
+                    f"The body is not a valid approval: {exc}.",
+                    fix='Send no body, or {"filters": {"<attribute>": ["<value>", ...]}}.',
+                ) from exc
+        offer = await offers.approve(offer_id, data, principal.partner, actor)
+        return to_out(offer, principal.partner)
+
+    @get(
+        "/{offer_id:uuid}/audience",
+        guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],
+        summary="The caller's own customer_refs in an active offer's audience",
+        description="Paginated JSON, or the whole audience with format=ndjson or format=csv "
+        "(or Accept: application/x-ndjson / text/csv).",
+        media_type="application/json",
+    )
+    async def audience(
+        self,
+        offer_id: FromPath[UUID],
+        offers: NamedDependency[OfferService],
+        principal: NamedDependency[Principal],
+        request: Request[Any, Any, Any],
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
+        format: str | None = Parameter(default=None, pattern="^(json|ndjson|csv)$"),
+    ) -> Page[AudienceItem] | Stream:
+        accept = request.headers.get("accept", "")
+        wanted = format or (
+            "ndjson"
+            if "application/x-ndjson" in accept
+            else "csv"
+            if "text/csv" in accept
+            else "json"
+        )
+        if wanted == "json":
+            return await offers.audience_page(
+                offer_id, principal.partner, cursor=cursor, limit=check_limit(limit)
+            )
+        refs = await offers.audience_refs(offer_id, principal.partner)
+        media = "application/x-ndjson" if wanted == "ndjson" else "text/csv"
+        return Stream(
+            _stream(_ndjson(refs) if wanted == "ndjson" else _csv(refs)),
+            media_type=media,
+            headers={
+                "Content-Disposition": f'attachment; filename="offer-{offer_id}-audience.{wanted}"'
+            },
+        )
+
+    @get(
+        "/{offer_id:uuid}/audience/changes",
+        guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],
+        summary="People who left the caller's audience since a cursor (to pull them out)",
+        description="next_cursor is always returned: pass it back to receive only later "
+        "changes. has_more says whether another page is ready now.",
+    )
+    async def changes(
+        self,
+        offer_id: FromPath[UUID],
+        offers: NamedDependency[OfferService],
+        principal: NamedDependency[Principal],
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
+    ) -> AudienceChanges:
+        return await offers.changes(offer_id, principal.partner, cursor=cursor, limit=limit)

@@ -1,0 +1,325 @@
+"""The only code that turns identifier rows into the engine's arrays.
+
+A partner's records become one :class:`~matching.engine.Side` (sorted 128-bit keys, a person
+index per record, consent masks, per-person attribute codes) plus the table of its people's
+``customer_ref``\\ s. Arrays are built for a *version*: the partner's change counter
+(``identifier_state.version``, raised by every upload, consent change, erasure and re-keying)
+and the keyring's newest match-key version. They are kept in memory (a small LRU) and in files
+under ``<data_dir>/arrays/<partner>/`` so a restarted process starts warm; a request checks the
+counter (one indexed read) and rebuilds only when it moved.
+
+During a match-key rotation, records still under an older version are decrypted and keyed
+under the newest one here, so both sides of a merge always use the same key version.
+
+Erasure reaches the arrays through the counter: a changed counter makes the cached arrays
+unusable at once, and :meth:`ArrayCache.discard_stale` (run by the hub every few seconds and
+after every rebuild) deletes the older files and memory copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Connection, Engine
+
+from matching.engine import Attribute, Side, make_side
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import IdentifierRecord, IdentifierState
+
+RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
+FETCH_ROWS = 50_000
+MAX_ATTRIBUTE_VALUES = 100  # DESIGN "Quotas": at most 100 distinct values per attribute
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """A side's ``customer_ref`` per person index, stored as one UTF-8 blob and offsets."""
+
+    blob: bytes
+    offsets: NDArray[np.int64]  # len = people + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def ref(self, index: int) -> str:
+        return self.blob[self.offsets[index] : self.offsets[index + 1]].decode()
+
+    def refs(self, indices: Iterable[int]) -> list[str]:
+        return [self.ref(int(i)) for i in indices]
+
+    @classmethod
+    def of(cls, refs: list[str]) -> People:
+        encoded = [r.encode() for r in refs]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return cls(b"".join(encoded), offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One partner's arrays at one version."""
+
+    partner_id: UUID
+    version: int
+    key_version: int
+    side: Side
+    people: People
+    # Attributes with more distinct values than the quota: not usable for breakdowns or filters.
+    over_quota: frozenset[str]
+
+    def index_of(self, refs: Iterable[str]) -> NDArray[np.int32]:
+        """Person indices of ``refs`` (unknown refs are skipped); people are sorted by ref."""
+        wanted = sorted(set(refs))
+        found = []
+        lo = 0
+        n = len(self.people)
+        for ref in wanted:
+            hi = n
+            while lo < hi:  # binary search over the sorted refs
+                mid = (lo + hi) // 2
+                if self.people.ref(mid) < ref:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < n and self.people.ref(lo) == ref:
+                found.append(lo)
+        return np.asarray(found, dtype=np.int32)
+
+
+def _current_version(conn: Connection, partner_id: UUID) -> int:
+    version = conn.execute(select(STATE.c.version).where(STATE.c.partner_id == partner_id)).scalar()
+    return int(version or 0)
+
+
+def _build(
+    conn: Connection, partner_id: UUID, crypto: IdentifierCrypto, key_version: int
+) -> tuple[Side, People, frozenset[str]]:
+    """Read every record of the partner and build its arrays (keys under ``key_version``)."""
+    keyer = crypto.keyer(key_version)
+    keys = bytearray()
+    refs: list[str] = []
+    consents: list[int] = []
+    attributes: list[dict[str, str] | None] = []
+    updated: list[float] = []
+    result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
+        select(
+            RECORDS.c.id_type,
+            RECORDS.c.match_key,
+            RECORDS.c.key_version,
+            RECORDS.c.digest_enc,
+            RECORDS.c.data_version,
+            RECORDS.c.customer_ref,
+            RECORDS.c.consents,
+            RECORDS.c.attributes,
+            RECORDS.c.updated_at,
+        ).where(RECORDS.c.partner_id == partner_id)
+    )
+    for id_type, match_key, version, sealed, data_version, ref, consent, attrs, at in result:
+        if version != key_version:
+            digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
+            match_key = keyer(digest)
+        keys += bytes(match_key)[:16]
+        refs.append(ref)
+        consents.append(consent)
+        attributes.append(attrs)
+        updated.append(at.timestamp() if at is not None else 0.0)
+    n = len(refs)
+    pairs = np.frombuffer(bytes(keys), dtype=">u8").reshape(n, 2).astype(np.uint64)
+    unique_refs, person = np.unique(np.asarray(refs, dtype=object), return_inverse=True)
+    people = People.of([str(r) for r in unique_refs])
+    coded, over = _attributes(person, attributes, np.asarray(updated), len(people))
+    side = make_side(
+        pairs[:, 0].copy(),
+        pairs[:, 1].copy(),
+        person.astype(np.int32),
+        np.asarray(consents, dtype=np.uint8),
+        len(people),
+        coded,
+    )
+    return side, people, over
+
+
+def _attributes(
+    person: NDArray[Any],
+    attributes: list[dict[str, str] | None],
+    updated: NDArray[np.float64],
+    n_people: int,
+) -> tuple[dict[str, Attribute], frozenset[str]]:
+    """Per person, each attribute's value from their most recently updated record."""
+    order = np.lexsort((updated, person))  # by person, then oldest first: the newest wins
+    latest: dict[str, dict[int, str]] = {}
+    for i in order:
+        attrs = attributes[i]
+        if attrs:
+            p = int(person[i])
+            for name, value in attrs.items():
+                latest.setdefault(name, {})[p] = value
+    coded: dict[str, Attribute] = {}
+    over: set[str] = set()
+    for name, values in latest.items():
+        vocabulary = sorted(set(values.values()))
+        if len(vocabulary) > MAX_ATTRIBUTE_VALUES:
+            over.add(name)
+            continue
+        index = {v: c for c, v in enumerate(vocabulary)}
+        codes = np.full(n_people, -1, dtype=np.int16)
+        if values:
+            who = np.fromiter(values.keys(), dtype=np.int64, count=len(values))
+            what = np.fromiter((index[v] for v in values.values()), np.int16, count=len(values))
+            codes[who] = what
+        coded[name] = Attribute(codes, tuple(vocabulary))
+    return coded, frozenset(over)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def _save(directory: Path, loaded: Loaded) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"v{loaded.version}-k{loaded.key_version}"
+    partial = directory / f".{name}.tmp"
+    partial.mkdir(exist_ok=True)
+    side = loaded.side
+    arrays: dict[str, Any] = {
+        "hi": side.hi,
+        "lo": side.lo,
+        "person": side.person,
+        "consent": side.consent,
+        "offsets": loaded.people.offsets,
+        "blob": np.frombuffer(loaded.people.blob, dtype=np.uint8),
+    }
+    meta: dict[str, Any] = {"n_people": side.n_people, "attributes": {}, "over": []}
+    for i, (attr, coded) in enumerate(side.attributes.items()):
+        arrays[f"attr{i}"] = coded.codes
+        meta["attributes"][attr] = {"array": f"attr{i}", "values": list(coded.values)}
+    meta["over"] = sorted(loaded.over_quota)
+    for key, array in arrays.items():
+        np.save(partial / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    target = directory / name
+    if target.exists():
+        shutil.rmtree(partial, ignore_errors=True)
+        return
+    partial.rename(target)  # whole or absent: a reader never sees half a version
+
+
+def _open(directory: Path, partner_id: UUID, version: int, key_version: int) -> Loaded | None:
+    path = directory / f"v{version}-k{key_version}"
+    if not path.is_dir():
+        return None
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+
+        def arr(name: str) -> Any:
+            return np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        attributes = {
+            attr: Attribute(np.asarray(arr(spec["array"])), tuple(spec["values"]))
+            for attr, spec in meta["attributes"].items()
+        }
+        side = Side(
+            hi=np.asarray(arr("hi")),
+            lo=np.asarray(arr("lo")),
+            person=np.asarray(arr("person")),
+            consent=np.asarray(arr("consent")),
+            n_people=int(meta["n_people"]),
+            attributes=attributes,
+        )
+        people = People(bytes(np.asarray(arr("blob"))), np.asarray(arr("offsets")))
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(path, ignore_errors=True)  # a damaged cache file is rebuilt, not trusted
+        return None
+    return Loaded(partner_id, version, key_version, side, people, frozenset(meta["over"]))
+
+
+class ArrayCache:
+    """Per-partner arrays, current with the database, in memory and on disk."""
+
+    def __init__(
+        self, engine: Engine, crypto: IdentifierCrypto, root: Path, *, max_in_memory: int = 16
+    ) -> None:
+        self.engine = engine
+        self.crypto = crypto
+        self.root = root
+        self.max_in_memory = max_in_memory
+        self._memory: OrderedDict[UUID, Loaded] = OrderedDict()
+        self._locks: dict[UUID, asyncio.Lock] = {}
+        self.builds = 0  # how many times arrays were built from rows (tests and metrics)
+
+    def directory(self, partner_id: UUID) -> Path:
+        return self.root / str(partner_id)
+
+    async def get(self, partner_id: UUID) -> Loaded:
+        """The partner's arrays as of now (built or read from disk when the version moved)."""
+        lock = self._locks.setdefault(partner_id, asyncio.Lock())
+        async with lock:
+            return await asyncio.to_thread(self._get_sync, partner_id)
+
+    def _get_sync(self, partner_id: UUID) -> Loaded:
+        key_version = self.crypto.keys.match_version
+        with self.engine.connect() as conn:
+            version = _current_version(conn, partner_id)
+            cached = self._memory.get(partner_id)
+            if cached and (cached.version, cached.key_version) == (version, key_version):
+                self._memory.move_to_end(partner_id)
+                return cached
+            directory = self.directory(partner_id)
+            loaded = _open(directory, partner_id, version, key_version)
+            if loaded is None:
+                side, people, over = _build(conn, partner_id, self.crypto, key_version)
+                loaded = Loaded(partner_id, version, key_version, side, people, over)
+                self.builds += 1
+                _save(directory, loaded)
+        self._remember(loaded)
+        self._discard_files(partner_id, keep=(version, key_version))
+        return loaded
+
+    def _remember(self, loaded: Loaded) -> None:
+        self._memory[loaded.partner_id] = loaded
+        self._memory.move_to_end(loaded.partner_id)
+        while len(self._memory) > self.max_in_memory:
+            self._memory.popitem(last=False)
+
+    def _discard_files(self, partner_id: UUID, keep: tuple[int, int] | None) -> None:
+        directory = self.directory(partner_id)
+        if not directory.is_dir():
+            return
+        name = f"v{keep[0]}-k{keep[1]}" if keep else None
+        for entry in directory.iterdir():
+            if entry.name != name and not entry.name.startswith("."):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def discard_stale(self) -> int:
+        """Drop memory copies and files of versions that are no longer current; how many."""
+        current: dict[UUID, int] = {}
+        with self.engine.connect() as conn:
+            for partner_id, version in conn.execute(select(STATE.c.partner_id, STATE.c.version)):
+                current[UUID(str(partner_id))] = int(version)
+        key_version = self.crypto.keys.match_version
+        dropped = 0
+        for partner_id, loaded in list(self._memory.items()):
+            if (current.get(partner_id, 0), key_version) != (loaded.version, loaded.key_version):
+                self._memory.pop(partner_id, None)
+                dropped += 1
+        if self.root.is_dir():
+            for directory in self.root.iterdir():
+                try:
+                    partner_id = UUID(directory.name)
+                except ValueError:
+                    continue
+                before = sum(1 for _ in directory.iterdir())
+                self._discard_files(partner_id, keep=(current.get(partner_id, 0), key_version))
+                dropped += before - sum(1 for _ in directory.iterdir())
+        return dropped

@@ -1,0 +1,91 @@
+"""Tables of the matching domain: answered overlap queries, joint offers and their audiences."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.base import UUIDv7AuditBase
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.core.db import Base, JsonType
+from partners.identifiers.models import big_pk, utc_now
+
+PROPOSED, ACTIVE, ENDED = "proposed", "active", "ended"
+
+
+class OverlapQuery(Base):
+    """Every answered overlap query: what it spent of the privacy budget, and its true counts
+    (kept to refuse a later answer that differs by fewer than ``min_audience`` people)."""
+
+    __tablename__ = "overlap_queries"
+
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
+    partnership_id: Mapped[UUID] = mapped_column(ForeignKey("partnerships.id", ondelete="CASCADE"))
+    partner_id: Mapped[UUID | None] = mapped_column(nullable=True)  # who asked (None: admin)
+    purpose: Mapped[str] = mapped_column(String(20))
+    # The breakdown in member terms ("<partner uuid>.<attribute>", comma separated; "" = none):
+    # the same question whichever member asks it.
+    breakdown: Mapped[str] = mapped_column(String(500))
+    answered_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+    epsilon: Mapped[float] = mapped_column(Float, default=0.0)
+    total: Mapped[int] = mapped_column(BigInteger)
+    cells: Mapped[list[Any]] = mapped_column(JsonType)  # [[values..., count], ...]
+
+    __table_args__ = (
+        Index("ix_overlap_queries_question", "partnership_id", "purpose", "breakdown"),
+        Index("ix_overlap_queries_budget", "partnership_id", "answered_at"),
+    )
+
+
+class Offer(UUIDv7AuditBase):
+    """A joint offer between the two members of a partnership."""
+
+    __tablename__ = "offers"
+
+    partnership_id: Mapped[UUID] = mapped_column(ForeignKey("partnerships.id"), index=True)
+    proposer_id: Mapped[UUID] = mapped_column(ForeignKey("partners.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    points: Mapped[dict[str, int]] = mapped_column(JsonType)  # partner id -> points
+    filters: Mapped[dict[str, dict[str, list[str]]]] = mapped_column(JsonType)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default=PROPOSED)
+    approvals: Mapped[dict[str, str]] = mapped_column(JsonType)  # partner id -> ISO time
+    activated_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    # partner id -> identifier_state version the audience was last reconciled with
+    reconciled: Mapped[dict[str, int]] = mapped_column(JsonType)
+    audience_sizes: Mapped[dict[str, int]] = mapped_column(JsonType)  # partner id -> people
+
+
+class OfferAudience(Base):
+    """A member's people in an active offer's audience (its own customer_refs only)."""
+
+    __tablename__ = "offer_audiences"
+
+    offer_id: Mapped[UUID] = mapped_column(
+        ForeignKey("offers.id", ondelete="CASCADE"), primary_key=True
+    )
+    partner_id: Mapped[UUID] = mapped_column(primary_key=True)
+    customer_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class OfferAudienceChange(Base):
+    """A person who left an active offer's audience, for that member to pull out of its
+    campaign (``GET /v1/offers/{id}/audience/changes``). No reason is given: it could tell
+    one member about the other member's customer."""
+
+    __tablename__ = "offer_audience_changes"
+
+    seq: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
+    offer_id: Mapped[UUID] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"))
+    partner_id: Mapped[UUID] = mapped_column()
+    customer_ref: Mapped[str] = mapped_column(String(200))
+    change: Mapped[str] = mapped_column(String(20), default="removed")
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+
+    __table_args__ = (Index("ix_offer_audience_changes_reader", "offer_id", "partner_id", "seq"),)

@@ -1,0 +1,507 @@
+"""Joint offers: proposal, approval, activation on the consented overlap, and audiences.
+
+* A member proposes an offer for an active partnership that allows ``joint_offers``; its
+  approval is implicit. The proposer may set filters on its own attributes only; the other
+  member sets its own when it approves. A side's filters restrict only that side's audience.
+* The other member's approval activates the offer: each side's audience is its own people in
+  the groups matched under ``joint_offers`` consent on both sides, restricted by its own
+  filters. If either side's audience is below the partnership's ``min_audience`` the approval
+  is refused and nothing changes.
+* The audience is fixed at activation (people matched later are not added). It only shrinks:
+  when a member's records change (consent withdrawal, erasure, a moved key), the audience is
+  reconciled with a fresh computation and whoever left it is removed and listed, for that
+  member only, in ``/audience/changes``. Reads reconcile first, and the hub's maintenance
+  loop reconciles active offers within seconds of a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import Table, and_, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.audit import Actor, append
+from hub.core.db import writing
+from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.core.pagination import Page, decode_cursor, encode_cursor, paginate, parse_seq
+from matching import engine
+from matching.loader import ArrayCache, Loaded
+from matching.models import (
+    ACTIVE,
+    ENDED,
+    PROPOSED,
+    Offer,
+    OfferAudience,
+    OfferAudienceChange,
+)
+from matching.overlap import PrivacyRefusal
+from matching.schemas import (
+    AudienceChange,
+    AudienceChanges,
+    AudienceItem,
+    OfferApprove,
+    OfferCreate,
+    OfferOut,
+)
+from partners.identifiers.models import CONSENT_BITS, IdentifierState
+from partners.partnerships.models import ACTIVE as PARTNERSHIP_ACTIVE
+from partners.partnerships.models import Partnership, PartnershipMember
+from partners.partnerships.service import PartnershipService
+
+AUDIENCE: Table = OfferAudience.__table__  # type: ignore[assignment]
+CHANGES: Table = OfferAudienceChange.__table__  # type: ignore[assignment]
+JOINT_OFFERS = CONSENT_BITS["joint_offers"]
+INSERT_ROWS = 5_000
+
+
+def status_of(offer: Offer, now: datetime | None = None) -> str:
+    """An active offer whose window has closed reads as ended."""
+    now = now or datetime.now(UTC)
+    if offer.status == ACTIVE and offer.ends_at is not None and offer.ends_at <= now:
+        return ENDED
+    return offer.status
+
+
+def to_out(offer: Offer, caller: UUID | None) -> OfferOut:
+    mine = str(caller) if caller else None
+    return OfferOut(
+        id=offer.id,
+        partnership_id=offer.partnership_id,
+        proposer_id=offer.proposer_id,
+        title=offer.title,
+        description=offer.description,
+        points=dict(offer.points),
+        status=status_of(offer),
+        approvals={k: datetime.fromisoformat(v) for k, v in offer.approvals.items()},
+        starts_at=offer.starts_at,
+        ends_at=offer.ends_at,
+        activated_at=offer.activated_at,
+        created_at=offer.created_at,
+        filters=dict(offer.filters.get(mine, {})) if mine else {},
+        audience_size=offer.audience_sizes.get(mine) if mine else None,
+    )
+
+
+def _check_filters(loaded: Loaded, filters: Mapping[str, Sequence[str]], field: str) -> None:
+    errors = []
+    for attribute in filters:
+        if attribute in loaded.over_quota or attribute not in loaded.side.attributes:
+            errors.append(
+                {
+                    "index": 0,
+                    "field": f"{field}.{attribute}",
+                    "reason": "none of your records carries this attribute"
+                    if attribute not in loaded.over_quota
+                    else "this attribute has more than 100 values and cannot filter",
+                }
+            )
+    if errors:
+        raise InvalidInput(
+            "Filters name attributes your records do not carry.",
+            errors=errors,
+            fix="Filter on attributes of your own records (see your uploads).",
+        )
+
+
+class OfferService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        session_maker: async_sessionmaker[AsyncSession],
+        arrays: ArrayCache,
+    ) -> None:
+        self.session = session
+        self.session_maker = session_maker
+        self.arrays = arrays
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_for(
+        self, session: AsyncSession, offer_id: UUID, caller: UUID | None, *, lock: bool = False
+    ) -> tuple[Offer, Partnership]:
+        """The offer as its partnership's member ``caller`` (None: an admin) may see it."""
+        stmt = select(Offer).where(Offer.id == offer_id)
+        if lock:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        offer = await session.scalar(stmt)
+        if offer is None:
+            raise NotFound(f"No offer {offer_id} visible to you.")
+        try:
+            partnership = await PartnershipService(session).get_for(offer.partnership_id, caller)
+        except NotFound:
+            raise NotFound(f"No offer {offer_id} visible to you.") from None
+        return offer, partnership
+
+    async def page(self, caller: UUID | None, *, cursor: str | None, limit: int) -> Page[OfferOut]:
+        stmt = select(Offer)
+        if caller is not None:
+            stmt = stmt.where(
+                Offer.partnership_id.in_(
+                    select(PartnershipMember.partnership_id).where(
+                        PartnershipMember.partner_id == caller
+                    )
+                )
+            )
+        return await paginate(
+            self.session,
+            stmt,
+            Offer.id,
+            cursor=cursor,
+            limit=limit,
+            to_item=lambda o: to_out(o, caller),
+            descending=True,
+        )
+
+    # -- proposing and approving -------------------------------------------------------------
+
+    async def propose(self, data: OfferCreate, caller: UUID, actor: Actor) -> Offer:
+        partnership = await PartnershipService(self.session).get_for(data.partnership_id, caller)
+        _require_offers(partnership)
+        members = {m.partner_id for m in partnership.members}
+        if set(data.points) != members:
+            raise InvalidInput(
+                "points names each member of the partnership, and nobody else.",
+                errors=[{"index": 0, "field": "points", "reason": "one entry per member"}],
+                fix="Send points as {<member id>: <points>} for both members.",
+            )
+        filters = data.filters or {}
+        if set(filters) - {caller}:
+            raise InvalidInput(
+                "A member sets filters on its own attributes only.",
+                errors=[{"index": 0, "field": "filters", "reason": "names another member"}],
+                fix="Leave the other member's filters to it: it sets them when it approves.",
+            )
+        if data.starts_at and data.ends_at and data.ends_at <= data.starts_at:
+            raise InvalidInput(
+                "ends_at is not after starts_at.",
+                errors=[{"index": 0, "field": "ends_at", "reason": "before starts_at"}],
+                fix="Give a validity window whose end is after its start.",
+            )
+        if data.ends_at and data.ends_at <= datetime.now(UTC):
+            raise InvalidInput(
+                "ends_at is in the past.",
+                errors=[{"index": 0, "field": "ends_at", "reason": "in the past"}],
+                fix="Give an end in the future, or none.",
+            )
+        own = filters.get(caller, {})
+        if own:
+            _check_filters(await self.arrays.get(caller), own, "filters")
+        offer = Offer(
+            partnership_id=partnership.id,
+            proposer_id=caller,
+            title=data.title,
+            description=data.description,
+            points={str(k): v for k, v in data.points.items()},
+            filters={str(caller): {k: sorted(set(v)) for k, v in own.items()}} if own else {},
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            status=PROPOSED,
+            approvals={str(caller): datetime.now(UTC).isoformat()},
+            reconciled={},
+            audience_sizes={},
+        )
+        self.session.add(offer)
+        await self.session.flush()
+        await append(
+            self.session,
+            actor.event(
+                "offer.proposed",
+                "offer",
+                str(offer.id),
+                partnership_id=str(partnership.id),
+                title=data.title,
+                points=offer.points,
+                filters=sorted(own),
+            ),
+        )
+        return offer
+
+    async def approve(
+        self, offer_id: UUID, data: OfferApprove, caller: UUID, actor: Actor
+    ) -> Offer:
+        # Arrays are loaded before the lock: a first build may take seconds.
+        offer, partnership = await self.get_for(self.session, offer_id, caller)
+        a_id, b_id = (m.partner_id for m in partnership.members)
+        loaded = {a_id: await self.arrays.get(a_id), b_id: await self.arrays.get(b_id)}
+        offer, partnership = await self.get_for(self.session, offer_id, caller, lock=True)
+        if str(caller) in offer.approvals:
+            if data.filters:
+                raise Conflict(
+                    "You have approved this offer already; its filters are set.",
+                    fix="Propose a new offer to use other filters.",
+                )
+            return offer
+        if offer.status != PROPOSED:
+            raise Conflict(
+                f"Offer {offer.id} is {status_of(offer)}; only a proposed offer is approved.",
+                fix="Read the offer's status.",
+            )
+        _require_offers(partnership)
+        if offer.ends_at and offer.ends_at <= datetime.now(UTC):
+            raise Conflict(
+                f"Offer {offer.id} ended at {offer.ends_at.isoformat()} before it was approved.",
+                fix="Propose it again with a new validity window.",
+            )
+        filters = dict(offer.filters)
+        if data.filters:
+            _check_filters(loaded[caller], data.filters, "filters")
+            filters[str(caller)] = {k: sorted(set(v)) for k, v in data.filters.items()}
+        audiences = _audiences(loaded[a_id], loaded[b_id], filters)
+        sizes = {str(pid): len(refs) for pid, refs in audiences.items()}
+        if min(sizes.values()) < partnership.min_audience:
+            await self._audit_refusal(actor, offer)
+            raise PrivacyRefusal(
+                "The offer's audience is below the partnership's minimum audience of "
+                f"{partnership.min_audience} on at least one side; it cannot be activated.",
+                fix="Loosen the filters or wait for more consented customers, then approve again.",
+            )
+        now = datetime.now(UTC)
+        offer.filters = filters
+        offer.approvals = {**offer.approvals, str(caller): now.isoformat()}
+        offer.status = ACTIVE
+        offer.activated_at = now
+        offer.audience_sizes = sizes
+        offer.reconciled = {str(pid): loaded[pid].version for pid in (a_id, b_id)}
+        for pid, refs in audiences.items():
+            await _insert_audience(self.session, offer.id, pid, refs)
+        await append(
+            self.session,
+            actor.event(
+                "offer.approved", "offer", str(offer.id), filters=sorted(data.filters or {})
+            ),
+        )
+        await append(
+            self.session,
+            actor.event("offer.activated", "offer", str(offer.id), audience_sizes=sizes),
+        )
+        await self.session.flush()
+        return offer
+
+    async def _audit_refusal(self, actor: Actor, offer: Offer) -> None:
+        """Record the refusal although nothing else of the request is kept: roll the request
+        back, then commit the audit entry alone (the request's session holds SQLite's write
+        lock, so a second session could not write)."""
+        offer_id = str(offer.id)
+        await self.session.rollback()
+        await append(
+            self.session,
+            actor.event("offer.activation_refused", "offer", offer_id, reason="min_audience"),
+        )
+        await self.session.commit()
+
+    # -- audiences -----------------------------------------------------------------------------
+
+    async def audience_page(
+        self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int
+    ) -> Page[AudienceItem]:
+        await self.reconcile(offer_id, caller)
+        stmt = select(OfferAudience).where(
+            OfferAudience.offer_id == offer_id, OfferAudience.partner_id == caller
+        )
+        return await paginate(
+            self.session,
+            stmt,
+            OfferAudience.customer_ref,
+            cursor=cursor,
+            limit=limit,
+            to_item=lambda row: AudienceItem(customer_ref=row.customer_ref),
+            parse_key=_parse_ref,
+        )
+
+    async def audience_refs(self, offer_id: UUID, caller: UUID) -> list[str]:
+        await self.reconcile(offer_id, caller)
+        rows = await self.session.scalars(
+            select(OfferAudience.customer_ref)
+            .where(OfferAudience.offer_id == offer_id, OfferAudience.partner_id == caller)
+            .order_by(OfferAudience.customer_ref)
+        )
+        return list(rows)
+
+    async def changes(
+        self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int
+    ) -> AudienceChanges:
+        await self.reconcile(offer_id, caller)
+        after = decode_cursor(cursor, parse_seq) if cursor else 0
+        rows = (
+            await self.session.execute(
+                select(CHANGES.c.seq, CHANGES.c.customer_ref, CHANGES.c.change, CHANGES.c.at)
+                .where(
+                    CHANGES.c.offer_id == offer_id,
+                    CHANGES.c.partner_id == caller,
+                    CHANGES.c.seq > after,
+                )
+                .order_by(CHANGES.c.seq)
+                .limit(limit + 1)
+            )
+        ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1][0] if rows else after
+        return AudienceChanges(
+            items=[AudienceChange(customer_ref=r[1], change=r[2], at=r[3]) for r in rows],
+            next_cursor=encode_cursor(last),
+            has_more=more,
+        )
+
+    async def reconcile(self, offer_id: UUID, caller: UUID | None) -> None:
+        """Bring an active offer's audiences in line with its members' current records."""
+        async with self.session_maker() as session:
+            offer, partnership = await self.get_for(session, offer_id, caller)
+            if offer.status != ACTIVE:
+                if caller is not None and offer.status == PROPOSED:
+                    raise Conflict(
+                        f"Offer {offer.id} is not active yet: it has no audience.",
+                        fix="Wait until the other member approves it.",
+                    )
+                return
+        await reconcile_offer(self.session_maker, self.arrays, offer.id, partnership)
+
+
+def _parse_ref(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a customer_ref")
+    return value
+
+
+def _require_offers(partnership: Partnership) -> None:
+    if partnership.status != PARTNERSHIP_ACTIVE:
+        raise Conflict(
+            f"Partnership {partnership.id} is {partnership.status}; offers need an active one.",
+            fix="Wait until both members have accepted the partnership.",
+        )
+    if "joint_offers" not in partnership.purposes:
+        raise Forbidden(
+            "This partnership does not allow joint offers.",
+            fix="Ask the coalition admin for a partnership with the joint_offers purpose.",
+        )
+
+
+def _audiences(
+    a: Loaded, b: Loaded, filters: Mapping[str, Mapping[str, Sequence[str]]]
+) -> dict[UUID, list[str]]:
+    groups = engine.match(a.side, b.side, JOINT_OFFERS)
+    result = {}
+    for which, loaded in (("a", a), ("b", b)):
+        own = filters.get(str(loaded.partner_id)) or None
+        people = engine.audience(groups, loaded.side, which, own)  # type: ignore[arg-type]
+        result[loaded.partner_id] = loaded.people.refs(people)
+    return result
+
+
+async def _insert_audience(
+    session: AsyncSession, offer_id: UUID, partner_id: UUID, refs: Sequence[str]
+) -> None:
+    for start in range(0, len(refs), INSERT_ROWS):
+        chunk = refs[start : start + INSERT_ROWS]
+        await session.execute(
+            insert(AUDIENCE),
+            [{"offer_id": offer_id, "partner_id": partner_id, "customer_ref": r} for r in chunk],
+        )
+
+
+async def reconcile_offer(
+    session_maker: async_sessionmaker[AsyncSession],
+    arrays: ArrayCache,
+    offer_id: UUID,
+    partnership: Partnership,
+) -> int:
+    """Remove from the offer's audiences whoever no longer belongs; how many were removed."""
+    a_id, b_id = (m.partner_id for m in partnership.members)
+    async with session_maker() as session:
+        versions = dict(
+            (
+                await session.execute(
+                    select(IdentifierState.partner_id, IdentifierState.version).where(
+                        IdentifierState.partner_id.in_((a_id, b_id))
+                    )
+                )
+            ).all()
+        )
+        reconciled = await session.scalar(select(Offer.reconciled).where(Offer.id == offer_id))
+    if reconciled is not None and all(
+        reconciled.get(str(pid)) == versions.get(pid, 0) for pid in (a_id, b_id)
+    ):
+        return 0
+    a, b = await arrays.get(a_id), await arrays.get(b_id)
+    removed = 0
+    with writing():
+        async with session_maker() as session, session.begin():
+            offer = await session.scalar(
+                select(Offer)
+                .where(Offer.id == offer_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if offer is None or offer.status != ACTIVE:
+                return 0
+            if all(offer.reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
+                return 0  # someone else reconciled to these versions (or newer) meanwhile
+            audiences = _audiences(a, b, offer.filters)
+            sizes = dict(offer.audience_sizes)
+            now = datetime.now(UTC)
+            for pid, refs in audiences.items():
+                current = set(refs)
+                held = set(
+                    await session.scalars(
+                        select(OfferAudience.customer_ref).where(
+                            OfferAudience.offer_id == offer_id, OfferAudience.partner_id == pid
+                        )
+                    )
+                )
+                gone = sorted(held - current)
+                for start in range(0, len(gone), INSERT_ROWS):
+                    chunk = gone[start : start + INSERT_ROWS]
+                    await session.execute(
+                        delete(AUDIENCE).where(
+                            and_(
+                                AUDIENCE.c.offer_id == offer_id,
+                                AUDIENCE.c.partner_id == pid,
+                                AUDIENCE.c.customer_ref.in_(chunk),
+                            )
+                        )
+                    )
+                    await session.execute(
+                        insert(CHANGES),
+                        [
+                            {
+                                "offer_id": offer_id,
+                                "partner_id": pid,
+                                "customer_ref": ref,
+                                "change": "removed",
+                                "at": now,
+                            }
+                            for ref in chunk
+                        ],
+                    )
+                sizes[str(pid)] = len(held) - len(gone)
+                removed += len(gone)
+            offer.reconciled = {str(x.partner_id): x.version for x in (a, b)}
+            offer.audience_sizes = sizes
+    return removed
+
+
+async def reconcile_active_offers(
+    session_maker: async_sessionmaker[AsyncSession], arrays: ArrayCache
+) -> int:
+    """Reconcile every active offer whose members' records changed (the maintenance loop)."""
+    async with session_maker() as session:
+        offers = (await session.scalars(select(Offer).where(Offer.status == ACTIVE))).all()
+        states: dict[UUID, int] = {
+            pid: version
+            for pid, version in await session.execute(
+                select(IdentifierState.partner_id, IdentifierState.version)
+            )
+        }
+        stale = []
+        for offer in offers:
+            if any(states.get(UUID(pid), 0) != v for pid, v in offer.reconciled.items()):
+                partnership = await session.get(Partnership, offer.partnership_id)
+                if partnership is not None:
+                    stale.append((offer.id, partnership))
+    removed = 0
+    for offer_id, partnership in stale:
+        removed += await reconcile_offer(session_maker, arrays, offer_id, partnership)
+    return removed

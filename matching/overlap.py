@@ -1,0 +1,450 @@
+"""Overlap questions: who may ask what, computing the true answer, and the privacy rules.
+
+A question is (partnership, purpose, breakdown). Its true answer comes from the engine on both
+members' current arrays; what is shown comes from :mod:`matching.rules` (threshold,
+complementary suppression, optional noise). Before anything is shown, in one short transaction
+that holds the partnership's row lock (so two concurrent questions cannot both spend the last of
+a budget): the budget of the period is checked, the answer is compared with every earlier answer
+of the same question (differencing), and the answer is recorded. Refusals and answers alike go
+to the audit log with the question's parameters, never with counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.audit import Actor, append
+from hub.core.db import writing
+from hub.core.errors import Conflict, HubError, InvalidInput, TooManyRequests
+from matching import engine, rules
+from matching.loader import ArrayCache, Loaded
+from matching.models import OverlapQuery
+from partners.identifiers.models import CONSENT_BITS
+from partners.partnerships.models import ACTIVE, Partnership
+from partners.partnerships.service import PartnershipService, budget_of
+
+Which = Literal["a", "b"]
+
+
+class PrivacyRefusal(HubError):
+    """A question the privacy rules do not answer (its parameters are fine)."""
+
+    status, slug, title = 422, "privacy-refusal", "Refused by a privacy rule"
+    fix = (
+        "Ask a broader question (no breakdown, or a coarser attribute), or wait until the "
+        "data has changed by at least the partnership's min_audience people."
+    )
+
+
+class MatchingSettingsLike(Protocol):
+    dask_scheduler: str
+    partition_bits: int
+    max_breakdown_answers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    member: UUID  # whose attribute
+    attribute: str
+
+    def canonical(self) -> str:
+        return f"{self.member}.{self.attribute}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    values: dict[str, str | None]
+    count: int | None
+    suppressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapAnswer:
+    purpose: str
+    count: int | None
+    suppressed: bool
+    min_audience: int
+    noise: bool
+    breakdown: list[Cell] | None
+
+
+def parse_breakdown(
+    by: str | None, partnership: Partnership, caller: UUID | None
+) -> list[Dimension]:
+    """``self.tier``, ``partner.city`` (members), or ``<member id>.<attribute>`` (anyone)."""
+    if not by:
+        return []
+    members = [m.partner_id for m in partnership.members]
+    dims: list[Dimension] = []
+    for part in by.split(","):
+        side, dot, attribute = part.strip().partition(".")
+        if not dot or not attribute:
+            raise InvalidInput(
+                f"by={part!r} is not of the form <side>.<attribute>.",
+                fix="Use self.<attribute>, partner.<attribute>, or one of each, comma separated.",
+            )
+        if side in ("self", "partner"):
+            if caller is None:
+                raise InvalidInput(
+                    "self and partner are relative to a member; an admin names the member.",
+                    fix="Use <member partner id>.<attribute>.",
+                )
+            other = next(m for m in members if m != caller)
+            member = caller if side == "self" else other
+        else:
+            try:
+                member = UUID(side)
+            except ValueError:
+                member = UUID(int=0)
+            if member not in members:
+                raise InvalidInput(
+                    f"{side!r} is neither self, partner nor a member of this partnership.",
+                    fix="Use self.<attribute>, partner.<attribute> or <member id>.<attribute>.",
+                )
+        dims.append(Dimension(member, attribute))
+    if len(dims) > 2 or (len(dims) == 2 and dims[0].member == dims[1].member):
+        raise InvalidInput(
+            "A breakdown has one attribute, or two: one of each member.",
+            fix="Use by=self.<attribute>, by=partner.<attribute>, or one of each.",
+        )
+    return dims
+
+
+def _which(partnership: Partnership, member: UUID) -> Which:
+    return "a" if partnership.members[0].partner_id == member else "b"
+
+
+def _check_attribute(loaded: Loaded, dimension: Dimension) -> None:
+    if dimension.attribute in loaded.over_quota:
+        raise InvalidInput(
+            f"Attribute {dimension.attribute!r} has more than 100 distinct values, which the "
+            "coalition does not allow in breakdowns.",
+            fix="Upload a coarser attribute (at most 100 values) and break down by that.",
+        )
+    if dimension.attribute not in loaded.side.attributes:
+        raise InvalidInput(
+            f"No record of partner {dimension.member} has the attribute {dimension.attribute!r}.",
+            fix="Break down by an attribute the partner's records carry.",
+        )
+
+
+def _cells_json(cells: dict[tuple[str | None, ...], int]) -> list[Any]:
+    return [[*key, count] for key, count in sorted(cells.items(), key=lambda kv: repr(kv[0]))]
+
+
+def _cells_from_json(rows: list[Any]) -> dict[tuple[str | None, ...], int]:
+    return {tuple(row[:-1]): int(row[-1]) for row in rows}
+
+
+class OverlapService:
+    def __init__(
+        self,
+        session_maker: async_sessionmaker[AsyncSession],
+        arrays: ArrayCache,
+        settings: MatchingSettingsLike,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.session_maker = session_maker
+        self.arrays = arrays
+        self.settings = settings
+        self.rng = rng or np.random.default_rng()
+
+    async def groups(self, a: Loaded, b: Loaded, mask: int) -> engine.Groups:
+        """The engine's groups, on the Dask cluster when one is configured."""
+        if self.settings.dask_scheduler:
+            from matching.cluster import match_on_cluster
+
+            return await match_on_cluster(
+                self.settings.dask_scheduler, a.side, b.side, mask, self.settings.partition_bits
+            )
+        return engine.match(a.side, b.side, mask)
+
+    async def ask(
+        self,
+        session: AsyncSession,
+        partnership_id: UUID,
+        caller: UUID | None,
+        purpose: str,
+        by: str | None,
+        actor: Actor,
+    ) -> OverlapAnswer:
+        partnership = await PartnershipService(session).get_for(partnership_id, caller)
+        params = {"purpose": purpose, "by": by or ""}
+        if partnership.status != ACTIVE:
+            raise Conflict(
+                f"Partnership {partnership.id} is {partnership.status}; overlaps are answered "
+                "for active partnerships only.",
+                fix="Ask once both members have accepted and the partnership is active.",
+            )
+        if purpose not in CONSENT_BITS or purpose not in partnership.purposes:
+            raise InvalidInput(
+                f"The partnership does not allow the purpose {purpose!r}.",
+                errors=[{"index": 0, "field": "purpose", "reason": "not allowed"}],
+                fix=f"Use one of its purposes: {', '.join(partnership.purposes)}.",
+            )
+        dims = parse_breakdown(by, partnership, caller)
+        a_id, b_id = (m.partner_id for m in partnership.members)
+        a, b = await self.arrays.get(a_id), await self.arrays.get(b_id)
+        for dim in dims:
+            _check_attribute(a if dim.member == a_id else b, dim)
+        groups = await self.groups(a, b, CONSENT_BITS[purpose])
+        total = groups.count
+        cells: dict[tuple[str | None, ...], int] | None = None
+        if dims:
+            spec = [(_which(partnership, d.member), d.attribute) for d in dims]
+            cells = engine.breakdown(groups, a.side, b.side, spec)
+        canonical = ",".join(d.canonical() for d in dims)
+        return await self._decide(
+            partnership, caller, purpose, canonical, total, cells, dims, actor, params
+        )
+
+    async def _decide(
+        self,
+        partnership: Partnership,
+        caller: UUID | None,
+        purpose: str,
+        canonical: str,
+        total: int,
+        cells: dict[tuple[str | None, ...], int] | None,
+        dims: Sequence[Dimension],
+        actor: Actor,
+        params: dict[str, Any],
+    ) -> OverlapAnswer:
+        epsilon = partnership.epsilon
+        with writing():
+            async with self.session_maker() as session, session.begin():
+                await session.execute(
+                    select(Partnership.id).where(Partnership.id == partnership.id).with_for_update()
+                )
+                refusal: HubError | None = None
+                if epsilon is not None:
+                    refusal = await self._budget_refusal(session, partnership, epsilon)
+                if refusal is None:
+                    refusal = await self._differencing_refusal(
+                        session, partnership, purpose, canonical, total, cells
+                    )
+                if refusal is not None:
+                    await append(
+                        session,
+                        actor.event(
+                            "overlap.refused",
+                            "partnership",
+                            str(partnership.id),
+                            reason=refusal.slug,
+                            **params,
+                        ),
+                    )
+                else:
+                    shown = rules.answer(
+                        total,
+                        cells,
+                        partnership.min_audience,
+                        epsilon=epsilon,
+                        rng=self.rng if epsilon is not None else None,
+                    )
+                    session.add(
+                        OverlapQuery(
+                            partnership_id=partnership.id,
+                            partner_id=caller,
+                            purpose=purpose,
+                            breakdown=canonical,
+                            epsilon=epsilon or 0.0,
+                            total=total,
+                            cells=_cells_json(cells or {}),
+                        )
+                    )
+                    await append(
+                        session,
+                        actor.event(
+                            "overlap.answered",
+                            "partnership",
+                            str(partnership.id),
+                            suppressed=shown.total.suppressed,
+                            epsilon=epsilon,
+                            **params,
+                        ),
+                    )
+        if refusal is not None:
+            raise refusal
+        names = [
+            ("self" if d.member == caller else "partner") if caller else str(d.member) for d in dims
+        ]
+        names = [f"{n}.{d.attribute}" for n, d in zip(names, dims, strict=True)]
+        return OverlapAnswer(
+            purpose=purpose,
+            count=shown.total.count,
+            suppressed=shown.total.suppressed,
+            min_audience=partnership.min_audience,
+            noise=epsilon is not None,
+            breakdown=None
+            if cells is None
+            else [
+                Cell(dict(zip(names, key, strict=True)), s.count, s.suppressed)
+                for key, s in shown.cells
+            ],
+        )
+
+    async def _budget_refusal(
+        self, session: AsyncSession, partnership: Partnership, epsilon: float
+    ) -> HubError | None:
+        budget = await budget_status(session, partnership)
+        if budget is None or budget.budget.can_spend(epsilon):
+            return None
+        seconds = int((budget.renews_at - datetime.now(UTC)).total_seconds()) + 1
+        return TooManyRequests(
+            f"The partnership's privacy budget for this {partnership.budget_period} is spent "
+            f"({budget.budget.spent:g} of {budget.budget.total:g}); it renews at "
+            f"{budget.renews_at.isoformat()}.",
+            retry_after=seconds,
+            renews_at=budget.renews_at.isoformat(),
+            fix="Wait until the budget renews (Retry-After), or ask the coalition admin for a "
+            "larger epsilon_budget.",
+        )
+
+    async def _differencing_refusal(
+        self,
+        session: AsyncSession,
+        partnership: Partnership,
+        purpose: str,
+        canonical: str,
+        total: int,
+        cells: dict[tuple[str | None, ...], int] | None,
+    ) -> HubError | None:
+        earlier = await session.execute(
+            select(OverlapQuery.total, OverlapQuery.cells)
+            .where(
+                OverlapQuery.partnership_id == partnership.id,
+                OverlapQuery.purpose == purpose,
+                OverlapQuery.breakdown == canonical,
+            )
+            .order_by(OverlapQuery.id.desc())
+            .limit(self.settings.max_breakdown_answers)
+        )
+        for previous_total, previous_cells in earlier:
+            reason = rules.differencing_violation(
+                _cells_from_json(previous_cells),
+                int(previous_total),
+                cells or {},
+                total,
+                partnership.min_audience,
+            )
+            if reason is not None:
+                return PrivacyRefusal(
+                    f"Refused: {reason} Answering would let the difference between two "
+                    "answers single out a few people.",
+                )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    budget: rules.Budget
+    period: str
+    period_start: datetime
+    renews_at: datetime
+    queries: int
+
+
+async def budget_status(session: AsyncSession, partnership: Partnership) -> BudgetStatus | None:
+    """What the partnership's questions have spent in the current period (None: no noise)."""
+    total = budget_of(partnership)
+    if total is None:
+        return None
+    start, end = rules.period_bounds(datetime.now(UTC), partnership.budget_period)  # type: ignore[arg-type]
+    row = (
+        await session.execute(
+            select(func.coalesce(func.sum(OverlapQuery.epsilon), 0.0), func.count()).where(
+                OverlapQuery.partnership_id == partnership.id,
+                OverlapQuery.answered_at >= start,
+                OverlapQuery.answered_at < end,
+                OverlapQuery.epsilon > 0,
+            )
+        )
+    ).one()
+    return BudgetStatus(
+        budget=rules.Budget(total=total, spent=float(row[0])),
+        period=partnership.budget_period,
+        period_start=start,
+        renews_at=end,
+        queries=int(row[1]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixCell:
+    a: UUID
+    b: UUID
+    count: int | None
+    suppressed: bool
+    min_audience: int
+    partnership_id: UUID | None
+
+
+async def overlap_matrix(
+    session_maker: async_sessionmaker[AsyncSession],
+    arrays: ArrayCache,
+    purpose: str,
+    default_min_audience: int,
+    actor: Actor,
+) -> tuple[list[tuple[UUID, str]], list[MatrixCell]]:
+    """Every pair of active partners: thresholded overlaps for ``purpose`` (admin view).
+
+    A pair with an active partnership uses its ``min_audience``; other pairs the coalition's
+    default. The diagonal (a partner with itself) is not shown: it is not an overlap.
+    """
+    from partners.partners.models import ACTIVE as PARTNER_ACTIVE
+    from partners.partners.models import Partner
+    from partners.partnerships.models import PartnershipMember
+
+    async with session_maker() as session:
+        partners = [
+            (p.id, p.name)
+            for p in await session.scalars(
+                select(Partner).where(Partner.status == PARTNER_ACTIVE).order_by(Partner.name)
+            )
+        ]
+        rows = (
+            await session.execute(
+                select(Partnership.id, Partnership.min_audience, PartnershipMember.partner_id)
+                .join(PartnershipMember, PartnershipMember.partnership_id == Partnership.id)
+                .where(Partnership.status == ACTIVE)
+            )
+        ).all()
+    thresholds: dict[frozenset[UUID], tuple[int, UUID | None]] = {}
+    members: dict[UUID, list[UUID]] = {}
+    minimum: dict[UUID, int] = {}
+    for partnership_id, min_audience, partner_id in rows:
+        members.setdefault(partnership_id, []).append(partner_id)
+        minimum[partnership_id] = min_audience
+    for pid, pair in members.items():
+        thresholds[frozenset(pair)] = (minimum[pid], pid)
+    sides = [(await arrays.get(pid)).side for pid, _ in partners]
+    counts = engine.overlap_matrix(sides, CONSENT_BITS[purpose])
+    cells = []
+    for i, (a, _) in enumerate(partners):
+        for j, (b, _) in enumerate(partners):
+            if i == j:
+                continue
+            min_audience, partnership = thresholds.get(
+                frozenset((a, b)), (default_min_audience, None)
+            )
+            shown = rules.threshold(int(counts[i, j]), min_audience)
+            cells.append(MatrixCell(a, b, shown.count, shown.suppressed, min_audience, partnership))
+    with writing():
+        async with session_maker() as session, session.begin():
+            await append(
+                session,
+                actor.event(
+                    "overlap.matrix", "coalition", None, purpose=purpose, partners=len(partners)
+                ),
+            )
+    return partners, cells

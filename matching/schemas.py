@@ -1,0 +1,116 @@
+"""Wire shapes of the matching endpoints (DESIGN.md "HTTP API")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Description = Annotated[str, msgspec.Meta(max_length=4000)]
+Points = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+Values = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
+    msgspec.Meta(min_length=1, max_length=100),
+]
+Filters = Annotated[dict[str, Values], msgspec.Meta(max_length=20)]
+
+
+class CellOut(msgspec.Struct):
+    values: dict[str, str | None]
+    count: int | None
+    suppressed: bool
+
+
+class OverlapOut(msgspec.Struct):
+    purpose: str
+    count: int | None
+    suppressed: bool
+    min_audience: int
+    noise: bool
+    breakdown: list[CellOut] | msgspec.UnsetType = msgspec.UNSET
+
+
+class BudgetOut(msgspec.Struct):
+    partnership_id: UUID
+    noise: bool
+    epsilon: float | None
+    budget: float | None
+    spent: float
+    left: float | None
+    period: str
+    period_start: datetime | None
+    renews_at: datetime | None
+    queries: int
+
+
+class PartnerRef(msgspec.Struct):
+    id: UUID
+    name: str
+
+
+class MatrixCellOut(msgspec.Struct):
+    a: UUID
+    b: UUID
+    count: int | None
+    suppressed: bool
+    min_audience: int
+    partnership_id: UUID | None
+
+
+class MatrixOut(msgspec.Struct):
+    purpose: str
+    partners: list[PartnerRef]
+    cells: list[MatrixCellOut]
+
+
+class OfferCreate(msgspec.Struct, forbid_unknown_fields=True):
+    partnership_id: UUID
+    title: Title
+    points: dict[UUID, Points]
+    description: Description = ""
+    filters: dict[UUID, Filters] | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+class OfferApprove(msgspec.Struct, forbid_unknown_fields=True):
+    """The approving member's own filters (optional)."""
+
+    filters: Filters | None = None
+
+
+class OfferOut(msgspec.Struct):
+    id: UUID
+    partnership_id: UUID
+    proposer_id: UUID
+    title: str
+    description: str
+    points: dict[str, int]
+    status: str
+    approvals: dict[str, datetime]
+    starts_at: datetime | None
+    ends_at: datetime | None
+    activated_at: datetime | None
+    created_at: datetime
+    # Only the caller's own filters and audience size: never the other member's.
+    filters: dict[str, list[str]]
+    audience_size: int | None
+
+
+class AudienceItem(msgspec.Struct):
+    customer_ref: str
+
+
+class AudienceChange(msgspec.Struct):
+    customer_ref: str
+    change: str
+    at: datetime
+
+
+class AudienceChanges(msgspec.Struct):
+    items: list[AudienceChange]
+    next_cursor: str
+    has_more: bool
