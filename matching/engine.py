@@ -11,7 +11,10 @@ This module imports nothing of the project (an architecture test enforces it).
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
@@ -37,6 +40,9 @@ __all__ = [
 ]
 
 SideName = Literal["a", "b"]
+# Kernels release the GIL: sides this large are merged (and their people mapped) on threads.
+_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_PARALLEL_FROM = 1 << 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +130,16 @@ def _merge_into(
         ah = a_hi[i]
         bh = b_hi[j]
         if ah != bh:  # the usual case; advancing by arithmetic avoids a second branch
-            before = ah < bh
-            i += before
-            j += not before
+            a_first = ah < bh
+            i += a_first
+            j += not a_first
             continue
         al = a_lo[i]
         bl = b_lo[j]
         if al != bl:
-            before = al < bl
-            i += before
-            j += not before
+            a_first = al < bl
+            i += a_first
+            j += not a_first
             continue
         # Equal keys: every consented record of A's run matches every one of B's run.
         i_end = i + 1
@@ -166,10 +172,10 @@ def _popcount(x: Any) -> Any:  # pragma: no cover - compiled
 
 
 @_compiled
-def _rank(words: Any, before: Any, x: Any) -> Any:  # pragma: no cover - compiled
+def _rank(index: Any, x: Any) -> Any:  # pragma: no cover - compiled
     """The number of set bits below bit x: x's compact id when x is set."""
     low = (_ONE << np.uint64(x & 63)) - _ONE
-    return before[x >> 6] + np.int64(_popcount(words[x >> 6] & low))
+    return np.int64(index[x >> 6, 1] + _popcount(index[x >> 6, 0] & low))
 
 
 @_compiled
@@ -182,7 +188,11 @@ def _root(parent: Any, x: Any) -> Any:  # pragma: no cover - compiled
 
 @_compiled
 def _bitmap(people: Any, n: int) -> Any:  # pragma: no cover - compiled
-    """The set of people as a bitmap, its rank prefix, its sorted members, and repeats."""
+    """The set of people: a rank index, its sorted members, and whether anyone repeats.
+
+    The index holds, per 64 people, their bits and the count of members before them, side by
+    side so that a rank costs one cache line.
+    """
     words = np.zeros(n // 64 + 1, np.uint64)
     repeated = False
     for x in people:
@@ -190,45 +200,46 @@ def _bitmap(people: Any, n: int) -> Any:  # pragma: no cover - compiled
         if words[x >> 6] & bit:
             repeated = True
         words[x >> 6] |= bit
-    before = np.empty(words.shape[0] + 1, np.int64)
-    before[0] = 0
+    index = np.empty((words.shape[0], 2), np.uint64)
+    total = _ZERO
     for w in range(words.shape[0]):
-        before[w + 1] = before[w] + np.int64(_popcount(words[w]))
-    members = np.empty(before[-1], np.int32)
+        index[w, 0] = words[w]
+        index[w, 1] = total
+        total += _popcount(words[w])
+    members = np.empty(np.int64(total), np.int32)
     m = 0
     for w in range(words.shape[0]):
         v = words[w]
-        if v == _ZERO:
-            continue
-        for offset in range(64):
-            if (v >> np.uint64(offset)) & _ONE:
-                members[m] = w * 64 + offset
-                m += 1
-    return words, before, members, repeated
+        while v != _ZERO:
+            lowest = v & (~v + _ONE)
+            members[m] = w * 64 + np.int64(_popcount(lowest - _ONE))
+            m += 1
+            v ^= lowest
+    return index, members, repeated
 
 
 @_compiled
-def _connect(pair_a: Any, pair_b: Any, n_a: int, n_b: int) -> Any:  # pragma: no cover
+def _connect(pair_a: Any, pair_b: Any, a_bitmap: Any, b_bitmap: Any) -> Any:  # pragma: no cover
     """Groups of the pairs' people: (count, a_group, b_group) over the sorted members.
 
     Compact ids: A members 0..na-1 in person order, then B members. Union by smaller id
     keeps every root at its group's smallest A person, so scanning A members upwards meets
     each group first at that person and numbers the groups as the contract requires.
     """
-    a_words, a_before, a_members, a_repeated = _bitmap(pair_a, n_a)
-    b_words, b_before, b_members, b_repeated = _bitmap(pair_b, n_b)
+    a_index, a_members, a_repeated = a_bitmap
+    b_index, b_members, b_repeated = b_bitmap
     na = a_members.shape[0]
     nb = b_members.shape[0]
     if not (a_repeated or b_repeated):
         # Nobody appears in two pairs: each pair is its own group.
         b_group = np.empty(nb, np.int32)
         for k in range(pair_a.shape[0]):
-            b_group[_rank(b_words, b_before, pair_b[k])] = _rank(a_words, a_before, pair_a[k])
-        return na, a_members, np.arange(na).astype(np.int32), b_members, b_group
+            b_group[_rank(b_index, pair_b[k])] = _rank(a_index, pair_a[k])
+        return na, np.arange(na).astype(np.int32), b_group
     parent = np.arange(na + nb).astype(np.int32)
     for k in range(pair_a.shape[0]):
-        rx = _root(parent, _rank(a_words, a_before, pair_a[k]))
-        ry = _root(parent, na + _rank(b_words, b_before, pair_b[k]))
+        rx = _root(parent, _rank(a_index, pair_a[k]))
+        ry = _root(parent, na + _rank(b_index, pair_b[k]))
         if rx < ry:
             parent[ry] = rx
         elif ry < rx:
@@ -245,7 +256,7 @@ def _connect(pair_a: Any, pair_b: Any, n_a: int, n_b: int) -> Any:  # pragma: no
     b_group = np.empty(nb, np.int32)
     for y in range(nb):
         b_group[y] = a_group[_root(parent, na + y)]
-    return count, a_members, a_group, b_members, b_group
+    return count, a_group, b_group
 
 
 # --------------------------------------------------------------------------- building sides
@@ -319,24 +330,17 @@ def _is_sorted(hi: NDArray[np.uint64], lo: NDArray[np.uint64]) -> bool:
 def matched_pairs(a: Side, b: Side, mask: int) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     """The (A person, B person) of every pair of equal-key records both consented to `mask`.
 
-    One entry per matching record pair, so a pair of people may appear more than once.
+    One entry per matching record pair (so a pair of people may appear more than once), in
+    key order. Large sides are merged as key ranges on all cores.
     """
     if not 0 <= mask <= 0xFF:
         raise ValueError("mask must be a consent bit mask in 0..255")
-    capacity = max(16, min(len(a.hi), len(b.hi)))
-    out_a = np.empty(capacity, np.int32)
-    out_b = np.empty(capacity, np.int32)
-    i = j = k = 0
-    while True:
-        i, j, k = _merge_into(
-            a.hi, a.lo, a.person, a.consent, b.hi, b.lo, b.person, b.consent, mask,
-            out_a, out_b, i, j, k,
-        )  # fmt: skip
-        if i >= len(a.hi) or j >= len(b.hi):
-            return out_a[:k].copy(), out_b[:k].copy()
-        # Duplicate keys made a cross product larger than the buffer: grow and resume.
-        out_a = np.concatenate([out_a, np.empty_like(out_a)])
-        out_b = np.concatenate([out_b, np.empty_like(out_b)])
+    ranges = _key_ranges(a, b, _THREADS if min(len(a.hi), len(b.hi)) >= _PARALLEL_FROM else 1)
+    if len(ranges) == 1:
+        return _merge_range(a, b, mask, ranges[0])
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        parts = list(pool.map(lambda r: _merge_range(a, b, mask, r), ranges))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def groups_from_pairs(
@@ -345,8 +349,51 @@ def groups_from_pairs(
     """Connected groups of the people linked by the pairs, numbered by smallest A person."""
     pair_a = np.ascontiguousarray(pair_a, dtype=np.int32)
     pair_b = np.ascontiguousarray(pair_b, dtype=np.int32)
-    count, a_person, a_group, b_person, b_group = _connect(pair_a, pair_b, n_a, n_b)
-    return Groups(int(count), a_person, a_group, b_person, b_group)
+    if len(pair_a) >= _PARALLEL_FROM and _THREADS > 1:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_bitmap, pair_b, n_b)
+            a_bitmap = _bitmap(pair_a, n_a)
+            b_bitmap = pending.result()
+    else:
+        a_bitmap, b_bitmap = _bitmap(pair_a, n_a), _bitmap(pair_b, n_b)
+    count, a_group, b_group = _connect(pair_a, pair_b, a_bitmap, b_bitmap)
+    return Groups(int(count), a_bitmap[1], a_group, b_bitmap[1], b_group)
+
+
+def _key_ranges(a: Side, b: Side, parts: int) -> list[tuple[int, int, int, int]]:
+    """Split both sides at the same `hi` values, so equal keys never straddle two ranges."""
+    cuts = np.unique(a.hi[len(a.hi) * np.arange(1, parts) // parts])
+    a_cuts = [0, *np.searchsorted(a.hi, cuts).tolist(), len(a.hi)]
+    b_cuts = [0, *np.searchsorted(b.hi, cuts).tolist(), len(b.hi)]
+    return [(*a_range, *b_range) for a_range, b_range in zip(
+        itertools.pairwise(a_cuts), itertools.pairwise(b_cuts), strict=True
+    )]  # fmt: skip
+
+
+def _merge_range(
+    a: Side, b: Side, mask: int, bounds: tuple[int, int, int, int]
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    a_start, a_end, b_start, b_end = bounds
+    a_hi, a_lo, a_person, a_consent = (
+        column[a_start:a_end] for column in (a.hi, a.lo, a.person, a.consent)
+    )
+    b_hi, b_lo, b_person, b_consent = (
+        column[b_start:b_end] for column in (b.hi, b.lo, b.person, b.consent)
+    )
+    capacity = max(16, min(len(a_hi), len(b_hi)))
+    out_a = np.empty(capacity, np.int32)
+    out_b = np.empty(capacity, np.int32)
+    i = j = k = 0
+    while True:
+        i, j, k = _merge_into(
+            a_hi, a_lo, a_person, a_consent, b_hi, b_lo, b_person, b_consent, mask,
+            out_a, out_b, i, j, k,
+        )  # fmt: skip
+        if i >= len(a_hi) or j >= len(b_hi):
+            return out_a[:k].copy(), out_b[:k].copy()
+        # Duplicate keys made a cross product larger than the buffer: grow and resume.
+        out_a = np.concatenate([out_a, np.empty_like(out_a)])
+        out_b = np.concatenate([out_b, np.empty_like(out_b)])
 
 
 def match(a: Side, b: Side, mask: int) -> Groups:

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection, Engine
 
+from hub.core.db import reading
 from matching.engine import Attribute, Side, make_side
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
@@ -269,7 +270,8 @@ class ArrayCache:
 
     def _get_sync(self, partner_id: UUID) -> Loaded:
         key_version = self.crypto.keys.match_version
-        with self.engine.connect() as conn:
+        # A read: on SQLite it must not queue for the write lock its own caller may hold.
+        with reading(), self.engine.connect() as conn:
             version = _current_version(conn, partner_id)
             cached = self._memory.get(partner_id)
             if cached and (cached.version, cached.key_version) == (version, key_version):
@@ -304,7 +306,7 @@ class ArrayCache:
     def discard_stale(self) -> int:
         """Drop memory copies and files of versions that are no longer current; how many."""
         current: dict[UUID, int] = {}
-        with self.engine.connect() as conn:
+        with reading(), self.engine.connect() as conn:
             for partner_id, version in conn.execute(select(STATE.c.partner_id, STATE.c.version)):
                 current[UUID(str(partner_id))] = int(version)
         key_version = self.crypto.keys.match_version

@@ -252,10 +252,11 @@ class OfferService:
         audiences = _audiences(loaded[a_id], loaded[b_id], filters)
         sizes = {str(pid): len(refs) for pid, refs in audiences.items()}
         if min(sizes.values()) < partnership.min_audience:
-            await self._audit_refusal(actor, offer)
+            minimum = partnership.min_audience
+            await self._audit_refusal(actor, offer)  # expires the ORM objects
             raise PrivacyRefusal(
                 "The offer's audience is below the partnership's minimum audience of "
-                f"{partnership.min_audience} on at least one side; it cannot be activated.",
+                f"{minimum} on at least one side; it cannot be activated.",
                 fix="Loosen the filters or wait for more consented customers, then approve again.",
             )
         now = datetime.now(UTC)

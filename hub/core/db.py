@@ -42,6 +42,17 @@ def writing() -> Iterator[None]:
         write_intent.reset(token)
 
 
+@contextmanager
+def reading() -> Iterator[None]:
+    """Mark the current unit of work as a reader, even inside a writer's context (a thread
+    started from a writing request inherits its context variables)."""
+    token = write_intent.set(False)
+    try:
+        yield
+    finally:
+        write_intent.reset(token)
+
+
 def normalise_url(url: str) -> URL:
     """Map a plain ``sqlite://`` or ``postgresql://`` URL to the drivers the hub ships."""
     parsed = make_url(url)

@@ -323,3 +323,18 @@ def test_attribute_codes_must_cover_every_person() -> None:
     tier = Attribute(np.array([0], dtype=np.int16), ("gold",))
     with pytest.raises(ValueError, match="one code per person"):
         engine.make_side([1], [0], [0], [1], 2, {"tier": tier})
+
+
+@settings(max_examples=100, deadline=None)
+@given(records(), records(), masks)
+def test_merging_key_ranges_on_threads_gives_the_same_groups(
+    a: Records, b: Records, mask: int
+) -> None:
+    sequential = engine.match(a.side(), b.side(), mask)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_PARALLEL_FROM", 1)
+        patch.setattr(engine, "_THREADS", 3)
+        threaded = engine.match(a.side(), b.side(), mask)
+    assert threaded.count == sequential.count
+    for name in ("a_person", "a_group", "b_person", "b_group"):
+        assert getattr(threaded, name).tolist() == getattr(sequential, name).tolist()
