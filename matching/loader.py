@@ -30,7 +30,7 @@ from uuid import UUID
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from hub.core.db import reading
@@ -104,16 +104,56 @@ def _current_version(conn: Connection, partner_id: UUID) -> int:
     return int(version or 0)
 
 
+class _AttributeCoder:
+    """One attribute's per-person codes, filled while rows stream in (people in order)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.codes = np.full(capacity, -1, dtype=np.int16)
+        self.index: dict[str, int] = {}
+        self.over = False
+
+    def set(self, person: int, value: str) -> None:
+        code = self.index.get(value)
+        if code is None:
+            if len(self.index) >= MAX_ATTRIBUTE_VALUES:
+                self.over = True
+                return
+            code = self.index[value] = len(self.index)
+        self.codes[person] = code
+
+    def finish(self, n_people: int) -> Attribute:
+        """Codes renumbered so that values are in sorted order (deterministic files)."""
+        vocabulary = sorted(self.index)
+        remap = np.full(len(vocabulary) + 1, -1, dtype=np.int16)  # remap[-1] stays -1
+        for new, value in enumerate(vocabulary):
+            remap[self.index[value]] = new
+        return Attribute(remap[self.codes[:n_people]], tuple(vocabulary))
+
+
 def _build(
     conn: Connection, partner_id: UUID, crypto: IdentifierCrypto, key_version: int
 ) -> tuple[Side, People, frozenset[str]]:
-    """Read every record of the partner and build its arrays (keys under ``key_version``)."""
+    """Stream every record of the partner and build its arrays (keys under ``key_version``).
+
+    Rows arrive sorted by ``customer_ref`` (bytewise, as Python compares strings), so a person's
+    index is known as its rows pass and only one copy of each reference is kept; a person's
+    attributes are those of their most recently updated record. Memory stays at the arrays'
+    size (about 40 bytes a record) whatever the number of rows.
+    """
+    total = int(
+        conn.execute(
+            select(func.count()).select_from(RECORDS).where(RECORDS.c.partner_id == partner_id)
+        ).scalar_one()
+    )
     keyer = crypto.keyer(key_version)
-    keys = bytearray()
-    refs: list[str] = []
-    consents: list[int] = []
-    attributes: list[dict[str, str] | None] = []
-    updated: list[float] = []
+    keys = np.empty((total, 16), dtype=np.uint8)
+    person = np.empty(total, dtype=np.int32)
+    consent = np.empty(total, dtype=np.uint8)
+    refs: list[bytes] = []
+    coders: dict[str, _AttributeCoder] = {}
+    ref_column: Any = RECORDS.c.customer_ref
+    if conn.dialect.name == "postgresql":
+        ref_column = ref_column.collate("C")  # bytewise, like SQLite and Python
     result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
         select(
             RECORDS.c.id_type,
@@ -124,64 +164,47 @@ def _build(
             RECORDS.c.customer_ref,
             RECORDS.c.consents,
             RECORDS.c.attributes,
-            RECORDS.c.updated_at,
-        ).where(RECORDS.c.partner_id == partner_id)
+        )
+        .where(RECORDS.c.partner_id == partner_id)
+        .order_by(ref_column, RECORDS.c.updated_at)
     )
-    for id_type, match_key, version, sealed, data_version, ref, consent, attrs, at in result:
+    n = 0
+    current = None
+    for id_type, match_key, version, sealed, data_version, ref, mask, attrs in result:
+        if n == total:
+            break  # rows committed after the count: the next version picks them up
         if version != key_version:
             digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
             match_key = keyer(digest)
-        keys += bytes(match_key)[:16]
-        refs.append(ref)
-        consents.append(consent)
-        attributes.append(attrs)
-        updated.append(at.timestamp() if at is not None else 0.0)
-    n = len(refs)
-    pairs = np.frombuffer(bytes(keys), dtype=">u8").reshape(n, 2).astype(np.uint64)
-    unique_refs, person = np.unique(np.asarray(refs, dtype=object), return_inverse=True)
-    people = People.of([str(r) for r in unique_refs])
-    coded, over = _attributes(person, attributes, np.asarray(updated), len(people))
+        keys[n] = np.frombuffer(match_key, dtype=np.uint8, count=16)
+        if ref != current:
+            current = ref
+            refs.append(ref.encode())
+        p = len(refs) - 1
+        person[n] = p
+        consent[n] = mask
+        if attrs:
+            for name, value in attrs.items():
+                coder = coders.get(name)
+                if coder is None:
+                    coder = coders[name] = _AttributeCoder(total)
+                coder.set(p, value)
+        n += 1
+    pairs = keys[:n].view(">u8").reshape(n, 2).astype(np.uint64)
+    offsets = np.zeros(len(refs) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in refs], out=offsets[1:])
+    people = People(b"".join(refs), offsets)
+    over = frozenset(name for name, coder in coders.items() if coder.over)
+    coded = {name: coder.finish(len(refs)) for name, coder in coders.items() if not coder.over}
     side = make_side(
-        pairs[:, 0].copy(),
-        pairs[:, 1].copy(),
-        person.astype(np.int32),
-        np.asarray(consents, dtype=np.uint8),
-        len(people),
+        np.ascontiguousarray(pairs[:, 0]),
+        np.ascontiguousarray(pairs[:, 1]),
+        person[:n].copy(),
+        consent[:n].copy(),
+        len(refs),
         coded,
     )
     return side, people, over
-
-
-def _attributes(
-    person: NDArray[Any],
-    attributes: list[dict[str, str] | None],
-    updated: NDArray[np.float64],
-    n_people: int,
-) -> tuple[dict[str, Attribute], frozenset[str]]:
-    """Per person, each attribute's value from their most recently updated record."""
-    order = np.lexsort((updated, person))  # by person, then oldest first: the newest wins
-    latest: dict[str, dict[int, str]] = {}
-    for i in order:
-        attrs = attributes[i]
-        if attrs:
-            p = int(person[i])
-            for name, value in attrs.items():
-                latest.setdefault(name, {})[p] = value
-    coded: dict[str, Attribute] = {}
-    over: set[str] = set()
-    for name, values in latest.items():
-        vocabulary = sorted(set(values.values()))
-        if len(vocabulary) > MAX_ATTRIBUTE_VALUES:
-            over.add(name)
-            continue
-        index = {v: c for c, v in enumerate(vocabulary)}
-        codes = np.full(n_people, -1, dtype=np.int16)
-        if values:
-            who = np.fromiter(values.keys(), dtype=np.int64, count=len(values))
-            what = np.fromiter((index[v] for v in values.values()), np.int16, count=len(values))
-            codes[who] = what
-        coded[name] = Attribute(codes, tuple(vocabulary))
-    return coded, frozenset(over)
 
 
 # -- files --------------------------------------------------------------------------------

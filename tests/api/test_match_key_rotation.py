@@ -33,9 +33,33 @@ def keys_by_partner(hub: Hub, partner_id: str) -> dict[str, tuple[bytes, int]]:
     return {ref.split("-", 1)[1]: (bytes(key), version) for ref, key, version in rows}
 
 
+def partnership(hub: Hub, a: tuple[str, dict[str, str]], b: tuple[str, dict[str, str]]) -> str:
+    created = hub.as_admin(
+        "POST",
+        "/v1/partnerships",
+        json={"members": [a[0], b[0]], "purposes": ["analytics"], "min_audience": 10},
+    )
+    assert created.status_code == 201, created.text
+    for _, headers in (a, b):
+        accepted = hub.http.post(f"/v1/partnerships/{created.json()['id']}/accept", headers=headers)
+        assert accepted.status_code == 200
+    return str(created.json()["id"])
+
+
+def overlap(hub: Hub, partnership_id: str, headers: dict[str, str]) -> Any:
+    response = hub.http.get(
+        f"/v1/partnerships/{partnership_id}/overlap",
+        params={"purpose": "analytics"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["count"]
+
+
 def test_rotation_rekeys_everything_and_keeps_every_match(hub: Hub) -> None:
     airline, _, a = hub.partner_with_token("airline")
     hotel, _, b = hub.partner_with_token("hotel")
+    shared_with = partnership(hub, (airline["id"], a), (hotel["id"], b))
     start = int(hub.app.state.keyring.match_version)
     assert (
         hub.http.post(
@@ -67,6 +91,9 @@ def test_rotation_rekeys_everything_and_keeps_every_match(hub: Hub) -> None:
         "/v1/identifiers", json={"records": records(range(35, 45), "h")}, headers=b
     ).json()
     assert during == {"accepted": 10, "created": 5, "updated": 5}
+    # Matching is correct while the two sides' records are under different versions: the
+    # loader keys old-version records under the newest one.
+    assert overlap(hub, shared_with, a) == 20
 
     rotated = run_cli(hub, "admin", "keys", "rotate-match-key", "--batch-size", "7", "--json")
     assert rotated.exit_code == 0, rotated.output
@@ -83,6 +110,7 @@ def test_rotation_rekeys_everything_and_keeps_every_match(hub: Hub) -> None:
     shared = set(a_keys) & set(h_keys)
     assert shared == {str(i) for i in range(10, 30)}
     assert all(a_keys[i][0] == h_keys[i][0] for i in shared)
+    assert overlap(hub, shared_with, b) == 20
     # Erasure by hash still finds a record after the rotation.
     erased = hub.http.post(
         "/v1/identifiers/erase",
