@@ -41,6 +41,7 @@ from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
 from hub.system import live, ready
+from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
 from matching.loader import ArrayCache
 from matching.offers import reconcile_active_offers
@@ -142,6 +143,7 @@ async def matching_maintenance(app: Litestar) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         app.state.read_engine.dispose()
+        close_clients()
 
 
 @contextlib.asynccontextmanager
