@@ -330,6 +330,8 @@ class OverlapService:
             .limit(self.settings.max_breakdown_answers)
         )
         for previous_total, previous_cells in earlier:
+            if total < partnership.min_audience and previous_total < partnership.min_audience:
+                continue  # both wholly suppressed: neither answer shows a number
             reason = rules.differencing_violation(
                 _cells_from_json(previous_cells),
                 int(previous_total),

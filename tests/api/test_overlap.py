@@ -88,12 +88,24 @@ def test_breakdowns_by_either_side_and_by_a_pair(hub: Hub, pair: Any) -> None:
 
 def test_a_count_below_the_threshold_is_never_shown(hub: Hub) -> None:
     a, b, partnership = members(hub, min_audience=10)
-    a.upload(hub, [rec(email(f"small{n}"), f"a{n}") for n in range(9)])
-    b.upload(hub, [rec(email(f"small{n}"), f"b{n}") for n in range(9)])
+    a.upload(hub, [rec(email(f"small{n}"), f"a{n}") for n in range(8)])
+    b.upload(hub, [rec(email(f"small{n}"), f"b{n}") for n in range(8)])
     body = overlap(hub, a, partnership).json()
     assert body["count"] is None
     assert body["suppressed"] is True
-    assert "9" not in str(body)
+    assert "8" not in str(body)
+    # Still below the threshold after one more person: suppressed again, not refused (two
+    # wholly suppressed answers show no number to subtract).
+    a.upload(hub, [rec(email("small-next"), "a-next")])
+    b.upload(hub, [rec(email("small-next"), "b-next")])
+    again = overlap(hub, a, partnership)
+    assert again.status_code == 200
+    assert again.json()["suppressed"] is True
+    # One more reaches the threshold, 10, within fewer than min_audience people of the
+    # earlier (hidden) answers: refused, as any small difference from an answered question.
+    a.upload(hub, [rec(email("small-last"), "a-last")])
+    b.upload(hub, [rec(email("small-last"), "b-last")])
+    assert overlap(hub, a, partnership).status_code == 422
 
 
 def test_consent_on_one_side_only_does_not_count(hub: Hub) -> None:
