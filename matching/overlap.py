@@ -179,6 +179,35 @@ class OverlapService:
     ) -> OverlapAnswer:
         partnership = await PartnershipService(session).get_for(partnership_id, caller)
         params = {"purpose": purpose, "by": by or ""}
+        try:
+            dims = self._question(partnership, caller, purpose, by)
+        except HubError as refusal:
+            await self._audit_refusal(partnership.id, refusal, actor, params)
+            raise
+        a_id, b_id = (m.partner_id for m in partnership.members)
+        a, b = await self.arrays.get(a_id), await self.arrays.get(b_id)
+        try:
+            for dim in dims:
+                _check_attribute(a if dim.member == a_id else b, dim)
+        except HubError as refusal:
+            await self._audit_refusal(partnership.id, refusal, actor, params)
+            raise
+        groups = await self.groups(a, b, CONSENT_BITS[purpose])
+        total = groups.count
+        cells: dict[tuple[str | None, ...], int] | None = None
+        if dims:
+            spec = [(_which(partnership, d.member), d.attribute) for d in dims]
+            cells = engine.breakdown(groups, a.side, b.side, spec)
+        canonical = ",".join(d.canonical() for d in dims)
+        return await self._decide(
+            partnership, caller, purpose, canonical, total, cells, dims, actor, params
+        )
+
+    @staticmethod
+    def _question(
+        partnership: Partnership, caller: UUID | None, purpose: str, by: str | None
+    ) -> list[Dimension]:
+        """The breakdown asked for, once the partnership may answer the purpose at all."""
         if partnership.status != ACTIVE:
             raise Conflict(
                 f"Partnership {partnership.id} is {partnership.status}; overlaps are answered "
@@ -191,21 +220,23 @@ class OverlapService:
                 errors=[{"index": 0, "field": "purpose", "reason": "not allowed"}],
                 fix=f"Use one of its purposes: {', '.join(partnership.purposes)}.",
             )
-        dims = parse_breakdown(by, partnership, caller)
-        a_id, b_id = (m.partner_id for m in partnership.members)
-        a, b = await self.arrays.get(a_id), await self.arrays.get(b_id)
-        for dim in dims:
-            _check_attribute(a if dim.member == a_id else b, dim)
-        groups = await self.groups(a, b, CONSENT_BITS[purpose])
-        total = groups.count
-        cells: dict[tuple[str | None, ...], int] | None = None
-        if dims:
-            spec = [(_which(partnership, d.member), d.attribute) for d in dims]
-            cells = engine.breakdown(groups, a.side, b.side, spec)
-        canonical = ",".join(d.canonical() for d in dims)
-        return await self._decide(
-            partnership, caller, purpose, canonical, total, cells, dims, actor, params
-        )
+        return parse_breakdown(by, partnership, caller)
+
+    async def _audit_refusal(
+        self, partnership_id: UUID, refusal: HubError, actor: Actor, params: dict[str, Any]
+    ) -> None:
+        with writing():
+            async with self.session_maker() as session, session.begin():
+                await append(
+                    session,
+                    actor.event(
+                        "overlap.refused",
+                        "partnership",
+                        str(partnership_id),
+                        reason=refusal.slug,
+                        **params,
+                    ),
+                )
 
     async def _decide(
         self,

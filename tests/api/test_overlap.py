@@ -245,7 +245,9 @@ def test_every_answer_and_refusal_is_audited_without_counts(hub: Hub) -> None:
     ]
     actions = [e["action"] for e in mine]
     assert "overlap.answered" in actions
-    assert "overlap.refused" in actions
+    reasons = [e["details"]["reason"] for e in mine if e["action"] == "overlap.refused"]
+    # The unknown attribute (a bad question) and the differencing refusal.
+    assert sorted(reasons) == ["invalid-input", "privacy-refusal"]
     for entry in mine:
         assert entry["details"]["purpose"] == "analytics"
         assert "25" not in str(entry["details"])
