@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
+from sqlalchemy import create_engine, update
 
+from hub.core.db import normalise_url
+from matching.models import OverlapQuery
 from tests.api.matching_helpers import Member, email, members, overlap, phone, rec
 from tests.conftest import Hub
 
@@ -228,6 +233,26 @@ def test_noise_spends_the_budget_and_an_empty_budget_refuses(hub: Hub) -> None:
     assert after["left"] == 0.0
     assert after["queries"] == 2
     assert hub.as_admin("GET", f"/v1/partnerships/{partnership}/budget").json()["spent"] == 2.0
+    # Renewal: once the period is over (here: the spending moved to yesterday), the budget is
+    # whole again and the same question is answered.
+    move_answers_back(hub, partnership, timedelta(days=1))
+    renewed = b.get(hub, f"/v1/partnerships/{partnership}/budget").json()
+    assert renewed["spent"] == 0.0
+    assert renewed["left"] == 2.0
+    assert overlap(hub, b, partnership).status_code == 200
+
+
+def move_answers_back(hub: Hub, partnership: str, by: timedelta) -> None:
+    engine = create_engine(normalise_url(hub.database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(OverlapQuery)
+                .where(OverlapQuery.partnership_id == UUID(partnership))
+                .values(answered_at=datetime.now(UTC) - by)
+            )
+    finally:
+        engine.dispose()
 
 
 def test_every_answer_and_refusal_is_audited_without_counts(hub: Hub) -> None:
