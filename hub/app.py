@@ -127,7 +127,8 @@ async def _maintain_arrays_forever(app: Litestar) -> None:
     while True:
         await asyncio.sleep(state.settings.matching.maintenance_seconds)
         try:
-            await asyncio.to_thread(state.array_cache.discard_stale)
+            for partner_id in await asyncio.to_thread(state.array_cache.discard_stale):
+                await state.array_cache.get(partner_id)  # rebuilt while nobody waits for it
             await reconcile_active_offers(state.session_maker, state.array_cache)
         except Exception:
             log.warning("matching maintenance failed", exc_info=True)

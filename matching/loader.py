@@ -281,6 +281,8 @@ class ArrayCache:
         self._memory: OrderedDict[UUID, Loaded] = OrderedDict()
         self._locks: dict[UUID, asyncio.Lock] = {}
         self.builds = 0  # how many times arrays were built from rows (tests and metrics)
+        # Partners whose arrays went stale while in use -> the version seen at the last check.
+        self._stale: dict[UUID, int] = {}
 
     def directory(self, partner_id: UUID) -> Path:
         return self.root / str(partner_id)
@@ -326,25 +328,36 @@ class ArrayCache:
             if entry.name != name and not entry.name.startswith("."):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def discard_stale(self) -> int:
-        """Drop memory copies and files of versions that are no longer current; how many."""
+    def discard_stale(self) -> list[UUID]:
+        """Drop memory copies and files of versions that are no longer current.
+
+        Returns the partners whose arrays were in use and whose records have not changed since
+        the previous call: rebuilding those now (``get``) keeps them warm after an upload, a
+        consent change or an erasure, without rebuilding again and again during a burst of
+        changes.
+        """
         current: dict[UUID, int] = {}
         with reading(), self.engine.connect() as conn:
             for partner_id, version in conn.execute(select(STATE.c.partner_id, STATE.c.version)):
                 current[UUID(str(partner_id))] = int(version)
         key_version = self.crypto.keys.match_version
-        dropped = 0
         for partner_id, loaded in list(self._memory.items()):
             if (current.get(partner_id, 0), key_version) != (loaded.version, loaded.key_version):
                 self._memory.pop(partner_id, None)
-                dropped += 1
+                self._stale[partner_id] = -1  # seen changing: wait for one quiet interval
         if self.root.is_dir():
             for directory in self.root.iterdir():
                 try:
                     partner_id = UUID(directory.name)
                 except ValueError:
                     continue
-                before = sum(1 for _ in directory.iterdir())
                 self._discard_files(partner_id, keep=(current.get(partner_id, 0), key_version))
-                dropped += before - sum(1 for _ in directory.iterdir())
-        return dropped
+        ready = []
+        for partner_id, seen in list(self._stale.items()):
+            now = current.get(partner_id, 0)
+            if now == seen:
+                ready.append(partner_id)
+                del self._stale[partner_id]
+            else:
+                self._stale[partner_id] = now
+        return ready

@@ -312,3 +312,20 @@ def test_erasure_reaches_the_cached_arrays(hub: Hub) -> None:
     while {p.name for p in directory.iterdir()} & before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not {p.name for p in directory.iterdir()} & before
+
+
+def test_arrays_in_use_are_rebuilt_after_a_change_before_anyone_asks(hub: Hub) -> None:
+    a, b, partnership = members(hub)
+    a.upload(hub, [rec(email(f"w{n}"), f"a{n}") for n in range(30)])
+    b.upload(hub, [rec(email(f"w{n}"), f"b{n}") for n in range(30)])
+    assert overlap(hub, a, partnership).json()["count"] == 30
+    directory = hub.data_dir / "arrays" / a.id
+    (built,) = [p.name for p in directory.iterdir()]
+    a.upload(hub, [rec(email(f"w{n}"), f"a{n}") for n in range(30, 40)])
+    deadline = time.monotonic() + 10
+    names = [built]
+    while (names == [built] or not names) and time.monotonic() < deadline:
+        names = [p.name for p in directory.iterdir() if not p.name.startswith(".")]
+        time.sleep(0.1)
+    assert names
+    assert names != [built]
