@@ -58,6 +58,41 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     allow_loopback_http: bool = False
+    # Deliveries: items per delivery, request timeout, retries with exponential backoff
+    # (base * 2**attempt, capped) until dead-lettered, and how long delivered ones are kept.
+    batch_items: int = 1000
+    timeout_seconds: float = 10.0
+    max_attempts: int = 8
+    backoff_base_seconds: float = 10.0
+    backoff_max_seconds: float = 3600.0
+    retention_days: int = 30
+
+
+class JobSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The scheduler (``hub worker``, or in ``hub serve`` on the embedded default)."""
+
+    run_in_serve: bool = True
+    lease_seconds: float = 60.0
+    poll_seconds: float = 0.5
+    misfire_grace_seconds: int = 3600
+    runs_retention_days: int = 30
+    # Schedules: seconds between runs, or a crontab line (minute hour day month weekday, UTC).
+    rewards_sync_seconds: float = 10.0
+    webhook_redelivery_seconds: float = 10.0
+    settlement_cron: str = "0 2 1 * *"
+    points_expiry_cron: str = "0 3 * * *"
+    retention_purge_cron: str = "30 3 * * *"
+    match_key_rotation_cron: str = "0 4 * * *"
+
+
+class RewardSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Coalition rewards: the point's value for settlement, periods, expiry, retention."""
+
+    point_value_minor: int = 1
+    currency: str = "EUR"
+    settlement_period: str = "month"
+    expiry_days: int = 730
+    feed_retention_days: int = 90
 
 
 class PartnershipSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,6 +143,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     partnerships: PartnershipSettings = msgspec.field(default_factory=PartnershipSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
     matching: MatchingSettings = msgspec.field(default_factory=MatchingSettings)
+    jobs: JobSettings = msgspec.field(default_factory=JobSettings)
+    rewards: RewardSettings = msgspec.field(default_factory=RewardSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     @property
