@@ -1,0 +1,213 @@
+"""``/v1/rewards``: reward events, balances, the shared-activity feed and settlements."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody, Parameter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.audit import Actor
+from hub.core.auth import Principal, requires_partner, requires_scope
+from hub.core.errors import BadRequest, Forbidden, InvalidInput, PayloadTooLarge
+from hub.core.pagination import (
+    CursorParameter,
+    LimitParameter,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    parse_seq,
+)
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import ID_TYPE_CODES
+from partners.kit import parse_digest
+from partners.rewards.models import RewardFeedItem, RewardSettlement
+from partners.rewards.schemas import (
+    MAX_EVENTS,
+    MAX_EVENTS_BODY_BYTES,
+    BalanceOut,
+    EventsIn,
+    EventsOut,
+    FeedItem,
+    FeedPage,
+    SettlementLine,
+    SettlementOut,
+)
+from partners.rewards.service import RewardService, check_events
+
+WRITE, READ = "rewards:write", "rewards:read"
+
+
+def provide_rewards(db_session: NamedDependency[AsyncSession], state: State) -> RewardService:
+    crypto: IdentifierCrypto = state.identifier_crypto
+    return RewardService(db_session, crypto)
+
+
+class RewardController(Controller):
+    path = "/v1/rewards"
+    tags = ["rewards"]
+    guards = [requires_partner]
+    dependencies = {"rewards": Provide(provide_rewards, sync_to_thread=False)}
+
+    @post(
+        "/events",
+        guards=[requires_scope(WRITE)],
+        status_code=200,
+        request_max_body_size=MAX_EVENTS_BODY_BYTES,
+        summary="Record up to 1,000 reward events (all or nothing, idempotent per event_id)",
+    )
+    async def events(
+        self,
+        data: JSONBody[EventsIn],
+        rewards: NamedDependency[RewardService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+    ) -> EventsOut:
+        if len(data.events) > MAX_EVENTS:
+            raise PayloadTooLarge(
+                f"This request holds {len(data.events)} events; the limit is {MAX_EVENTS}.",
+                fix=f"Send at most {MAX_EVENTS:,} events per request.",
+            )
+        valid, errors = check_events(data.events)
+        if errors:
+            bad = len({e["index"] for e in errors})
+            raise InvalidInput(
+                f"{bad} of {len(data.events)} events are invalid; nothing was applied.",
+                errors=errors,
+            )
+        return await rewards.record(principal.partner, valid, actor)
+
+    @get(
+        "/balances",
+        guards=[requires_scope(READ)],
+        summary="A member's points as the caller may know them",
+        description="Name the member by id_type and id_hash, or by the caller's own "
+        "customer_ref. coalition_points is null unless the member consented to sharing "
+        "rewards with the caller.",
+    )
+    async def balances(
+        self,
+        rewards: NamedDependency[RewardService],
+        principal: NamedDependency[Principal],
+        id_type: str | None = Parameter(default=None, pattern="^(email|phone)$"),
+        id_hash: str | None = Parameter(default=None, max_length=100),
+        customer_ref: str | None = Parameter(default=None, max_length=200),
+    ) -> BalanceOut:
+        by_hash = id_type is not None and id_hash is not None
+        if by_hash == (customer_ref is not None) or (id_type is None) != (id_hash is None):
+            raise BadRequest(
+                "Name the member either by id_type and id_hash, or by customer_ref.",
+                fix="Use ?id_type=email&id_hash=<digest> or ?customer_ref=<your reference>.",
+            )
+        if by_hash:
+            assert id_type is not None
+            assert id_hash is not None
+            try:
+                digest = parse_digest(id_hash)
+            except ValueError as exc:
+                raise BadRequest(str(exc), fix="Send the digest as 64 hex or 44 base64.") from exc
+            return await rewards.balance(
+                principal.partner, digest=digest, id_type=ID_TYPE_CODES[id_type], customer_ref=None
+            )
+        return await rewards.balance(
+            principal.partner, digest=None, id_type=None, customer_ref=customer_ref
+        )
+
+    @get(
+        "/feed",
+        guards=[requires_scope(READ)],
+        summary="Coalition activity of the caller's members at other brands, since a cursor",
+        description="Items name the member by the caller's own customer_ref. next_cursor is "
+        "always returned: pass it back to receive only later items.",
+    )
+    async def feed(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
+    ) -> FeedPage:
+        limit = check_limit(limit)
+        after = decode_cursor(cursor, parse_seq) if cursor else 0
+        rows = (
+            await db_session.scalars(
+                select(RewardFeedItem)
+                .where(RewardFeedItem.partner_id == principal.partner, RewardFeedItem.seq > after)
+                .order_by(RewardFeedItem.seq)
+                .limit(limit + 1)
+            )
+        ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return FeedPage(
+            items=[
+                FeedItem(
+                    id=r.seq,
+                    customer_ref=r.customer_ref,
+                    kind=r.kind,
+                    points=r.points,
+                    occurred_at=r.occurred_at,
+                    source_partner_id=r.source_partner_id,
+                )
+                for r in rows
+            ],
+            next_cursor=encode_cursor(rows[-1].seq if rows else after),
+            has_more=more,
+        )
+
+
+class SettlementController(Controller):
+    path = "/v1/rewards/settlements"
+    tags = ["rewards"]
+
+    @get(
+        "/",
+        summary="Closed settlement statements (partners: the lines that involve them)",
+    )
+    async def settlements(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        limit: int = LimitParameter,
+        cursor: str | None = CursorParameter,
+    ) -> dict[str, Any]:
+        if not principal.is_admin and READ not in principal.scopes:
+            raise Forbidden(f"This endpoint needs the '{READ}' scope.", scope=READ)
+        limit = check_limit(limit)
+        stmt = select(RewardSettlement).order_by(RewardSettlement.id.desc()).limit(limit + 1)
+        if cursor:
+            stmt = stmt.where(RewardSettlement.id < decode_cursor(cursor, parse_seq))
+        rows = (await db_session.scalars(stmt)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        mine = None if principal.is_admin else str(principal.partner)
+        items = [
+            SettlementOut(
+                id=s.id,
+                period_start=s.period_start,
+                period_end=s.period_end,
+                currency=s.currency,
+                point_value_minor=s.point_value_minor,
+                closed_at=s.closed_at,
+                lines=[
+                    SettlementLine(
+                        from_partner_id=UUID(line["from"]),
+                        to_partner_id=UUID(line["to"]),
+                        points=line["points"],
+                        amount_minor=line["amount_minor"],
+                    )
+                    for line in s.lines
+                    if mine is None or mine in (line["from"], line["to"])
+                ],
+            )
+            for s in rows
+        ]
+        return {
+            "items": items,
+            "next_cursor": encode_cursor(rows[-1].id) if more and rows else None,
+        }

@@ -1,0 +1,354 @@
+"""Members and the double-entry ledger: lots, oldest-first consumption, postings that sum to 0.
+
+Every function works inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import CONSENT_BITS, IdentifierRecord
+from partners.rewards.models import (
+    COALITION,
+    EXPIRED,
+    ISSUED,
+    LOCAL,
+    REDEEMED,
+    RewardLot,
+    RewardLotUse,
+    RewardMember,
+    RewardPosting,
+)
+
+SHARING = CONSENT_BITS["rewards_sharing"]
+# Members' digests are sealed like identifier records, with this in place of a partner id.
+MEMBER_SCOPE = UUID(int=0)
+MEMBERS: Table = RewardMember.__table__  # type: ignore[assignment]
+RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+LOTS: Table = RewardLot.__table__  # type: ignore[assignment]
+USES: Table = RewardLotUse.__table__  # type: ignore[assignment]
+POSTINGS: Table = RewardPosting.__table__  # type: ignore[assignment]
+
+
+class NotEnoughPoints(Exception):
+    def __init__(self, available: int) -> None:
+        super().__init__(f"{available} points available")
+        self.available = available
+
+
+def keys_for(crypto: IdentifierCrypto, digest: bytes) -> list[tuple[int, bytes]]:
+    """(version, match key) under every live match-key version, the newest first."""
+    versions = sorted(crypto.keys.live_match_versions(), reverse=True)
+    return [(v, crypto.match_key(digest, v)) for v in versions]
+
+
+def _insert(session: AsyncSession, table: Table) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def member_id(
+    session: AsyncSession, crypto: IdentifierCrypto, id_type: int, digest: bytes, *, create: bool
+) -> int | None:
+    """The member of this identifier (created when asked), keyed under the newest version.
+
+    A member still under an older version (a rotation in progress) is re-keyed here.
+    """
+    keys = keys_for(crypto, digest)
+    newest_version, newest_key = keys[0]
+    row = (
+        await session.execute(
+            select(MEMBERS.c.id, MEMBERS.c.key_version).where(
+                MEMBERS.c.match_key.in_([k for _, k in keys])
+            )
+        )
+    ).first()
+    if row is not None:
+        if row.key_version != newest_version:
+            await session.execute(
+                update(MEMBERS)
+                .where(MEMBERS.c.id == row.id)
+                .values(match_key=newest_key, key_version=newest_version)
+            )
+        return int(row.id)
+    if not create:
+        return None
+    data_version, sealed = crypto.encrypt(digest, MEMBER_SCOPE, id_type)
+    statement = (
+        _insert(session, MEMBERS)
+        .values(
+            id_type=id_type,
+            match_key=newest_key,
+            key_version=newest_version,
+            digest_enc=sealed,
+            data_version=data_version,
+            created_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["match_key"])
+    )
+    await session.execute(statement)
+    found = await session.scalar(select(MEMBERS.c.id).where(MEMBERS.c.match_key == newest_key))
+    assert found is not None
+    return int(found)
+
+
+async def lock_members(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Serialise spending per member (PostgreSQL row locks, in id order: no deadlocks)."""
+    if ids and session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(MEMBERS.c.id).where(MEMBERS.c.id.in_(sorted(set(ids)))).with_for_update()
+        )
+
+
+async def consented_at(
+    session: AsyncSession, partner_id: UUID, id_type: int, keys: Sequence[tuple[int, bytes]]
+) -> bool:
+    """Whether the partner holds a record of this identifier with rewards_sharing consent."""
+    mask = await session.scalar(
+        select(RECORDS.c.consents).where(
+            RECORDS.c.partner_id == partner_id,
+            RECORDS.c.id_type == id_type,
+            RECORDS.c.match_key.in_([k for _, k in keys]),
+        )
+    )
+    return bool(mask and mask & SHARING)
+
+
+@dataclass
+class Leg:
+    account: str
+    amount: int
+    partner_id: UUID | None = None
+    member_id: int | None = None
+    lot_id: int | None = None
+
+
+async def post(session: AsyncSession, txn: str, legs: Sequence[Leg], at: datetime) -> None:
+    """Write one balanced transaction."""
+    if sum(leg.amount for leg in legs) != 0:
+        raise AssertionError(f"unbalanced transaction {txn}")
+    await session.execute(
+        insert(POSTINGS),
+        [
+            {
+                "txn": txn,
+                "account": leg.account,
+                "partner_id": leg.partner_id,
+                "member_id": leg.member_id,
+                "lot_id": leg.lot_id,
+                "amount": leg.amount,
+                "at": at,
+            }
+            for leg in legs
+            if leg.amount
+        ],
+    )
+
+
+def split(points: int, shares: dict[str, int]) -> dict[str, int]:
+    """``points`` split in proportion to ``shares`` (largest remainder, exact total)."""
+    total = sum(shares.values())
+    exact = {k: points * v / total for k, v in shares.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    left = points - sum(out.values())
+    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[:left]:
+        out[k] += 1
+    return out
+
+
+async def credit(
+    session: AsyncSession,
+    *,
+    txn: str,
+    event_ref: int,
+    member: int,
+    issuer: UUID,
+    wallet: str,
+    points: int,
+    earned_at: datetime,
+    funding: dict[str, int] | None,
+) -> int:
+    """A new lot of ``points`` in the member's wallet, issued by ``issuer``."""
+    result = await session.execute(
+        insert(LOTS)
+        .values(
+            member_id=member,
+            wallet=wallet,
+            issuer_id=issuer,
+            event_ref=event_ref,
+            earned_at=earned_at,
+            points=points,
+            remaining=points,
+            funding=funding,
+        )
+        .returning(LOTS.c.id)
+    )
+    lot = int(result.scalar_one())
+    now = datetime.now(UTC)
+    await post(
+        session,
+        txn,
+        [
+            Leg(ISSUED, -points, partner_id=issuer),
+            Leg(wallet, points, member_id=member, lot_id=lot, partner_id=_owner(wallet, issuer)),
+        ],
+        now,
+    )
+    return lot
+
+
+def _owner(wallet: str, partner: UUID) -> UUID | None:
+    return partner if wallet == LOCAL else None
+
+
+def _spendable(member: int, partner: UUID, coalition: bool) -> Any:
+    local = and_(LOTS.c.wallet == LOCAL, LOTS.c.issuer_id == partner)
+    wallets = or_(local, LOTS.c.wallet == COALITION) if coalition else local
+    return and_(LOTS.c.member_id == member, LOTS.c.remaining > 0, wallets)
+
+
+async def debit(
+    session: AsyncSession,
+    *,
+    txn: str,
+    kind: str,
+    event_ref: int,
+    member: int,
+    partner: UUID,
+    coalition: bool,
+    points: int,
+    at: datetime,
+) -> None:
+    """Take ``points`` from the lots the member may spend at ``partner``, oldest first.
+
+    A redeem credits the partner's ``redeemed`` account; a negative adjustment gives the
+    points back to the partner's ``issued`` account.
+    """
+    lots = (
+        await session.execute(
+            select(LOTS.c.id, LOTS.c.remaining, LOTS.c.wallet, LOTS.c.issuer_id)
+            .where(_spendable(member, partner, coalition))
+            .order_by(LOTS.c.earned_at, LOTS.c.id)
+        )
+    ).all()
+    available = sum(int(lot.remaining) for lot in lots)
+    if available < points:
+        raise NotEnoughPoints(available)
+    left = points
+    legs = []
+    uses = []
+    for lot in lots:
+        if not left:
+            break
+        take = min(left, int(lot.remaining))
+        left -= take
+        await session.execute(
+            update(LOTS).where(LOTS.c.id == lot.id).values(remaining=LOTS.c.remaining - take)
+        )
+        uses.append(
+            {
+                "lot_id": lot.id,
+                "kind": kind,
+                "event_ref": event_ref,
+                "partner_id": partner,
+                "points": take,
+                "at": at,
+            }
+        )
+        legs.append(
+            Leg(
+                lot.wallet,
+                -take,
+                member_id=member,
+                lot_id=lot.id,
+                partner_id=_owner(lot.wallet, lot.issuer_id),
+            )
+        )
+    await session.execute(insert(USES), uses)
+    legs.append(Leg(REDEEMED if kind == "redeem" else ISSUED, points, partner_id=partner))
+    await post(session, txn, legs, datetime.now(UTC))
+
+
+async def expire_lot(session: AsyncSession, lot_id: int, at: datetime) -> int:
+    """Expire what is left of a lot (to its issuer's ``expired`` account); points expired."""
+    lot = (
+        await session.execute(
+            select(LOTS.c.remaining, LOTS.c.wallet, LOTS.c.issuer_id, LOTS.c.member_id).where(
+                LOTS.c.id == lot_id, LOTS.c.remaining > 0
+            )
+        )
+    ).first()
+    if lot is None:
+        return 0
+    points = int(lot.remaining)
+    await session.execute(update(LOTS).where(LOTS.c.id == lot_id).values(remaining=0))
+    await session.execute(
+        insert(USES).values(
+            lot_id=lot_id, kind="expire", event_ref=None, partner_id=None, points=points, at=at
+        )
+    )
+    await post(
+        session,
+        f"expiry:{lot_id}",
+        [
+            Leg(
+                lot.wallet,
+                -points,
+                member_id=lot.member_id,
+                lot_id=lot_id,
+                partner_id=_owner(lot.wallet, lot.issuer_id),
+            ),
+            Leg(EXPIRED, points, partner_id=lot.issuer_id),
+        ],
+        datetime.now(UTC),
+    )
+    return points
+
+
+async def wallet_points(
+    session: AsyncSession, members: Sequence[int], partner: UUID
+) -> tuple[int, int]:
+    """(points in the partner's local wallets, points in the coalition wallets) of members."""
+    if not members:
+        return 0, 0
+    rows = await session.execute(
+        select(LOTS.c.wallet, func.coalesce(func.sum(LOTS.c.remaining), 0))
+        .where(
+            LOTS.c.member_id.in_(members),
+            LOTS.c.remaining > 0,
+            or_(
+                LOTS.c.wallet == COALITION,
+                and_(LOTS.c.wallet == LOCAL, LOTS.c.issuer_id == partner),
+            ),
+        )
+        .group_by(LOTS.c.wallet)
+    )
+    found = {wallet: int(points) for wallet, points in rows}
+    return found.get(LOCAL, 0), found.get(COALITION, 0)
+
+
+async def tombstone(session: AsyncSession, keys: Sequence[bytes]) -> int:
+    """Erasure: the members with these match keys keep their postings but no longer carry a
+    key that links them to a person (a random one instead) nor an encrypted digest."""
+    ids = [
+        int(i)
+        for i in await session.scalars(select(MEMBERS.c.id).where(MEMBERS.c.match_key.in_(keys)))
+    ]
+    now = datetime.now(UTC)
+    for member in ids:
+        await session.execute(
+            update(MEMBERS)
+            .where(MEMBERS.c.id == member)
+            .values(match_key=os.urandom(32), digest_enc=None, data_version=None, tombstoned_at=now)
+        )
+    return len(ids)

@@ -1,0 +1,377 @@
+"""Reward events: checking them, applying them to the ledger once, and reading balances.
+
+A request of events is applied whole or not at all (the request's transaction). Each partner's
+``event_id`` is unique: the same event again returns its first result; the same id with
+another body is a 409 and nothing of the request is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core import audit
+from hub.core.audit import Actor
+from hub.core.errors import Conflict, InvalidInput
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import ID_TYPE_CODES, IdentifierRecord
+from partners.kit import parse_digest
+from partners.rewards import ledger
+from partners.rewards.models import ADJUST, COALITION, EARN, LOCAL, REDEEM, RewardEvent
+from partners.rewards.schemas import BalanceOut, EventResult, EventsOut
+
+EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
+RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+FIELDS = {"event_id", "id_type", "id_hash", "kind", "points", "occurred_at", "offer_id"}
+MAX_POINTS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    index: int
+    event_id: str
+    id_type: int
+    digest: bytes
+    kind: str
+    points: int
+    occurred_at: datetime
+    offer_id: UUID | None
+
+    def body_sha256(self) -> str:
+        """The event's meaning (a digest in hex or base64 is the same event)."""
+        canonical = [
+            self.event_id,
+            self.id_type,
+            self.digest.hex(),
+            self.kind,
+            self.points,
+            self.occurred_at.astimezone(UTC).isoformat(),
+            str(self.offer_id) if self.offer_id else None,
+        ]
+        return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+
+
+def _error(index: int, field: str, reason: str) -> dict[str, Any]:
+    return {"index": index, "field": field, "reason": reason}
+
+
+def check_event(index: int, item: Any) -> tuple[ValidEvent | None, list[dict[str, Any]]]:
+    if not isinstance(item, dict):
+        return None, [_error(index, "", "an event is a JSON object")]
+    errors = [_error(index, k, "unknown field") for k in sorted(set(item) - FIELDS)]
+    event_id = item.get("event_id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 200 or not event_id.isprintable():
+        errors.append(_error(index, "event_id", "1 to 200 printable characters, unique per brand"))
+    id_type = item.get("id_type")
+    if id_type not in ID_TYPE_CODES:
+        errors.append(_error(index, "id_type", "email or phone"))
+    digest = b""
+    id_hash = item.get("id_hash")
+    if not isinstance(id_hash, str):
+        errors.append(_error(index, "id_hash", "a SHA-256 digest: 64 hex or 44 base64 characters"))
+    else:
+        try:
+            digest = parse_digest(id_hash)
+        except ValueError as exc:  # the reason never repeats the value
+            errors.append(_error(index, "id_hash", str(exc)))
+    kind = item.get("kind")
+    points = item.get("points")
+    if kind not in (EARN, REDEEM, ADJUST):
+        errors.append(_error(index, "kind", "earn, redeem or adjust"))
+    elif type(points) is not int or abs(points) > MAX_POINTS:
+        errors.append(_error(index, "points", f"a whole number of points up to {MAX_POINTS:,}"))
+    elif kind in (EARN, REDEEM) and points <= 0:
+        errors.append(_error(index, "points", f"an {kind} carries positive points"))
+    elif kind == ADJUST and points == 0:
+        errors.append(_error(index, "points", "an adjustment is not zero"))
+    occurred = item.get("occurred_at")
+    when = None
+    try:
+        when = datetime.fromisoformat(occurred) if isinstance(occurred, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        errors.append(_error(index, "occurred_at", "an ISO 8601 time with its offset"))
+    offer_id = None
+    if item.get("offer_id") is not None:
+        if kind != EARN:
+            errors.append(_error(index, "offer_id", "only an earn names an offer"))
+        else:
+            try:
+                offer_id = UUID(str(item["offer_id"]))
+            except ValueError:
+                errors.append(_error(index, "offer_id", "an offer id"))
+    if errors:
+        return None, errors
+    assert isinstance(event_id, str)
+    assert isinstance(points, int)
+    assert when is not None
+    return (
+        ValidEvent(
+            index, event_id, ID_TYPE_CODES[str(id_type)], digest, str(kind), points, when, offer_id
+        ),
+        [],
+    )
+
+
+def check_events(items: Sequence[Any]) -> tuple[list[ValidEvent], list[dict[str, Any]]]:
+    valid: list[ValidEvent] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        event, problems = check_event(index, item)
+        errors += problems
+        if event is not None:
+            if event.event_id in seen:
+                errors.append(_error(index, "event_id", "the same event_id twice in a request"))
+                continue
+            seen.add(event.event_id)
+            valid.append(event)
+    return valid, errors
+
+
+class RewardService:
+    def __init__(self, session: AsyncSession, crypto: IdentifierCrypto) -> None:
+        self.session = session
+        self.crypto = crypto
+
+    async def record(
+        self, partner_id: UUID, events: Sequence[ValidEvent], actor: Actor
+    ) -> EventsOut:
+        session = self.session
+        known = {
+            row.event_id: row
+            for row in await session.execute(
+                select(EVENTS.c.event_id, EVENTS.c.body_sha256, EVENTS.c.result).where(
+                    EVENTS.c.partner_id == partner_id,
+                    EVENTS.c.event_id.in_([e.event_id for e in events]),
+                )
+            )
+        }
+        conflicts = [
+            _error(e.index, "event_id", "already used for a different event")
+            for e in events
+            if e.event_id in known and known[e.event_id].body_sha256 != e.body_sha256()
+        ]
+        if conflicts:
+            raise Conflict(
+                f"{len(conflicts)} event_id(s) were already used for different events; nothing "
+                "was applied.",
+                errors=conflicts,
+                fix="Use a new event_id for a new event; resend an event only unchanged.",
+            )
+        new = [e for e in events if e.event_id not in known]
+        funding = await self._funding(partner_id, new)
+        members: dict[int, int] = {}
+        consent: dict[int, bool] = {}
+        for e in new:
+            members[e.index] = (
+                await ledger.member_id(session, self.crypto, e.id_type, e.digest, create=True) or 0
+            )
+            keys = ledger.keys_for(self.crypto, e.digest)
+            consent[e.index] = await ledger.consented_at(session, partner_id, e.id_type, keys)
+        await ledger.lock_members(session, list(members.values()))
+        results: dict[str, EventResult] = {}
+        errors = []
+        for e in new:
+            result = await self._apply(partner_id, e, members[e.index], consent[e.index], funding)
+            if isinstance(result, dict):
+                errors.append(result)
+            else:
+                results[e.event_id] = result
+        if errors:
+            raise InvalidInput(
+                f"{len(errors)} event(s) cannot be applied; nothing was applied.",
+                errors=errors,
+                fix="Redeem at most the points the member may spend at your brand (see "
+                "GET /v1/rewards/balances), then send the request again.",
+            )
+        out = [
+            results[e.event_id]
+            if e.event_id in results
+            else msgspec_replay(known[e.event_id].result)
+            for e in events
+        ]
+        if new:
+            await audit.append(
+                session,
+                actor.event(
+                    "rewards.events_applied",
+                    "partner",
+                    str(partner_id),
+                    applied=len(new),
+                    replayed=len(events) - len(new),
+                    kinds=sorted({e.kind for e in new}),
+                ),
+            )
+        return EventsOut(applied=len(new), replayed=len(events) - len(new), results=out)
+
+    async def _apply(
+        self,
+        partner_id: UUID,
+        e: ValidEvent,
+        member: int,
+        consented: bool,
+        funding: dict[UUID, dict[str, int]],
+    ) -> EventResult | dict[str, Any]:
+        session = self.session
+        inserted = await session.execute(
+            insert(EVENTS)
+            .values(
+                partner_id=partner_id,
+                event_id=e.event_id,
+                body_sha256=e.body_sha256(),
+                kind=e.kind,
+                points=e.points,
+                member_id=member,
+                occurred_at=e.occurred_at,
+                offer_id=e.offer_id,
+                result={},
+                created_at=datetime.now(UTC),
+            )
+            .returning(EVENTS.c.id)
+        )
+        ref = int(inserted.scalar_one())
+        txn = f"event:{ref}"
+        wallet = None
+        if e.kind == EARN or (e.kind == ADJUST and e.points > 0):
+            wallet = COALITION if consented else LOCAL
+            shares = funding.get(e.offer_id) if e.offer_id else None
+            await ledger.credit(
+                session,
+                txn=txn,
+                event_ref=ref,
+                member=member,
+                issuer=partner_id,
+                wallet=wallet,
+                points=e.points,
+                earned_at=e.occurred_at,
+                funding=ledger.split(e.points, shares) if shares else None,
+            )
+        else:
+            try:
+                await ledger.debit(
+                    session,
+                    txn=txn,
+                    kind=REDEEM if e.kind == REDEEM else ADJUST,
+                    event_ref=ref,
+                    member=member,
+                    partner=partner_id,
+                    coalition=consented,
+                    points=abs(e.points),
+                    at=e.occurred_at,
+                )
+            except ledger.NotEnoughPoints as short:
+                return _error(
+                    e.index,
+                    "points",
+                    f"the member may spend {short.available} points at your brand, not "
+                    f"{abs(e.points)}",
+                )
+        result = EventResult(
+            event_id=e.event_id, status="applied", kind=e.kind, points=e.points, wallet=wallet
+        )
+        stored = {"event_id": e.event_id, "kind": e.kind, "points": e.points, "wallet": wallet}
+        await session.execute(update(EVENTS).where(EVENTS.c.id == ref).values(result=stored))
+        return result
+
+    async def _funding(
+        self, partner_id: UUID, events: Sequence[ValidEvent]
+    ) -> dict[UUID, dict[str, int]]:
+        """Each named offer's funding split; the offer must be the caller's and active."""
+        from matching.models import ACTIVE, Offer
+        from partners.partnerships.models import PartnershipMember
+
+        wanted = {e.offer_id for e in events if e.offer_id}
+        if not wanted:
+            return {}
+        rows = await self.session.execute(
+            select(Offer.id, Offer.points, Offer.status)
+            .join(PartnershipMember, PartnershipMember.partnership_id == Offer.partnership_id)
+            .where(Offer.id.in_(wanted), PartnershipMember.partner_id == partner_id)
+        )
+        found = {oid: (points, status) for oid, points, status in rows}
+        errors = []
+        for e in events:
+            if not e.offer_id:
+                continue
+            offer = found.get(e.offer_id)
+            if offer is None:
+                errors.append(_error(e.index, "offer_id", "no such offer of your partnerships"))
+            elif offer[1] != ACTIVE:
+                errors.append(_error(e.index, "offer_id", f"the offer is {offer[1]}"))
+            elif sum(offer[0].values()) <= 0:
+                errors.append(_error(e.index, "offer_id", "the offer funds no points"))
+        if errors:
+            raise InvalidInput(
+                "Some events name offers they cannot earn under; nothing was applied.",
+                errors=errors,
+                fix="Name an active joint offer of one of your partnerships, or no offer.",
+            )
+        return {oid: dict(points) for oid, (points, _) in found.items()}
+
+    async def balance(
+        self,
+        partner_id: UUID,
+        *,
+        digest: bytes | None,
+        id_type: int | None,
+        customer_ref: str | None,
+    ) -> BalanceOut:
+        """What the caller may know: its local wallets, and the coalition wallet of the members
+        who consented to sharing rewards at the caller."""
+        session = self.session
+        members: list[tuple[int, bool]] = []
+        if digest is not None and id_type is not None:
+            member = await ledger.member_id(session, self.crypto, id_type, digest, create=False)
+            keys = ledger.keys_for(self.crypto, digest)
+            if member is not None:
+                members.append(
+                    (member, await ledger.consented_at(session, partner_id, id_type, keys))
+                )
+        elif customer_ref is not None:
+            rows = await session.execute(
+                select(RECORDS.c.match_key, RECORDS.c.consents).where(
+                    RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref == customer_ref
+                )
+            )
+            by_key = {bytes(k): bool(c & ledger.SHARING) for k, c in rows}
+            if by_key:
+                found = await session.execute(
+                    select(ledger.MEMBERS.c.id, ledger.MEMBERS.c.match_key).where(
+                        ledger.MEMBERS.c.match_key.in_(list(by_key))
+                    )
+                )
+                members = [(int(i), by_key[bytes(k)]) for i, k in found]
+        local = coalition = 0
+        visible = False
+        for member, consented in members:
+            here, shared = await ledger.wallet_points(session, [member], partner_id)
+            local += here
+            if consented:
+                visible = True
+                coalition += shared
+        return BalanceOut(
+            points=local + coalition,
+            local_points=local,
+            coalition_points=coalition if visible else None,
+            members=len(members),
+        )
+
+
+def msgspec_replay(stored: dict[str, Any]) -> EventResult:
+    return EventResult(
+        event_id=stored["event_id"],
+        status="replayed",
+        kind=stored["kind"],
+        points=stored["points"],
+        wallet=stored.get("wallet"),
+    )
