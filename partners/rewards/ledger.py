@@ -52,7 +52,7 @@ def keys_for(crypto: IdentifierCrypto, digest: bytes) -> list[tuple[int, bytes]]
     return [(v, crypto.match_key(digest, v)) for v in versions]
 
 
-def _insert(session: AsyncSession, table: Table) -> Any:
+def dialect_insert(session: AsyncSession, table: Table) -> Any:
     dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
@@ -85,7 +85,7 @@ async def member_id(
         return None
     data_version, sealed = crypto.encrypt(digest, MEMBER_SCOPE, id_type)
     statement = (
-        _insert(session, MEMBERS)
+        dialect_insert(session, MEMBERS)
         .values(
             id_type=id_type,
             match_key=newest_key,

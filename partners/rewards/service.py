@@ -267,7 +267,8 @@ class RewardService:
                     partner=partner_id,
                     coalition=consented,
                     points=abs(e.points),
-                    at=e.occurred_at,
+                    # When the hub learnt of it: a late event never changes a closed period.
+                    at=datetime.now(UTC),
                 )
             except ledger.NotEnoughPoints as short:
                 return _error(

@@ -74,10 +74,11 @@ def members(
     min_audience: int = 10,
     categories: tuple[str, str] = ("airline", "hotel"),
     activate: bool = True,
+    scopes: list[str] | None = None,
     **terms: Any,
 ) -> tuple[Member, Member, str]:
-    a_partner, _, a_headers = hub.partner_with_token(categories[0], SCOPES)
-    b_partner, _, b_headers = hub.partner_with_token(categories[1], SCOPES)
+    a_partner, _, a_headers = hub.partner_with_token(categories[0], scopes or SCOPES)
+    b_partner, _, b_headers = hub.partner_with_token(categories[1], scopes or SCOPES)
     a, b = Member(a_partner["id"], a_headers), Member(b_partner["id"], b_headers)
     response = hub.as_admin(
         "POST",

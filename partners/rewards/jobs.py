@@ -1,0 +1,304 @@
+"""The rewards jobs: ``rewards_sync``, ``settlement`` and ``points_expiry``.
+
+Each resumes from its cursor and commits each batch of work together with the cursor that
+says it is done (``ctx.checkpoint(..., session=session)``), so a crash anywhere neither loses
+nor repeats work; the feed's unique key (reader, event) is a second guard.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from sqlalchemy import Table, delete, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.db import writing
+from partners.identifiers.models import IdentifierRecord
+from partners.partnerships.models import ACTIVE, Partnership, PartnershipMember
+from partners.rewards import ledger
+from partners.rewards.models import (
+    REDEEM,
+    RewardEvent,
+    RewardFeedItem,
+    RewardLot,
+    RewardLotUse,
+    RewardMember,
+    RewardSettlement,
+)
+from partners.webhooks.service import enqueue
+
+if TYPE_CHECKING:
+    from hub.jobs.context import JobContext
+    from hub.settings import Settings
+
+EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
+MEMBERS: Table = RewardMember.__table__  # type: ignore[assignment]
+RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+FEED: Table = RewardFeedItem.__table__  # type: ignore[assignment]
+LOTS: Table = RewardLot.__table__  # type: ignore[assignment]
+USES: Table = RewardLotUse.__table__  # type: ignore[assignment]
+SETTLEMENTS: Table = RewardSettlement.__table__  # type: ignore[assignment]
+SYNC_BATCH = 2000
+EXPIRY_BATCH = 1000
+
+
+async def sharing_partners(session: AsyncSession) -> dict[UUID, set[UUID]]:
+    """Partner -> the partners it shares reward activity with (active, rewards_sharing)."""
+    rows = await session.execute(
+        select(Partnership.id, Partnership.purposes, PartnershipMember.partner_id)
+        .join(PartnershipMember, PartnershipMember.partnership_id == Partnership.id)
+        .where(Partnership.status == ACTIVE)
+    )
+    members: dict[UUID, list[UUID]] = defaultdict(list)
+    for partnership_id, purposes, partner_id in rows:
+        if "rewards_sharing" in purposes:
+            members[partnership_id].append(partner_id)
+    out: dict[UUID, set[UUID]] = defaultdict(set)
+    for pair in members.values():
+        for x in pair:
+            out[x].update(p for p in pair if p != x)
+    return out
+
+
+async def _sync_batch(
+    session: AsyncSession, after: int, shares: dict[UUID, set[UUID]], batch_items: int
+) -> tuple[int, int, int]:
+    """Feed items for the events after ``after``: (last event id, events, items written)."""
+    events = (
+        await session.execute(
+            select(
+                EVENTS.c.id,
+                EVENTS.c.partner_id,
+                EVENTS.c.kind,
+                EVENTS.c.points,
+                EVENTS.c.occurred_at,
+                MEMBERS.c.id_type,
+                MEMBERS.c.match_key,
+            )
+            .join(MEMBERS, MEMBERS.c.id == EVENTS.c.member_id)
+            .where(EVENTS.c.id > after)
+            .order_by(EVENTS.c.id)
+            .limit(SYNC_BATCH)
+        )
+    ).all()
+    if not events:
+        return after, 0, 0
+    keys = {(e.id_type, bytes(e.match_key)) for e in events if shares.get(e.partner_id)}
+    consented: dict[tuple[UUID, int, bytes], str] = {}
+    key_list = list(keys)
+    for start in range(0, len(key_list), 500):
+        chunk = key_list[start : start + 500]
+        rows = await session.execute(
+            select(
+                RECORDS.c.partner_id, RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.customer_ref
+            )
+            .where(tuple_(RECORDS.c.id_type, RECORDS.c.match_key).in_(chunk))
+            .where(RECORDS.c.consents.op("&")(ledger.SHARING) != 0)
+        )
+        for partner_id, id_type, key, ref in rows:
+            consented[(partner_id, id_type, bytes(key))] = ref
+    items = []
+    for e in events:
+        key = (e.id_type, bytes(e.match_key))
+        if (e.partner_id, *key) not in consented:
+            continue  # the member does not share rewards at the brand where it happened
+        for reader in sorted(shares.get(e.partner_id, ())):
+            ref = consented.get((reader, *key))
+            if ref is not None:
+                items.append(
+                    {
+                        "partner_id": reader,
+                        "event_ref": e.id,
+                        "customer_ref": ref,
+                        "kind": e.kind,
+                        "points": e.points,
+                        "occurred_at": e.occurred_at,
+                        "source_partner_id": e.partner_id,
+                        "created_at": datetime.now(UTC),
+                    }
+                )
+    written = 0
+    if items:
+        insert = ledger.dialect_insert(session, FEED)
+        result = await session.execute(
+            insert.on_conflict_do_nothing(index_elements=["partner_id", "event_ref"]).returning(
+                FEED.c.seq,
+                FEED.c.partner_id,
+                FEED.c.customer_ref,
+                FEED.c.kind,
+                FEED.c.points,
+                FEED.c.occurred_at,
+                FEED.c.source_partner_id,
+            ),
+            items,
+        )
+        by_reader: dict[UUID, list[dict[str, Any]]] = defaultdict(list)
+        for row in result:
+            by_reader[row.partner_id].append(
+                {
+                    "id": row.seq,
+                    "customer_ref": row.customer_ref,
+                    "kind": row.kind,
+                    "points": row.points,
+                    "occurred_at": row.occurred_at,
+                    "source_partner_id": row.source_partner_id,
+                }
+            )
+            written += 1
+        for reader, reader_items in by_reader.items():
+            reader_items.sort(key=lambda item: item["id"])
+            await enqueue(session, reader, reader_items, batch_items=batch_items)
+    return int(events[-1].id), len(events), written
+
+
+async def rewards_sync(ctx: JobContext) -> dict[str, int]:
+    """New activity of members who share rewards at both brands reaches the other brand's feed
+    (named by its own customer_ref) and its webhook, in batches, exactly once."""
+    after = int(ctx.cursor.get("event", 0))
+    counts = {"events": 0, "feed_items": 0}
+    while True:
+        with writing():
+            async with ctx.sessions() as session:
+                shares = await sharing_partners(session)
+                last, events, written = await _sync_batch(
+                    session, after, shares, ctx.settings.webhooks.batch_items
+                )
+                if not events:
+                    await session.rollback()
+                    return counts
+                counts["events"] += events
+                counts["feed_items"] += written
+                await ctx.checkpoint({"event": last}, counts, session=session)
+        after = last
+
+
+# -- settlement ---------------------------------------------------------------------------
+
+
+def period_of(moment: datetime, period: str) -> tuple[datetime, datetime]:
+    """The UTC settlement period [start, end) containing ``moment``."""
+    moment = moment.astimezone(UTC)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    start = day.replace(day=1)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+async def settlement_lines(
+    session: AsyncSession, start: datetime, end: datetime, point_value_minor: int
+) -> list[dict[str, Any]]:
+    """Net per pair of brands: points issued (funded) by one and redeemed at the other in
+    [start, end), valued at the point value. Computed from the lots' uses alone."""
+    rows = await session.execute(
+        select(USES.c.points, USES.c.partner_id, LOTS.c.issuer_id, LOTS.c.funding)
+        .join(LOTS, LOTS.c.id == USES.c.lot_id)
+        .where(USES.c.kind == REDEEM, USES.c.at >= start, USES.c.at < end)
+        .order_by(USES.c.id)
+    )
+    owed: dict[tuple[str, str], int] = defaultdict(int)
+    for points, redeemer, issuer, funding in rows:
+        shares = ledger.split(int(points), funding) if funding else {str(issuer): int(points)}
+        for funder, share in shares.items():
+            if funder != str(redeemer) and share:
+                owed[(funder, str(redeemer))] += share
+    lines = []
+    for a, b in sorted({tuple(sorted(pair)) for pair in owed}):
+        net = owed.get((a, b), 0) - owed.get((b, a), 0)
+        if net:
+            payer, payee = (a, b) if net > 0 else (b, a)
+            lines.append(
+                {
+                    "from": payer,
+                    "to": payee,
+                    "points": abs(net),
+                    "amount_minor": abs(net) * point_value_minor,
+                }
+            )
+    return lines
+
+
+async def settlement(ctx: JobContext) -> dict[str, int]:
+    """Close every complete period since the first redemption that has no statement yet."""
+    settings: Settings = ctx.settings
+    period = settings.rewards.settlement_period
+    now = datetime.now(UTC)
+    closed = 0
+    async with ctx.sessions() as session:
+        first = await session.scalar(select(func.min(USES.c.at)).where(USES.c.kind == REDEEM))
+        done = set(await session.scalars(select(RewardSettlement.period_start)))
+    if first is None:
+        return {"statements": 0}
+    start, end = period_of(first, period)
+    while end <= now:
+        if start not in done:
+            with writing():
+                async with ctx.sessions() as session:
+                    lines = await settlement_lines(
+                        session, start, end, settings.rewards.point_value_minor
+                    )
+                    statement = ledger.dialect_insert(session, SETTLEMENTS).values(
+                        period_start=start,
+                        period_end=end,
+                        currency=settings.rewards.currency,
+                        point_value_minor=settings.rewards.point_value_minor,
+                        lines=lines,
+                        closed_at=now,
+                    )
+                    await session.execute(
+                        statement.on_conflict_do_nothing(index_elements=["period_start"])
+                    )
+                    closed += 1
+                    await ctx.checkpoint(
+                        {"settled_until": end.isoformat()}, {"statements": closed}, session=session
+                    )
+        start, end = period_of(end, period)
+    return {"statements": closed}
+
+
+# -- expiry and retention ---------------------------------------------------------------------
+
+
+async def points_expiry(ctx: JobContext) -> dict[str, int]:
+    """Lots older than ``rewards.expiry_days`` give up what is left, as ledger postings."""
+    cutoff = datetime.now(UTC) - timedelta(days=ctx.settings.rewards.expiry_days)
+    counts = {"lots": 0, "points": 0}
+    while True:
+        with writing():
+            async with ctx.sessions() as session:
+                lots = list(
+                    await session.scalars(
+                        select(LOTS.c.id)
+                        .where(LOTS.c.remaining > 0, LOTS.c.earned_at < cutoff)
+                        .order_by(LOTS.c.id)
+                        .limit(EXPIRY_BATCH)
+                    )
+                )
+                if not lots:
+                    await session.rollback()
+                    return counts
+                await ledger.lock_members(
+                    session,
+                    list(
+                        await session.scalars(select(LOTS.c.member_id).where(LOTS.c.id.in_(lots)))
+                    ),
+                )
+                now = datetime.now(UTC)
+                for lot in lots:
+                    counts["points"] += await ledger.expire_lot(session, lot, now)
+                counts["lots"] += len(lots)
+                await ctx.checkpoint({"lot": lots[-1]}, counts, session=session)
+
+
+async def purge_feed(session: AsyncSession, settings: Settings) -> int:
+    """Feed entries older than ``rewards.feed_retention_days``."""
+    cutoff = datetime.now(UTC) - timedelta(days=settings.rewards.feed_retention_days)
+    result = await session.execute(delete(FEED).where(FEED.c.created_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

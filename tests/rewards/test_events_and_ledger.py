@@ -1,0 +1,200 @@
+"""POST /v1/rewards/events and GET /v1/rewards/balances: idempotent, all-or-nothing events on a
+double-entry ledger whose wallets follow consent; the ledger balances after every test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Hub, table_counts
+from tests.rewards.helpers import (
+    NO_SHARE,
+    SHARE,
+    Brands,
+    balance,
+    brands,
+    enrol,
+    event,
+    ledger_problems,
+    send,
+)
+
+
+@pytest.fixture(autouse=True)
+def ledger_balances_after_each_test(hub: Hub) -> Iterator[None]:
+    yield
+    assert ledger_problems(hub.database_url) == []
+
+
+@pytest.fixture
+def pair(hub: Hub) -> Brands:
+    return brands(hub)
+
+
+def test_earned_points_go_to_the_wallet_consent_allows(hub: Hub, pair: Brands) -> None:
+    enrol(hub, pair.a, "s1", "a-s1", SHARE)  # shares rewards at A
+    enrol(hub, pair.b, "s1", "b-s1", SHARE)  # and at B
+    enrol(hub, pair.a, "l1", "a-l1", NO_SHARE)  # does not share at A
+    response = send(hub, pair.a, [event("e1", "s1", "earn", 100), event("e2", "l1", "earn", 40)])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["applied"] == 2
+    assert [r["wallet"] for r in body["results"]] == ["coalition", "local"]
+    # A sees both; B sees the sharing member's coalition points, and nothing local to A.
+    assert balance(hub, pair.a, "s1") == {
+        "points": 100,
+        "local_points": 0,
+        "coalition_points": 100,
+        "members": 1,
+    }
+    assert balance(hub, pair.b, "s1")["coalition_points"] == 100
+    assert balance(hub, pair.a, "l1") == {
+        "points": 40,
+        "local_points": 40,
+        "coalition_points": None,
+        "members": 1,
+    }
+    # B may not know about A's local wallet at all.
+    assert balance(hub, pair.b, "l1")["points"] == 0
+
+
+def test_a_replay_returns_the_first_result_and_a_changed_body_is_a_conflict(
+    hub: Hub, pair: Brands
+) -> None:
+    enrol(hub, pair.a, "r1", "a-r1", SHARE)
+    first = send(hub, pair.a, [event("same", "r1", "earn", 10)]).json()
+    again = send(hub, pair.a, [event("same", "r1", "earn", 10)])
+    assert again.status_code == 200
+    assert again.json()["replayed"] == 1
+    assert again.json()["results"][0] | {"status": "applied"} == first["results"][0]
+    before = table_counts(hub.database_url)
+    conflict = send(hub, pair.a, [event("fresh", "r1", "earn", 5), event("same", "r1", "earn", 11)])
+    assert conflict.status_code == 409, conflict.text
+    assert conflict.json()["errors"] == [
+        {"index": 1, "field": "event_id", "reason": "already used for a different event"}
+    ]
+    assert table_counts(hub.database_url) == before  # "fresh" was not applied either
+    assert balance(hub, pair.a, "r1")["points"] == 10
+    # The same id at another brand is another event.
+    enrol(hub, pair.b, "r1", "b-r1", SHARE)
+    assert send(hub, pair.b, [event("same", "r1", "earn", 11)]).json()["applied"] == 1
+
+
+def test_a_redeem_beyond_what_may_be_spent_refuses_the_whole_request(
+    hub: Hub, pair: Brands
+) -> None:
+    enrol(hub, pair.a, "o1", "a-o1", SHARE)
+    enrol(hub, pair.b, "o1", "b-o1", NO_SHARE)  # at B the member does not share
+    assert send(hub, pair.a, [event("earn", "o1", "earn", 50)]).status_code == 200
+    before = table_counts(hub.database_url)
+    refused = send(
+        hub, pair.a, [event("more", "o1", "earn", 5), event("spend", "o1", "redeem", 80)]
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["index"] == 1
+    assert "55" in refused.json()["errors"][0]["reason"]
+    assert table_counts(hub.database_url) == before
+    # At B the coalition points are not spendable (no consent there), and B has no local lot.
+    at_b = send(hub, pair.b, [event("b-spend", "o1", "redeem", 1)])
+    assert at_b.status_code == 422
+    assert send(hub, pair.a, [event("spend-ok", "o1", "redeem", 50)]).status_code == 200
+    assert balance(hub, pair.a, "o1")["points"] == 0
+
+
+def test_redeems_spend_the_oldest_lots_first_across_brands(hub: Hub, pair: Brands) -> None:
+    enrol(hub, pair.a, "f1", "a-f1", SHARE)
+    enrol(hub, pair.b, "f1", "b-f1", SHARE)
+    send(hub, pair.a, [event("a-earn", "f1", "earn", 30, occurred_at="2026-01-01T00:00:00Z")])
+    send(hub, pair.b, [event("b-earn", "f1", "earn", 30, occurred_at="2026-02-01T00:00:00Z")])
+    # B redeems 40: 30 from A's older lot, 10 from its own.
+    assert send(hub, pair.b, [event("b-redeem", "f1", "redeem", 40)]).status_code == 200
+    from tests.conftest import execute_sql
+
+    rows = execute_sql(
+        hub.database_url,
+        "SELECT l.points, l.remaining FROM reward_lots l JOIN reward_events e ON e.id = "
+        "l.event_ref WHERE e.event_id IN ('a-earn', 'b-earn') ORDER BY l.earned_at",
+    )
+    assert [tuple(r) for r in rows] == [(30, 0), (30, 20)]
+    assert balance(hub, pair.a, "f1")["coalition_points"] == 20
+
+
+def test_adjustments_are_signed(hub: Hub, pair: Brands) -> None:
+    enrol(hub, pair.a, "j1", "a-j1", NO_SHARE)
+    assert send(hub, pair.a, [event("j+", "j1", "adjust", 25)]).json()["results"][0]["wallet"] == (
+        "local"
+    )
+    assert send(hub, pair.a, [event("j-", "j1", "adjust", -20)]).status_code == 200
+    assert balance(hub, pair.a, "j1")["points"] == 5
+    assert send(hub, pair.a, [event("j--", "j1", "adjust", -6)]).status_code == 422
+
+
+def test_balances_by_customer_ref_sum_a_persons_identifiers(hub: Hub, pair: Brands) -> None:
+    from tests.api.matching_helpers import email, phone, rec
+
+    pair.a.upload(
+        hub,
+        [
+            rec(email("mp1"), "a-person", SHARE),
+            rec(phone(771), "a-person", SHARE, id_type="phone"),
+        ],
+    )
+    by_phone = event("ph", "unused", "earn", 7)
+    by_phone["id_type"], by_phone["id_hash"] = "phone", phone(771)
+    assert send(hub, pair.a, [event("em", "p1", "earn", 5), by_phone]).status_code == 200
+    response = pair.a.get(hub, "/v1/rewards/balances", customer_ref="a-person")
+    assert response.json() == {
+        "points": 12,
+        "local_points": 0,
+        "coalition_points": 12,
+        "members": 2,
+    }
+    unknown = pair.a.get(hub, "/v1/rewards/balances", customer_ref="nobody").json()
+    assert unknown["points"] == 0
+    assert unknown["members"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"kind": "gift"}, "kind"),
+        ({"points": 0}, "points"),
+        ({"points": -5}, "points"),
+        ({"points": 1.5}, "points"),
+        ({"points": True}, "points"),
+        ({"id_hash": "someone@example.org"}, "id_hash"),
+        ({"id_hash": "abc"}, "id_hash"),
+        ({"id_type": "fax"}, "id_type"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"occurred_at": "2026-11-20T10:00:00"}, "occurred_at"),
+        ({"event_id": ""}, "event_id"),
+        ({"colour": "red"}, "colour"),
+        ({"kind": "redeem", "offer_id": "00000000-0000-0000-0000-000000000000"}, "offer_id"),
+    ],
+)
+def test_bad_events_are_refused_with_their_field(
+    hub: Hub, pair: Brands, change: dict[str, Any], field: str
+) -> None:
+    bad = {**event("bad", "x", "earn", 10), **change}
+    response = send(hub, pair.a, [event("good", "x", "earn", 1), bad])
+    assert response.status_code == 422, response.text
+    assert {(e["index"], e["field"]) for e in response.json()["errors"]} == {(1, field)}
+    assert "someone@example.org" not in response.text
+
+
+def test_limits_scopes_and_isolation(hub: Hub, pair: Brands) -> None:
+    too_many = [event(f"e{i}", "x", "earn", 1) for i in range(1001)]
+    assert send(hub, pair.a, too_many).status_code == 413
+    twice = send(hub, pair.a, [event("d", "x", "earn", 1), event("d", "x", "earn", 1)])
+    assert twice.status_code == 422
+    _, _, reader_only = hub.partner_with_token("bank", ["rewards:read"])
+    response = hub.http.post(
+        "/v1/rewards/events", json={"events": [event("z", "x", "earn", 1)]}, headers=reader_only
+    )
+    assert response.status_code == 403
+    admin = hub.as_admin("POST", "/v1/rewards/events", json={"events": []})
+    assert admin.status_code == 403
+    missing = pair.a.get(hub, "/v1/rewards/balances")
+    assert missing.status_code == 400
