@@ -27,6 +27,7 @@ from partners.identifiers.models import (
     IdentifierState,
 )
 from partners.identifiers.validation import ValidRecord
+from partners.rewards.erasure import forget_in_rewards
 
 CHUNK = 500  # keys per IN (...) lookup
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
@@ -252,15 +253,14 @@ class IdentifierService:
             return 0, 0
         await self.touch(partner_id)
         where = and_(RECORDS.c.partner_id == partner_id, or_(*conditions))
-        people = sorted(
-            {
-                ref
-                for (ref,) in await self.session.execute(
-                    select(RECORDS.c.customer_ref).where(where)
-                )
-            }
-        )
+        found = (
+            await self.session.execute(
+                select(RECORDS.c.customer_ref, RECORDS.c.match_key).where(where)
+            )
+        ).all()
+        people = sorted({ref for ref, _ in found})
         result = await self.session.execute(delete(RECORDS).where(where))
+        await forget_in_rewards(self.session, partner_id, [bytes(key) for _, key in found], people)
         removed = int(getattr(result, "rowcount", 0) or 0)
         everything = sum(CONSENT_BITS.values())
         changes = {ref: _Change(withdrawn=everything) for ref in people}

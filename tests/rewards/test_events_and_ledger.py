@@ -198,3 +198,40 @@ def test_limits_scopes_and_isolation(hub: Hub, pair: Brands) -> None:
     assert admin.status_code == 403
     missing = pair.a.get(hub, "/v1/rewards/balances")
     assert missing.status_code == 400
+
+
+def test_erasure_tombstones_the_member_and_keeps_the_postings(hub: Hub, pair: Brands) -> None:
+    from tests.conftest import execute_sql
+
+    enrol(hub, pair.a, "t1", "a-t1", SHARE)
+    assert send(hub, pair.a, [event("t-earn", "t1", "earn", 60)]).status_code == 200
+    member = execute_sql(
+        hub.database_url,
+        "SELECT m.id, m.match_key FROM reward_members m JOIN reward_events e "
+        "ON e.member_id = m.id WHERE e.event_id = 't-earn'",
+    )[0]
+    postings = execute_sql(
+        hub.database_url, "SELECT count(*) FROM reward_postings WHERE member_id = :m", m=member[0]
+    )[0][0]
+    erased = pair.a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["a-t1"]})
+    assert erased.status_code == 200, erased.text
+    after = execute_sql(
+        hub.database_url,
+        "SELECT match_key, digest_enc, tombstoned_at FROM reward_members WHERE id = :m",
+        m=member[0],
+    )[0]
+    assert bytes(after[0]) != bytes(member[1])
+    assert after[1] is None
+    assert after[2] is not None
+    assert (
+        execute_sql(
+            hub.database_url,
+            "SELECT count(*) FROM reward_postings WHERE member_id = :m",
+            m=member[0],
+        )[0][0]
+        == postings
+    )
+    # The same identifier later is a new member with nothing from before.
+    assert balance(hub, pair.a, "t1")["members"] == 0
+    assert send(hub, pair.a, [event("t-new", "t1", "earn", 1)]).status_code == 200
+    assert balance(hub, pair.a, "t1")["points"] == 1
