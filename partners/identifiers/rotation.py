@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord
 from partners.identifiers.service import IdentifierService
+from partners.rewards.ledger import MEMBER_SCOPE, MEMBERS
 
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 
@@ -33,10 +34,43 @@ class RotationReport:
 
 
 async def remaining(session: AsyncSession, target: int) -> int:
+    """Records and reward members still under an older version (none: it can be retired)."""
     count = await session.scalar(
         select(func.count()).select_from(RECORDS).where(RECORDS.c.key_version < target)
     )
-    return int(count or 0)
+    members = await session.scalar(
+        select(func.count())
+        .select_from(MEMBERS)
+        .where(MEMBERS.c.key_version < target, MEMBERS.c.digest_enc.is_not(None))
+    )
+    return int(count or 0) + int(members or 0)
+
+
+async def rekey_members_batch(
+    session: AsyncSession, crypto: IdentifierCrypto, target: int, batch_size: int
+) -> int:
+    """Re-key up to ``batch_size`` reward members (the ledger's side of a rotation)."""
+    rows = (
+        await session.execute(
+            select(
+                MEMBERS.c.id,
+                MEMBERS.c.id_type,
+                MEMBERS.c.key_version,
+                MEMBERS.c.digest_enc,
+                MEMBERS.c.data_version,
+            )
+            .where(MEMBERS.c.key_version < target, MEMBERS.c.digest_enc.is_not(None))
+            .limit(batch_size)
+        )
+    ).all()
+    for member, id_type, version, sealed, data_version in rows:
+        digest = crypto.decrypt(bytes(sealed), data_version, MEMBER_SCOPE, id_type)
+        await session.execute(
+            update(MEMBERS)
+            .where(MEMBERS.c.id == member, MEMBERS.c.key_version == version)
+            .values(match_key=crypto.match_key(digest, target), key_version=target)
+        )
+    return len(rows)
 
 
 async def rekey_batch(
@@ -111,6 +145,16 @@ async def rotate(
         report.rekeyed += done
         report.batches += 1
         report.partners |= partners
+        if on_batch is not None:
+            on_batch(done)
+    while True:
+        async with session_factory() as session:
+            done = await rekey_members_batch(session, crypto, target, batch_size)
+            await session.commit()
+        if not done:
+            break
+        report.rekeyed += done
+        report.batches += 1
         if on_batch is not None:
             on_batch(done)
     async with session_factory() as session:

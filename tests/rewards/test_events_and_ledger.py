@@ -235,3 +235,30 @@ def test_erasure_tombstones_the_member_and_keeps_the_postings(hub: Hub, pair: Br
     assert balance(hub, pair.a, "t1")["members"] == 0
     assert send(hub, pair.a, [event("t-new", "t1", "earn", 1)]).status_code == 200
     assert balance(hub, pair.a, "t1")["points"] == 1
+
+
+def test_a_match_key_rotation_keeps_every_balance(hub: Hub, pair: Brands) -> None:
+    import time
+
+    from tests.conftest import execute_sql, run_cli
+
+    enrol(hub, pair.a, "k1", "a-k1", SHARE)
+    assert send(hub, pair.a, [event("k-earn", "k1", "earn", 10)]).status_code == 200
+    start = int(hub.app.state.keyring.match_version)
+    assert run_cli(hub, "admin", "keys", "add-match-key").exit_code == 0
+    deadline = time.monotonic() + 5
+    while hub.app.state.keyring.match_version == start and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rotated = run_cli(hub, "admin", "keys", "rotate-match-key", "--json")
+    assert rotated.exit_code == 0, rotated.output
+    versions = {
+        v
+        for (v,) in execute_sql(
+            hub.database_url,
+            "SELECT DISTINCT key_version FROM reward_members WHERE digest_enc IS NOT NULL",
+        )
+    }
+    assert versions == {start + 1}
+    assert balance(hub, pair.a, "k1")["points"] == 10
+    assert send(hub, pair.a, [event("k-more", "k1", "earn", 1)]).status_code == 200
+    assert balance(hub, pair.a, "k1")["points"] == 11
