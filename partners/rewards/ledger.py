@@ -110,6 +110,83 @@ async def lock_members(session: AsyncSession, ids: Sequence[int]) -> None:
         )
 
 
+async def members_for(
+    session: AsyncSession, crypto: IdentifierCrypto, identities: Sequence[tuple[int, bytes]]
+) -> list[int]:
+    """The member of each (id type, digest), created where new, all keyed under the newest
+    version: the batched form of :func:`member_id` (a few statements for a whole request)."""
+    if not identities:
+        return []
+    versions = sorted(crypto.keys.live_match_versions(), reverse=True)
+    newest = versions[0]
+    keyed = [[crypto.match_key(digest, v) for v in versions] for _, digest in identities]
+    wanted = list({k for keys in keyed for k in keys})
+    found: dict[bytes, tuple[int, int]] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = await session.execute(
+            select(MEMBERS.c.match_key, MEMBERS.c.id, MEMBERS.c.key_version).where(
+                MEMBERS.c.match_key.in_(wanted[start : start + 1000])
+            )
+        )
+        found.update({bytes(k): (int(i), int(v)) for k, i, v in rows})
+    fresh: dict[bytes, dict[str, Any]] = {}
+    for (id_type, digest), keys in zip(identities, keyed, strict=True):
+        old = next((found[k] for k in keys if k in found), None)
+        if old is None:
+            if keys[0] not in fresh:
+                data_version, sealed = crypto.encrypt(digest, MEMBER_SCOPE, id_type)
+                fresh[keys[0]] = {
+                    "id_type": id_type,
+                    "match_key": keys[0],
+                    "key_version": newest,
+                    "digest_enc": sealed,
+                    "data_version": data_version,
+                    "created_at": datetime.now(UTC),
+                }
+        elif old[1] != newest:  # a rotation in progress: re-key this member now
+            await session.execute(
+                update(MEMBERS)
+                .where(MEMBERS.c.id == old[0])
+                .values(match_key=keys[0], key_version=newest)
+            )
+            found[keys[0]] = (old[0], newest)
+    if fresh:
+        await session.execute(
+            dialect_insert(session, MEMBERS).on_conflict_do_nothing(index_elements=["match_key"]),
+            list(fresh.values()),
+        )
+        created = await session.execute(
+            select(MEMBERS.c.match_key, MEMBERS.c.id).where(MEMBERS.c.match_key.in_(list(fresh)))
+        )
+        found.update({bytes(k): (int(i), newest) for k, i in created})
+    return [found[keys[0]][0] for keys in keyed]
+
+
+async def sharing_at(
+    session: AsyncSession,
+    crypto: IdentifierCrypto,
+    partner_id: UUID,
+    identities: Sequence[tuple[int, bytes]],
+) -> list[bool]:
+    """Whether the partner holds each identifier with rewards_sharing consent (batched)."""
+    versions = crypto.keys.live_match_versions()
+    keyed = [[crypto.match_key(digest, v) for v in versions] for _, digest in identities]
+    wanted = list({k for keys in keyed for k in keys})
+    masks: dict[tuple[int, bytes], int] = {}
+    for start in range(0, len(wanted), 1000):
+        rows = await session.execute(
+            select(RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.consents).where(
+                RECORDS.c.partner_id == partner_id,
+                RECORDS.c.match_key.in_(wanted[start : start + 1000]),
+            )
+        )
+        masks.update({(int(t), bytes(k)): int(c) for t, k, c in rows})
+    return [
+        any(masks.get((id_type, k), 0) & SHARING for k in keys)
+        for (id_type, _), keys in zip(identities, keyed, strict=True)
+    ]
+
+
 async def consented_at(
     session: AsyncSession, partner_id: UUID, id_type: int, keys: Sequence[tuple[int, bytes]]
 ) -> bool:
@@ -205,6 +282,55 @@ async def credit(
         now,
     )
     return lot
+
+
+async def credit_many(session: AsyncSession, lots: Sequence[dict[str, Any]]) -> None:
+    """Many new lots at once (each a dict of :func:`credit`'s arguments), one transaction of
+    postings per lot."""
+    if not lots:
+        return
+    result = await session.execute(
+        insert(LOTS).returning(LOTS.c.id, sort_by_parameter_order=True),
+        [
+            {
+                "member_id": lot["member"],
+                "wallet": lot["wallet"],
+                "issuer_id": lot["issuer"],
+                "event_ref": lot["event_ref"],
+                "earned_at": lot["earned_at"],
+                "points": lot["points"],
+                "remaining": lot["points"],
+                "funding": lot["funding"],
+            }
+            for lot in lots
+        ],
+    )
+    ids = [int(i) for i in result.scalars()]
+    now = datetime.now(UTC)
+    rows = []
+    for lot, lot_id in zip(lots, ids, strict=True):
+        for leg in (
+            Leg(ISSUED, -lot["points"], partner_id=lot["issuer"]),
+            Leg(
+                lot["wallet"],
+                lot["points"],
+                member_id=lot["member"],
+                lot_id=lot_id,
+                partner_id=_owner(lot["wallet"], lot["issuer"]),
+            ),
+        ):
+            rows.append(
+                {
+                    "txn": lot["txn"],
+                    "account": leg.account,
+                    "partner_id": leg.partner_id,
+                    "member_id": leg.member_id,
+                    "lot_id": leg.lot_id,
+                    "amount": leg.amount,
+                    "at": now,
+                }
+            )
+    await session.execute(insert(POSTINGS), rows)
 
 
 def _owner(wallet: str, partner: UUID) -> UUID | None:

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, insert, select, update
+import msgspec
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit
@@ -170,23 +171,57 @@ class RewardService:
             )
         new = [e for e in events if e.event_id not in known]
         funding = await self._funding(partner_id, new)
-        members: dict[int, int] = {}
-        consent: dict[int, bool] = {}
-        for e in new:
-            members[e.index] = (
-                await ledger.member_id(session, self.crypto, e.id_type, e.digest, create=True) or 0
-            )
-            keys = ledger.keys_for(self.crypto, e.digest)
-            consent[e.index] = await ledger.consented_at(session, partner_id, e.id_type, keys)
-        await ledger.lock_members(session, list(members.values()))
-        results: dict[str, EventResult] = {}
+        identities = [(e.id_type, e.digest) for e in new]
+        members = await ledger.members_for(session, self.crypto, identities)
+        sharing = await ledger.sharing_at(session, self.crypto, partner_id, identities)
+        await ledger.lock_members(session, members)
+        results = {e.event_id: _result(e, sharing[i]) for i, e in enumerate(new)}
+        refs = await self._insert_events(partner_id, new, members, results)
         errors = []
-        for e in new:
-            result = await self._apply(partner_id, e, members[e.index], consent[e.index], funding)
-            if isinstance(result, dict):
-                errors.append(result)
-            else:
-                results[e.event_id] = result
+        earns: list[dict[str, Any]] = []
+        for i, e in enumerate(new):
+            wallet = results[e.event_id].wallet
+            if wallet is not None:  # an earn or a positive adjustment: a new lot
+                shares = funding.get(e.offer_id) if e.offer_id else None
+                earns.append(
+                    {
+                        "txn": f"event:{refs[i]}",
+                        "event_ref": refs[i],
+                        "member": members[i],
+                        "issuer": partner_id,
+                        "wallet": wallet,
+                        "points": e.points,
+                        "earned_at": e.occurred_at,
+                        "funding": ledger.split(e.points, shares) if shares else None,
+                    }
+                )
+                continue
+            # A spend sees every earlier event of the request, so the lots go in first.
+            await ledger.credit_many(session, earns)
+            earns = []
+            try:
+                await ledger.debit(
+                    session,
+                    txn=f"event:{refs[i]}",
+                    kind=REDEEM if e.kind == REDEEM else ADJUST,
+                    event_ref=refs[i],
+                    member=members[i],
+                    partner=partner_id,
+                    coalition=sharing[i],
+                    points=abs(e.points),
+                    # When the hub learnt of it: a late event never changes a closed period.
+                    at=datetime.now(UTC),
+                )
+            except ledger.NotEnoughPoints as short:
+                errors.append(
+                    _error(
+                        e.index,
+                        "points",
+                        f"the member may spend {short.available} points at your brand, not "
+                        f"{abs(e.points)}",
+                    )
+                )
+        await ledger.credit_many(session, earns)
         if errors:
             raise InvalidInput(
                 f"{len(errors)} event(s) cannot be applied; nothing was applied.",
@@ -214,75 +249,36 @@ class RewardService:
             )
         return EventsOut(applied=len(new), replayed=len(events) - len(new), results=out)
 
-    async def _apply(
+    async def _insert_events(
         self,
         partner_id: UUID,
-        e: ValidEvent,
-        member: int,
-        consented: bool,
-        funding: dict[UUID, dict[str, int]],
-    ) -> EventResult | dict[str, Any]:
-        session = self.session
-        inserted = await session.execute(
-            insert(EVENTS)
-            .values(
-                partner_id=partner_id,
-                event_id=e.event_id,
-                body_sha256=e.body_sha256(),
-                kind=e.kind,
-                points=e.points,
-                member_id=member,
-                occurred_at=e.occurred_at,
-                offer_id=e.offer_id,
-                result={},
-                created_at=datetime.now(UTC),
-            )
-            .returning(EVENTS.c.id)
+        events: Sequence[ValidEvent],
+        members: Sequence[int],
+        results: dict[str, EventResult],
+    ) -> list[int]:
+        """Insert the events (with the result a replay returns); their ids in order."""
+        if not events:
+            return []
+        now = datetime.now(UTC)
+        inserted = await self.session.execute(
+            insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "partner_id": partner_id,
+                    "event_id": e.event_id,
+                    "body_sha256": e.body_sha256(),
+                    "kind": e.kind,
+                    "points": e.points,
+                    "member_id": member,
+                    "occurred_at": e.occurred_at,
+                    "offer_id": e.offer_id,
+                    "result": msgspec.to_builtins(results[e.event_id]),
+                    "created_at": now,
+                }
+                for e, member in zip(events, members, strict=True)
+            ],
         )
-        ref = int(inserted.scalar_one())
-        txn = f"event:{ref}"
-        wallet = None
-        if e.kind == EARN or (e.kind == ADJUST and e.points > 0):
-            wallet = COALITION if consented else LOCAL
-            shares = funding.get(e.offer_id) if e.offer_id else None
-            await ledger.credit(
-                session,
-                txn=txn,
-                event_ref=ref,
-                member=member,
-                issuer=partner_id,
-                wallet=wallet,
-                points=e.points,
-                earned_at=e.occurred_at,
-                funding=ledger.split(e.points, shares) if shares else None,
-            )
-        else:
-            try:
-                await ledger.debit(
-                    session,
-                    txn=txn,
-                    kind=REDEEM if e.kind == REDEEM else ADJUST,
-                    event_ref=ref,
-                    member=member,
-                    partner=partner_id,
-                    coalition=consented,
-                    points=abs(e.points),
-                    # When the hub learnt of it: a late event never changes a closed period.
-                    at=datetime.now(UTC),
-                )
-            except ledger.NotEnoughPoints as short:
-                return _error(
-                    e.index,
-                    "points",
-                    f"the member may spend {short.available} points at your brand, not "
-                    f"{abs(e.points)}",
-                )
-        result = EventResult(
-            event_id=e.event_id, status="applied", kind=e.kind, points=e.points, wallet=wallet
-        )
-        stored = {"event_id": e.event_id, "kind": e.kind, "points": e.points, "wallet": wallet}
-        await session.execute(update(EVENTS).where(EVENTS.c.id == ref).values(result=stored))
-        return result
+        return [int(i) for i in inserted.scalars()]
 
     async def _funding(
         self, partner_id: UUID, events: Sequence[ValidEvent]
@@ -366,6 +362,15 @@ class RewardService:
             coalition_points=coalition if visible else None,
             members=len(members),
         )
+
+
+def _result(e: ValidEvent, sharing: bool) -> EventResult:
+    """What applying ``e`` returns (and a replay returns again)."""
+    credits = e.kind == EARN or (e.kind == ADJUST and e.points > 0)
+    wallet = (COALITION if sharing else LOCAL) if credits else None
+    return EventResult(
+        event_id=e.event_id, status="applied", kind=e.kind, points=e.points, wallet=wallet
+    )
 
 
 def msgspec_replay(stored: dict[str, Any]) -> EventResult:
