@@ -64,7 +64,11 @@ async def sharing_partners(session: AsyncSession) -> dict[UUID, set[UUID]]:
 
 
 async def _sync_batch(
-    session: AsyncSession, after: int, shares: dict[UUID, set[UUID]], batch_items: int
+    session: AsyncSession,
+    after: int,
+    shares: dict[UUID, set[UUID]],
+    batch_items: int,
+    batch: int = SYNC_BATCH,
 ) -> tuple[int, int, int]:
     """Feed items for the events after ``after``: (last event id, events, items written)."""
     events = (
@@ -81,7 +85,7 @@ async def _sync_batch(
             .join(MEMBERS, MEMBERS.c.id == EVENTS.c.member_id)
             .where(EVENTS.c.id > after)
             .order_by(EVENTS.c.id)
-            .limit(SYNC_BATCH)
+            .limit(batch)
         )
     ).all()
     if not events:
@@ -164,7 +168,11 @@ async def rewards_sync(ctx: JobContext) -> dict[str, int]:
             async with ctx.sessions() as session:
                 shares = await sharing_partners(session)
                 last, events, written = await _sync_batch(
-                    session, after, shares, ctx.settings.webhooks.batch_items
+                    session,
+                    after,
+                    shares,
+                    ctx.settings.webhooks.batch_items,
+                    ctx.settings.rewards.sync_batch,
                 )
                 if not events:
                     await session.rollback()
