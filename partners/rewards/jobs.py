@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import Table, delete, func, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import writing
 from partners.identifiers.models import IdentifierRecord
@@ -30,9 +30,18 @@ from partners.rewards.models import (
 )
 from partners.webhooks.service import enqueue
 
-if TYPE_CHECKING:
-    from hub.jobs.context import JobContext
-    from hub.settings import Settings
+
+class JobContext(Protocol):
+    """What these jobs use of the scheduler's context (hub.jobs.context.JobContext)."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    settings: Any  # hub.settings.Settings (the domain does not import the shell)
+    cursor: dict[str, Any]
+
+    async def checkpoint(
+        self, cursor: dict[str, Any], counts: dict[str, int], *, session: AsyncSession | None = None
+    ) -> None: ...
+
 
 EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
 MEMBERS: Table = RewardMember.__table__  # type: ignore[assignment]
@@ -235,7 +244,7 @@ async def settlement_lines(
 
 async def settlement(ctx: JobContext) -> dict[str, int]:
     """Close every complete period since the first redemption that has no statement yet."""
-    settings: Settings = ctx.settings
+    settings = ctx.settings
     period = settings.rewards.settlement_period
     now = datetime.now(UTC)
     closed = 0
@@ -305,7 +314,7 @@ async def points_expiry(ctx: JobContext) -> dict[str, int]:
                 await ctx.checkpoint({"lot": lots[-1]}, counts, session=session)
 
 
-async def purge_feed(session: AsyncSession, settings: Settings) -> int:
+async def purge_feed(session: AsyncSession, settings: Any) -> int:
     """Feed entries older than ``rewards.feed_retention_days``."""
     cutoff = datetime.now(UTC) - timedelta(days=settings.rewards.feed_retention_days)
     result = await session.execute(delete(FEED).where(FEED.c.created_at < cutoff))
