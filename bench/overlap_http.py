@@ -23,8 +23,9 @@ One run:
     .venv/bin/python -m bench.overlap_http --rows 10000000 --backend postgres
     .venv/bin/python -m bench.overlap_http --backend sqlite
 
-``--profile DIR`` records py-spy (speedscope, native frames) of the server during the cold
-build and during the warm requests. Writes bench/results/overlap_http-<time>.json.
+``--profile DIR`` records py-spy (on PATH or in the venv; speedscope, native frames) of the
+server during the cold build and during the warm requests.
+Writes bench/results/overlap_http-<time>.json.
 """
 
 from __future__ import annotations
@@ -304,8 +305,9 @@ def profiled(pid: int, out: Path | None):  # type: ignore[no-untyped-def]
     if out is None:
         yield
         return
+    py_spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
     proc = subprocess.Popen(
-        [str(VENV_BIN / "py-spy"), "record", "-p", str(pid), "-f", "speedscope", "-o", str(out),
+        [py_spy, "record", "-p", str(pid), "-f", "speedscope", "-o", str(out),
          "--threads", "--native", "-r", "100"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

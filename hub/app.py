@@ -37,6 +37,9 @@ from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_l
 from hub.core.metrics import metrics
 from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
+from hub.jobs.controller import JobController
+from hub.jobs.registry import job_specs
+from hub.jobs.scheduler import JobScheduler
 from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
@@ -53,6 +56,8 @@ from partners.identifiers.uploads.processor import UploadProcessor
 from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
+from partners.rewards.controller import RewardController, SettlementController
+from partners.webhooks.controller import WebhookController
 
 log = structlog.get_logger("hub.app")
 PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema", "/oauth/", "/.well-known/")
@@ -148,6 +153,24 @@ async def matching_maintenance(app: Litestar) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def job_scheduling(app: Litestar) -> AsyncIterator[None]:
+    """Scheduled jobs run in this process when configured (``hub serve`` without
+    ``--no-worker``); the jobs' database leases keep them single across processes."""
+    state = app.state
+    if not state.settings.jobs.run_in_serve:
+        yield
+        return
+    scheduler = JobScheduler.create(
+        state.session_maker, state.settings, state.keyring, state.identifier_crypto
+    )
+    scheduler.start()
+    try:
+        yield
+    finally:
+        await scheduler.stop()
+
+
+@contextlib.asynccontextmanager
 async def background_refresh(app: Litestar) -> AsyncIterator[None]:
     async with app.state.session_maker() as session:
         await app.state.revocations.refresh(session)
@@ -222,6 +245,7 @@ def create_app(
             ),
             "read_engine": read_engine,
             "array_cache": array_cache,
+            "job_specs": job_specs(settings),
             "overlap_service": OverlapService(session_maker, array_cache, settings.matching),
             "verifier": verifier,
             "rate_limiter": rate_limiter,
@@ -243,7 +267,11 @@ def create_app(
             UploadController,
             OverlapController,
             OfferController,
+            RewardController,
+            SettlementController,
             AuditController,
+            JobController,
+            WebhookController,
             *extra_route_handlers,
         ],
         middleware=[
@@ -261,7 +289,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,
-        lifespan=[background_refresh, upload_processing, matching_maintenance],
+        lifespan=[background_refresh, upload_processing, matching_maintenance, job_scheduling],
         openapi_config=OpenAPIConfig(
             title="Coalition hub API",
             version="1.0.0",

@@ -1,11 +1,13 @@
-"""The ``hub`` command: serve, db upgrade, admin (bootstrap, partners, clients, partnerships,
-keys, audit). Tables for people, ``--json`` for scripts; errors as one line and a non-zero exit.
+"""The ``hub`` command: serve, worker, db upgrade, admin (bootstrap, partners, clients,
+partnerships, keys, audit). Tables for people, ``--json`` for scripts; errors as one line and a
+non-zero exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -123,6 +125,9 @@ def serve(host: str | None, port: int | None, workers: int | None, no_worker: bo
         raise CliError(str(exc)) from exc
     if is_sqlite(settings.database_url):
         upgrade(settings.database_url)
+    if no_worker:
+        # uvicorn builds the app from the factory, which reads the settings again.
+        os.environ["HUB_JOBS_RUN_IN_SERVE"] = "false"
     uvicorn.run(
         "hub.app:create_app",
         factory=True,
@@ -132,6 +137,26 @@ def serve(host: str | None, port: int | None, workers: int | None, no_worker: bo
         access_log=False,
         log_level=settings.logging.level.lower(),
     )
+
+
+# -- worker ---------------------------------------------------------------------------------
+@main.command()
+def worker() -> None:
+    """Run the scheduled jobs until SIGTERM or SIGINT (a run in progress gets a few seconds to
+    finish, else the next worker resumes it from its checkpoint)."""
+    from hub.core.logging import configure_logging
+    from hub.jobs.scheduler import run_worker
+    from hub.migrate import upgrade
+
+    settings = _settings()
+    configure_logging(settings.logging.level, settings.logging.json)
+    try:
+        keyring = load_keyring(settings.keyring_file, settings.keyring.inline)
+    except KeyringError as exc:
+        raise CliError(str(exc)) from exc
+    if is_sqlite(settings.database_url):
+        upgrade(settings.database_url)
+    asyncio.run(run_worker(settings, keyring))
 
 
 # -- db -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from hub.core.audit import AuditEntry
 from hub.core.db import metadata
 from hub.core.idempotency import IdempotencyRecord
 from hub.core.revocations import Revocation
+from hub.jobs.models import JobLease, JobRun, JobRunRequest
 from hub.oauth.models import AuthFailure, UsedAssertion
 from matching.models import Offer, OfferAudience, OfferAudienceChange, OverlapQuery
 from partners.clients.models import OAuthClient
@@ -11,6 +12,16 @@ from partners.identifiers.models import ConsentEvent, IdentifierRecord, Identifi
 from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
 from partners.partners.models import Partner
 from partners.partnerships.models import Partnership, PartnershipMember
+from partners.rewards.models import (
+    RewardEvent,
+    RewardFeedItem,
+    RewardLot,
+    RewardLotUse,
+    RewardMember,
+    RewardPosting,
+    RewardSettlement,
+)
+from partners.webhooks.models import WebhookDelivery, WebhookSecret
 
 __all__ = [
     "AuditEntry",
@@ -20,6 +31,9 @@ __all__ = [
     "IdentifierRecord",
     "IdentifierState",
     "IdentifierUpload",
+    "JobLease",
+    "JobRun",
+    "JobRunRequest",
     "OAuthClient",
     "Offer",
     "OfferAudience",
@@ -29,8 +43,17 @@ __all__ = [
     "Partnership",
     "PartnershipMember",
     "Revocation",
+    "RewardEvent",
+    "RewardFeedItem",
+    "RewardLot",
+    "RewardLotUse",
+    "RewardMember",
+    "RewardPosting",
+    "RewardSettlement",
     "StagedRecord",
     "UploadError",
     "UsedAssertion",
+    "WebhookDelivery",
+    "WebhookSecret",
     "metadata",
 ]

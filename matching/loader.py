@@ -19,8 +19,11 @@ after every rebuild) deletes the older files and memory copies.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
+import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from uuid import UUID
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, Text, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from hub.core.db import reading
@@ -146,11 +149,15 @@ def _build(
         ).scalar_one()
     )
     keyer = crypto.keyer(key_version)
-    keys = np.empty((total, 16), dtype=np.uint8)
-    person = np.empty(total, dtype=np.int32)
-    consent = np.empty(total, dtype=np.uint8)
-    refs: list[bytes] = []
+    # Compact buffers filled row by row, turned into arrays once at the end (a numpy item
+    # assignment per row costs more than the rest of the loop).
+    keys = bytearray()
+    person = array("i")
+    consent = bytearray()
+    blob = bytearray()
+    offsets = array("q", [0])
     coders: dict[str, _AttributeCoder] = {}
+    decoded: dict[str, dict[str, str]] = {}  # attribute sets repeat: each is parsed once
     ref_column: Any = RECORDS.c.customer_ref
     if conn.dialect.name == "postgresql":
         ref_column = ref_column.collate("C")  # bytewise, like SQLite and Python
@@ -163,45 +170,58 @@ def _build(
             RECORDS.c.data_version,
             RECORDS.c.customer_ref,
             RECORDS.c.consents,
-            RECORDS.c.attributes,
+            cast(RECORDS.c.attributes, Text),
         )
         .where(RECORDS.c.partner_id == partner_id)
         .order_by(ref_column, RECORDS.c.updated_at)
     )
     n = 0
+    p = -1
     current = None
-    for id_type, match_key, version, sealed, data_version, ref, mask, attrs in result:
-        if n == total:
-            break  # rows committed after the count: the next version picks them up
-        if version != key_version:
-            digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
-            match_key = keyer(digest)
-        keys[n] = np.frombuffer(match_key, dtype=np.uint8, count=16)
-        if ref != current:
-            current = ref
-            refs.append(ref.encode())
-        p = len(refs) - 1
-        person[n] = p
-        consent[n] = mask
-        if attrs:
-            for name, value in attrs.items():
-                coder = coders.get(name)
-                if coder is None:
-                    coder = coders[name] = _AttributeCoder(total)
-                coder.set(p, value)
-        n += 1
-    pairs = keys[:n].view(">u8").reshape(n, 2).astype(np.uint64)
-    offsets = np.zeros(len(refs) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in refs], out=offsets[1:])
-    people = People(b"".join(refs), offsets)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # rows are tuples: the collector would run every few hundred rows for nothing
+    try:
+        for id_type, match_key, version, sealed, data_version, ref, mask, text in result:
+            if n == total:
+                break  # rows committed after the count: the next version picks them up
+            if version != key_version:
+                digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
+                match_key = keyer(digest)
+            keys += match_key[:16]
+            if ref != current:
+                current = ref
+                blob += ref.encode()
+                offsets.append(len(blob))
+                p += 1
+            person.append(p)
+            consent.append(mask)
+            if text and text != "null":
+                attrs = decoded.get(text)
+                if attrs is None:
+                    attrs = json.loads(text)
+                    if len(decoded) < 100_000:
+                        decoded[text] = attrs
+                for name, value in attrs.items():
+                    coder = coders.get(name)
+                    if coder is None:
+                        coder = coders[name] = _AttributeCoder(total)
+                    coder.set(p, value)
+            n += 1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    people_count = len(offsets) - 1
+    pairs = np.frombuffer(bytes(keys), dtype=">u8").reshape(n, 2).astype(np.uint64)
+    del keys
+    people = People(bytes(blob), np.frombuffer(offsets, dtype=np.int64).copy())
     over = frozenset(name for name, coder in coders.items() if coder.over)
-    coded = {name: coder.finish(len(refs)) for name, coder in coders.items() if not coder.over}
+    coded = {name: coder.finish(people_count) for name, coder in coders.items() if not coder.over}
     side = make_side(
         np.ascontiguousarray(pairs[:, 0]),
         np.ascontiguousarray(pairs[:, 1]),
-        person[:n].copy(),
-        consent[:n].copy(),
-        len(refs),
+        np.frombuffer(person, dtype=np.int32).copy(),
+        np.frombuffer(consent, dtype=np.uint8).copy(),
+        people_count,
         coded,
     )
     return side, people, over
@@ -229,8 +249,8 @@ def _save(directory: Path, loaded: Loaded) -> None:
         arrays[f"attr{i}"] = coded.codes
         meta["attributes"][attr] = {"array": f"attr{i}", "values": list(coded.values)}
     meta["over"] = sorted(loaded.over_quota)
-    for key, array in arrays.items():
-        np.save(partial / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
+    for key, column in arrays.items():
+        np.save(partial / f"{key}.npy", np.ascontiguousarray(column), allow_pickle=False)
     (partial / "meta.json").write_text(json.dumps(meta))
     target = directory / name
     if target.exists():
@@ -279,6 +299,7 @@ class ArrayCache:
         self.root = root
         self.max_in_memory = max_in_memory
         self._memory: OrderedDict[UUID, Loaded] = OrderedDict()
+        self._memory_lock = threading.Lock()  # builds of two partners run on two threads
         self._locks: dict[UUID, asyncio.Lock] = {}
         self.builds = 0  # how many times arrays were built from rows (tests and metrics)
         # Partners whose arrays went stale while in use -> the version seen at the last check.
@@ -298,10 +319,11 @@ class ArrayCache:
         # A read: on SQLite it must not queue for the write lock its own caller may hold.
         with reading(), self.engine.connect() as conn:
             version = _current_version(conn, partner_id)
-            cached = self._memory.get(partner_id)
-            if cached and (cached.version, cached.key_version) == (version, key_version):
-                self._memory.move_to_end(partner_id)
-                return cached
+            with self._memory_lock:
+                cached = self._memory.get(partner_id)
+                if cached and (cached.version, cached.key_version) == (version, key_version):
+                    self._memory.move_to_end(partner_id)
+                    return cached
             directory = self.directory(partner_id)
             loaded = _open(directory, partner_id, version, key_version)
             if loaded is None:
@@ -314,10 +336,11 @@ class ArrayCache:
         return loaded
 
     def _remember(self, loaded: Loaded) -> None:
-        self._memory[loaded.partner_id] = loaded
-        self._memory.move_to_end(loaded.partner_id)
-        while len(self._memory) > self.max_in_memory:
-            self._memory.popitem(last=False)
+        with self._memory_lock:
+            self._memory[loaded.partner_id] = loaded
+            self._memory.move_to_end(loaded.partner_id)
+            while len(self._memory) > self.max_in_memory:
+                self._memory.popitem(last=False)
 
     def _discard_files(self, partner_id: UUID, keep: tuple[int, int] | None) -> None:
         directory = self.directory(partner_id)
@@ -341,9 +364,12 @@ class ArrayCache:
             for partner_id, version in conn.execute(select(STATE.c.partner_id, STATE.c.version)):
                 current[UUID(str(partner_id))] = int(version)
         key_version = self.crypto.keys.match_version
-        for partner_id, loaded in list(self._memory.items()):
+        with self._memory_lock:
+            held = list(self._memory.items())
+        for partner_id, loaded in held:
             if (current.get(partner_id, 0), key_version) != (loaded.version, loaded.key_version):
-                self._memory.pop(partner_id, None)
+                with self._memory_lock:
+                    self._memory.pop(partner_id, None)
                 self._stale[partner_id] = -1  # seen changing: wait for one quiet interval
         if self.root.is_dir():
             for directory in self.root.iterdir():

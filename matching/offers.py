@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
@@ -225,7 +226,8 @@ class OfferService:
         # Arrays are loaded before the lock: a first build may take seconds.
         offer, partnership = await self.get_for(self.session, offer_id, caller)
         a_id, b_id = (m.partner_id for m in partnership.members)
-        loaded = {a_id: await self.arrays.get(a_id), b_id: await self.arrays.get(b_id)}
+        a_loaded, b_loaded = await asyncio.gather(self.arrays.get(a_id), self.arrays.get(b_id))
+        loaded = {a_id: a_loaded, b_id: b_loaded}
         offer, partnership = await self.get_for(self.session, offer_id, caller, lock=True)
         if str(caller) in offer.approvals:
             if data.filters:
@@ -249,7 +251,7 @@ class OfferService:
         if data.filters:
             _check_filters(loaded[caller], data.filters, "filters")
             filters[str(caller)] = {k: sorted(set(v)) for k, v in data.filters.items()}
-        audiences = _audiences(loaded[a_id], loaded[b_id], filters)
+        audiences = await asyncio.to_thread(_audiences, loaded[a_id], loaded[b_id], filters)
         sizes = {str(pid): len(refs) for pid, refs in audiences.items()}
         if min(sizes.values()) < partnership.min_audience:
             minimum = partnership.min_audience
@@ -426,7 +428,7 @@ async def reconcile_offer(
         reconciled.get(str(pid)) == versions.get(pid, 0) for pid in (a_id, b_id)
     ):
         return 0
-    a, b = await arrays.get(a_id), await arrays.get(b_id)
+    a, b = await asyncio.gather(arrays.get(a_id), arrays.get(b_id))
     removed = 0
     with writing():
         async with session_maker() as session, session.begin():
@@ -440,7 +442,7 @@ async def reconcile_offer(
                 return 0
             if all(offer.reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
                 return 0  # someone else reconciled to these versions (or newer) meanwhile
-            audiences = _audiences(a, b, offer.filters)
+            audiences = await asyncio.to_thread(_audiences, a, b, offer.filters)
             sizes = dict(offer.audience_sizes)
             now = datetime.now(UTC)
             for pid, refs in audiences.items():

@@ -11,6 +11,7 @@ to the audit log with the question's parameters, never with counts.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -166,7 +167,8 @@ class OverlapService:
             return await match_on_cluster(
                 self.settings.dask_scheduler, a.side, b.side, mask, self.settings.partition_bits
             )
-        return engine.match(a.side, b.side, mask)
+        # Off the event loop: the kernels release the GIL, other requests go on meanwhile.
+        return await asyncio.to_thread(engine.match, a.side, b.side, mask)
 
     async def ask(
         self,
@@ -185,7 +187,7 @@ class OverlapService:
             await self._audit_refusal(partnership.id, refusal, actor, params)
             raise
         a_id, b_id = (m.partner_id for m in partnership.members)
-        a, b = await self.arrays.get(a_id), await self.arrays.get(b_id)
+        a, b = await asyncio.gather(self.arrays.get(a_id), self.arrays.get(b_id))
         try:
             for dim in dims:
                 _check_attribute(a if dim.member == a_id else b, dim)
@@ -197,7 +199,7 @@ class OverlapService:
         cells: dict[tuple[str | None, ...], int] | None = None
         if dims:
             spec = [(_which(partnership, d.member), d.attribute) for d in dims]
-            cells = engine.breakdown(groups, a.side, b.side, spec)
+            cells = await asyncio.to_thread(engine.breakdown, groups, a.side, b.side, spec)
         canonical = ",".join(d.canonical() for d in dims)
         return await self._decide(
             partnership, caller, purpose, canonical, total, cells, dims, actor, params
@@ -460,8 +462,10 @@ async def overlap_matrix(
         minimum[partnership_id] = min_audience
     for pid, pair in members.items():
         thresholds[frozenset(pair)] = (minimum[pid], pid)
-    sides = [(await arrays.get(pid)).side for pid, _ in partners]
-    counts = engine.overlap_matrix(sides, CONSENT_BITS[purpose])
+    loaded = await asyncio.gather(*(arrays.get(pid) for pid, _ in partners))
+    counts = await asyncio.to_thread(
+        engine.overlap_matrix, [x.side for x in loaded], CONSENT_BITS[purpose]
+    )
     cells = []
     for i, (a, _) in enumerate(partners):
         for j, (b, _) in enumerate(partners):

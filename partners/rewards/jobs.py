@@ -34,7 +34,7 @@ from partners.webhooks.service import enqueue
 class JobContext(Protocol):
     """What these jobs use of the scheduler's context (hub.jobs.context.JobContext)."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    session_maker: async_sessionmaker[AsyncSession]
     settings: Any  # hub.settings.Settings (the domain does not import the shell)
     cursor: dict[str, Any]
 
@@ -174,7 +174,7 @@ async def rewards_sync(ctx: JobContext) -> dict[str, int]:
     counts = {"events": 0, "feed_items": 0}
     while True:
         with writing():
-            async with ctx.sessions() as session:
+            async with ctx.session_maker() as session:
                 shares = await sharing_partners(session)
                 last, events, written = await _sync_batch(
                     session,
@@ -248,7 +248,7 @@ async def settlement(ctx: JobContext) -> dict[str, int]:
     period = settings.rewards.settlement_period
     now = datetime.now(UTC)
     closed = 0
-    async with ctx.sessions() as session:
+    async with ctx.session_maker() as session:
         first = await session.scalar(select(func.min(USES.c.at)).where(USES.c.kind == REDEEM))
         done = set(await session.scalars(select(RewardSettlement.period_start)))
     if first is None:
@@ -257,7 +257,7 @@ async def settlement(ctx: JobContext) -> dict[str, int]:
     while end <= now:
         if start not in done:
             with writing():
-                async with ctx.sessions() as session:
+                async with ctx.session_maker() as session:
                     lines = await settlement_lines(
                         session, start, end, settings.rewards.point_value_minor
                     )
@@ -289,7 +289,7 @@ async def points_expiry(ctx: JobContext) -> dict[str, int]:
     counts = {"lots": 0, "points": 0}
     while True:
         with writing():
-            async with ctx.sessions() as session:
+            async with ctx.session_maker() as session:
                 lots = list(
                     await session.scalars(
                         select(LOTS.c.id)
