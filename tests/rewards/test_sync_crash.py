@@ -19,7 +19,7 @@ from tests.conftest import Hub, execute_sql
 from tests.jobs.helpers import start_worker
 from tests.rewards.helpers import SHARE, brands, enrol, event, ledger_problems, send
 
-EVENTS = 4000
+EVENTS = 6000
 KILLS = 5
 
 
@@ -55,14 +55,18 @@ def test_sync_survives_sigkill_at_random_points(hub: Hub) -> None:
         assert send(hub, pair.a, batch).status_code == 200
     env = {
         "HUB_JOBS_REWARDS_SYNC_SECONDS": "0.2",
-        "HUB_REWARDS_SYNC_BATCH": "100",
+        "HUB_REWARDS_SYNC_BATCH": "50",
         "HUB_JOBS_LEASE_SECONDS": "2",
     }
     rng = random.Random(7)
     reader = pair.b.id
     for _ in range(KILLS):
+        before = len(feed_refs(hub, reader))
         worker = start_worker(hub.database_url, hub.data_dir, **env)
-        time.sleep(rng.uniform(1.0, 2.5))  # start-up, then somewhere inside a batch
+        deadline = time.monotonic() + 30
+        while len(feed_refs(hub, reader)) == before and time.monotonic() < deadline:
+            time.sleep(0.02)  # until this worker is at work...
+        time.sleep(rng.uniform(0.0, 0.3))  # ...then somewhere inside a batch or between two
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     assert len(feed_refs(hub, reader)) < EVENTS, "the kills came too late to test anything"
