@@ -16,7 +16,7 @@ from typing import Any
 from advanced_alchemy.base import orm_registry
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("write_intent", default=False)
@@ -153,3 +153,16 @@ def json_column_type() -> Any:
 
 
 JsonType = json_column_type()
+
+
+def dialect_insert(session: AsyncSession | Session, table: Any) -> Any:
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL or SQLite)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def rowcount(result: Any) -> int:
+    """Rows a DELETE or UPDATE touched (0 where the driver does not say)."""
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, Integer, String, UniqueConstraint, delete, ev
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hub.core.db import Base
+from hub.core.db import Base, rowcount
 
 TOKEN, CLIENT, PARTNER, PARTNER_FLOOR = "token", "client", "partner", "partner_floor"
 # A token row is kept this long past the token's exp: verifiers accept exp plus a clock-skew
@@ -159,4 +159,4 @@ async def purge_expired(session: AsyncSession) -> int:
     result = await session.execute(
         delete(Revocation).where(Revocation.expires_at < int(time.time()) - RETENTION_PAST_EXP)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.core.db import dialect_insert
 from hub.jobs.models import ABANDONED, RUNNING, JobLease, JobRun
 
 ABANDONED_REASON = (
@@ -49,9 +49,7 @@ def _now() -> datetime:
 
 async def _take_lease(session: AsyncSession, name: str, holder: str, seconds: float) -> bool:
     now = _now()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(JobLease).values(
+    stmt = dialect_insert(session, JobLease).values(
         name=name, holder=holder, run_id=None, expires_at=now + timedelta(seconds=seconds)
     )
     take = stmt.on_conflict_do_update(

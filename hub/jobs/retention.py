@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.core.db import writing
+from hub.core.db import rowcount, writing
 from hub.jobs.context import JobContext
 from hub.jobs.models import JobRun, JobRunRequest
 from hub.settings import Settings
@@ -35,7 +35,7 @@ async def purge_job_runs(session: AsyncSession, settings: Settings) -> int:
     result = await session.execute(
         delete(JobRun).where(JobRun.started_at < _cutoff(settings), JobRun.id.not_in(newest))
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
 
 
 async def purge_run_requests(session: AsyncSession, settings: Settings) -> int:
@@ -45,7 +45,7 @@ async def purge_run_requests(session: AsyncSession, settings: Settings) -> int:
             JobRunRequest.picked_at.is_not(None), JobRunRequest.requested_at < _cutoff(settings)
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
 
 
 RETENTION_PURGES: dict[str, Purge] = {

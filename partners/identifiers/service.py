@@ -14,11 +14,11 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit
 from hub.core.audit import Actor
+from hub.core.db import dialect_insert, rowcount
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import (
     CONSENT_BITS,
@@ -60,8 +60,7 @@ class IdentifierService:
 
     def insert_into(self, table: Table) -> Any:
         """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite)."""
-        dialect = self.session.get_bind().dialect.name
-        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        return dialect_insert(self.session, table)
 
     async def upsert(
         self, partner_id: UUID, records: Sequence[ValidRecord], actor: Actor
@@ -261,7 +260,7 @@ class IdentifierService:
         people = sorted({ref for ref, _ in found})
         result = await self.session.execute(delete(RECORDS).where(where))
         await forget_in_rewards(self.session, partner_id, [bytes(key) for _, key in found], people)
-        removed = int(getattr(result, "rowcount", 0) or 0)
+        removed = rowcount(result)
         everything = sum(CONSENT_BITS.values())
         changes = {ref: _Change(withdrawn=everything) for ref in people}
         await self._record_changes(partner_id, changes, "erasure")

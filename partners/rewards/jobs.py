@@ -15,7 +15,7 @@ from uuid import UUID
 from sqlalchemy import Table, delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.db import writing
+from hub.core.db import dialect_insert, rowcount, writing
 from partners.identifiers.models import IdentifierRecord
 from partners.partnerships.models import ACTIVE, Partnership, PartnershipMember
 from partners.rewards import ledger
@@ -135,7 +135,7 @@ async def _sync_batch(
                 )
     written = 0
     if items:
-        insert = ledger.dialect_insert(session, FEED)
+        insert = dialect_insert(session, FEED)
         result = await session.execute(
             insert.on_conflict_do_nothing(index_elements=["partner_id", "event_ref"]).returning(
                 FEED.c.seq,
@@ -261,7 +261,7 @@ async def settlement(ctx: JobContext) -> dict[str, int]:
                     lines = await settlement_lines(
                         session, start, end, settings.rewards.point_value_minor
                     )
-                    statement = ledger.dialect_insert(session, SETTLEMENTS).values(
+                    statement = dialect_insert(session, SETTLEMENTS).values(
                         period_start=start,
                         period_end=end,
                         currency=settings.rewards.currency,
@@ -318,4 +318,4 @@ async def purge_feed(session: AsyncSession, settings: Any) -> int:
     """Feed entries older than ``rewards.feed_retention_days``."""
     cutoff = datetime.now(UTC) - timedelta(days=settings.rewards.feed_retention_days)
     result = await session.execute(delete(FEED).where(FEED.c.created_at < cutoff))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)

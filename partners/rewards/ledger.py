@@ -13,9 +13,9 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Table, and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.core.db import dialect_insert
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import CONSENT_BITS, IdentifierRecord
 from partners.rewards.models import (
@@ -50,11 +50,6 @@ def keys_for(crypto: IdentifierCrypto, digest: bytes) -> list[tuple[int, bytes]]
     """(version, match key) under every live match-key version, the newest first."""
     versions = sorted(crypto.keys.live_match_versions(), reverse=True)
     return [(v, crypto.match_key(digest, v)) for v in versions]
-
-
-def dialect_insert(session: AsyncSession, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def member_id(

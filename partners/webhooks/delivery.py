@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.db import writing
+from hub.core.db import rowcount, writing
 from hub.core.errors import InvalidInput
 from hub.core.webhook_urls import check_webhook_url
 from partners.identifiers.crypto import IdentifierCrypto
@@ -182,7 +182,7 @@ async def _bury_exhausted(
                 )
             )
             await session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
 
 
 async def _claim(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit
 from hub.core.audit import Actor
+from hub.core.db import rowcount
 from hub.core.errors import Conflict, NotFound
 from hub.core.pagination import Page, paginate
 from partners.identifiers.crypto import IdentifierCrypto
@@ -153,7 +154,7 @@ async def purge_deliveries(
             WebhookDelivery.status.in_((DELIVERED, DEAD)), WebhookDelivery.updated_at < cutoff
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
 
 
 class WebhookService:

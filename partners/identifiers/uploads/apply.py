@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.core.db import rowcount
 from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.service import EVENTS, RECORDS, IdentifierService
 from partners.identifiers.uploads.models import REPLACE
@@ -140,7 +141,7 @@ class UploadApplier:
         removed = 0
         if removal is not None:
             result = await self.session.execute(delete(RECORDS).where(removal))
-            removed = int(getattr(result, "rowcount", 0) or 0)
+            removed = rowcount(result)
         await self._upsert(s, same_key, accepted, partner_id, match_version, updated=updated)
         return ApplyResult(
             created=accepted_rows - updated, updated=updated, removed=removed, notice=notice
