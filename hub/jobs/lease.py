@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.core.db import dialect_insert
+from hub.core.db import dialect_insert, rowcount
 from hub.jobs.models import ABANDONED, RUNNING, JobLease, JobRun
 
 ABANDONED_REASON = (
@@ -157,3 +157,16 @@ async def finish_run(
     )
     await session.execute(delete(JobLease).where(_held(lease)))
     return getattr(done, "rowcount", 0) == 1
+
+
+async def abandon_held(session: AsyncSession, holder: str) -> int:
+    """On shutdown: every run this worker still holds is abandoned and its lease released, so
+    the next worker resumes it at once (a run whose start raced the shutdown included)."""
+    held = list(await session.scalars(select(JobLease.run_id).where(JobLease.holder == holder)))
+    done = await session.execute(
+        update(JobRun)
+        .where(JobRun.worker == holder, JobRun.status == RUNNING)
+        .values(status=ABANDONED, finished_at=_now(), error=ABANDONED_REASON)
+    )
+    await session.execute(delete(JobLease).where(JobLease.holder == holder))
+    return max(len(held), rowcount(done))

@@ -23,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core.db import writing
 from hub.core.keyring import Keyring
 from hub.jobs.context import JobContext, JobFailed
-from hub.jobs.lease import ABANDONED_REASON, Lease, LeaseLost, finish_run, renew, start_run
+from hub.jobs.lease import (
+    ABANDONED_REASON,
+    Lease,
+    LeaseLost,
+    abandon_held,
+    finish_run,
+    renew,
+    start_run,
+)
 from hub.jobs.models import ABANDONED, FAILED, REQUEST, SCHEDULE, SUCCEEDED, JobRunRequest
 from hub.jobs.registry import JobSpec
 from hub.settings import Settings
@@ -55,6 +63,7 @@ class JobRunner:
         # task doing a job's work, from taking the lease on (waited for on shutdown).
         self._running: dict[str, asyncio.Task[object]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+        self._stopping = False  # set by stop(): runs fired afterwards start nothing
 
     @property
     def lease_seconds(self) -> float:
@@ -71,6 +80,8 @@ class JobRunner:
             self._tasks.discard(current)
 
     async def _run(self, name: str, trigger: str) -> int | None:
+        if self._stopping:
+            return None  # fired just as the scheduler stopped: start nothing new
         with writing():
             async with self.sessions() as session:
                 lease = await start_run(session, name, self.worker, trigger, self.lease_seconds)
@@ -91,6 +102,8 @@ class JobRunner:
             ).all()
         started = []
         for name in names:
+            if self._stopping:
+                break
             if name not in self.specs or name in self._running:
                 continue
             lease = await self._claim_requests(name)
@@ -217,15 +230,21 @@ class JobRunner:
 
     async def stop(self, grace_seconds: float) -> None:
         """Let running jobs finish within ``grace_seconds``, then abandon them."""
+        self._stopping = True
         tasks = list(self._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+        pending: set[asyncio.Task[object]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
         for task in pending:
             task.cancel()
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # A run whose start committed while it was being cancelled has no one to finish it.
+        with writing():
+            async with self.sessions() as session:
+                await abandon_held(session, self.worker)
+                await session.commit()
 
 
 def _error_text(exc: Exception, run_id: int) -> str:
