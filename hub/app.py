@@ -19,6 +19,12 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.console.router import (
+    CONSOLE_PUBLIC_PREFIX,
+    console_router,
+    console_static_files,
+    console_template_config,
+)
 from hub.core.audit_controller import AuditController
 from hub.core.auth import BearerAuthMiddleware, ClientRateLimiter, TokenVerifier
 from hub.core.content_type import ContentTypeMiddleware
@@ -60,7 +66,15 @@ from partners.rewards.controller import RewardController, SettlementController
 from partners.webhooks.controller import WebhookController
 
 log = structlog.get_logger("hub.app")
-PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema", "/oauth/", "/.well-known/")
+# The admin console authenticates with its own session cookie (hub/console), never a token.
+PUBLIC_PREFIXES = (
+    "/health/",
+    "/metrics",
+    "/schema",
+    "/oauth/",
+    "/.well-known/",
+    CONSOLE_PUBLIC_PREFIX,
+)
 PURGE_EVERY_SECONDS = 300
 
 
@@ -272,6 +286,8 @@ def create_app(
             AuditController,
             JobController,
             WebhookController,
+            console_router(),
+            console_static_files(),
             *extra_route_handlers,
         ],
         middleware=[
@@ -287,6 +303,7 @@ def create_app(
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=console_template_config(),
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,
         lifespan=[background_refresh, upload_processing, matching_maintenance, job_scheduling],

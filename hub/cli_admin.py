@@ -1,4 +1,4 @@
-"""``hub admin partners|clients|partnerships|keys|audit`` — the same services as the API."""
+"""``hub admin partners|clients|partnerships|keys|audit|users`` — the same services as the API."""
 
 from __future__ import annotations
 
@@ -521,3 +521,65 @@ def audit_verify(head_file: str | None, as_json: bool) -> None:
             console.print(f"[red]{problem}[/]")
     if not report.ok:
         raise SystemExit(1)
+
+
+# -- console users --------------------------------------------------------------------------
+@admin.group()
+def users() -> None:
+    """Accounts of the admin console (/admin): create, list, disable."""
+
+
+USER_COLUMNS = ["username", "disabled", "created_at", "last_sign_in_at"]
+
+
+def _user_out(user: Any) -> dict[str, Any]:
+    return {column: getattr(user, column) for column in USER_COLUMNS}
+
+
+@users.command("create")
+@click.argument("username")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="HUB_CONSOLE_PASSWORD",
+    help="Prompted for when left out (or read from HUB_CONSOLE_PASSWORD).",
+)
+@json_option
+def users_create(username: str, password: str, as_json: bool) -> None:
+    """Create a console account; only a slow hash of its password is stored."""
+    from hub.console.accounts import ConsoleAccounts
+
+    async def run(session: AsyncSession) -> Any:
+        accounts = ConsoleAccounts(session, _hasher(_settings()))
+        return _user_out(await accounts.create(username, password, CLI_ACTOR))
+
+    _emit(_run(run), as_json, USER_COLUMNS)
+
+
+@users.command("list")
+@json_option
+def users_list(as_json: bool) -> None:
+    """List the console accounts."""
+    from hub.console.accounts import ConsoleAccounts
+
+    async def run(session: AsyncSession) -> list[Any]:
+        accounts = ConsoleAccounts(session, _hasher(_settings()))
+        return [_user_out(user) for user in await accounts.list()]
+
+    _emit(_run(run), as_json, USER_COLUMNS, "console users")
+
+
+@users.command("disable")
+@click.argument("username")
+@json_option
+def users_disable(username: str, as_json: bool) -> None:
+    """Disable a console account; its open sessions end at once."""
+    from hub.console.accounts import ConsoleAccounts
+
+    async def run(session: AsyncSession) -> Any:
+        accounts = ConsoleAccounts(session, _hasher(_settings()))
+        return _user_out(await accounts.disable(username, CLI_ACTOR))
+
+    _emit(_run(run), as_json, USER_COLUMNS)

@@ -1,5 +1,6 @@
 """Every table of the hub, imported in one place for migrations and tests."""
 
+from hub.console.models import ConsoleSession, ConsoleSignInFailure, ConsoleUser
 from hub.core.audit import AuditEntry
 from hub.core.db import metadata
 from hub.core.idempotency import IdempotencyRecord
@@ -27,6 +28,9 @@ __all__ = [
     "AuditEntry",
     "AuthFailure",
     "ConsentEvent",
+    "ConsoleSession",
+    "ConsoleSignInFailure",
+    "ConsoleUser",
     "IdempotencyRecord",
     "IdentifierRecord",
     "IdentifierState",

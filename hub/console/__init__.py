@@ -1,0 +1,1 @@
+"""The admin console at /admin: server-rendered pages for coalition admins."""

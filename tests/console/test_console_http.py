@@ -1,0 +1,228 @@
+"""The console over HTTP: sessions, CSRF, throttling, the bearer-token wall, the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Hub, execute_sql, run_cli, table_counts
+from tests.console.helpers import PASSWORD, Console, create_console_user
+
+
+@pytest.fixture(scope="module")
+def admin_user(hub: Hub) -> str:
+    create_console_user(hub, "ana")
+    return "ana"
+
+
+@pytest.fixture
+def console(hub: Hub, admin_user: str) -> Iterator[Console]:
+    signed_in = Console(hub).signed_in(admin_user)
+    yield signed_in
+    signed_in.close()
+
+
+def test_the_console_redirects_to_sign_in_without_a_session(hub: Hub) -> None:
+    anonymous = Console(hub)
+    response = anonymous.http.get("/admin/partners")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/sign-in?next=/admin/partners"
+    anonymous.close()
+
+
+def test_the_session_cookie_is_httponly_samesite_and_expires(hub: Hub, admin_user: str) -> None:
+    browser = Console(hub)
+    response = browser.sign_in(admin_user)
+    assert response.status_code == 303
+    cookie = next(c for c in response.headers.get_list("set-cookie") if "hub_console=" in c)
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite", "max-age", "path"} <= attributes
+    assert "samesite=strict" in cookie.lower()
+    assert "path=/admin" in cookie.lower()
+    browser.close()
+
+
+def test_passwords_are_stored_as_argon2_hashes(hub: Hub, admin_user: str) -> None:
+    rows = execute_sql(
+        hub.database_url, "SELECT password_hash FROM console_users WHERE username = :u", u="ana"
+    )
+    stored = rows[0][0]
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
+
+
+def test_a_form_post_without_the_csrf_token_is_refused_and_changes_nothing(
+    hub: Hub, console: Console
+) -> None:
+    before = table_counts(hub.database_url)
+    without = console.http.post("/admin/partners", data={"name": "NoToken", "category": "hotel"})
+    wrong = console.http.post(
+        "/admin/partners", data={"_csrf": "forged", "name": "Forged", "category": "hotel"}
+    )
+    elsewhere = console.post(
+        "/admin/partners",
+        {"name": "CrossSite", "category": "hotel"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert [without.status_code, wrong.status_code, elsewhere.status_code] == [403, 403, 403]
+    assert "Form refused" in without.text
+    assert table_counts(hub.database_url) == before
+
+
+def test_an_expired_session_redirects_to_sign_in(hub: Hub, admin_user: str) -> None:
+    browser = Console(hub).signed_in(admin_user)
+    assert browser.http.get("/admin/partners").status_code == 200
+    execute_sql(hub.database_url, "UPDATE console_sessions SET expires_at = created_at")
+    response = browser.http.get("/admin/partners")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/admin/sign-in")
+    browser.close()
+
+
+def test_a_partner_api_token_cannot_open_the_console(hub: Hub) -> None:
+    _, _, partner_headers = hub.partner_with_token("coffee")
+    before = table_counts(hub.database_url)
+    for headers in (partner_headers, hub.admin_headers()):
+        page = hub.http.get("/admin/partners", headers=headers, follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/admin/sign-in")
+        posted = hub.http.post(
+            "/admin/partners",
+            data={"name": "ViaToken", "category": "hotel"},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert posted.status_code == 303
+    assert table_counts(hub.database_url) == before
+
+
+def test_sign_in_is_throttled_after_repeated_failures(hub: Hub) -> None:
+    create_console_user(hub, "bruno")
+    browser = Console(hub)
+    statuses = [browser.sign_in("bruno", "not the password").status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    # Even the right password waits now: the guesser learns nothing more.
+    refused = browser.sign_in("bruno")
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert "Too many failed sign-ins" in refused.text
+    browser.close()
+
+
+def test_a_client_secret_is_shown_once(hub: Hub, console: Console) -> None:
+    partner = hub.create_partner("hotel")
+    created = console.post(
+        f"/admin/partners/{partner['id']}/clients",
+        {"name": "crm", "scopes": ["overlap:read", "offers:read"]},
+    )
+    assert created.status_code == 200
+    secret = created.text.split('id="client-secret">')[1].split("<")[0]
+    assert secret.startswith("cs_")
+    client_id = created.text.split('id="client-id">')[1].split("<")[0]
+    assert hub.token(client_id, secret)  # the secret works
+    again = console.http.get(f"/admin/partners/{partner['id']}")
+    assert client_id in again.text
+    assert secret not in again.text
+
+
+def test_every_console_action_is_audited_under_the_admins_name(hub: Hub, console: Console) -> None:
+    onboarded = console.post("/admin/partners", {"name": "Audited Air", "category": "airline"})
+    partner_id = onboarded.headers["location"].split("/")[-1].split("?")[0]
+    other = hub.create_partner("bank_card")
+    console.post(f"/admin/partners/{partner_id}/status", {"status": "suspended"})
+    console.post(f"/admin/partners/{partner_id}/status", {"status": "active"})
+    proposed = console.post(
+        "/admin/partnerships",
+        {"member_a": partner_id, "member_b": other["id"], "purposes": "analytics"},
+    )
+    assert proposed.status_code == 303, proposed.text
+    partnership_id = proposed.headers["location"].split("/")[-1].split("?")[0]
+    console.post(f"/admin/partnerships/{partnership_id}/status", {"status": "ended"})
+    assert console.post("/admin/jobs/retention_purge/run", {}).status_code == 303
+    entries = hub.as_admin("GET", "/v1/audit", params={"actor": "console:ana", "limit": 100})
+    actions = {e["action"] for e in entries.json()["items"]}
+    assert {
+        "console.signed_in",
+        "partner.onboarded",
+        "partner.suspended",
+        "partner.reactivated",
+        "partnership.proposed",
+        "partnership.ended",
+        "job.run_requested",
+    } <= actions
+
+
+def test_a_refused_action_shows_the_rule_and_writes_nothing(hub: Hub, console: Console) -> None:
+    before = table_counts(hub.database_url)
+    response = console.post("/admin/partners", {"name": "Bad", "category": "Not A Slug!"})
+    assert response.status_code == 422
+    assert "category" in response.text
+    after = table_counts(hub.database_url)
+    assert after == before
+
+
+def test_signing_out_ends_the_session(hub: Hub, admin_user: str) -> None:
+    browser = Console(hub).signed_in(admin_user)
+    cookie = browser.http.cookies.get("hub_console", path="/admin")
+    assert browser.post("/admin/sign-out", {}).status_code == 303
+    stale = Console(hub)
+    stale.http.cookies.set("hub_console", cookie or "", path="/admin")
+    assert stale.http.get("/admin").status_code == 303
+    browser.close()
+    stale.close()
+
+
+def test_disabling_a_user_ends_its_sessions(hub: Hub) -> None:
+    create_console_user(hub, "carla")
+    browser = Console(hub).signed_in("carla")
+    result = run_cli(hub, "admin", "users", "disable", "carla", "--json")
+    assert result.exit_code == 0, result.output
+    assert browser.http.get("/admin").status_code == 303
+    assert browser.sign_in("carla").status_code == 401
+    listed = run_cli(hub, "admin", "users", "list", "--json")
+    assert '"disabled": true' in listed.output
+    browser.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin",
+        "/admin/partners",
+        "/admin/partnerships",
+        "/admin/matrix",
+        "/admin/offers",
+        "/admin/rewards",
+        "/admin/jobs",
+        "/admin/audit",
+    ],
+)
+def test_every_page_renders(console: Console, path: str) -> None:
+    response = console.http.get(path)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_the_rewards_page_charts_activity_per_day_and_the_open_settlement(
+    hub: Hub, console: Console
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.rewards.helpers import SHARE, brands, enrol, event, send
+
+    pair = brands(hub)
+    enrol(hub, pair.a, "r1", "a-r1", SHARE)
+    enrol(hub, pair.b, "r1", "b-r1", SHARE)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    now = datetime.now(UTC).isoformat()
+    earned = send(hub, pair.a, [event("e1", "r1", "earn", 500, occurred_at=yesterday)])
+    assert earned.status_code == 200, earned.text
+    redeemed = send(hub, pair.b, [event("r1", "r1", "redeem", 200, occurred_at=now)])
+    assert redeemed.status_code == 200, redeemed.text
+    response = console.http.get("/admin/rewards")
+    assert response.status_code == 200
+    assert 'class="bar earn"' in response.text
+    assert 'class="bar redeem"' in response.text
+    assert "500 points" in response.text
