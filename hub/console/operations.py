@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from hub.console.web import page
-from hub.core import audit
 from hub.core.audit import (
     Actor,
     AuditEntry,
@@ -26,7 +25,7 @@ from hub.core.audit import (
 )
 from hub.core.db import reading
 from hub.core.pagination import paginate, parse_seq
-from hub.jobs.controller import spec_of
+from hub.jobs.controller import request_run, spec_of
 from hub.jobs.models import JobRun, JobRunRequest
 from matching.models import Offer
 from partners.clients.models import OAuthClient
@@ -123,13 +122,7 @@ class OperationPages(Controller):
         # The same request row and audit entry as POST /v1/jobs/{name}/run: a worker picks
         # it up within its poll interval.
         spec = spec_of(state, name)
-        run_request = JobRunRequest(name=spec.name, requested_by=actor.name)
-        db_session.add(run_request)
-        await db_session.flush()
-        await audit.append(
-            db_session,
-            actor.event("job.run_requested", "job", spec.name, run_request=run_request.id),
-        )
+        await request_run(db_session, spec.name, actor)
         return Redirect(f"/admin/jobs?done={spec.name}", status_code=303)
 
     @get("/audit")

@@ -56,6 +56,18 @@ def run_out(run: JobRun) -> JobRunOut:
     return msgspec.convert(run, JobRunOut, from_attributes=True)
 
 
+async def request_run(session: AsyncSession, name: str, actor: Actor) -> int:
+    """A run request a worker picks up within its poll interval, audited under ``actor``
+    (the API and the console both ask this way)."""
+    request = JobRunRequest(name=name, requested_by=actor.name)
+    session.add(request)
+    await session.flush()
+    await audit.append(
+        session, actor.event("job.run_requested", "job", name, run_request=request.id)
+    )
+    return request.id
+
+
 def spec_of(state: State, name: str) -> JobSpec:
     specs: dict[str, JobSpec] = state.job_specs
     spec = specs.get(name)
@@ -134,10 +146,5 @@ class JobController(Controller):
         actor: NamedDependency[Actor],
     ) -> RunRequested:
         spec = spec_of(state, name)
-        request = JobRunRequest(name=spec.name, requested_by=actor.name)
-        db_session.add(request)
-        await db_session.flush()
-        await audit.append(
-            db_session, actor.event("job.run_requested", "job", spec.name, run_request=request.id)
-        )
-        return RunRequested(request_id=request.id, name=spec.name)
+        request_id = await request_run(db_session, spec.name, actor)
+        return RunRequested(request_id=request_id, name=spec.name)
