@@ -75,8 +75,10 @@ def _records_only(part: Side) -> Side:
 def _pairs_on_cluster(
     client: Client, a_parts: list[Side], b_parts: list[Side], mask: int
 ) -> list[Pairs]:
-    a_futures = client.scatter(a_parts)
-    b_futures = client.scatter(b_parts)
+    # hash=False: unique keys per call, so one request cancelling its data never takes away
+    # data another (or the next) request scattered from the same arrays.
+    a_futures = client.scatter(a_parts, hash=False)
+    b_futures = client.scatter(b_parts, hash=False)
     futures = client.map(matched_pairs, a_futures, b_futures, mask=mask, pure=False)
     try:
         result: list[Pairs] = client.gather(futures)
