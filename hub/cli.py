@@ -212,6 +212,36 @@ def bootstrap(name: str, as_json: bool) -> None:
         console.print("[yellow]The secret is shown only now; store it safely.[/]")
 
 
+# -- demo -----------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--customers",
+    type=click.IntRange(min=1000),
+    default=200_000,
+    show_default=True,
+    help="Customers of each brand.",
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the synthetic data.")
+@json_option
+def demo(customers: int, seed: int, as_json: bool) -> None:
+    """Build a demo coalition with synthetic customers in the configured database, and print
+    what to open and the credentials to use. Safe to run again (the data is reused; new
+    credentials are printed)."""
+    from hub.demo import DemoOptions, render_summary, run_demo
+
+    settings = _settings()
+    try:
+        summary = run_demo(settings, DemoOptions(customers=customers, seed=seed), err_console)
+    except HubError as exc:
+        raise CliError(f"{exc.detail} ({exc.fix})") from exc
+    except KeyringError as exc:
+        raise CliError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    render_summary(summary, console)
+
+
 from hub import cli_admin, cli_hash  # noqa: E402  (register their sub-commands)
 
 __all__ = ["admin", "cli_admin", "cli_hash", "main"]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Table, delete, func, select, tuple_
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import dialect_insert, rowcount, writing
@@ -99,20 +99,29 @@ async def _sync_batch(
     ).all()
     if not events:
         return after, 0, 0
-    keys = {(e.id_type, bytes(e.match_key)) for e in events if shares.get(e.partner_id)}
+    # Looked up by the records' primary key (partner, id type, match key): per id type, the
+    # partners concerned (where it happened and who shares with them) and the batch's keys.
+    by_type: dict[int, set[bytes]] = defaultdict(set)
+    partners: set[UUID] = set()
+    for e in events:
+        if shares.get(e.partner_id):
+            by_type[e.id_type].add(bytes(e.match_key))
+            partners.add(e.partner_id)
+            partners.update(shares[e.partner_id])
     consented: dict[tuple[UUID, int, bytes], str] = {}
-    key_list = list(keys)
-    for start in range(0, len(key_list), 500):
-        chunk = key_list[start : start + 500]
-        rows = await session.execute(
-            select(
-                RECORDS.c.partner_id, RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.customer_ref
+    for id_type, type_keys in by_type.items():
+        key_list = sorted(type_keys)
+        for start in range(0, len(key_list), 500):
+            rows = await session.execute(
+                select(RECORDS.c.partner_id, RECORDS.c.match_key, RECORDS.c.customer_ref).where(
+                    RECORDS.c.partner_id.in_(sorted(partners)),
+                    RECORDS.c.id_type == id_type,
+                    RECORDS.c.match_key.in_(key_list[start : start + 500]),
+                    RECORDS.c.consents.op("&")(ledger.SHARING) != 0,
+                )
             )
-            .where(tuple_(RECORDS.c.id_type, RECORDS.c.match_key).in_(chunk))
-            .where(RECORDS.c.consents.op("&")(ledger.SHARING) != 0)
-        )
-        for partner_id, id_type, key, ref in rows:
-            consented[(partner_id, id_type, bytes(key))] = ref
+            for partner_id, key, ref in rows:
+                consented[(partner_id, id_type, bytes(key))] = ref
     items = []
     for e in events:
         key = (e.id_type, bytes(e.match_key))
