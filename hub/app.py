@@ -52,6 +52,7 @@ from hub.settings import Settings, load_settings
 from hub.system import live, ready
 from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
+from matching.engine import warm_up as engine_warm_up
 from matching.loader import ArrayCache
 from matching.offers import reconcile_active_offers
 from matching.overlap import OverlapService
@@ -155,6 +156,7 @@ async def _maintain_arrays_forever(app: Litestar) -> None:
 
 @contextlib.asynccontextmanager
 async def matching_maintenance(app: Litestar) -> AsyncIterator[None]:
+    warm = asyncio.create_task(asyncio.to_thread(engine_warm_up))  # JIT cache, off the loop
     task = asyncio.create_task(_maintain_arrays_forever(app))
     try:
         yield
@@ -162,6 +164,7 @@ async def matching_maintenance(app: Litestar) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await warm
         app.state.read_engine.dispose()
         close_clients()
 

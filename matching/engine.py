@@ -334,3 +334,11 @@ def _cell_key(index: int, labels: list[tuple[str | None, ...]]) -> tuple[str | N
         index, code = divmod(index, len(dimension))
         key.append(dimension[code])
     return tuple(reversed(key))
+
+
+def warm_up() -> None:
+    """Load the compiled kernels (from numba's on-disk cache) before the first real request."""
+    keys = np.array([1, 2, 3], dtype=np.uint64)
+    side = make_side(keys, keys, np.array([0, 1, 1]), np.array([7, 7, 7]), 2)
+    overlap_matrix([side, side], 1)
+    audience(match(side, side, 1), side, "a")

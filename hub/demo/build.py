@@ -187,6 +187,10 @@ async def _build(
             assert population is not None
             events = await _record_rewards(res, population, options, offer.id, ids, stages)
         jobs = await _run_jobs(res, stages)
+        with stages.stage("arrays", "match-key arrays of every brand"):
+            # Saved under the data directory: the first overlap, matrix or console page after
+            # `hub serve` reads them from disk instead of building them from the records.
+            await asyncio.gather(*(res.arrays.get(pid) for pid in ids.values()))
         with stages.stage("credentials", "credentials"):
             hasher = SecretHasher(
                 settings.oauth.secret_hash_time_cost, settings.oauth.secret_hash_memory_kib

@@ -38,7 +38,7 @@ DAYS = 60
 # Events across the coalition: a quarter of one brand's customer count, at most MAX_EVENTS_TOTAL
 # (recording and sharing them is the slowest part of a full-size demo on SQLite).
 EVENTS_PER_CUSTOMER = 0.25
-MAX_EVENTS_TOTAL = 15_000
+MAX_EVENTS_TOTAL = 20_000
 BRAND_SHARES = {AIRLINE.key: 0.15, HOTEL.key: 0.17, COFFEE.key: 0.40, "bank": 0.28}
 REDEEM_SHARE = 0.08
 POSITIVE_ADJUSTS = 25
