@@ -6,13 +6,14 @@ Every function works inside the caller's transaction.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import dialect_insert
@@ -332,72 +333,134 @@ def _owner(wallet: str, partner: UUID) -> UUID | None:
     return partner if wallet == LOCAL else None
 
 
-def _spendable(member: int, partner: UUID, coalition: bool) -> Any:
-    local = and_(LOTS.c.wallet == LOCAL, LOTS.c.issuer_id == partner)
-    wallets = or_(local, LOTS.c.wallet == COALITION) if coalition else local
-    return and_(LOTS.c.member_id == member, LOTS.c.remaining > 0, wallets)
+@dataclass
+class Spend:
+    """One redeem or negative adjustment: ``points`` taken from what the member may spend at
+    ``partner`` (its local lots, and coalition lots when ``coalition``), oldest first."""
+
+    txn: str
+    kind: str
+    event_ref: int
+    member: int
+    partner: UUID
+    coalition: bool
+    points: int
+    at: datetime
 
 
-async def debit(
-    session: AsyncSession,
-    *,
-    txn: str,
-    kind: str,
-    event_ref: int,
-    member: int,
-    partner: UUID,
-    coalition: bool,
-    points: int,
-    at: datetime,
-) -> None:
-    """Take ``points`` from the lots the member may spend at ``partner``, oldest first.
+@dataclass
+class _Lot:
+    id: int
+    member: int
+    wallet: str
+    issuer: UUID
+    remaining: int
+    taken: int = 0
 
-    A redeem credits the partner's ``redeemed`` account; a negative adjustment gives the
-    points back to the partner's ``issued`` account.
+
+async def debit_many(session: AsyncSession, spends: Sequence[Spend]) -> list[int | None]:
+    """Apply ``spends`` in order; for each, None or the points it could have spent (then
+    nothing of that spend is written, and the caller refuses the request).
+
+    The members' spendable lots are read once, consumed in memory in order (a later spend
+    sees what an earlier one took), then written with one statement per table. A redeem
+    credits the partner's ``redeemed`` account; a negative adjustment gives the points back
+    to the partner's ``issued`` account.
     """
-    lots = (
-        await session.execute(
-            select(LOTS.c.id, LOTS.c.remaining, LOTS.c.wallet, LOTS.c.issuer_id)
-            .where(_spendable(member, partner, coalition))
+    if not spends:
+        return []
+    members = sorted({s.member for s in spends})
+    lots: dict[int, list[_Lot]] = defaultdict(list)
+    for start in range(0, len(members), 1000):
+        rows = await session.execute(
+            select(LOTS.c.id, LOTS.c.member_id, LOTS.c.wallet, LOTS.c.issuer_id, LOTS.c.remaining)
+            .where(LOTS.c.member_id.in_(members[start : start + 1000]), LOTS.c.remaining > 0)
             .order_by(LOTS.c.earned_at, LOTS.c.id)
         )
-    ).all()
-    available = sum(int(lot.remaining) for lot in lots)
-    if available < points:
-        raise NotEnoughPoints(available)
-    left = points
-    legs = []
+        for lot_id, member, wallet, issuer, remaining in rows:
+            lots[member].append(_Lot(lot_id, member, wallet, issuer, int(remaining)))
+    outcome: list[int | None] = []
     uses = []
-    for lot in lots:
-        if not left:
-            break
-        take = min(left, int(lot.remaining))
-        left -= take
-        await session.execute(
-            update(LOTS).where(LOTS.c.id == lot.id).values(remaining=LOTS.c.remaining - take)
-        )
-        uses.append(
-            {
-                "lot_id": lot.id,
-                "kind": kind,
-                "event_ref": event_ref,
-                "partner_id": partner,
-                "points": take,
-                "at": at,
-            }
-        )
-        legs.append(
-            Leg(
-                lot.wallet,
-                -take,
-                member_id=member,
-                lot_id=lot.id,
-                partner_id=_owner(lot.wallet, lot.issuer_id),
+    postings = []
+    now = datetime.now(UTC)
+    for spend in spends:
+        eligible = [
+            lot
+            for lot in lots[spend.member]
+            if lot.remaining
+            and (
+                (lot.wallet == LOCAL and lot.issuer == spend.partner)
+                or (lot.wallet == COALITION and spend.coalition)
             )
+        ]
+        available = sum(lot.remaining for lot in eligible)
+        if available < spend.points:
+            outcome.append(available)
+            continue
+        outcome.append(None)
+        left = spend.points
+        for lot in eligible:
+            if not left:
+                break
+            take = min(left, lot.remaining)
+            left -= take
+            lot.remaining -= take
+            lot.taken += take
+            uses.append(
+                {
+                    "lot_id": lot.id,
+                    "kind": spend.kind,
+                    "event_ref": spend.event_ref,
+                    "partner_id": spend.partner,
+                    "points": take,
+                    "at": spend.at,
+                }
+            )
+            postings.append(
+                _posting(
+                    spend.txn,
+                    Leg(
+                        lot.wallet,
+                        -take,
+                        member_id=lot.member,
+                        lot_id=lot.id,
+                        partner_id=_owner(lot.wallet, lot.issuer),
+                    ),
+                    now,
+                )
+            )
+        credit_to = REDEEMED if spend.kind == "redeem" else ISSUED
+        postings.append(
+            _posting(spend.txn, Leg(credit_to, spend.points, partner_id=spend.partner), now)
         )
-    await session.execute(insert(USES), uses)
-    legs.append(Leg(REDEEMED if kind == "redeem" else ISSUED, points, partner_id=partner))
-    await post(session, txn, legs, datetime.now(UTC))
+    changed = [
+        {"lot": lot.id, "taken": lot.taken}
+        for member_lots in lots.values()
+        for lot in member_lots
+        if lot.taken
+    ]
+    if changed:
+        await session.execute(
+            update(LOTS)
+            .where(LOTS.c.id == bindparam("lot"))
+            .values(remaining=LOTS.c.remaining - bindparam("taken")),
+            changed,
+        )
+        await session.execute(insert(USES), uses)
+        await session.execute(insert(POSTINGS), postings)
+    return outcome
+
+
+def _posting(txn: str, leg: Leg, at: datetime) -> dict[str, Any]:
+    return {
+        "txn": txn,
+        "account": leg.account,
+        "partner_id": leg.partner_id,
+        "member_id": leg.member_id,
+        "lot_id": leg.lot_id,
+        "amount": leg.amount,
+        "at": at,
+    }
 
 
 async def expire_lot(session: AsyncSession, lot_id: int, at: datetime) -> int:

@@ -177,11 +177,32 @@ class RewardService:
         await ledger.lock_members(session, members)
         results = {e.event_id: _result(e, sharing[i]) for i, e in enumerate(new)}
         refs = await self._insert_events(partner_id, new, members, results)
-        errors = []
+        # Consecutive earns are written together, then consecutive spends: a spend sees every
+        # earlier event of the request, and an earn never feeds an earlier spend.
+        errors: list[dict[str, Any]] = []
         earns: list[dict[str, Any]] = []
+        spends: list[tuple[ValidEvent, ledger.Spend]] = []
+
+        async def flush_spends() -> None:
+            short = await ledger.debit_many(session, [s for _, s in spends])
+            for (e, _), available in zip(spends, short, strict=True):
+                if available is not None:
+                    errors.append(
+                        _error(
+                            e.index,
+                            "points",
+                            f"the member may spend {available} points at your brand, not "
+                            f"{abs(e.points)}",
+                        )
+                    )
+            spends.clear()
+
+        now = datetime.now(UTC)  # when the hub learnt of it: a late event never changes a
+        # closed settlement period
         for i, e in enumerate(new):
             wallet = results[e.event_id].wallet
             if wallet is not None:  # an earn or a positive adjustment: a new lot
+                await flush_spends()
                 shares = funding.get(e.offer_id) if e.offer_id else None
                 earns.append(
                     {
@@ -196,31 +217,24 @@ class RewardService:
                     }
                 )
                 continue
-            # A spend sees every earlier event of the request, so the lots go in first.
             await ledger.credit_many(session, earns)
             earns = []
-            try:
-                await ledger.debit(
-                    session,
-                    txn=f"event:{refs[i]}",
-                    kind=REDEEM if e.kind == REDEEM else ADJUST,
-                    event_ref=refs[i],
-                    member=members[i],
-                    partner=partner_id,
-                    coalition=sharing[i],
-                    points=abs(e.points),
-                    # When the hub learnt of it: a late event never changes a closed period.
-                    at=datetime.now(UTC),
+            spends.append(
+                (
+                    e,
+                    ledger.Spend(
+                        txn=f"event:{refs[i]}",
+                        kind=REDEEM if e.kind == REDEEM else ADJUST,
+                        event_ref=refs[i],
+                        member=members[i],
+                        partner=partner_id,
+                        coalition=sharing[i],
+                        points=abs(e.points),
+                        at=now,
+                    ),
                 )
-            except ledger.NotEnoughPoints as short:
-                errors.append(
-                    _error(
-                        e.index,
-                        "points",
-                        f"the member may spend {short.available} points at your brand, not "
-                        f"{abs(e.points)}",
-                    )
-                )
+            )
+        await flush_spends()
         await ledger.credit_many(session, earns)
         if errors:
             raise InvalidInput(

@@ -262,3 +262,25 @@ def test_a_match_key_rotation_keeps_every_balance(hub: Hub, pair: Brands) -> Non
     assert balance(hub, pair.a, "k1")["points"] == 10
     assert send(hub, pair.a, [event("k-more", "k1", "earn", 1)]).status_code == 200
     assert balance(hub, pair.a, "k1")["points"] == 11
+
+
+def test_events_of_one_request_apply_in_their_order(hub: Hub, pair: Brands) -> None:
+    enrol(hub, pair.a, "q1", "a-q1", SHARE)
+    ordered = send(
+        hub,
+        pair.a,
+        [
+            event("q-e1", "q1", "earn", 10),
+            event("q-r1", "q1", "redeem", 10),
+            event("q-e2", "q1", "earn", 5),
+            event("q-r2", "q1", "redeem", 3),
+            event("q-r3", "q1", "redeem", 2),
+        ],
+    )
+    assert ordered.status_code == 200, ordered.text
+    assert balance(hub, pair.a, "q1")["points"] == 0
+    # A redeem before the earn that would fund it is refused, with the request.
+    early = send(hub, pair.a, [event("q-r4", "q1", "redeem", 5), event("q-e3", "q1", "earn", 9)])
+    assert early.status_code == 422
+    assert early.json()["errors"][0]["index"] == 0
+    assert balance(hub, pair.a, "q1")["points"] == 0
