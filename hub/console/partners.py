@@ -17,6 +17,7 @@ from litestar.response import Redirect
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.console.sessions import rotate_csrf
 from hub.console.web import convert, form_data, page
 from hub.core.audit import Actor
 from hub.core.auth import PARTNER_SCOPES
@@ -130,7 +131,9 @@ class PartnerPages(Controller):
         data = convert(raw, ClientCreate)
         partner = await partner_service.get(partner_id)
         created = await client_service.create(partner, data, actor)
-        # Shown in this response only: a reload or any later page has no way to show it again.
+        # Shown in this response only: a reload or any later page has no way to show it again,
+        # and a reload resubmitting the form is refused (its CSRF token is no longer valid).
+        request.state.console = await rotate_csrf(client_service.session, request.state.console)
         return page(
             request, "client_created.html", partner=partner, created=created, nav="partners"
         )

@@ -6,6 +6,7 @@ whichever comes first. Each session has its own CSRF token, which every form car
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -117,6 +118,18 @@ async def touch_session(session: AsyncSession, signed_in: SignedIn) -> None:
         .where(ConsoleSession.expires_at > now)
         .values(last_seen_at=now, expires_at=min(now + timedelta(seconds=IDLE_SECONDS), cap))
     )
+
+
+async def rotate_csrf(session: AsyncSession, signed_in: SignedIn) -> SignedIn:
+    """A new CSRF token for the session: a form submitted again with the old one (a reload of
+    the page that showed a client secret) is refused instead of acting twice."""
+    token = secrets.token_urlsafe(32)
+    await session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id == signed_in.session_id)
+        .values(csrf_token=token)
+    )
+    return dataclasses.replace(signed_in, csrf_token=token)
 
 
 async def close_session(session: AsyncSession, session_id: str) -> None:

@@ -124,6 +124,14 @@ def test_a_client_secret_is_shown_once(hub: Hub, console: Console) -> None:
     again = console.http.get(f"/admin/partners/{partner['id']}")
     assert client_id in again.text
     assert secret not in again.text
+    # A reload resubmits the form with the token it was sent with: refused, no second client.
+    resubmitted = console.post(
+        f"/admin/partners/{partner['id']}/clients",
+        {"name": "crm", "scopes": ["overlap:read", "offers:read"]},
+    )
+    assert resubmitted.status_code == 403
+    listed = hub.as_admin("GET", f"/v1/partners/{partner['id']}/clients").json()["items"]
+    assert len(listed) == 1
 
 
 def test_every_console_action_is_audited_under_the_admins_name(hub: Hub, console: Console) -> None:
