@@ -93,7 +93,7 @@ class RewardSettings(msgspec.Struct, forbid_unknown_fields=True):
     settlement_period: str = "month"
     expiry_days: int = 730
     feed_retention_days: int = 90
-    sync_batch: int = 2000
+    sync_batch: int = 5000
 
 
 class PartnershipSettings(msgspec.Struct, forbid_unknown_fields=True):

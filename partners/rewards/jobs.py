@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import dialect_insert, rowcount, writing
@@ -142,38 +142,79 @@ async def _sync_batch(
                         "created_at": datetime.now(UTC),
                     }
                 )
-    written = 0
-    if items:
-        insert = dialect_insert(session, FEED)
+    written = await _write_feed(session, items)
+    by_reader: dict[UUID, list[dict[str, Any]]] = defaultdict(list)
+    for item in written:
+        by_reader[item["partner_id"]].append(
+            {
+                "id": item["seq"],
+                "customer_ref": item["customer_ref"],
+                "kind": item["kind"],
+                "points": item["points"],
+                "occurred_at": item["occurred_at"],
+                "source_partner_id": item["source_partner_id"],
+            }
+        )
+    for reader, reader_items in by_reader.items():
+        reader_items.sort(key=lambda item: item["id"])
+        await enqueue(session, reader, reader_items, batch_items=batch_items)
+    return int(events[-1].id), len(events), len(written)
+
+
+FEED_COLUMNS = (
+    "seq",
+    "partner_id",
+    "event_ref",
+    "customer_ref",
+    "kind",
+    "points",
+    "occurred_at",
+    "source_partner_id",
+    "created_at",
+)
+
+
+async def _write_feed(session: AsyncSession, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert feed items in the caller's transaction; the items written, with their ``seq``.
+
+    On PostgreSQL the sequence numbers are drawn first and the rows go in with ``COPY`` (the
+    cursor that says the batch is done commits with them, so a batch is never written twice;
+    the unique key would refuse it). Elsewhere: ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+    """
+    if not items:
+        return []
+    if session.get_bind().dialect.name != "postgresql":
         result = await session.execute(
-            insert.on_conflict_do_nothing(index_elements=["partner_id", "event_ref"]).returning(
-                FEED.c.seq,
-                FEED.c.partner_id,
-                FEED.c.customer_ref,
-                FEED.c.kind,
-                FEED.c.points,
-                FEED.c.occurred_at,
-                FEED.c.source_partner_id,
-            ),
+            dialect_insert(session, FEED)
+            .on_conflict_do_nothing(index_elements=["partner_id", "event_ref"])
+            .returning(FEED.c.seq, FEED.c.partner_id, FEED.c.event_ref),
             items,
         )
-        by_reader: dict[UUID, list[dict[str, Any]]] = defaultdict(list)
-        for row in result:
-            by_reader[row.partner_id].append(
-                {
-                    "id": row.seq,
-                    "customer_ref": row.customer_ref,
-                    "kind": row.kind,
-                    "points": row.points,
-                    "occurred_at": row.occurred_at,
-                    "source_partner_id": row.source_partner_id,
-                }
-            )
-            written += 1
-        for reader, reader_items in by_reader.items():
-            reader_items.sort(key=lambda item: item["id"])
-            await enqueue(session, reader, reader_items, batch_items=batch_items)
-    return int(events[-1].id), len(events), written
+        written = {(row.partner_id, row.event_ref): int(row.seq) for row in result}
+        return [
+            {**item, "seq": written[(item["partner_id"], item["event_ref"])]}
+            for item in items
+            if (item["partner_id"], item["event_ref"]) in written
+        ]
+    seqs = (
+        await session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('reward_feed', 'seq')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": len(items)},
+        )
+    ).scalars()
+    for item, seq in zip(items, seqs, strict=True):
+        item["seq"] = int(seq)
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    statement = f"COPY reward_feed ({', '.join(FEED_COLUMNS)}) FROM STDIN"
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for item in items:
+            await copy.write_row([item[column] for column in FEED_COLUMNS])
+    return items
 
 
 async def rewards_sync(ctx: JobContext) -> dict[str, int]:

@@ -24,7 +24,7 @@ from typing import Protocol
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
@@ -48,6 +48,8 @@ from partners.identifiers.uploads.staging import (
     watch_parent,
 )
 
+# Uploads of at least this many rows refresh the table's planner statistics.
+ANALYZE_AFTER_ROWS = 50_000
 log = structlog.get_logger("hub.uploads")
 SWEEP_EVERY_SECONDS = 300
 
@@ -304,6 +306,20 @@ class UploadProcessor:
         with writing():
             async with self.sessions() as session, apply_settings(session):
                 await self._apply_in(session, claim, report, actor)
+        if report.accepted >= ANALYZE_AFTER_ROWS:
+            await self._refresh_statistics()
+
+    async def _refresh_statistics(self) -> None:
+        """After a large upload, fresh planner statistics: without them PostgreSQL takes a
+        freshly loaded table for a tiny one and filters key lookups (the rewards sync's, for
+        one) instead of using the primary key (measured: 9 ms instead of 100 ms to 2 s)."""
+        try:
+            async with self.sessions() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                    await session.execute(text("ANALYZE identifier_records"))
+        except Exception:  # the upload is applied either way; autovacuum analyzes later
+            log.warning("could not refresh planner statistics after an upload", exc_info=True)
 
     async def _apply_in(
         self, session: AsyncSession, claim: Claim, report: StageReport, actor: Actor
