@@ -210,22 +210,7 @@ async def post(session: AsyncSession, txn: str, legs: Sequence[Leg], at: datetim
     """Write one balanced transaction."""
     if sum(leg.amount for leg in legs) != 0:
         raise AssertionError(f"unbalanced transaction {txn}")
-    await session.execute(
-        insert(POSTINGS),
-        [
-            {
-                "txn": txn,
-                "account": leg.account,
-                "partner_id": leg.partner_id,
-                "member_id": leg.member_id,
-                "lot_id": leg.lot_id,
-                "amount": leg.amount,
-                "at": at,
-            }
-            for leg in legs
-            if leg.amount
-        ],
-    )
+    await session.execute(insert(POSTINGS), [_posting(txn, leg, at) for leg in legs if leg.amount])
 
 
 def split(points: int, shares: dict[str, int]) -> dict[str, int]:
@@ -315,17 +300,7 @@ async def credit_many(session: AsyncSession, lots: Sequence[dict[str, Any]]) -> 
                 partner_id=_owner(lot["wallet"], lot["issuer"]),
             ),
         ):
-            rows.append(
-                {
-                    "txn": lot["txn"],
-                    "account": leg.account,
-                    "partner_id": leg.partner_id,
-                    "member_id": leg.member_id,
-                    "lot_id": leg.lot_id,
-                    "amount": leg.amount,
-                    "at": now,
-                }
-            )
+            rows.append(_posting(lot["txn"], leg, now))
     await session.execute(insert(POSTINGS), rows)
 
 
