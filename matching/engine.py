@@ -212,7 +212,7 @@ def _merge_range(
             out_a, out_b, i, j, k,
         )  # fmt: skip
         if i >= len(a_hi) or j >= len(b_hi):
-            return out_a[:k].copy(), out_b[:k].copy()
+            return out_a[:k], out_b[:k]  # views: no copy of millions of pairs
         # Duplicate keys made a cross product larger than the buffer: grow and resume.
         out_a = np.concatenate([out_a, np.empty_like(out_a)])
         out_b = np.concatenate([out_b, np.empty_like(out_b)])
