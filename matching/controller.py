@@ -11,10 +11,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.audit import Actor
 from hub.core.auth import (
     Principal,
-    principal_of,
     requires_admin,
+    requires_any_scope,
     requires_partner,
     requires_scope,
 )
-from hub.core.errors import BadRequest, Forbidden
+from hub.core.errors import BadRequest
 from hub.core.pagination import CursorParameter, LimitParameter, Page, check_limit
 from matching.offers import OfferService, to_out
 from matching.overlap import OverlapService, budget_status, overlap_matrix
@@ -49,17 +47,6 @@ from partners.partnerships.service import PartnershipService
 OVERLAP_READ = "overlap:read"
 OFFERS_READ, OFFERS_WRITE = "offers:read", "offers:write"
 PURPOSE_PATTERN = "^(analytics|joint_offers|rewards_sharing)$"
-
-
-def requires_any_scope(*scopes: str) -> Any:
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if not set(scopes) & principal_of(connection).scopes:
-            raise Forbidden(
-                f"This endpoint needs one of the scopes: {', '.join(scopes)}.",
-                scope=" ".join(scopes),
-            )
-
-    return guard
 
 
 def _caller(principal: Principal) -> UUID | None:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core.audit import Actor, append
 from hub.core.db import writing
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from hub.core.pagination import Page, decode_cursor, encode_cursor, paginate, parse_seq
+from hub.core.pagination import Page, paginate, read_after
 from matching import engine
 from matching.loader import ArrayCache, Loaded
 from matching.models import (
@@ -327,25 +327,18 @@ class OfferService:
         self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int
     ) -> AudienceChanges:
         await self.reconcile(offer_id, caller)
-        after = decode_cursor(cursor, parse_seq) if cursor else 0
-        rows = (
-            await self.session.execute(
-                select(CHANGES.c.seq, CHANGES.c.customer_ref, CHANGES.c.change, CHANGES.c.at)
-                .where(
-                    CHANGES.c.offer_id == offer_id,
-                    CHANGES.c.partner_id == caller,
-                    CHANGES.c.seq > after,
-                )
-                .order_by(CHANGES.c.seq)
-                .limit(limit + 1)
-            )
-        ).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1][0] if rows else after
+        rows, position, more = await read_after(
+            self.session,
+            select(CHANGES.c.seq, CHANGES.c.customer_ref, CHANGES.c.change, CHANGES.c.at).where(
+                CHANGES.c.offer_id == offer_id, CHANGES.c.partner_id == caller
+            ),
+            CHANGES.c.seq,
+            cursor=cursor,
+            limit=limit,
+        )
         return AudienceChanges(
             items=[AudienceChange(customer_ref=r[1], change=r[2], at=r[3]) for r in rows],
-            next_cursor=encode_cursor(last),
+            next_cursor=position,
             has_more=more,
         )
 

@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.audit import Actor, append
+from hub.core.audit import Actor, AuditEvent, append
 from hub.core.db import writing
 from hub.core.errors import Conflict, HubError, InvalidInput, TooManyRequests
 from matching import engine, rules
@@ -137,6 +137,14 @@ def _check_attribute(loaded: Loaded, dimension: Dimension) -> None:
         )
 
 
+def _refused(
+    actor: Actor, partnership_id: UUID, refusal: HubError, params: dict[str, Any]
+) -> AuditEvent:
+    return actor.event(
+        "overlap.refused", "partnership", str(partnership_id), reason=refusal.slug, **params
+    )
+
+
 def _cells_json(cells: dict[tuple[str | None, ...], int]) -> list[Any]:
     return [[*key, count] for key, count in sorted(cells.items(), key=lambda kv: repr(kv[0]))]
 
@@ -229,16 +237,7 @@ class OverlapService:
     ) -> None:
         with writing():
             async with self.session_maker() as session, session.begin():
-                await append(
-                    session,
-                    actor.event(
-                        "overlap.refused",
-                        "partnership",
-                        str(partnership_id),
-                        reason=refusal.slug,
-                        **params,
-                    ),
-                )
+                await append(session, _refused(actor, partnership_id, refusal, params))
 
     async def _decide(
         self,
@@ -266,16 +265,7 @@ class OverlapService:
                         session, partnership, purpose, canonical, total, cells
                     )
                 if refusal is not None:
-                    await append(
-                        session,
-                        actor.event(
-                            "overlap.refused",
-                            "partnership",
-                            str(partnership.id),
-                            reason=refusal.slug,
-                            **params,
-                        ),
-                    )
+                    await append(session, _refused(actor, partnership.id, refusal, params))
                 else:
                     shown = rules.answer(
                         total,

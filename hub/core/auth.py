@@ -255,6 +255,19 @@ def requires_scope(scope: str) -> Guard:
     return guard
 
 
+def requires_any_scope(*scopes: str) -> Guard:
+    """Guard: the token must carry at least one of ``scopes``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not set(scopes) & principal_of(connection).scopes:
+            raise Forbidden(
+                f"This endpoint needs one of the scopes: {', '.join(scopes)}.",
+                scope=" ".join(scopes),
+            )
+
+    return guard
+
+
 requires_admin = requires_scope(ADMIN_SCOPE)
 
 

@@ -77,6 +77,29 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+async def read_after(
+    session: AsyncSession,
+    stmt: Select[Any],
+    seq: Any,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Any], str, bool]:
+    """A feed read: the rows after ``cursor`` by the increasing sequence column ``seq``.
+
+    Unlike a list's ``next_cursor``, the cursor returned is always the reader's position (the
+    last row's, or the one it came with), so polling from it yields only later rows. Returns
+    (rows, next cursor, whether more rows are ready now).
+    """
+    limit = check_limit(limit)
+    after = decode_cursor(cursor, parse_seq) if cursor else 0
+    rows = (await session.execute(stmt.where(seq > after).order_by(seq).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    position = getattr(rows[-1], seq.key) if rows else after
+    return rows, encode_cursor(position), more
+
+
 async def paginate(
     session: AsyncSession,
     stmt: Select[Any],

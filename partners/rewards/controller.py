@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from litestar import Controller, get, post
@@ -13,15 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
-from hub.core.auth import Principal, requires_partner, requires_scope
-from hub.core.errors import BadRequest, Forbidden, InvalidInput, PayloadTooLarge
+from hub.core.auth import Principal, requires_any_scope, requires_partner, requires_scope
+from hub.core.errors import BadRequest, InvalidInput, PayloadTooLarge
 from hub.core.pagination import (
     CursorParameter,
     LimitParameter,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
+    Page,
+    paginate,
     parse_seq,
+    read_after,
 )
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES
@@ -132,18 +131,21 @@ class RewardController(Controller):
         limit: int = LimitParameter,
         cursor: str | None = CursorParameter,
     ) -> FeedPage:
-        limit = check_limit(limit)
-        after = decode_cursor(cursor, parse_seq) if cursor else 0
-        rows = (
-            await db_session.scalars(
-                select(RewardFeedItem)
-                .where(RewardFeedItem.partner_id == principal.partner, RewardFeedItem.seq > after)
-                .order_by(RewardFeedItem.seq)
-                .limit(limit + 1)
-            )
-        ).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
+        feed = RewardFeedItem.__table__.c
+        rows, position, more = await read_after(
+            db_session,
+            select(
+                feed.seq,
+                feed.customer_ref,
+                feed.kind,
+                feed.points,
+                feed.occurred_at,
+                feed.source_partner_id,
+            ).where(feed.partner_id == principal.partner),
+            feed.seq,
+            cursor=cursor,
+            limit=limit,
+        )
         return FeedPage(
             items=[
                 FeedItem(
@@ -156,7 +158,7 @@ class RewardController(Controller):
                 )
                 for r in rows
             ],
-            next_cursor=encode_cursor(rows[-1].seq if rows else after),
+            next_cursor=position,
             has_more=more,
         )
 
@@ -167,6 +169,7 @@ class SettlementController(Controller):
 
     @get(
         "/",
+        guards=[requires_any_scope(READ, "admin")],
         summary="Closed settlement statements (partners: the lines that involve them)",
     )
     async def settlements(
@@ -175,19 +178,11 @@ class SettlementController(Controller):
         principal: NamedDependency[Principal],
         limit: int = LimitParameter,
         cursor: str | None = CursorParameter,
-    ) -> dict[str, Any]:
-        if not principal.is_admin and READ not in principal.scopes:
-            raise Forbidden(f"This endpoint needs the '{READ}' scope.", scope=READ)
-        limit = check_limit(limit)
-        stmt = select(RewardSettlement).order_by(RewardSettlement.id.desc()).limit(limit + 1)
-        if cursor:
-            stmt = stmt.where(RewardSettlement.id < decode_cursor(cursor, parse_seq))
-        rows = (await db_session.scalars(stmt)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
+    ) -> Page[SettlementOut]:
         mine = None if principal.is_admin else str(principal.partner)
-        items = [
-            SettlementOut(
+
+        def statement(s: RewardSettlement) -> SettlementOut:
+            return SettlementOut(
                 id=s.id,
                 period_start=s.period_start,
                 period_end=s.period_end,
@@ -205,9 +200,14 @@ class SettlementController(Controller):
                     if mine is None or mine in (line["from"], line["to"])
                 ],
             )
-            for s in rows
-        ]
-        return {
-            "items": items,
-            "next_cursor": encode_cursor(rows[-1].id) if more and rows else None,
-        }
+
+        return await paginate(
+            db_session,
+            select(RewardSettlement),
+            RewardSettlement.id,
+            cursor=cursor,
+            limit=limit,
+            to_item=statement,
+            parse_key=parse_seq,
+            descending=True,
+        )
