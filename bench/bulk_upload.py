@@ -8,6 +8,11 @@ memory (VmHWM), for the 10M-row run.
 
     .venv/bin/python bench/bulk_upload.py                       # 1M rows, both databases
     .venv/bin/python bench/bulk_upload.py --rows 10000000 --backends postgres,sqlite --no-floor
+    .venv/bin/python bench/bulk_upload.py --backends postgres --repeat 5   # medians of 5 rounds
+
+Each round measures the floors and the hub one after the other on the same file; ratios are
+taken within a round, and the report gives every round and the medians. On PostgreSQL every
+case starts after a ``CHECKPOINT``, so no case pays for the write-ahead log of the one before.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,8 +118,15 @@ INDEXES = (
 )
 
 
+def checkpoint() -> None:
+    """Flush what earlier cases wrote: each case then starts from the same state."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
 def floor_postgres(path: Path, indexed: bool) -> float:
     url = create_database()
+    checkpoint()
     try:
         with psycopg.connect(url) as conn:
             conn.execute(
@@ -223,6 +236,8 @@ def run_hub(backend: str, path: Path) -> dict[str, Any]:
     )
     hub(env, "db", "upgrade")
     admin = json.loads(hub(env, "admin", "bootstrap", "--json"))
+    if backend == "postgres":
+        checkpoint()
     server = subprocess.Popen(
         [str(VENV_BIN / "hub"), "serve", "--port", str(port)],
         env=env,
@@ -335,41 +350,61 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor (e.g. at 10M)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per backend (medians)")
     args = parser.parse_args()
     path = make_file(args.rows)
     log(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
     results = []
     for backend in args.backends.split(","):
-        floors: dict[str, float] = {}
-        if not args.no_floor:
-            writer = "COPY" if backend == "postgres" else "executemany"
-            measure = floor_postgres if backend == "postgres" else floor_sqlite
-            for kind in ("bare", "indexed"):
-                log(f"{backend}: floor, {kind} table (msgspec + {writer})")
-                floors[kind] = measure(path, kind == "indexed")
-                log(f"{backend}: floor {kind} {floors[kind]:.2f} s")
-        log(f"{backend}: hub upload")
-        result = run_hub(backend, path)
-        for kind, seconds in floors.items():
-            result[f"floor_{kind}_s"] = round(seconds, 2)
-            result[f"ratio_{kind}"] = round(result["total_s"] / seconds, 2)
-        log(json.dumps(result))
-        results.append(result)
+        for round_ in range(1, args.repeat + 1):
+            result = run_round(backend, path, floor=not args.no_floor)
+            result["round"] = round_
+            log(json.dumps(result))
+            results.append(result)
     out = RESULTS / f"bulk-{args.rows}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(
-        "| backend | rows | floor bare s | floor indexed s | hub s (until queryable) "
-        "| ÷ bare | ÷ indexed | server peak RSS MB | with parsing processes |"
+        "| backend | round | rows | floor bare s | floor indexed s | hub s (until queryable) "
+        "| stage s | apply s | ÷ bare | ÷ indexed | server peak RSS MB | with parsing processes |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['backend']} | {r['rows']:,} | {r.get('floor_bare_s')} | "
-            f"{r.get('floor_indexed_s')} | {r['total_s']} | {r.get('ratio_bare')} | "
-            f"{r.get('ratio_indexed')} | {r['server_peak_rss_mb']} | "
-            f"{r['with_children_peak_rss_mb']} |"
+            f"| {r['backend']} | {r['round']} | {r['rows']:,} | {r.get('floor_bare_s')} | "
+            f"{r.get('floor_indexed_s')} | {r['total_s']} | {r.get('stage_s')} | "
+            f"{r.get('apply_s')} | {r.get('ratio_bare')} | {r.get('ratio_indexed')} | "
+            f"{r['server_peak_rss_mb']} | {r['with_children_peak_rss_mb']} |"
         )
+    for backend in args.backends.split(","):
+        mine = [r for r in results if r["backend"] == backend]
+        medians = {
+            key: statistics.median(r[key] for r in mine)
+            for key in ("total_s", "ratio_bare", "ratio_indexed")
+            if all(r.get(key) is not None for r in mine)
+        }
+        print(f"{backend}: medians over {len(mine)} round(s): {json.dumps(medians)}")
     return 0
+
+
+def run_round(backend: str, path: Path, *, floor: bool) -> dict[str, Any]:
+    floors: dict[str, float] = {}
+    if floor:
+        writer = "COPY" if backend == "postgres" else "executemany"
+        measure = floor_postgres if backend == "postgres" else floor_sqlite
+        for kind in ("bare", "indexed"):
+            log(f"{backend}: floor, {kind} table (msgspec + {writer})")
+            floors[kind] = measure(path, kind == "indexed")
+            log(f"{backend}: floor {kind} {floors[kind]:.2f} s")
+    log(f"{backend}: hub upload")
+    result = run_hub(backend, path)
+    for line in result["phases"]:
+        phases = json.loads(line)
+        result["stage_s"], result["apply_s"] = phases["stage_seconds"], phases["apply_seconds"]
+    for kind, seconds in floors.items():
+        result[f"floor_{kind}_s"] = round(seconds, 2)
+        result[f"ratio_{kind}"] = round(result["total_s"] / seconds, 2)
+    return result
 
 
 if __name__ == "__main__":
