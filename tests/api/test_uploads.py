@@ -117,6 +117,18 @@ def test_repeated_identifiers_in_one_upload_are_refused_after_the_first(
     assert "someone-else" not in records_of(hub, partner["name"])
 
 
+def test_one_digest_under_two_id_types_is_not_a_repeat(hub: Hub, brand: Any) -> None:
+    """Equal match keys under different id types: the census asks for the exact check, which
+    finds no repeat (identifiers are unique per id type)."""
+    partner, headers = brand
+    records = [email_record(f"t{i}") for i in range(20)]
+    records.append({**email_record("t7", ref="cust-t7-phone"), "id_type": "phone"})
+    done = upload_and_wait(hub, headers, ndjson(records))
+    assert (done["status"], done["accepted"], done["refused"]) == ("completed", 21, 0)
+    assert errors_of(hub, headers, done["id"]) == []
+    assert "cust-t7-phone" in records_of(hub, partner["name"])
+
+
 def test_too_many_refused_rows_fail_the_upload_and_keep_the_old_data(hub: Hub, brand: Any) -> None:
     partner, headers = brand
     first = upload_and_wait(hub, headers, ndjson([email_record(f"k{i}") for i in range(50)]))

@@ -10,6 +10,7 @@ the hub does not know, text that is not UTF-8) fails the upload.
 
 from __future__ import annotations
 
+import binascii
 import csv
 import gzip
 import io
@@ -27,7 +28,6 @@ from partners.identifiers.validation import (
     MAX_ATTRIBUTE_VALUE,
     MAX_REF,
     RecordError,
-    ValidRecord,
     check_record,
 )
 from partners.kit import InvalidIdentifier, parse_digest
@@ -40,6 +40,11 @@ ATTR_PREFIX = "attr."
 
 class UnreadableBody(Exception):
     """The body cannot be read past some point; the upload fails with this reason."""
+
+
+# An accepted row: (id type code, digest, customer_ref, consent mask, attributes as the JSON
+# text that is stored, or None).
+AcceptedRecord = tuple[int, bytes, str, int, str | None]
 
 
 @dataclass(slots=True)
@@ -55,69 +60,128 @@ class RefusedRow:
 
 @dataclass
 class Batch:
-    records: list[tuple[int, ValidRecord]] = field(default_factory=list)
+    records: list[tuple[int, AcceptedRecord]] = field(default_factory=list)
     errors: list[RecordError] = field(default_factory=list)
     refused: list[RefusedRow] = field(default_factory=list)
     rows_read: int = 0
 
 
 class _TypedRow(msgspec.Struct, forbid_unknown_fields=True):
-    """The fast path's shape; anything it refuses is re-checked by :func:`check_record`."""
+    """The fast path's shape; anything it refuses is re-checked by :func:`check_record`.
+
+    Consents and attributes are kept as raw JSON: a file repeats a few sets of them, and
+    each distinct text is checked once (see :func:`_consents_of`, :func:`_attributes_of`).
+    """
 
     id_type: Literal["email", "phone"]
     id_hash: str
     customer_ref: Annotated[str, msgspec.Meta(max_length=MAX_REF)]
-    consents: list[Literal["analytics", "joint_offers", "rewards_sharing"]] = []
-    attributes: (
-        Annotated[dict[str, str | int | float], msgspec.Meta(max_length=MAX_ATTRIBUTES)] | None
-    ) = None
+    consents: msgspec.Raw = msgspec.Raw(b"[]")
+    attributes: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _typed = msgspec.json.Decoder(_TypedRow)
 _any = msgspec.json.Decoder()
-# Attribute names and values repeat from row to row (tier, city...): each distinct one is
-# checked once. Bounded, so a file of all-distinct values costs memory no more than this.
-_CHECKED_MAX = 50_000
-_good_names: set[str] = set()
-_good_values: set[str] = set()
+_consent_list = msgspec.json.Decoder(list[Literal["analytics", "joint_offers", "rewards_sharing"]])
+_attribute_map = msgspec.json.Decoder(
+    Annotated[dict[str, str | int | float], msgspec.Meta(max_length=MAX_ATTRIBUTES)] | None
+)
+_json = msgspec.json.Encoder()
+# The raw JSON texts of consents and attributes seen so far, with what they give (None: the
+# slow path must say what is wrong). Bounded: a file of all-distinct texts is checked row by
+# row, at no more memory than this.
+_CHECKED_MAX = 10_000
+_masks: dict[bytes, int | None] = {}
+_attribute_texts: dict[bytes, tuple[bool, str | None]] = {}
+_BAD = (False, None)
 
 
-def _attribute_ok(name: str, text: str) -> bool:
-    if name not in _good_names:
-        if not ATTRIBUTE_NAME.match(name):
-            return False
-        if len(_good_names) < _CHECKED_MAX:
-            _good_names.add(name)
-    if text not in _good_values:
-        if len(text) > MAX_ATTRIBUTE_VALUE or looks_like_contact(text):
-            return False
-        if len(_good_values) < _CHECKED_MAX:
-            _good_values.add(text)
-    return True
+def _consents_of(raw: bytes) -> int | None:
+    """The consent mask of a raw JSON list of purposes, or None when it is not one."""
+    mask = _masks.get(raw, -1)
+    if mask != -1:
+        return mask
+    try:
+        purposes: list[Any] | None = _consent_list.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        purposes = None
+    mask = None
+    if purposes is not None:
+        mask = 0
+        for purpose in purposes:
+            mask |= CONSENT_BITS[purpose]
+    if len(_masks) < _CHECKED_MAX:
+        _masks[raw] = mask
+    return mask
 
 
-def _fast(line: bytes) -> ValidRecord | None:
+def _attributes_of(raw: bytes) -> tuple[bool, str | None]:
+    """(True, the attributes as stored JSON, or None when there are none) for raw JSON
+    attributes that pass the checks; (False, None) when the slow path must look at them."""
+    known = _attribute_texts.get(raw)
+    if known is not None:
+        return known
+    try:
+        result = _checked_attributes(_attribute_map.decode(raw))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        result = _BAD
+    if len(_attribute_texts) < _CHECKED_MAX:
+        _attribute_texts[raw] = result
+    return result
+
+
+def _checked_attributes(attributes: dict[str, str | int | float] | None) -> tuple[bool, str | None]:
+    if not attributes:
+        return True, None
+    clean: dict[str, str] = {}
+    for name, value in attributes.items():
+        text = value if isinstance(value, str) else str(value)
+        if not ATTRIBUTE_NAME.match(name) or len(text) > MAX_ATTRIBUTE_VALUE:
+            return _BAD
+        if looks_like_contact(text):
+            return _BAD
+        clean[name] = text
+    return True, _json.encode(clean).decode()
+
+
+def _plain_ref(ref: str) -> bool:
+    """Whether a customer_ref is certainly no email or phone number: letters and digits only
+    (so no '@', space or sign), and not only digits. Anything else takes the full check."""
+    return ref.isalnum() and not ref.isdigit()
+
+
+def _fast(line: bytes) -> AcceptedRecord | None:
     """The record, when the typed decoder and the cheap checks accept the line whole."""
     try:
         row = _typed.decode(line)
-        digest = parse_digest(row.id_hash)
-    except (msgspec.ValidationError, msgspec.DecodeError, InvalidIdentifier):
+    except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    ref = row.customer_ref.strip()
-    if not ref or looks_like_contact(ref):
+    id_hash = row.id_hash
+    if len(id_hash) == 44 and id_hash[43] == "=" and id_hash.isascii():
+        # parse_digest's base64 case, inline: strict alphabet, padding only at the end.
+        try:
+            digest = binascii.a2b_base64(id_hash.encode(), strict_mode=True)
+        except binascii.Error:
+            return None
+        if len(digest) != 32:
+            return None
+    else:
+        try:
+            digest = parse_digest(id_hash)
+        except InvalidIdentifier:
+            return None
+    ref = row.customer_ref
+    if not _plain_ref(ref):
+        ref = ref.strip()
+        if not ref or looks_like_contact(ref):
+            return None
+    mask = _consents_of(bytes(row.consents))
+    if mask is None:
         return None
-    mask = 0
-    for purpose in row.consents:
-        mask |= CONSENT_BITS[purpose]
-    attributes: dict[str, str] | None = None
-    if row.attributes:
-        attributes = {}
-        for name, value in row.attributes.items():
-            text = value if isinstance(value, str) else str(value)
-            if not _attribute_ok(name, text):
-                return None
-            attributes[name] = text
-    return ValidRecord(ID_TYPE_CODES[row.id_type], digest, ref, mask, attributes)
+    ok, attributes = _attributes_of(bytes(row.attributes))
+    if not ok:
+        return None
+    return ID_TYPE_CODES[row.id_type], digest, ref, mask, attributes
 
 
 def _refused(row: int, raw: Any) -> RefusedRow:
@@ -142,7 +206,19 @@ def _check(row: int, raw: Any, batch: Batch) -> None:
     if record is None:
         batch.refused.append(_refused(row, raw))
     else:
-        batch.records.append((row, record))
+        attributes = None if record.attributes is None else _json.encode(record.attributes)
+        batch.records.append(
+            (
+                row,
+                (
+                    record.id_type,
+                    record.digest,
+                    record.customer_ref,
+                    record.consents,
+                    None if attributes is None else attributes.decode(),
+                ),
+            )
+        )
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:

@@ -1,0 +1,140 @@
+"""The bulk reader's fast path (typed decoder, cached consent and attribute checks) must
+accept exactly what the full check accepts, and give the same record."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partners.identifiers.uploads.rows import check_lines
+from partners.identifiers.validation import RecordError, check_record
+
+DIGEST = hashlib.sha256(b"someone@example.org").digest()
+ID_HASHES = (
+    base64.b64encode(DIGEST).decode(),
+    DIGEST.hex(),
+    DIGEST.hex().upper(),
+    base64.b64encode(DIGEST[:31]).decode(),  # 44 characters, 31 bytes
+    base64.b64encode(DIGEST).decode().replace("=", "-"),
+    "someone@example.org",
+    "+33612345678",
+    "",
+    "é" * 44,
+    DIGEST.hex()[:63],
+)
+REFS = (
+    "C000123",
+    " C000123 ",
+    "cust-9",
+    "123456789",
+    "+33 6 12 34 56 78",
+    "a@b.co",
+    "",
+    "  ",
+    "x" * 200,
+    "x" * 201,
+    "Ünïcode1",
+    "12345",
+)
+NAMES = ("tier", "city", "1bad", "a" * 64, "a" * 65, "", "x.y-z_1")
+VALUES: tuple[Any, ...] = (
+    "gold",
+    5,
+    2.5,
+    True,
+    None,
+    "a@b.com",
+    "x" * 100,
+    "x" * 101,
+    "+33612345678",
+    "",
+    [1],
+)
+PURPOSES = ("analytics", "joint_offers", "rewards_sharing", "bogus", 1)
+MISSING = object()
+
+ID_TYPE = st.sampled_from(("email", "phone", "fax", 3, None))
+ID_HASH = st.sampled_from(ID_HASHES) | st.just(None)
+REF = st.sampled_from(REFS) | st.just(7)
+CONSENTS = st.lists(st.sampled_from(PURPOSES), max_size=4) | st.sampled_from(
+    (None, "analytics", {})
+)
+ATTRIBUTES = (
+    st.dictionaries(st.sampled_from(NAMES), st.sampled_from(VALUES), max_size=4)
+    | st.integers(19, 22).map(lambda n: {f"k{i}": "v" for i in range(n)})
+    | st.sampled_from((None, [], "tier"))
+)
+# Half the records have every field but one drawn from valid values only, so that the fast
+# path's acceptance is exercised as often as its refusals.
+VALID = {
+    "id_type": st.sampled_from(("email", "phone")),
+    "id_hash": st.sampled_from(ID_HASHES[:3]),
+    "customer_ref": st.sampled_from(REFS[:3]),
+    "consents": st.lists(st.sampled_from(PURPOSES[:3]), max_size=3),
+    "attributes": st.dictionaries(st.sampled_from(NAMES[:2]), st.sampled_from(VALUES[:3])),
+}
+ANY = {
+    "id_type": ID_TYPE,
+    "id_hash": ID_HASH,
+    "customer_ref": REF,
+    "consents": CONSENTS,
+    "attributes": ATTRIBUTES,
+}
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    if draw(st.booleans()):
+        return draw(st.fixed_dictionaries({}, optional={**ANY, "extra": st.just("x")}))
+    odd = draw(st.sampled_from(sorted(ANY)))
+    fields = {name: ANY[name] if name == odd else strategy for name, strategy in VALID.items()}
+    record = draw(st.fixed_dictionaries(fields))
+    if draw(st.booleans()):
+        del record[odd]
+    return record
+
+
+@settings(max_examples=600)
+@given(st.lists(records(), min_size=1, max_size=5))
+def test_the_fast_path_accepts_what_the_full_check_accepts(rows: list[dict[str, Any]]) -> None:
+    lines: list[bytes | None] = [msgspec.json.encode(row) + b"\n" for row in rows]
+    batch = check_lines((1, lines))
+    expected = []
+    for number, row in enumerate(rows, start=1):
+        record = check_record(number, row, [])
+        if record is not None:
+            attributes = record.attributes
+            text = None if attributes is None else msgspec.json.encode(attributes).decode()
+            expected.append(
+                (
+                    number,
+                    (record.id_type, record.digest, record.customer_ref, record.consents, text),
+                )
+            )
+    assert batch.records == expected
+    assert [r.row for r in batch.refused] == sorted(
+        {n for n in range(1, len(rows) + 1)} - {n for n, _ in expected}
+    )
+    assert batch.rows_read == len(rows)
+
+
+def test_a_refused_row_says_why_whatever_path_saw_it_first() -> None:
+    good = {
+        "id_type": "email",
+        "id_hash": ID_HASHES[0],
+        "customer_ref": "C1",
+        "attributes": {"tier": "gold"},
+    }
+    bad = {**good, "attributes": {"tier": "someone@example.org"}}
+    batch = check_lines((1, [msgspec.json.encode(r) for r in (good, bad, good, bad)]))
+    assert [n for n, _ in batch.records] == [1, 3]
+    errors: list[RecordError] = []
+    check_record(2, bad, errors)
+    assert [(e.index, e.field) for e in batch.errors] == [(2, "attributes"), (4, "attributes")]
+    assert batch.errors[0].reason == errors[0].reason
+    assert "someone" not in repr(batch.errors)
