@@ -311,7 +311,7 @@ def run_hub(backend: str, path: Path) -> dict[str, Any]:
                 time.sleep(0.1)
             total = time.perf_counter() - start
             summary = http.get("/v1/identifiers/summary", headers=headers).json()
-        return {
+        result = {
             "backend": backend,
             "status": status["status"],
             "error": status.get("error"),
@@ -326,11 +326,6 @@ def run_hub(backend: str, path: Path) -> dict[str, Any]:
             "with_children_peak_rss_mb": round(
                 sum(peak_rss_mb(p) for p in [server.pid, *children(server.pid)]), 1
             ),
-            "phases": [
-                line
-                for line in (data_dir / "server.log").read_text().splitlines()
-                if "upload applied" in line
-            ],
         }
     finally:
         if profiler is not None:
@@ -343,6 +338,13 @@ def run_hub(backend: str, path: Path) -> dict[str, Any]:
             server.kill()
         if backend == "postgres":
             drop_database(database_url)
+    # Read once the server has stopped: the line is written after the upload's commit.
+    result["phases"] = [
+        line
+        for line in (data_dir / "server.log").read_text().splitlines()
+        if "upload applied" in line
+    ]
+    return result
 
 
 def main() -> int:

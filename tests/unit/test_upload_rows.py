@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 from typing import Any
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partners.identifiers.uploads.rows import check_lines
+from partners.identifiers.uploads.rows import MAX_LINE_BYTES, check_lines, ndjson_chunks
 from partners.identifiers.validation import RecordError, check_record
 
 DIGEST = hashlib.sha256(b"someone@example.org").digest()
@@ -102,8 +103,8 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=600)
 @given(st.lists(records(), min_size=1, max_size=5))
 def test_the_fast_path_accepts_what_the_full_check_accepts(rows: list[dict[str, Any]]) -> None:
-    lines: list[bytes | None] = [msgspec.json.encode(row) + b"\n" for row in rows]
-    batch = check_lines((1, lines))
+    lines = [msgspec.json.encode(row) + b"\n" for row in rows]
+    batch = check_lines((1, b"".join(lines)))
     expected = []
     for number, row in enumerate(rows, start=1):
         record = check_record(number, row, [])
@@ -131,10 +132,70 @@ def test_a_refused_row_says_why_whatever_path_saw_it_first() -> None:
         "attributes": {"tier": "gold"},
     }
     bad = {**good, "attributes": {"tier": "someone@example.org"}}
-    batch = check_lines((1, [msgspec.json.encode(r) for r in (good, bad, good, bad)]))
+    batch = check_lines((1, b"\n".join(msgspec.json.encode(r) for r in (good, bad, good, bad))))
     assert [n for n, _ in batch.records] == [1, 3]
     errors: list[RecordError] = []
     check_record(2, bad, errors)
     assert [(e.index, e.field) for e in batch.errors] == [(2, "attributes"), (4, "attributes")]
     assert batch.errors[0].reason == errors[0].reason
     assert "someone" not in repr(batch.errors)
+
+
+def lines_of(body: bytes, batch_rows: int) -> list[tuple[int, bytes]]:
+    """(line number, line as check_lines sees it) over every chunk, checking that chunks
+    follow one another and hold at least batch_rows lines (but the last)."""
+    seen: list[tuple[int, bytes]] = []
+    chunks = list(ndjson_chunks(io.BytesIO(body), batch_rows))
+    for position, (first, block) in enumerate(chunks):
+        lines = block.split(b"\n")
+        if block.endswith(b"\n") or not block:
+            lines.pop()
+        assert first == len(seen) + 1
+        if position < len(chunks) - 1:
+            assert len(lines) >= batch_rows
+        # A line over the limit is never held whole: at most the limit and one read.
+        assert all(len(line) < 2 * MAX_LINE_BYTES for line in lines)
+        seen.extend(
+            (number, line if len(line) < MAX_LINE_BYTES else LONG)
+            for number, line in enumerate(lines, start=first)
+        )
+    return seen
+
+
+LONG = b"(refused: over the limit)"
+
+
+LINE = st.sampled_from((0, 1, 5, MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1, 200_000))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(LINE, st.sampled_from((b"\n", b"\r\n"))), max_size=12),
+    st.booleans(),
+    st.integers(1, 5),
+)
+def test_chunks_keep_every_line_in_order_and_cut_long_ones(
+    shape: list[tuple[int, bytes]], final_newline: bool, batch_rows: int
+) -> None:
+    lines = [bytes([97 + i % 26]) * size for i, (size, _) in enumerate(shape)]
+    body = b"".join(line + end for line, (_, end) in zip(lines, shape, strict=True))
+    if shape and not final_newline:
+        body = body.removesuffix(shape[-1][1])
+    expected = []
+    for number, (line, (_, end)) in enumerate(zip(lines, shape, strict=True), start=1):
+        last = number == len(lines)
+        text = line + (b"\r" if end == b"\r\n" and not (last and not final_newline) else b"")
+        expected.append((number, text if len(text) < MAX_LINE_BYTES else LONG))
+    if expected and not final_newline and not expected[-1][1]:
+        expected.pop()  # an empty last line without its newline is no line at all
+    assert lines_of(body, batch_rows) == expected
+
+
+def test_a_long_line_is_refused_by_its_length_and_the_next_one_read() -> None:
+    good = msgspec.json.encode({"id_type": "email", "id_hash": ID_HASHES[0], "customer_ref": "C1"})
+    body = good + b"\n" + b"x" * 300_000 + b"\n" + good.replace(b"C1", b"C2") + b"\n"
+    batch = check_lines(next(ndjson_chunks(io.BytesIO(body), 10)))
+    assert [n for n, _ in batch.records] == [1, 3]
+    assert [(e.index, e.reason) for e in batch.errors] == [
+        (2, f"the line is longer than {MAX_LINE_BYTES} bytes")
+    ]

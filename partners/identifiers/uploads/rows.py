@@ -221,44 +221,57 @@ def _check(row: int, raw: Any, batch: Batch) -> None:
         )
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, line); None for a line over the limit (skipped to its end)."""
-    number = 0
-    while True:
-        line = stream.readline(MAX_LINE_BYTES)
-        if not line:
-            return
-        number += 1
-        if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
-            while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-                pass
-            yield number, None
-            continue
-        yield number, line
-
-
-LineChunk = tuple[int, list[bytes | None]]  # (number of the first line, the lines)
+READ_BYTES = MAX_LINE_BYTES
+LineChunk = tuple[int, bytes]  # (number of the first line, whole lines)
 
 
 def ndjson_chunks(stream: IO[bytes], batch_rows: int) -> Iterator[LineChunk]:
-    """The body's lines, ``batch_rows`` at a time, unchecked (for :func:`check_lines`, which
-    may run in another process). None stands for a line over the limit."""
-    lines: list[bytes | None] = []
-    first = 1
-    for number, line in _lines(stream):
-        lines.append(line)
-        if len(lines) >= batch_rows:
-            yield first, lines
-            first, lines = number + 1, []
-    yield first, lines
+    """The body's whole lines, at least ``batch_rows`` a chunk (the last one may hold fewer),
+    unchecked and unsplit, for :func:`check_lines`, which may run in another process.
+
+    The body is read in blocks and cut at line ends; lines are only counted here. A line of
+    ``MAX_LINE_BYTES`` or more is never held whole (once what is pending of it reaches the
+    limit, the rest is skipped): :func:`check_lines` refuses it by its length.
+    """
+    first, lines = 1, 0
+    parts: list[bytes] = []
+    tail = b""  # the line in progress
+    skipping = False  # tail is the cut start of an over-long line: drop the rest of it
+    while piece := stream.read(READ_BYTES):
+        if skipping:
+            end = piece.find(b"\n")
+            if end < 0:
+                continue
+            parts.append(tail + b"\n")
+            lines += 1
+            tail, skipping, piece = b"", False, piece[end + 1 :]
+        end = piece.rfind(b"\n")
+        if end < 0:
+            tail += piece
+        else:
+            block = tail + piece[: end + 1]
+            parts.append(block)
+            lines += block.count(b"\n")
+            tail = piece[end + 1 :]
+        if len(tail) >= MAX_LINE_BYTES:
+            tail, skipping = tail[:MAX_LINE_BYTES], True
+        if lines >= batch_rows:
+            yield first, b"".join(parts)
+            first, lines, parts = first + lines, 0, []
+    if tail:
+        parts.append(tail)
+    yield first, b"".join(parts)
 
 
 def check_lines(chunk: LineChunk) -> Batch:
-    """Check NDJSON lines; blank lines are skipped (and numbered)."""
-    first, lines = chunk
+    """Check a block of NDJSON lines; blank lines are skipped (and numbered)."""
+    first, block = chunk
+    lines = block.split(b"\n")
+    if block.endswith(b"\n") or not block:
+        lines.pop()
     batch = Batch()
     for number, line in enumerate(lines, start=first):
-        if line is None:
+        if len(line) >= MAX_LINE_BYTES:
             batch.rows_read += 1
             batch.errors.append(
                 RecordError(number, "", f"the line is longer than {MAX_LINE_BYTES} bytes")
