@@ -310,6 +310,11 @@ def run_hub(backend: str, path: Path) -> dict[str, Any]:
                     break
                 time.sleep(0.1)
             total = time.perf_counter() - start
+            # The processor logs its phases just after the commit: wait for that line.
+            deadline = time.monotonic() + 60
+            log_path = data_dir / "server.log"
+            while "upload applied" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
             summary = http.get("/v1/identifiers/summary", headers=headers).json()
         result = {
             "backend": backend,
