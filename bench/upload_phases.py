@@ -122,6 +122,7 @@ async def main() -> None:
                 args.mode,
                 keyring.match_version,
                 accepted_rows=report.accepted,
+                sent_at=now,
             )
             t_commit = time.perf_counter()
             await session.commit()

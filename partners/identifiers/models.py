@@ -110,3 +110,25 @@ class IdentifierState(Base):
     )
     version: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+
+
+class IdentifierErasure(Base):
+    """An erasure, remembered for the bulk uploads sent before it and applied after it.
+
+    Such an upload is an older statement than the erasure: the people and identifiers it
+    names that were erased meanwhile are left out when it is applied (and counted as
+    ``skipped``). An entry lives until no upload of the partner sent before it is still
+    waiting, and at least ``uploads.erasure_hold_minutes`` (a body may still be streaming in
+    with no upload row yet); then the maintenance of uploads deletes it. It holds the
+    customer_ref or the match keys (every live version) that were erased, never a digest.
+    """
+
+    __tablename__ = "identifier_erasures"
+
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
+    partner_id: Mapped[UUID] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"))
+    customer_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    match_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+
+    __table_args__ = (Index("ix_identifier_erasures_partner_at", "partner_id", "erased_at"),)

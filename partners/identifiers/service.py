@@ -23,6 +23,7 @@ from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import (
     CONSENT_BITS,
     ConsentEvent,
+    IdentifierErasure,
     IdentifierRecord,
     IdentifierState,
 )
@@ -33,6 +34,7 @@ CHUNK = 500  # keys per IN (...) lookup
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
+ERASURES: Table = IdentifierErasure.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -259,6 +261,7 @@ class IdentifierService:
         ).all()
         people = sorted({ref for ref, _ in found})
         result = await self.session.execute(delete(RECORDS).where(where))
+        await self._remember_erasure(partner_id, customer_refs, keys + [bytes(k) for _, k in found])
         await forget_in_rewards(self.session, partner_id, [bytes(key) for _, key in found], people)
         removed = rowcount(result)
         everything = sum(CONSENT_BITS.values())
@@ -277,6 +280,22 @@ class IdentifierService:
             ),
         )
         return removed, len(people)
+
+    async def _remember_erasure(
+        self, partner_id: UUID, customer_refs: Sequence[str], keys: Sequence[bytes]
+    ) -> None:
+        """For the bulk uploads sent before now and applied later: they leave these people
+        and identifiers out (see IdentifierErasure; the uploads' maintenance forgets them)."""
+        now = datetime.now(UTC)
+        rows = [
+            {"partner_id": partner_id, "customer_ref": ref, "match_key": None, "erased_at": now}
+            for ref in dict.fromkeys(customer_refs)
+        ] + [
+            {"partner_id": partner_id, "customer_ref": None, "match_key": key, "erased_at": now}
+            for key in dict.fromkeys(keys)
+        ]
+        if rows:
+            await self.session.execute(ERASURES.insert(), rows)
 
     async def _record_changes(
         self, partner_id: UUID, changes: dict[str, _Change], cause: str

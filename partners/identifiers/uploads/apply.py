@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.db import rowcount
 from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.service import EVENTS, RECORDS, IdentifierService
+from partners.identifiers.uploads.erasures import erased_since
 from partners.identifiers.uploads.models import REPLACE
 from partners.identifiers.uploads.staging import STAGING
 
@@ -77,6 +78,15 @@ class ApplyResult:
     updated: int
     removed: int
     notice: str | None
+    skipped: int = 0
+
+
+def erased_notice(skipped: int) -> str:
+    return (
+        f"{skipped:,} accepted row(s) were not applied: the people or identifiers they name "
+        "were erased after this upload was sent, and an erasure wins over older uploads. "
+        "Upload them again if they should come back."
+    )
 
 
 def _bit_or(column: Any, dialect: str) -> ColumnElement[Any]:
@@ -104,14 +114,27 @@ class UploadApplier:
         match_version: int,
         *,
         accepted_rows: int,
+        sent_at: datetime,
         with_previous_keys: bool = False,
     ) -> ApplyResult:
-        """Apply the upload staged under ``stage_key`` (run it inside :func:`apply_settings`)."""
+        """Apply the upload staged under ``stage_key`` (run it inside :func:`apply_settings`).
+
+        Rows naming a person or identifier erased since ``sent_at`` are left out (skipped)."""
         # The partner's change counter first: its row lock serialises this apply with every
         # other write to the partner's records (on SQLite the transaction holds the database).
         await self.service.touch(partner_id)
         s = STAGING.alias("s")
         accepted = and_(s.c.stage_key == stage_key, s.c.refused.is_(False))
+        skipped = 0
+        erased = await erased_since(self.session, s, partner_id, sent_at)
+        if erased is not None:
+            skipped = int(
+                await self.session.scalar(
+                    select(func.count()).select_from(s).where(accepted, erased)
+                )
+                or 0
+            )
+            accepted = and_(accepted, ~erased)
         if with_previous_keys:
             await self._rekey_previous_version(s, accepted, partner_id, match_version)
         r = RECORDS.alias("r")
@@ -143,8 +166,14 @@ class UploadApplier:
             result = await self.session.execute(delete(RECORDS).where(removal))
             removed = rowcount(result)
         await self._upsert(s, same_key, accepted, partner_id, match_version, updated=updated)
+        if skipped:
+            notice = " ".join(filter(None, [notice, erased_notice(skipped)]))
         return ApplyResult(
-            created=accepted_rows - updated, updated=updated, removed=removed, notice=notice
+            created=accepted_rows - skipped - updated,
+            updated=updated,
+            removed=removed,
+            notice=notice,
+            skipped=skipped,
         )
 
     async def _rekey_previous_version(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -100,6 +101,7 @@ class UploadController(Controller):
         announced = header(request.scope, b"content-length")
         if announced is not None and announced.isdigit() and int(announced) > limit:
             raise PayloadTooLarge(reason, fix="Split the file, or wait for earlier uploads.")
+        sent_at = datetime.now(UTC)  # erasures from now on win over this upload
         body = await spool(
             request.stream(),
             uploads.spool_dir,
@@ -122,6 +124,7 @@ class UploadController(Controller):
                 compressed=compressed,
                 idempotency_key=key,
                 actor=actor,
+                sent_at=sent_at,
             )
         except BaseException:
             body.discard()

@@ -56,11 +56,15 @@ class IdentifierUpload(Base):
     created: Mapped[int] = mapped_column(BigInteger, default=0)
     updated: Mapped[int] = mapped_column(BigInteger, default=0)
     removed: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Accepted rows left out because their person or identifier was erased after sent_at.
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     notice: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+    # When the hub began to receive the body: erasures from then on win over this upload.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
 

@@ -33,6 +33,7 @@ from hub.core.db import writing
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.service import IdentifierService
 from partners.identifiers.uploads.apply import UploadApplier, apply_settings
+from partners.identifiers.uploads.erasures import forget_erasures
 from partners.identifiers.uploads.models import COMPLETED, FAILED, PENDING, PROCESSING
 from partners.identifiers.uploads.rows import UnreadableBody
 from partners.identifiers.uploads.spool import spool_path, sweep
@@ -71,6 +72,8 @@ class UploadSettings(Protocol):
     def max_attempts(self) -> int: ...
     @property
     def parse_processes(self) -> int: ...
+    @property
+    def erasure_hold_minutes(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Claim:
     fmt: str
     compressed: bool
     attempt: int
+    sent_at: datetime
 
 
 class UploadFailed(Exception):
@@ -176,6 +180,8 @@ class UploadProcessor:
                             UPLOADS.c.format,
                             UPLOADS.c.gzip,
                             UPLOADS.c.attempts,
+                            UPLOADS.c.sent_at,
+                            UPLOADS.c.created_at,
                         )
                         .where(waiting)
                         .order_by(UPLOADS.c.created_at)
@@ -208,7 +214,16 @@ class UploadProcessor:
                     )
                 )
                 await session.commit()
-        return Claim(row.id, row.partner_id, row.client_id, row.mode, row.format, row.gzip, attempt)
+        return Claim(
+            row.id,
+            row.partner_id,
+            row.client_id,
+            row.mode,
+            row.format,
+            row.gzip,
+            attempt,
+            row.sent_at or row.created_at,
+        )
 
     async def _heartbeat(self, claim: Claim) -> None:
         every = max(self.settings.lease_seconds / 3, 0.1)
@@ -331,6 +346,7 @@ class UploadProcessor:
             claim.mode,
             report.match_version,
             accepted_rows=report.accepted,
+            sent_at=claim.sent_at,
             with_previous_keys=report.with_previous_keys,
         )
         await audit.append(
@@ -346,6 +362,7 @@ class UploadProcessor:
                 created=result.created,
                 updated=result.updated,
                 removed=result.removed,
+                skipped=result.skipped,
             ),
         )
         done = await session.execute(
@@ -359,6 +376,7 @@ class UploadProcessor:
                 created=result.created,
                 updated=result.updated,
                 removed=result.removed,
+                skipped=result.skipped,
                 notice=result.notice,
                 lease_until=None,
                 finished_at=datetime.now(UTC),
@@ -389,6 +407,7 @@ class UploadProcessor:
 
     def sweep(self) -> None:
         sweep(self.sync_engine, self.spool_dir)
+        forget_erasures(self.sync_engine, timedelta(minutes=self.settings.erasure_hold_minutes))
 
     def _clean_up(self, upload_id: UUID, path: Path) -> None:
         """Staging rows and the spooled body of a finished upload (completed or failed)."""

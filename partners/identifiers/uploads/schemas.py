@@ -21,6 +21,8 @@ class UploadOut(msgspec.Struct):
     created: int
     updated: int
     removed: int
+    # Accepted rows not applied: their person or identifier was erased after the upload.
+    skipped: int
     error: str | None
     notice: str | None
     created_at: datetime

@@ -42,6 +42,7 @@ def _out(upload: IdentifierUpload) -> UploadOut:
         created=upload.created,
         updated=upload.updated,
         removed=upload.removed,
+        skipped=upload.skipped,
         error=upload.error,
         notice=upload.notice,
         created_at=upload.created_at,
@@ -94,6 +95,7 @@ class UploadService:
         compressed: bool,
         idempotency_key: str | None,
         actor: Actor,
+        sent_at: datetime,
     ) -> UploadOut:
         upload = IdentifierUpload(
             id=UUID(bytes=uuid_utils.uuid7().bytes),  # time-ordered: lists page newest first
@@ -112,8 +114,10 @@ class UploadService:
             created=0,
             updated=0,
             removed=0,
+            skipped=0,
             attempts=0,
             created_at=datetime.now(UTC),
+            sent_at=sent_at,
         )
         self.session.add(upload)
         await self.session.flush()

@@ -1,0 +1,55 @@
+"""Erasures that win over bulk uploads sent before them (see ``IdentifierErasure``).
+
+An upload is applied some time after it was sent; an erasure in between is the newer
+statement. The apply leaves out the accepted rows whose customer_ref or match key (current or
+previous version) was erased since the upload was sent, and counts them as ``skipped``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, Engine, and_, delete, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.db import rowcount
+from partners.identifiers.service import ERASURES
+from partners.identifiers.uploads.models import PENDING, PROCESSING, IdentifierUpload
+
+UPLOADS = IdentifierUpload.__table__
+
+
+async def erased_since(
+    session: AsyncSession, staged: Any, partner_id: UUID, sent_at: datetime
+) -> ColumnElement[bool] | None:
+    """The condition "this staged row names something erased since ``sent_at``", or None
+    when nothing of the partner was erased since then (the common case: no extra join)."""
+    since = and_(ERASURES.c.partner_id == partner_id, ERASURES.c.erased_at >= sent_at)
+    if not await session.scalar(select(exists().where(since))):
+        return None
+    return exists().where(
+        since,
+        or_(
+            ERASURES.c.customer_ref == staged.c.customer_ref,
+            ERASURES.c.match_key == staged.c.match_key,
+            ERASURES.c.match_key == staged.c.prev_key,
+        ),
+    )
+
+
+def forget_erasures(engine: Engine, hold: timedelta) -> int:
+    """Delete the erasures no upload can need any more: older than ``hold`` (a body may still
+    be streaming in, with no upload row yet) and later than every waiting upload of the
+    partner. Returns how many were deleted."""
+    waiting = exists().where(
+        UPLOADS.c.partner_id == ERASURES.c.partner_id,
+        UPLOADS.c.status.in_((PENDING, PROCESSING)),
+        func.coalesce(UPLOADS.c.sent_at, UPLOADS.c.created_at) <= ERASURES.c.erased_at,
+    )
+    with engine.begin() as connection:
+        result = connection.execute(
+            delete(ERASURES).where(ERASURES.c.erased_at < datetime.now(UTC) - hold, ~waiting)
+        )
+    return rowcount(result)
