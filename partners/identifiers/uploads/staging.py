@@ -76,10 +76,13 @@ class KeyCensus:
 
     def may_repeat(self) -> bool:
         parts, self._parts = self._parts, []
-        if not parts:
-            return False
-        keys = np.concatenate([np.frombuffer(part, dtype=np.uint64) for part in parts])
-        del parts
+        keys = np.empty(sum(len(part) for part in parts) // PREFIX_BYTES, dtype=np.uint64)
+        at = 0
+        parts.reverse()
+        while parts:  # each part is freed once copied: at most the array and one part held
+            part = np.frombuffer(parts.pop(), dtype=np.uint64)
+            keys[at : at + len(part)] = part
+            at += len(part)
         keys.sort()
         return bool((keys[1:] == keys[:-1]).any())
 
