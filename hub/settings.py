@@ -115,7 +115,7 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 3
     parse_processes: int = 2
     process_in_serve: bool = True
-    erasure_hold_minutes: float = 60.0
+    erasure_hold_minutes: float = 120.0
 
 
 class MatchingSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -88,6 +88,11 @@ class NotFound(HubError):
     fix = "Check the identifier; objects of other partners are not visible to you."
 
 
+class RequestTimeout(HubError):
+    status, slug, title = 408, "request-timeout", "Request body too slow"
+    fix = "Send the body faster, or split it into smaller requests."
+
+
 class Conflict(HubError):
     status, slug, title = 409, "conflict", "Conflicts with the current state"
     fix = "Read the current state of the object and send a request consistent with it."

@@ -118,9 +118,9 @@ class IdentifierErasure(Base):
     Such an upload is an older statement than the erasure: the people and identifiers it
     names that were erased meanwhile are left out when it is applied (and counted as
     ``skipped``). An entry lives until no upload of the partner sent before it is still
-    waiting, and at least ``uploads.erasure_hold_minutes`` (a body may still be streaming in
-    with no upload row yet); then the maintenance of uploads deletes it. It holds the
-    customer_ref or the match keys (every live version) that were erased, never a digest.
+    waiting, and at least ``uploads.erasure_hold_minutes``, the longest a body may take to
+    arrive (it has no upload row until then); then the maintenance of uploads deletes it.
+    It holds the customer_ref or the match keys (every live version) erased, never a digest.
     """
 
     __tablename__ = "identifier_erasures"

@@ -17,7 +17,7 @@ from partners.kit.files import looks_like_contact, shown_name
 FIELDS = {"id_type", "id_hash", "customer_ref", "consents", "attributes"}
 KNOWN = ", ".join(sorted(FIELDS))
 MAX_REF = 200
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")  # with match: the whole name
 MAX_ATTRIBUTE_VALUE = 100
 
 

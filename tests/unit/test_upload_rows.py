@@ -42,7 +42,7 @@ REFS = (
     "Ünïcode1",
     "12345",
 )
-NAMES = ("tier", "city", "1bad", "a" * 64, "a" * 65, "", "x.y-z_1")
+NAMES = ("tier", "city", "1bad", "a" * 64, "a" * 65, "", "x.y-z_1", "tier\n")
 VALUES: tuple[Any, ...] = (
     "gold",
     5,
@@ -199,3 +199,24 @@ def test_a_long_line_is_refused_by_its_length_and_the_next_one_read() -> None:
     assert [(e.index, e.reason) for e in batch.errors] == [
         (2, f"the line is longer than {MAX_LINE_BYTES} bytes")
     ]
+
+
+def test_an_attribute_name_with_a_trailing_newline_is_refused() -> None:
+    errors: list[RecordError] = []
+    record = {"id_type": "email", "id_hash": ID_HASHES[0], "customer_ref": "C1"}
+    assert check_record(1, {**record, "attributes": {"tier\n": "gold"}}, errors) is None
+    assert [e.field for e in errors] == ["attributes"]
+    assert check_record(2, {**record, "attributes": {"tier": "gold"}}, []) is not None
+
+
+def test_refused_texts_are_not_kept_in_the_fast_path_caches() -> None:
+    from partners.identifiers.uploads import rows
+
+    pasted = {
+        "id_type": "email",
+        "id_hash": ID_HASHES[0],
+        "customer_ref": "C1",
+        "attributes": {"contact": "someone@example.org"},
+    }
+    check_lines((1, msgspec.json.encode(pasted)))
+    assert not [raw for raw in rows._attribute_texts if b"someone" in raw]

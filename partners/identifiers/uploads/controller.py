@@ -108,6 +108,7 @@ class UploadController(Controller):
             limit=limit,
             gzip=compressed,
             limit_reason=reason,
+            receive_seconds=settings.erasure_hold_minutes * 60,
         )
         try:
             if key is not None:

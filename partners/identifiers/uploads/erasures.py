@@ -25,17 +25,21 @@ async def erased_since(
     session: AsyncSession, staged: Any, partner_id: UUID, sent_at: datetime
 ) -> ColumnElement[bool] | None:
     """The condition "this staged row names something erased since ``sent_at``", or None
-    when nothing of the partner was erased since then (the common case: no extra join)."""
+    when nothing of the partner was erased since then (the common case: no extra work).
+
+    Uncorrelated ``IN`` subqueries, so each is computed once and looked up by hash (a
+    correlated ``EXISTS … OR …`` scanned every erasure for every staged row: 35 s for 100k rows
+    and 5k erasures on PostgreSQL). Never NULL for an accepted row: the subqueries hold no
+    NULL, and an accepted row has a customer_ref and a match key (``prev_key`` is checked)."""
     since = and_(ERASURES.c.partner_id == partner_id, ERASURES.c.erased_at >= sent_at)
     if not await session.scalar(select(exists().where(since))):
         return None
-    return exists().where(
-        since,
-        or_(
-            ERASURES.c.customer_ref == staged.c.customer_ref,
-            ERASURES.c.match_key == staged.c.match_key,
-            ERASURES.c.match_key == staged.c.prev_key,
-        ),
+    refs = select(ERASURES.c.customer_ref).where(since, ERASURES.c.customer_ref.is_not(None))
+    keys = select(ERASURES.c.match_key).where(since, ERASURES.c.match_key.is_not(None))
+    return or_(
+        staged.c.customer_ref.in_(refs),
+        staged.c.match_key.in_(keys),
+        and_(staged.c.prev_key.is_not(None), staged.c.prev_key.in_(keys)),
     )
 
 

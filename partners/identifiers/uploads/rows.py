@@ -87,46 +87,51 @@ _attribute_map = msgspec.json.Decoder(
     Annotated[dict[str, str | int | float], msgspec.Meta(max_length=MAX_ATTRIBUTES)] | None
 )
 _json = msgspec.json.Encoder()
-# The raw JSON texts of consents and attributes seen so far, with what they give (None: the
-# slow path must say what is wrong). Bounded: a file of all-distinct texts is checked row by
-# row, at no more memory than this.
-_CHECKED_MAX = 10_000
-_masks: dict[bytes, int | None] = {}
-_attribute_texts: dict[bytes, tuple[bool, str | None]] = {}
+# The raw JSON texts of consents and attributes that passed, with what they give. Only short
+# texts, and only accepted ones (a refused text may hold a pasted address: it is never kept).
+# A file repeats a few sets of them; when one holds more distinct texts than the cache, the
+# cache starts over: at most 10,000 texts of at most 256 bytes per process.
+_CACHE_TEXT_MAX = 256
+_CACHE_MAX = 10_000
+_masks: dict[bytes, int] = {}
+_attribute_texts: dict[bytes, str | None] = {}
 _BAD = (False, None)
+
+
+def _remember(cache: dict[bytes, Any], raw: bytes, value: Any) -> None:
+    if len(raw) <= _CACHE_TEXT_MAX:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[raw] = value
 
 
 def _consents_of(raw: bytes) -> int | None:
     """The consent mask of a raw JSON list of purposes, or None when it is not one."""
-    mask = _masks.get(raw, -1)
-    if mask != -1:
+    mask = _masks.get(raw)
+    if mask is not None:
         return mask
     try:
-        purposes: list[Any] | None = _consent_list.decode(raw)
+        purposes: list[Any] = _consent_list.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        purposes = None
-    mask = None
-    if purposes is not None:
-        mask = 0
-        for purpose in purposes:
-            mask |= CONSENT_BITS[purpose]
-    if len(_masks) < _CHECKED_MAX:
-        _masks[raw] = mask
+        return None
+    mask = 0
+    for purpose in purposes:
+        mask |= CONSENT_BITS[purpose]
+    _remember(_masks, raw, mask)
     return mask
 
 
 def _attributes_of(raw: bytes) -> tuple[bool, str | None]:
     """(True, the attributes as stored JSON, or None when there are none) for raw JSON
     attributes that pass the checks; (False, None) when the slow path must look at them."""
-    known = _attribute_texts.get(raw)
-    if known is not None:
-        return known
+    if raw in _attribute_texts:
+        return True, _attribute_texts[raw]
     try:
         result = _checked_attributes(_attribute_map.decode(raw))
     except (msgspec.ValidationError, msgspec.DecodeError):
-        result = _BAD
-    if len(_attribute_texts) < _CHECKED_MAX:
-        _attribute_texts[raw] = result
+        return _BAD
+    if result[0]:
+        _remember(_attribute_texts, raw, result[1])
     return result
 
 

@@ -3,17 +3,19 @@ removed when their upload is finished (or swept when a process died before remov
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO, Any
 from uuid import UUID
 
 from sqlalchemy import Engine, select
 
-from hub.core.errors import BadRequest, PayloadTooLarge
+from hub.core.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from partners.identifiers.uploads.models import PENDING, PROCESSING
 from partners.identifiers.uploads.staging import STAGING, UPLOADS, clear_staging
 
@@ -59,30 +61,35 @@ class SpooledBody:
 
 
 async def spool(
-    chunks: AsyncIterator[bytes], spool_dir: Path, *, limit: int, gzip: bool, limit_reason: str
+    chunks: AsyncIterator[bytes],
+    spool_dir: Path,
+    *,
+    limit: int,
+    gzip: bool,
+    limit_reason: str,
+    receive_seconds: float,
 ) -> SpooledBody:
-    """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes."""
+    """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes,
+    within ``receive_seconds`` (a body arriving longer than that could miss an erasure the hub
+    has stopped remembering: see IdentifierErasure)."""
     path = spool_dir / f".incoming-{uuid.uuid4()}"
     digest = hashlib.sha256()
-    size = 0
+    received = [0]
     try:
         with path.open("wb") as out:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                if size == 0 and gzip and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
-                    raise BadRequest(
-                        "The body is declared 'Content-Encoding: gzip' but is not gzip.",
-                        fix="Compress the file with gzip, or send it without that header.",
-                    )
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
-                digest.update(chunk)
-                out.write(chunk)
+            async with asyncio.timeout(receive_seconds):
+                await _receive(chunks, out, digest, received, limit, gzip, limit_reason)
+    except TimeoutError:
+        path.unlink(missing_ok=True)
+        raise RequestTimeout(
+            f"The body did not arrive within {receive_seconds / 60:g} minutes "
+            f"({received[0]:,} bytes so far); nothing was kept.",
+            fix="Send the file again over a faster link, or split it into smaller uploads.",
+        ) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    size = received[0]
     if size == 0:
         path.unlink(missing_ok=True)
         raise BadRequest(
@@ -90,6 +97,33 @@ async def spool(
             fix="Send NDJSON (one record a line) or CSV with a header row.",
         )
     return SpooledBody(path, size, digest.hexdigest())
+
+
+async def _receive(
+    chunks: AsyncIterator[bytes],
+    out: IO[bytes],
+    digest: Any,
+    received: list[int],
+    limit: int,
+    gzip: bool,
+    limit_reason: str,
+) -> None:
+    """Copy the chunks to ``out``, counting bytes in ``received[0]`` as they arrive."""
+    size = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if size == 0 and gzip and not chunk.startswith(GZIP_MAGIC[: len(chunk)]):
+            raise BadRequest(
+                "The body is declared 'Content-Encoding: gzip' but is not gzip.",
+                fix="Compress the file with gzip, or send it without that header.",
+            )
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
+        digest.update(chunk)
+        out.write(chunk)
+        received[0] = size
 
 
 def sweep(engine: Engine, spool_dir: Path) -> None:
