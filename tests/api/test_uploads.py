@@ -200,9 +200,27 @@ def test_reuploading_the_same_file_changes_nothing(hub: Hub, brand: Any) -> None
     body = ndjson([email_record(f"i{i}") for i in range(100)])
     assert upload_and_wait(hub, headers, body)["created"] == 100
     before = records_of(hub, partner["name"])
+    stamps = updated_at_of(hub, partner["name"])
     again = upload_and_wait(hub, headers, body)
     assert (again["created"], again["updated"]) == (0, 100)
     assert records_of(hub, partner["name"]) == before
+    assert updated_at_of(hub, partner["name"]) == stamps  # no record was rewritten
+    changed = [email_record(f"i{i}") for i in range(100)]
+    changed[7]["consents"] = ["analytics"]
+    upload_and_wait(hub, headers, ndjson(changed))
+    after = updated_at_of(hub, partner["name"])
+    assert [ref for ref in after if after[ref] != stamps[ref]] == ["cust-i7"]
+    assert records_of(hub, partner["name"])["cust-i7"][1] == 1
+
+
+def updated_at_of(hub: Hub, partner_name: str) -> dict[str, Any]:
+    rows = execute_sql(
+        hub.database_url,
+        "SELECT r.customer_ref, r.updated_at FROM identifier_records r "
+        "JOIN partners p ON p.id = r.partner_id WHERE p.name = :name",
+        name=partner_name,
+    )
+    return dict(rows)
 
 
 def test_idempotency_key_returns_the_first_upload(hub: Hub, brand: Any) -> None:

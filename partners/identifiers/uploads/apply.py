@@ -18,8 +18,10 @@ from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
+    Text,
     and_,
     case,
+    cast,
     delete,
     exists,
     func,
@@ -154,7 +156,7 @@ class UploadApplier:
                 or 0
             )
         removal, notice = (
-            await self._removal(stage_key, partner_id)
+            await self._removal(stage_key, partner_id, with_previous_keys=with_previous_keys)
             if mode == REPLACE and has_records
             else (None, None)
         )
@@ -194,7 +196,7 @@ class UploadApplier:
         )
 
     async def _removal(
-        self, stage_key: str, partner_id: UUID
+        self, stage_key: str, partner_id: UUID, *, with_previous_keys: bool
     ) -> tuple[ColumnElement[bool] | None, str | None]:
         """Which records a ``replace`` removes: those of the id types present that the upload
         does not hold, except records of people (or identifiers) whose row was refused."""
@@ -213,23 +215,27 @@ class UploadApplier:
         if faceless:
             return None, UNREADABLE_PERSON
         types = select(t.c.id_type).where(in_upload, t.c.id_type.is_not(None)).distinct()
-        held = exists().where(
-            in_upload,
-            t.c.id_type == RECORDS.c.id_type,
-            or_(t.c.match_key == RECORDS.c.match_key, t.c.prev_key == RECORDS.c.match_key),
-        )
+
+        # One equality per NOT EXISTS: the database turns each into a hash anti-join. (With
+        # "match_key = … OR prev_key = …" in one, PostgreSQL hashed on id_type alone and
+        # compared every record with every staged row: a 1M-row replace ran for hours.)
+        def held(key: Any) -> Any:
+            return exists().where(
+                in_upload, t.c.id_type == RECORDS.c.id_type, key == RECORDS.c.match_key
+            )
+
         kept_person = exists().where(
             in_upload, t.c.refused.is_(True), t.c.customer_ref == RECORDS.c.customer_ref
         )
-        return (
-            and_(
-                RECORDS.c.partner_id == partner_id,
-                RECORDS.c.id_type.in_(types),
-                ~held,
-                ~kept_person,
-            ),
-            None,
-        )
+        conditions = [
+            RECORDS.c.partner_id == partner_id,
+            RECORDS.c.id_type.in_(types),
+            ~held(t.c.match_key),
+            ~kept_person,
+        ]
+        if with_previous_keys:  # mid-rotation: a record still under the previous version
+            conditions.append(~held(t.c.prev_key))
+        return and_(*conditions), None
 
     async def _record_consent_changes(
         self,
@@ -325,10 +331,17 @@ class UploadApplier:
             RECORDS.c.id_type == s.c.id_type,
             RECORDS.c.match_key == s.c.match_key,
         )
+        # Only records that change are written: a daily snapshot mostly repeats yesterday's,
+        # and rewriting every row cost 13 s a million (bench/upload_phases.py --uploads 2).
+        changed = or_(
+            RECORDS.c.customer_ref != s.c.customer_ref,
+            RECORDS.c.consents != s.c.consents,
+            cast(RECORDS.c.attributes, Text).is_distinct_from(cast(s.c.attributes, Text)),
+        )
         if updated:
             await self.session.execute(
                 update(RECORDS)
-                .where(known, accepted)
+                .where(known, accepted, changed)
                 .values(
                     customer_ref=s.c.customer_ref,
                     consents=s.c.consents,
