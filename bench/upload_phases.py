@@ -30,7 +30,7 @@ from partners.identifiers.uploads.apply import UploadApplier, apply_settings
 from partners.identifiers.uploads.models import IdentifierUpload
 from partners.identifiers.uploads.staging import (
     StagingJob,
-    clear_staging,
+    clear_staging_in_batches,
     refuse_duplicates,
     stage,
 )
@@ -138,8 +138,7 @@ async def main() -> None:
         for statement, seconds in timings.most_common():
             print(f"{seconds:8.2f} s  {statement}")
         start = time.perf_counter()
-        with sync_engine.begin() as connection:
-            clear_staging(connection, upload_id, errors=False)
+        clear_staging_in_batches(sync_engine, upload_id)
         print(f"clean-up of the staging rows: {time.perf_counter() - start:.2f} s")
     await engine.dispose()
     sync_engine.dispose()

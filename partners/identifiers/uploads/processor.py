@@ -42,7 +42,7 @@ from partners.identifiers.uploads.staging import (
     LeaseLost,
     StageReport,
     StagingJob,
-    clear_staging,
+    clear_staging_in_batches,
     refuse_duplicates,
     stage,
     stage_key,
@@ -411,6 +411,5 @@ class UploadProcessor:
 
     def _clean_up(self, upload_id: UUID, path: Path) -> None:
         """Staging rows and the spooled body of a finished upload (completed or failed)."""
-        with self.sync_engine.begin() as connection:
-            clear_staging(connection, upload_id, errors=False)
+        clear_staging_in_batches(self.sync_engine, upload_id)
         path.unlink(missing_ok=True)
