@@ -35,23 +35,11 @@ from hub.demo.brands import CITIES, TIERS
 from hub.demo.people import CustomerBase, Population
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES
-from partners.identifiers.service import EVENTS, RECORDS, IdentifierService
+from partners.identifiers.service import EVENTS, RECORD_COLUMNS, RECORDS, IdentifierService
 from partners.identifiers.uploads.apply import apply_settings
 
 EMAIL, PHONE = ID_TYPE_CODES["email"], ID_TYPE_CODES["phone"]
 WRITE_ROWS = 20_000  # rows per executemany / progress step
-RECORD_COLUMNS = (
-    "partner_id",
-    "id_type",
-    "match_key",
-    "key_version",
-    "digest_enc",
-    "data_version",
-    "customer_ref",
-    "consents",
-    "attributes",
-    "updated_at",
-)
 EVENT_COLUMNS = ("partner_id", "customer_ref", "granted", "withdrawn", "cause", "at")
 
 

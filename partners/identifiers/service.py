@@ -35,6 +35,7 @@ RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 ERASURES: Table = IdentifierErasure.__table__  # type: ignore[assignment]
+RECORD_COLUMNS = tuple(RECORDS.c.keys())  # every column of a record, in table order
 
 
 @dataclass

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import rowcount
 from partners.identifiers.models import CONSENT_BITS
-from partners.identifiers.service import EVENTS, RECORDS, IdentifierService
+from partners.identifiers.service import EVENTS, RECORD_COLUMNS, RECORDS, IdentifierService
 from partners.identifiers.uploads.erasures import erased_since
 from partners.identifiers.uploads.models import REPLACE
 from partners.identifiers.uploads.staging import STAGING
@@ -364,16 +364,4 @@ class UploadApplier:
         ).where(accepted)
         if updated:
             rows = rows.where(~exists().where(same_key))
-        columns = [
-            "partner_id",
-            "id_type",
-            "match_key",
-            "key_version",
-            "digest_enc",
-            "data_version",
-            "customer_ref",
-            "consents",
-            "attributes",
-            "updated_at",
-        ]
-        await self.session.execute(RECORDS.insert().from_select(columns, rows))
+        await self.session.execute(RECORDS.insert().from_select(list(RECORD_COLUMNS), rows))

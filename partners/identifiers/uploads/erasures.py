@@ -16,9 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import rowcount
 from partners.identifiers.service import ERASURES
-from partners.identifiers.uploads.models import PENDING, PROCESSING, IdentifierUpload
-
-UPLOADS = IdentifierUpload.__table__
+from partners.identifiers.uploads.models import PENDING, PROCESSING
+from partners.identifiers.uploads.staging import UPLOADS
 
 
 async def erased_since(

@@ -19,8 +19,9 @@ from typing import IO, Any
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, func, select, text, update
 
+from hub.core.db import rowcount
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_NAMES
 from partners.identifiers.uploads.models import NDJSON, IdentifierUpload, StagedRecord, UploadError
@@ -329,11 +330,18 @@ def _write_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None
         cursor.close()
 
 
-def clear_staging(connection: Connection, upload_id: UUID, *, errors: bool) -> None:
-    """Remove the staging rows of every attempt of an upload (and its error report)."""
-    connection.execute(delete(STAGING).where(STAGING.c.stage_key.startswith(f"{upload_id}.")))
+def _staged_rows_of(upload_id: UUID) -> Any:
+    """The staging rows of every attempt of an upload."""
+    return STAGING.c.stage_key.startswith(f"{upload_id}.")
+
+
+def clear_staging(connection: Connection, upload_id: UUID, *, errors: bool) -> int:
+    """Remove the staging rows of every attempt of an upload (and its error report).
+    Returns how many staging rows were removed."""
+    removed = rowcount(connection.execute(delete(STAGING).where(_staged_rows_of(upload_id))))
     if errors:
         connection.execute(delete(ERRORS).where(ERRORS.c.upload_id == upload_id))
+    return removed
 
 
 CLEAR_BATCH_ROWS = 50_000
@@ -347,11 +355,8 @@ def clear_staging_in_batches(engine: Engine, upload_id: UUID) -> int:
     how many rows were removed."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as connection:
-            result = connection.execute(
-                delete(STAGING).where(STAGING.c.stage_key.startswith(f"{upload_id}."))
-            )
-        return int(result.rowcount or 0)
-    mine = STAGING.c.stage_key.startswith(f"{upload_id}.")
+            return clear_staging(connection, upload_id, errors=False)
+    mine = _staged_rows_of(upload_id)
     with engine.connect() as connection:
         low, high = connection.execute(
             select(func.min(STAGING.c.id), func.max(STAGING.c.id)).where(mine)
@@ -360,13 +365,9 @@ def clear_staging_in_batches(engine: Engine, upload_id: UUID) -> int:
     if low is None:
         return removed
     for start in range(low, high + 1, CLEAR_BATCH_ROWS):  # by id: a range of the table
+        in_range = and_(STAGING.c.id >= start, STAGING.c.id < start + CLEAR_BATCH_ROWS, mine)
         with engine.begin() as connection:
-            result = connection.execute(
-                delete(STAGING).where(
-                    STAGING.c.id >= start, STAGING.c.id < start + CLEAR_BATCH_ROWS, mine
-                )
-            )
-            removed += int(result.rowcount or 0)
+            removed += rowcount(connection.execute(delete(STAGING).where(in_range)))
     return removed
 
 
