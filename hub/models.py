@@ -14,8 +14,10 @@ from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, 
 from partners.partners.models import Partner
 from partners.partnerships.models import Partnership, PartnershipMember
 from partners.rewards.models import (
+    RewardDisclosure,
     RewardEvent,
     RewardFeedItem,
+    RewardFeedReader,
     RewardLot,
     RewardLotUse,
     RewardMember,
@@ -47,8 +49,10 @@ __all__ = [
     "Partnership",
     "PartnershipMember",
     "Revocation",
+    "RewardDisclosure",
     "RewardEvent",
     "RewardFeedItem",
+    "RewardFeedReader",
     "RewardLot",
     "RewardLotUse",
     "RewardMember",

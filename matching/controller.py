@@ -279,6 +279,25 @@ class OfferController(Controller):
         offer = await offers.approve(offer_id, data, principal.partner, actor)
         return to_out(offer, principal.partner)
 
+    @post(
+        "/{offer_id:uuid}/end",
+        guards=[requires_partner, requires_scope(OFFERS_WRITE)],
+        status_code=200,
+        summary="End an offer now (either member)",
+        description="Closes the offer's window at once: earns that occurred before the end "
+        "are still funded when sent within 7 days. A proposed offer ends without ever being "
+        "active. Ending an ended offer is harmless.",
+    )
+    async def end(
+        self,
+        offer_id: FromPath[UUID],
+        offers: NamedDependency[OfferService],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+    ) -> OfferOut:
+        offer = await offers.end(offer_id, principal.partner, actor)
+        return to_out(offer, principal.partner)
+
     @get(
         "/{offer_id:uuid}/audience",
         guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],

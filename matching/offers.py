@@ -283,6 +283,28 @@ class OfferService:
         await self.session.flush()
         return offer
 
+    async def end(self, offer_id: UUID, caller: UUID, actor: Actor) -> Offer:
+        """A member ends the offer now (its window closes; earns that occurred before the end
+        are still funded if they arrive within the late days). Ending it again is harmless."""
+        offer, _ = await self.get_for(self.session, offer_id, caller, lock=True)
+        now = datetime.now(UTC)
+        if status_of(offer, now) == ENDED:
+            return offer
+        offer.status = ENDED
+        offer.ends_at = now
+        await append(
+            self.session,
+            actor.event(
+                "offer.ended",
+                "offer",
+                str(offer.id),
+                partnership_id=str(offer.partnership_id),
+                was_active=offer.activated_at is not None,
+            ),
+        )
+        await self.session.flush()
+        return offer
+
     async def _audit_refusal(self, actor: Actor, offer: Offer) -> None:
         """Record the refusal although nothing else of the request is kept: roll the request
         back, then commit the audit entry alone (the request's session holds SQLite's write
@@ -431,7 +453,7 @@ async def reconcile_offer(
                 .with_for_update()
                 .execution_options(populate_existing=True)
             )
-            if offer is None or offer.status != ACTIVE:
+            if offer is None or offer.activated_at is None:
                 return 0
             if all(offer.reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
                 return 0  # someone else reconciled to these versions (or newer) meanwhile
@@ -477,6 +499,26 @@ async def reconcile_offer(
             offer.reconciled = {str(x.partner_id): x.version for x in (a, b)}
             offer.audience_sizes = sizes
     return removed
+
+
+async def reconcile_offers(
+    session_maker: async_sessionmaker[AsyncSession], arrays: ArrayCache, offer_ids: Sequence[UUID]
+) -> None:
+    """Reconcile these offers (those ever activated) to their members' current records, in
+    sessions of their own: called before a request's own transaction starts (an earn under an
+    offer is funded only for the audience as it stands now)."""
+    if not offer_ids:
+        return
+    async with session_maker() as session:
+        rows = (
+            await session.execute(
+                select(Offer.id, Partnership)
+                .join(Partnership, Partnership.id == Offer.partnership_id)
+                .where(Offer.id.in_(sorted(set(offer_ids))), Offer.activated_at.is_not(None))
+            )
+        ).all()
+    for offer_id, partnership in rows:
+        await reconcile_offer(session_maker, arrays, offer_id, partnership)
 
 
 async def reconcile_active_offers(

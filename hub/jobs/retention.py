@@ -18,7 +18,7 @@ from hub.core.db import rowcount, writing
 from hub.jobs.context import JobContext
 from hub.jobs.models import JobRun, JobRunRequest
 from hub.settings import Settings
-from partners.rewards.jobs import purge_feed
+from partners.rewards.jobs import purge_feed, purge_unheld_members
 from partners.webhooks.service import purge_deliveries
 
 Purge = Callable[[AsyncSession, Settings], Awaitable[int]]
@@ -53,6 +53,7 @@ RETENTION_PURGES: dict[str, Purge] = {
     "job_run_requests": purge_run_requests,
     "webhook_deliveries": purge_deliveries,
     "reward_feed": purge_feed,
+    "reward_members_tombstoned": purge_unheld_members,
 }
 
 

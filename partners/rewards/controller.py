@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 from litestar import Controller, get, post
@@ -18,10 +19,12 @@ from hub.core.pagination import (
     CursorParameter,
     LimitParameter,
     Page,
+    decode_cursor,
     paginate,
     parse_seq,
     read_after,
 )
+from matching.offers import reconcile_offers
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES
 from partners.kit import parse_digest
@@ -37,14 +40,18 @@ from partners.rewards.schemas import (
     SettlementLine,
     SettlementOut,
 )
-from partners.rewards.service import RewardService, check_events
+from partners.rewards.service import RewardService, check_events, remember_read
 
 WRITE, READ = "rewards:write", "rewards:read"
 
 
 def provide_rewards(db_session: NamedDependency[AsyncSession], state: State) -> RewardService:
     crypto: IdentifierCrypto = state.identifier_crypto
-    return RewardService(db_session, crypto)
+
+    async def reconcile(offer_ids: Sequence[UUID]) -> None:
+        await reconcile_offers(state.session_maker, state.array_cache, offer_ids)
+
+    return RewardService(db_session, crypto, reconcile)
 
 
 class RewardController(Controller):
@@ -128,9 +135,16 @@ class RewardController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
+        state: State,
         limit: int = LimitParameter,
         cursor: str | None = CursorParameter,
     ) -> FeedPage:
+        if cursor:
+            # The cursor a reader presents is how far it has read: withdrawn items before it
+            # may now leave with the feed's retention.
+            await remember_read(
+                state.session_maker, principal.partner, decode_cursor(cursor, parse_seq)
+            )
         feed = RewardFeedItem.__table__.c
         rows, position, more = await read_after(
             db_session,

@@ -12,17 +12,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Table, delete, func, select, text
+from sqlalchemy import Table, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import dialect_insert, rowcount, writing
-from partners.identifiers.models import IdentifierRecord
+from partners.identifiers.models import ConsentEvent, IdentifierRecord
 from partners.partnerships.models import ACTIVE, Partnership, PartnershipMember
 from partners.rewards import ledger
 from partners.rewards.models import (
     REDEEM,
+    WITHDRAWN,
+    RewardDisclosure,
     RewardEvent,
     RewardFeedItem,
+    RewardFeedReader,
     RewardLot,
     RewardLotUse,
     RewardMember,
@@ -50,6 +53,9 @@ FEED: Table = RewardFeedItem.__table__  # type: ignore[assignment]
 LOTS: Table = RewardLot.__table__  # type: ignore[assignment]
 USES: Table = RewardLotUse.__table__  # type: ignore[assignment]
 SETTLEMENTS: Table = RewardSettlement.__table__  # type: ignore[assignment]
+DISCLOSURES: Table = RewardDisclosure.__table__  # type: ignore[assignment]
+READERS: Table = RewardFeedReader.__table__  # type: ignore[assignment]
+CONSENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
 SYNC_BATCH = 2000
 EXPIRY_BATCH = 1000
 
@@ -85,6 +91,7 @@ async def _sync_batch(
             select(
                 EVENTS.c.id,
                 EVENTS.c.partner_id,
+                EVENTS.c.member_id,
                 EVENTS.c.kind,
                 EVENTS.c.points,
                 EVENTS.c.occurred_at,
@@ -123,13 +130,25 @@ async def _sync_batch(
             for partner_id, key, ref in rows:
                 consented[(partner_id, id_type, bytes(key))] = ref
     items = []
+    disclosed: dict[tuple[UUID, UUID, int], dict[str, Any]] = {}
+    now = datetime.now(UTC)
     for e in events:
         key = (e.id_type, bytes(e.match_key))
-        if (e.partner_id, *key) not in consented:
+        source_ref = consented.get((e.partner_id, *key))
+        if source_ref is None:
             continue  # the member does not share rewards at the brand where it happened
         for reader in sorted(shares.get(e.partner_id, ())):
             ref = consented.get((reader, *key))
             if ref is not None:
+                disclosed[(reader, e.partner_id, int(e.member_id))] = {
+                    "reader_id": reader,
+                    "source_id": e.partner_id,
+                    "member_id": int(e.member_id),
+                    "reader_ref": ref,
+                    "source_ref": source_ref,
+                    "disclosed_at": now,
+                    "withdrawn_at": None,
+                }
                 items.append(
                     {
                         "partner_id": reader,
@@ -143,6 +162,33 @@ async def _sync_batch(
                     }
                 )
     written = await _write_feed(session, items)
+    await _remember_disclosures(session, list(disclosed.values()))
+    await _enqueue_items(session, written, batch_items)
+    return int(events[-1].id), len(events), len(written)
+
+
+async def _remember_disclosures(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Who received whom from where (a later withdrawal at the source reaches the reader).
+    Activity flowing again after a withdrawal makes the disclosure live again."""
+    for start in range(0, len(rows), 1000):
+        statement = dialect_insert(session, DISCLOSURES)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["reader_id", "source_id", "member_id"],
+                set_={
+                    "reader_ref": statement.excluded.reader_ref,
+                    "source_ref": statement.excluded.source_ref,
+                    "withdrawn_at": None,
+                },
+            ),
+            rows[start : start + 1000],
+        )
+
+
+async def _enqueue_items(
+    session: AsyncSession, written: list[dict[str, Any]], batch_items: int
+) -> None:
+    """The written feed items, to their readers' webhooks (in feed order)."""
     by_reader: dict[UUID, list[dict[str, Any]]] = defaultdict(list)
     for item in written:
         by_reader[item["partner_id"]].append(
@@ -158,7 +204,94 @@ async def _sync_batch(
     for reader, reader_items in by_reader.items():
         reader_items.sort(key=lambda item: item["id"])
         await enqueue(session, reader, reader_items, batch_items=batch_items)
-    return int(events[-1].id), len(events), len(written)
+
+
+async def _withdrawal_batch(
+    session: AsyncSession, after: int, batch_items: int, batch: int = SYNC_BATCH
+) -> tuple[int, int, int]:
+    """``withdrawn`` items for the consent events after ``after`` that withdrew
+    ``rewards_sharing`` (by any path: a consent update, an upload, a moved key, an erasure):
+    each reader that received one of those people from that brand, and whom the brand no
+    longer holds with that consent, is told once, by its own customer_ref.
+    Returns (last consent event seq, consent events read, items written)."""
+    changes = (
+        await session.execute(
+            select(
+                CONSENTS.c.seq,
+                CONSENTS.c.partner_id,
+                CONSENTS.c.customer_ref,
+                CONSENTS.c.withdrawn,
+                CONSENTS.c.at,
+            )
+            .where(CONSENTS.c.seq > after)
+            .order_by(CONSENTS.c.seq)
+            .limit(batch)
+        )
+    ).all()
+    if not changes:
+        return after, 0, 0
+    withdrawn = {
+        (c.partner_id, c.customer_ref): c.at for c in changes if c.withdrawn & ledger.SHARING
+    }
+    items: list[dict[str, Any]] = []
+    by_source: dict[UUID, list[str]] = defaultdict(list)
+    for source, ref in withdrawn:
+        by_source[source].append(ref)
+    for source, refs in by_source.items():
+        for start in range(0, len(refs), 500):
+            still_shared = (
+                select(RECORDS.c.match_key)
+                .where(
+                    RECORDS.c.partner_id == source,
+                    RECORDS.c.match_key == MEMBERS.c.match_key,
+                    RECORDS.c.consents.op("&")(ledger.SHARING) != 0,
+                )
+                .exists()
+            )
+            gone = (
+                await session.execute(
+                    select(
+                        DISCLOSURES.c.reader_id,
+                        DISCLOSURES.c.member_id,
+                        DISCLOSURES.c.reader_ref,
+                        DISCLOSURES.c.source_ref,
+                    )
+                    .join(MEMBERS, MEMBERS.c.id == DISCLOSURES.c.member_id)
+                    .where(
+                        DISCLOSURES.c.source_id == source,
+                        DISCLOSURES.c.source_ref.in_(refs[start : start + 500]),
+                        DISCLOSURES.c.withdrawn_at.is_(None),
+                        ~still_shared,
+                    )
+                    .order_by(DISCLOSURES.c.reader_id, DISCLOSURES.c.member_id)
+                )
+            ).all()
+            now = datetime.now(UTC)
+            for reader, member, reader_ref, source_ref in gone:
+                items.append(
+                    {
+                        "partner_id": reader,
+                        "event_ref": None,
+                        "customer_ref": reader_ref,
+                        "kind": WITHDRAWN,
+                        "points": 0,
+                        "occurred_at": withdrawn[(source, source_ref)],
+                        "source_partner_id": source,
+                        "created_at": now,
+                    }
+                )
+                await session.execute(
+                    update(DISCLOSURES)
+                    .where(
+                        DISCLOSURES.c.reader_id == reader,
+                        DISCLOSURES.c.source_id == source,
+                        DISCLOSURES.c.member_id == member,
+                    )
+                    .values(withdrawn_at=now)
+                )
+    written = await _write_feed(session, items)
+    await _enqueue_items(session, written, batch_items)
+    return int(changes[-1].seq), len(changes), len(written)
 
 
 FEED_COLUMNS = (
@@ -184,6 +317,13 @@ async def _write_feed(session: AsyncSession, items: list[dict[str, Any]]) -> lis
     if not items:
         return []
     if session.get_bind().dialect.name != "postgresql":
+        if items[0]["event_ref"] is None:  # withdrawn items: no event, nothing to collide
+            result = await session.execute(
+                insert(FEED).returning(FEED.c.seq, sort_by_parameter_order=True), items
+            )
+            return [
+                {**item, "seq": int(seq)} for item, seq in zip(items, result.scalars(), strict=True)
+            ]
         result = await session.execute(
             dialect_insert(session, FEED)
             .on_conflict_do_nothing(index_elements=["partner_id", "event_ref"])
@@ -219,27 +359,34 @@ async def _write_feed(session: AsyncSession, items: list[dict[str, Any]]) -> lis
 
 async def rewards_sync(ctx: JobContext) -> dict[str, int]:
     """New activity of members who share rewards at both brands reaches the other brand's feed
-    (named by its own customer_ref) and its webhook, in batches, exactly once."""
+    (named by its own customer_ref) and its webhook, in batches, exactly once. Withdrawals
+    come first: a reader learns that a member withdrew at a brand before (and instead of) any
+    later activity of theirs there."""
     after = int(ctx.cursor.get("event", 0))
-    counts = {"events": 0, "feed_items": 0}
+    consent_after = int(ctx.cursor.get("consent", 0))
+    counts = {"events": 0, "feed_items": 0, "consent_events": 0, "withdrawn_items": 0}
+    batch_items = ctx.settings.webhooks.batch_items
     while True:
         with writing():
             async with ctx.session_maker() as session:
+                consent_last, consents, withdrawn = await _withdrawal_batch(
+                    session, consent_after, batch_items, ctx.settings.rewards.sync_batch
+                )
                 shares = await sharing_partners(session)
                 last, events, written = await _sync_batch(
-                    session,
-                    after,
-                    shares,
-                    ctx.settings.webhooks.batch_items,
-                    ctx.settings.rewards.sync_batch,
+                    session, after, shares, batch_items, ctx.settings.rewards.sync_batch
                 )
-                if not events:
+                if not events and not consents:
                     await session.rollback()
                     return counts
                 counts["events"] += events
                 counts["feed_items"] += written
-                await ctx.checkpoint({"event": last}, counts, session=session)
-        after = last
+                counts["consent_events"] += consents
+                counts["withdrawn_items"] += withdrawn
+                await ctx.checkpoint(
+                    {"event": last, "consent": consent_last}, counts, session=session
+                )
+        after, consent_after = last, consent_last
 
 
 # -- settlement ---------------------------------------------------------------------------
@@ -365,7 +512,24 @@ async def points_expiry(ctx: JobContext) -> dict[str, int]:
 
 
 async def purge_feed(session: AsyncSession, settings: Any) -> int:
-    """Feed entries older than ``rewards.feed_retention_days``."""
+    """Feed entries older than ``rewards.feed_retention_days`` -- but a ``withdrawn`` item
+    only once its reader's cursor has passed it (it must not vanish unread)."""
     cutoff = datetime.now(UTC) - timedelta(days=settings.rewards.feed_retention_days)
-    result = await session.execute(delete(FEED).where(FEED.c.created_at < cutoff))
+    passed = (
+        select(READERS.c.read_seq)
+        .where(READERS.c.partner_id == FEED.c.partner_id)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        delete(FEED).where(
+            FEED.c.created_at < cutoff,
+            or_(FEED.c.kind != WITHDRAWN, FEED.c.seq <= func.coalesce(passed, 0)),
+        )
+    )
     return rowcount(result)
+
+
+async def purge_unheld_members(session: AsyncSession, settings: Any) -> int:
+    """Tombstone ledger members no brand holds any more (after replace removals and
+    offboarding, which remove records without an erasure request)."""
+    return await ledger.tombstone_unheld(session)

@@ -19,9 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.db import dialect_insert
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import CONSENT_BITS, IdentifierRecord
+from partners.rewards.funding import HeldRecord
 from partners.rewards.models import (
     COALITION,
     EXPIRED,
+    FORFEIT,
+    FORFEITED,
     ISSUED,
     LOCAL,
     REDEEMED,
@@ -158,27 +161,31 @@ async def members_for(
     return [found[keys[0]][0] for keys in keyed]
 
 
-async def sharing_at(
+async def records_at(
     session: AsyncSession,
     crypto: IdentifierCrypto,
     partner_id: UUID,
     identities: Sequence[tuple[int, bytes]],
-) -> list[bool]:
-    """Whether the partner holds each identifier with rewards_sharing consent (batched)."""
+) -> list[HeldRecord | None]:
+    """The partner's record of each (id type, digest), under any live key version, or None
+    where the partner holds none (batched)."""
     versions = crypto.keys.live_match_versions()
     keyed = [[crypto.match_key(digest, v) for v in versions] for _, digest in identities]
     wanted = list({k for keys in keyed for k in keys})
-    masks: dict[tuple[int, bytes], int] = {}
+    found: dict[tuple[int, bytes], HeldRecord] = {}
     for start in range(0, len(wanted), 1000):
         rows = await session.execute(
-            select(RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.consents).where(
+            select(
+                RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.customer_ref, RECORDS.c.consents
+            ).where(
                 RECORDS.c.partner_id == partner_id,
                 RECORDS.c.match_key.in_(wanted[start : start + 1000]),
             )
         )
-        masks.update({(int(t), bytes(k)): int(c) for t, k, c in rows})
+        for t, k, ref, consents in rows:
+            found[(int(t), bytes(k))] = HeldRecord(str(ref), int(consents), bytes(k))
     return [
-        any(masks.get((id_type, k), 0) & SHARING for k in keys)
+        next((found[(id_type, k)] for k in keys if (id_type, k) in found), None)
         for (id_type, _), keys in zip(identities, keyed, strict=True)
     ]
 
@@ -496,13 +503,69 @@ async def wallet_points(
     return found.get(LOCAL, 0), found.get(COALITION, 0)
 
 
-async def tombstone(session: AsyncSession, keys: Sequence[bytes]) -> int:
-    """Erasure: the members with these match keys keep their postings but no longer carry a
-    key that links them to a person (a random one instead) nor an encrypted digest."""
-    ids = [
-        int(i)
-        for i in await session.scalars(select(MEMBERS.c.id).where(MEMBERS.c.match_key.in_(keys)))
-    ]
+async def forfeit_local(session: AsyncSession, partner: UUID, members: Sequence[int]) -> int:
+    """A brand's erasure: what is left of its local lots of these members goes to its
+    ``forfeited`` account (never settled: no other brand is owed anything for it). Points."""
+    if not members:
+        return 0
+    await lock_members(session, members)
+    lots = (
+        await session.execute(
+            select(LOTS.c.id, LOTS.c.member_id, LOTS.c.remaining)
+            .where(
+                LOTS.c.member_id.in_(sorted(set(members))),
+                LOTS.c.wallet == LOCAL,
+                LOTS.c.issuer_id == partner,
+                LOTS.c.remaining > 0,
+            )
+            .order_by(LOTS.c.id)
+        )
+    ).all()
+    now = datetime.now(UTC)
+    for lot_id, member, remaining in lots:
+        await session.execute(update(LOTS).where(LOTS.c.id == lot_id).values(remaining=0))
+        await session.execute(
+            insert(USES).values(
+                lot_id=lot_id,
+                kind=FORFEIT,
+                event_ref=None,
+                partner_id=partner,
+                points=remaining,
+                at=now,
+            )
+        )
+        await post(
+            session,
+            f"forfeit:{lot_id}",
+            [
+                Leg(LOCAL, -int(remaining), member_id=member, lot_id=lot_id, partner_id=partner),
+                Leg(FORFEITED, int(remaining), partner_id=partner),
+            ],
+            now,
+        )
+    return sum(int(r) for _, _, r in lots)
+
+
+async def tombstone_unheld(session: AsyncSession, members: Sequence[int] | None = None) -> int:
+    """Tombstone the members (of ``members``, or all) that no brand holds any more: no record
+    of any partner carries their match key. Their postings stay (settlements remain
+    reproducible) but nothing links them to a person: a random key instead, no digest.
+
+    Erasure is per brand: while one brand still holds the member, its coalition wallet and
+    every other brand's local wallet stay as they are."""
+    unheld = (
+        select(MEMBERS.c.id)
+        .where(
+            MEMBERS.c.tombstoned_at.is_(None),
+            ~select(RECORDS.c.match_key).where(RECORDS.c.match_key == MEMBERS.c.match_key).exists(),
+        )
+        .order_by(MEMBERS.c.id)
+    )
+    if members is not None:
+        if not members:
+            return 0
+        unheld = unheld.where(MEMBERS.c.id.in_(sorted(set(members))))
+    ids = [int(i) for i in await session.scalars(unheld)]
     now = datetime.now(UTC)
     for member in ids:
         await session.execute(
@@ -511,3 +574,17 @@ async def tombstone(session: AsyncSession, keys: Sequence[bytes]) -> int:
             .values(match_key=os.urandom(32), digest_enc=None, data_version=None, tombstoned_at=now)
         )
     return len(ids)
+
+
+async def members_with_keys(session: AsyncSession, keys: Sequence[bytes]) -> list[int]:
+    """The ledger members carrying these match keys."""
+    wanted = sorted(set(keys))
+    found: list[int] = []
+    for start in range(0, len(wanted), 1000):
+        found += [
+            int(i)
+            for i in await session.scalars(
+                select(MEMBERS.c.id).where(MEMBERS.c.match_key.in_(wanted[start : start + 1000]))
+            )
+        ]
+    return found

@@ -35,8 +35,10 @@ from hub.core.db import Base, JsonType
 from partners.identifiers.models import big_pk, utc_now
 
 EARN, REDEEM, ADJUST, EXPIRE = "earn", "redeem", "adjust", "expire"
+FORFEIT = "forfeit"  # a brand's erasure: what was left of its local lots of the member
+WITHDRAWN = "withdrawn"  # a feed item telling a reader to stop using what it received
 COALITION, LOCAL = "coalition", "local"
-ISSUED, REDEEMED, EXPIRED = "issued", "redeemed", "expired"
+ISSUED, REDEEMED, EXPIRED, FORFEITED = "issued", "redeemed", "expired", "forfeited"
 
 
 class RewardMember(Base):
@@ -99,7 +101,7 @@ class RewardLotUse(Base):
 
     id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     lot_id: Mapped[int] = mapped_column(ForeignKey("reward_lots.id"))
-    kind: Mapped[str] = mapped_column(String(10))  # redeem | adjust | expire
+    kind: Mapped[str] = mapped_column(String(10))  # redeem | adjust | expire | forfeit
     event_ref: Mapped[int | None] = mapped_column(ForeignKey("reward_events.id"), nullable=True)
     partner_id: Mapped[UUID | None] = mapped_column(nullable=True)  # where redeemed/adjusted
     points: Mapped[int] = mapped_column(BigInteger)
@@ -115,7 +117,8 @@ class RewardPosting(Base):
 
     id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     txn: Mapped[str] = mapped_column(String(40))  # "event:<id>" or "expiry:<lot id>"
-    account: Mapped[str] = mapped_column(String(10))  # issued|redeemed|expired|coalition|local
+    # issued | redeemed | expired | forfeited | coalition | local
+    account: Mapped[str] = mapped_column(String(10))
     partner_id: Mapped[UUID | None] = mapped_column(nullable=True)
     member_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     lot_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -126,13 +129,17 @@ class RewardPosting(Base):
 
 
 class RewardFeedItem(Base):
-    """Activity shared with a partner, naming the member by that partner's own customer_ref."""
+    """Activity shared with a partner, naming the member by that partner's own customer_ref.
+
+    A ``withdrawn`` item has no event: it tells the reader to stop using what it received of
+    that member from ``source_partner_id`` (consent withdrawn or the member erased there).
+    """
 
     __tablename__ = "reward_feed"
 
     seq: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
     partner_id: Mapped[UUID] = mapped_column()  # the reader
-    event_ref: Mapped[int] = mapped_column(ForeignKey("reward_events.id"))
+    event_ref: Mapped[int | None] = mapped_column(ForeignKey("reward_events.id"), nullable=True)
     customer_ref: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(10))
     points: Mapped[int] = mapped_column(BigInteger)
@@ -159,3 +166,33 @@ class RewardSettlement(Base):
     # [{"from": partner id, "to": partner id, "points": n, "amount_minor": n}], net per pair
     lines: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
     closed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+
+
+class RewardDisclosure(Base):
+    """Who received what: a member's activity at ``source_id`` reached ``reader_id``'s feed,
+    where it was named ``reader_ref``. Kept while the member is known, so a withdrawal or an
+    erasure at the source reaches every reader (a ``withdrawn`` feed item), once per
+    disclosure: ``withdrawn_at`` is set then, and cleared when activity flows again."""
+
+    __tablename__ = "reward_disclosures"
+
+    reader_id: Mapped[UUID] = mapped_column(primary_key=True)
+    source_id: Mapped[UUID] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reader_ref: Mapped[str] = mapped_column(String(200))
+    source_ref: Mapped[str] = mapped_column(String(200))
+    disclosed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_reward_disclosures_source", "source_id", "source_ref"),)
+
+
+class RewardFeedReader(Base):
+    """How far a reader has read its feed (the cursor it last presented): ``withdrawn``
+    items are kept past the feed's retention until the reader has passed them."""
+
+    __tablename__ = "reward_feed_readers"
+
+    partner_id: Mapped[UUID] = mapped_column(primary_key=True)
+    read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)

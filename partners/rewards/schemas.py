@@ -37,7 +37,6 @@ class BalanceOut(msgspec.Struct):
     # null when the member did not consent to sharing rewards at the caller: the caller may
     # not know their coalition balance.
     coalition_points: int | None
-    members: int
 
 
 class FeedItem(msgspec.Struct):

@@ -11,28 +11,42 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Table, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, case, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
-from hub.core.errors import Conflict, InvalidInput
+from hub.core.db import dialect_insert, writing
+from hub.core.errors import Conflict, InvalidInput, NotFound
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES, IdentifierRecord
 from partners.kit import parse_digest
-from partners.rewards import ledger
-from partners.rewards.models import ADJUST, COALITION, EARN, LOCAL, REDEEM, RewardEvent
+from partners.rewards import funding, ledger
+from partners.rewards.models import (
+    ADJUST,
+    COALITION,
+    EARN,
+    LOCAL,
+    REDEEM,
+    RewardEvent,
+    RewardFeedReader,
+)
 from partners.rewards.schemas import BalanceOut, EventResult, EventsOut
 
 EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
+READERS: Table = RewardFeedReader.__table__  # type: ignore[assignment]
 FIELDS = {"event_id", "id_type", "id_hash", "kind", "points", "occurred_at", "offer_id"}
 MAX_POINTS = 1_000_000_000
+# Activity is dated: nothing before the coalition's era, nothing more than a day ahead (clock
+# skew between a brand's systems and the hub, time zones); anything else is a bug or a trick.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +115,14 @@ def check_event(index: int, item: Any) -> tuple[ValidEvent | None, list[dict[str
         when = None
     if when is None or when.tzinfo is None:
         errors.append(_error(index, "occurred_at", "an ISO 8601 time with its offset"))
+    elif not EARLIEST <= when <= datetime.now(UTC) + FUTURE_SLACK:
+        errors.append(
+            _error(
+                index,
+                "occurred_at",
+                "between 2000-01-01 and a day from now (UTC): when the activity happened",
+            )
+        )
     offer_id = None
     if item.get("offer_id") is not None:
         if kind != EARN:
@@ -140,14 +162,23 @@ def check_events(items: Sequence[Any]) -> tuple[list[ValidEvent], list[dict[str,
 
 
 class RewardService:
-    def __init__(self, session: AsyncSession, crypto: IdentifierCrypto) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        crypto: IdentifierCrypto,
+        reconcile: funding.Reconcile | None = None,
+    ) -> None:
         self.session = session
         self.crypto = crypto
+        self.reconcile = reconcile
 
     async def record(
         self, partner_id: UUID, events: Sequence[ValidEvent], actor: Actor
     ) -> EventsOut:
         session = self.session
+        named = sorted({e.offer_id for e in events if e.offer_id})
+        if named and self.reconcile is not None:
+            await self.reconcile(named)  # before this request's first statement
         known = {
             row.event_id: row
             for row in await session.execute(
@@ -170,10 +201,33 @@ class RewardService:
                 fix="Use a new event_id for a new event; resend an event only unchanged.",
             )
         new = [e for e in events if e.event_id not in known]
-        funding = await self._funding(partner_id, new)
         identities = [(e.id_type, e.digest) for e in new]
+        held = await ledger.records_at(session, self.crypto, partner_id, identities)
+        strangers = [
+            _error(e.index, "id_hash", "your brand holds no record of this identifier")
+            for e, record in zip(new, held, strict=True)
+            if record is None
+        ]
+        if strangers:
+            raise InvalidInput(
+                f"{len(strangers)} event(s) name identifiers your brand holds no record of; "
+                "nothing was applied.",
+                errors=strangers,
+                fix="Upload the member's identifier with POST /v1/identifiers first; events "
+                "name only members your brand holds.",
+            )
+        records = [r for r in held if r is not None]
+        splits = await funding.offer_funding(
+            session,
+            partner_id,
+            [
+                funding.OfferEarn(e.index, e.offer_id, e.occurred_at, record, e.id_type)
+                for e, record in zip(new, records, strict=True)
+                if e.offer_id is not None
+            ],
+        )
+        sharing = [bool(r.consents & ledger.SHARING) for r in records]
         members = await ledger.members_for(session, self.crypto, identities)
-        sharing = await ledger.sharing_at(session, self.crypto, partner_id, identities)
         await ledger.lock_members(session, members)
         results = {e.event_id: _result(e, sharing[i]) for i, e in enumerate(new)}
         refs = await self._insert_events(partner_id, new, members, results)
@@ -203,7 +257,7 @@ class RewardService:
             wallet = results[e.event_id].wallet
             if wallet is not None:  # an earn or a positive adjustment: a new lot
                 await flush_spends()
-                shares = funding.get(e.offer_id) if e.offer_id else None
+                shares = splits.get(e.index)
                 earns.append(
                     {
                         "txn": f"event:{refs[i]}",
@@ -294,41 +348,6 @@ class RewardService:
         )
         return [int(i) for i in inserted.scalars()]
 
-    async def _funding(
-        self, partner_id: UUID, events: Sequence[ValidEvent]
-    ) -> dict[UUID, dict[str, int]]:
-        """Each named offer's funding split; the offer must be the caller's and active."""
-        from matching.models import ACTIVE, Offer
-        from partners.partnerships.models import PartnershipMember
-
-        wanted = {e.offer_id for e in events if e.offer_id}
-        if not wanted:
-            return {}
-        rows = await self.session.execute(
-            select(Offer.id, Offer.points, Offer.status)
-            .join(PartnershipMember, PartnershipMember.partnership_id == Offer.partnership_id)
-            .where(Offer.id.in_(wanted), PartnershipMember.partner_id == partner_id)
-        )
-        found = {oid: (points, status) for oid, points, status in rows}
-        errors = []
-        for e in events:
-            if not e.offer_id:
-                continue
-            offer = found.get(e.offer_id)
-            if offer is None:
-                errors.append(_error(e.index, "offer_id", "no such offer of your partnerships"))
-            elif offer[1] != ACTIVE:
-                errors.append(_error(e.index, "offer_id", f"the offer is {offer[1]}"))
-            elif sum(offer[0].values()) <= 0:
-                errors.append(_error(e.index, "offer_id", "the offer funds no points"))
-        if errors:
-            raise InvalidInput(
-                "Some events name offers they cannot earn under; nothing was applied.",
-                errors=errors,
-                fix="Name an active joint offer of one of your partnerships, or no offer.",
-            )
-        return {oid: dict(points) for oid, (points, _) in found.items()}
-
     async def balance(
         self,
         partner_id: UUID,
@@ -338,43 +357,52 @@ class RewardService:
         customer_ref: str | None,
     ) -> BalanceOut:
         """What the caller may know: its local wallets, and the coalition wallet of the members
-        who consented to sharing rewards at the caller."""
+        who consented to sharing rewards at the caller.
+
+        A member is found only through the caller's own records: one it holds no record of is
+        a 404 exactly like an unknown one, so balances never tell whether a digest is known
+        at another brand.
+        """
         session = self.session
-        members: list[tuple[int, bool]] = []
         if digest is not None and id_type is not None:
-            member = await ledger.member_id(session, self.crypto, id_type, digest, create=False)
-            keys = ledger.keys_for(self.crypto, digest)
-            if member is not None:
-                members.append(
-                    (member, await ledger.consented_at(session, partner_id, id_type, keys))
-                )
-        elif customer_ref is not None:
+            held = (await ledger.records_at(session, self.crypto, partner_id, [(id_type, digest)]))[
+                0
+            ]
+            shares = held is not None and bool(held.consents & ledger.SHARING)
+            # Under every live key version: the member may be re-keyed before the record.
+            by_key = (
+                {} if held is None else {k: shares for _, k in ledger.keys_for(self.crypto, digest)}
+            )
+        else:
             rows = await session.execute(
                 select(RECORDS.c.match_key, RECORDS.c.consents).where(
                     RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref == customer_ref
                 )
             )
             by_key = {bytes(k): bool(c & ledger.SHARING) for k, c in rows}
-            if by_key:
-                found = await session.execute(
-                    select(ledger.MEMBERS.c.id, ledger.MEMBERS.c.match_key).where(
-                        ledger.MEMBERS.c.match_key.in_(list(by_key))
-                    )
-                )
-                members = [(int(i), by_key[bytes(k)]) for i, k in found]
+        if not by_key:
+            raise NotFound(
+                "No member with this identifier is known to your brand.",
+                fix="Name a member your brand uploaded (its id_type and id_hash, or your "
+                "customer_ref).",
+            )
+        found = await session.execute(
+            select(ledger.MEMBERS.c.id, ledger.MEMBERS.c.match_key).where(
+                ledger.MEMBERS.c.match_key.in_(list(by_key))
+            )
+        )
+        members = [(int(i), by_key[bytes(k)]) for i, k in found]
         local = coalition = 0
-        visible = False
         for member, consented in members:
             here, shared = await ledger.wallet_points(session, [member], partner_id)
             local += here
             if consented:
-                visible = True
                 coalition += shared
+        visible = any(by_key.values())
         return BalanceOut(
             points=local + coalition,
             local_points=local,
             coalition_points=coalition if visible else None,
-            members=len(members),
         )
 
 
@@ -395,3 +423,36 @@ def msgspec_replay(stored: dict[str, Any]) -> EventResult:
         points=stored["points"],
         wallet=stored.get("wallet"),
     )
+
+
+async def remember_read(
+    session_maker: async_sessionmaker[AsyncSession], partner_id: UUID, seq: int
+) -> None:
+    """Raise the reader's feed position to ``seq`` (a write only when it moves forward), in a
+    session of its own: a feed read stays a read."""
+    async with session_maker() as session:
+        known = await session.scalar(
+            select(READERS.c.read_seq).where(READERS.c.partner_id == partner_id)
+        )
+    if known is not None and known >= seq:
+        return
+    with writing():
+        async with session_maker() as session, session.begin():
+            statement = dialect_insert(session, READERS).values(
+                partner_id=partner_id, read_seq=seq, updated_at=datetime.now(UTC)
+            )
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["partner_id"],
+                    set_={
+                        "read_seq": case(
+                            (
+                                READERS.c.read_seq < statement.excluded.read_seq,
+                                statement.excluded.read_seq,
+                            ),
+                            else_=READERS.c.read_seq,
+                        ),
+                        "updated_at": statement.excluded.updated_at,
+                    },
+                )
+            )

@@ -220,7 +220,10 @@ def test_offer_funded_earns_are_charged_to_the_funding_split(hub: Hub) -> None:
     ).json()
     approved = pair.b.post(hub, f"/v1/offers/{offer['id']}/approve")
     assert approved.status_code == 200, approved.text
-    earned = send(hub, pair.a, [event("of-earn", "of0", "earn", 80, offer_id=offer["id"])])
+    now = datetime.now(UTC).isoformat()
+    earned = send(
+        hub, pair.a, [event("of-earn", "of0", "earn", 80, offer_id=offer["id"], occurred_at=now)]
+    )
     assert earned.status_code == 200, earned.text
     funding = execute_sql(
         hub.database_url,
