@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from hub.core.db import normalise_url
+from hub.core.db import async_url, normalise_url
+from partners.rewards.jobs import settlement_lines
 from tests.api.matching_helpers import Member, email, members, rec
-from tests.conftest import Hub
+from tests.conftest import Hub, launch_hub
 
 SCOPES = ["identifiers:write", "rewards:write", "rewards:read", "offers:read", "offers:write"]
 SHARE = ["analytics", "joint_offers", "rewards_sharing"]
@@ -80,3 +88,73 @@ def ledger_problems(database_url: str) -> list[str]:
     finally:
         engine.dispose()
     return problems
+
+
+@contextmanager
+def launch_jobs_hub(backend: str, data_dir: Path) -> Iterator[Hub]:
+    """A hub whose scheduler runs in-process; jobs run only when a test asks."""
+    quiet = {
+        f"HUB_JOBS_{name.upper()}": value
+        for name, value in {
+            "rewards_sync_seconds": "86400",
+            "webhook_redelivery_seconds": "86400",
+            "settlement_cron": "0 0 1 1 *",
+            "points_expiry_cron": "0 0 1 1 *",
+            "retention_purge_cron": "0 0 1 1 *",
+            "match_key_rotation_cron": "0 0 1 1 *",
+        }.items()
+    }
+    with launch_hub(backend, data_dir, HUB_JOBS_RUN_IN_SERVE="true", **quiet) as running:
+        yield running
+
+
+def run_job(hub: Hub, name: str) -> dict[str, Any]:
+    """Ask for a run and wait for it to finish; the finished run."""
+    before = {r["id"] for r in hub.as_admin("GET", f"/v1/jobs/{name}/runs").json()["items"]}
+    requested = hub.as_admin("POST", f"/v1/jobs/{name}/run")
+    assert requested.status_code == 202, requested.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = hub.as_admin("GET", f"/v1/jobs/{name}/runs").json()["items"]
+        done = [r for r in runs if r["id"] not in before and r["finished_at"]]
+        if done:
+            assert done[0]["status"] == "succeeded", done[0]
+            return dict(done[0])
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not run")
+
+
+def feed(hub: Hub, member: Member, cursor: str | None = None) -> dict[str, Any]:
+    params = {"cursor": cursor} if cursor else {}
+    response = member.get(hub, "/v1/rewards/feed", **params)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def move_uses_to(hub: Hub, when: datetime) -> None:
+    """Settlement closes past periods only: date the uses so far into a past period."""
+    from sqlalchemy import create_engine, update
+
+    from hub.core.db import normalise_url
+    from partners.rewards.models import RewardLotUse
+
+    engine = create_engine(normalise_url(hub.database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(RewardLotUse).values(at=when))
+    finally:
+        engine.dispose()
+
+
+def recompute(hub: Hub, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    async def lines() -> list[dict[str, Any]]:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        engine = create_async_engine(async_url(hub.database_url))
+        try:
+            async with AsyncSession(engine) as session:
+                return await settlement_lines(session, start, end, 1)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(lines())
