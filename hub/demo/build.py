@@ -42,6 +42,7 @@ from hub.jobs.registry import JOB_NAMES, job_specs
 from hub.jobs.runner import JobRunner
 from hub.settings import Settings
 from matching.loader import ArrayCache
+from matching.models import Offer
 from partners.identifiers.crypto import IdentifierCrypto
 
 ANALYZED_TABLES = ("identifier_records", "consent_events", "identifier_state")
@@ -185,7 +186,7 @@ async def _build(
         events = 0
         if not rewarded:
             assert population is not None
-            events = await _record_rewards(res, population, options, offer.id, ids, stages)
+            events = await _record_rewards(res, population, options, offer, ids, stages)
         jobs = await _run_jobs(res, stages)
         with stages.stage("arrays", "match-key arrays of every brand"):
             # Saved under the data directory: the first overlap, matrix or console page after
@@ -291,14 +292,15 @@ async def _record_rewards(
     res: Resources,
     population: Population,
     options: DemoOptions,
-    offer_id: UUID,
+    offer: Offer,
     ids: dict[str, UUID],
     stages: Stages,
 ) -> int:
-    plan = rewards.plan_rewards(population, options.seed, rewards.now_minute(), offer_id)
+    plan = rewards.plan_rewards(population, options.seed, rewards.now_minute(), offer.id)
+    window = (offer.id, offer.activated_at) if offer.activated_at else None
     with stages.stage("rewards", "reward activity", plan.total) as advance, writing():
         async with res.sessions() as session:
-            applied = await rewards.record_plan(session, res.crypto, plan, ids, advance)
+            applied = await rewards.record_plan(session, res.crypto, plan, ids, advance, window)
             await session.commit()
     return applied
 

@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.audit import Actor
 from hub.demo.brands import AIRLINE, BRANDS, COFFEE, HOTEL, OFFER_POINTS
 from hub.demo.people import Population
+from matching.models import OfferAudience
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.models import CONSENT_BITS
-from partners.kit import encode_digest
+from partners.identifiers.models import CONSENT_BITS, ID_TYPE_CODES
+from partners.kit import encode_digest, parse_digest
+from partners.rewards.ledger import records_at
 from partners.rewards.models import RewardEvent
 from partners.rewards.schemas import MAX_EVENTS
 from partners.rewards.service import RewardService, check_events
@@ -238,13 +240,20 @@ async def record_plan(
     plan: RewardPlan,
     ids: dict[str, UUID],
     on_progress: Callable[[int], None],
+    offer: tuple[UUID, datetime] | None = None,
 ) -> int:
     """Record the plan in requests of up to 1,000 events (the caller commits). Returns the
-    events applied."""
+    events applied. ``offer`` (its id and when its window opened) decides which earns name
+    it: those of people in the earning brand's audience, inside the window."""
     service = RewardService(session, crypto)
     applied = 0
     for phase in (plan.credits, plan.spends):
-        for brand, events in phase.items():
+        for brand, planned in phase.items():
+            events = (
+                await _offer_for_its_audience(session, crypto, ids[brand], planned, *offer)
+                if offer
+                else planned
+            )
             actor = Actor(name="cli:demo", partner_id=str(ids[brand]))
             for start in range(0, len(events), MAX_EVENTS):
                 valid, errors = check_events(events[start : start + MAX_EVENTS])
@@ -253,6 +262,46 @@ async def record_plan(
                 applied += result.applied
                 on_progress(len(valid))
     return applied
+
+
+async def _offer_for_its_audience(
+    session: AsyncSession,
+    crypto: IdentifierCrypto,
+    partner_id: UUID,
+    events: list[dict[str, Any]],
+    offer_id: UUID,
+    opens: datetime,
+) -> list[dict[str, Any]]:
+    """The brand's earns inside the offer's window name the offer when the person is in the
+    brand's audience of it (the hub funds nobody else); no other event names it."""
+    audience = set(
+        await session.scalars(
+            select(OfferAudience.customer_ref).where(
+                OfferAudience.offer_id == offer_id, OfferAudience.partner_id == partner_id
+            )
+        )
+    )
+    earns = [
+        e
+        for e in events
+        if audience and e["kind"] == "earn" and datetime.fromisoformat(e["occurred_at"]) >= opens
+    ]
+    held = await records_at(
+        session,
+        crypto,
+        partner_id,
+        [(ID_TYPE_CODES[e["id_type"]], parse_digest(e["id_hash"])) for e in earns],
+    )
+    inside = {
+        e["event_id"]
+        for e, record in zip(earns, held, strict=True)
+        if record is not None and record.customer_ref in audience
+    }
+    out = []
+    for e in events:
+        plain = {k: v for k, v in e.items() if k != "offer_id"}
+        out.append({**plain, "offer_id": str(offer_id)} if e["event_id"] in inside else plain)
+    return out
 
 
 def now_minute() -> datetime:
