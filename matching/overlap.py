@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -160,12 +159,13 @@ class OverlapService:
         arrays: ArrayCache,
         settings: MatchingSettingsLike,
         *,
-        rng: np.random.Generator | None = None,
+        noise: rules.NoiseMechanism | None = None,
     ) -> None:
         self.session_maker = session_maker
         self.arrays = arrays
         self.settings = settings
-        self.rng = rng or np.random.default_rng()
+        # OpenDP's discrete Laplace; tests put a stub here (OpenDP cannot be seeded).
+        self.noise: rules.NoiseMechanism = noise or rules.default_noise()
 
     async def groups(self, a: Loaded, b: Loaded, mask: int) -> engine.Groups:
         """The engine's groups, on the Dask cluster when one is configured."""
@@ -272,7 +272,7 @@ class OverlapService:
                         cells,
                         partnership.min_audience,
                         epsilon=epsilon,
-                        rng=self.rng if epsilon is not None else None,
+                        noise=self.noise,
                     )
                     session.add(
                         OverlapQuery(
