@@ -21,6 +21,9 @@ the stored answer is served again, free: the same noisy number, no epsilon spent
 differencing entry. Only a changed version spends again. A view that must not spend (the
 console's page, ``spend=False``) shows the stored answer of a noisy pair whose data changed as
 stale, and answers it only when asked to refresh, so page views cannot drain a budget.
+Refusals are stored too, so that such a view can say why the last refresh was refused, but
+they are never served as answers: the next read that may spend decides afresh (a budget may
+have renewed meanwhile).
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ async def overlap_matrix(
     """Every pair of active partners for ``purpose`` (the diagonal is not an overlap).
 
     Pairs whose stored answer is current are served from it; the others are answered now,
-    except, when ``spend`` is false, the noisy ones (shown stale from their stored answer).
+    except, when ``spend`` is false, the noisy ones: they show what is known without
+    spending (:func:`_last_known`).
     """
     async with service.session_maker() as session:
         partners = [
@@ -125,14 +129,13 @@ async def overlap_matrix(
             pair = pair_of(a, b)
             partnership = governing.get(pair)
             kept = stored.get(pair)
+            now = (versions[pair[0]], versions[pair[1]])
             if partnership is not None and purpose not in partnership.purposes:
                 answers[pair] = _not_allowed(partnership, purpose)
-            elif kept is not None and _is_current(
-                kept, partnership, default_min_audience, (versions[pair[0]], versions[pair[1]])
-            ):
+            elif kept is not None and _is_current(kept, partnership, default_min_audience, now):
                 answers[pair] = _from_stored(kept)
             elif not spend and partnership is not None and partnership.epsilon is not None:
-                answers[pair] = _stale(kept, partnership)
+                answers[pair] = _last_known(kept, partnership, now)
             else:
                 due.append(pair)
     if due:
@@ -191,13 +194,13 @@ def _terms(partnership: Partnership | None, default_min_audience: int) -> tuple[
     return (partnership.id, partnership.min_audience, partnership.epsilon)
 
 
-def _is_current(
+def _answered_on(
     kept: MatrixAnswer,
     partnership: Partnership | None,
     default_min_audience: int,
     versions: tuple[int, int],
 ) -> bool:
-    """Whether ``kept`` answered on these data versions under the same rules."""
+    """Whether ``kept`` was decided on these data versions under the same rules."""
     return (kept.low_version, kept.high_version) == versions and (
         kept.partnership_id,
         kept.min_audience,
@@ -205,35 +208,48 @@ def _is_current(
     ) == _terms(partnership, default_min_audience)
 
 
-def _from_stored(kept: MatrixAnswer) -> PairAnswer:
+def _is_current(
+    kept: MatrixAnswer,
+    partnership: Partnership | None,
+    default_min_audience: int,
+    versions: tuple[int, int],
+) -> bool:
+    """Whether ``kept`` may be served again, free: an answer (not a refusal) decided on these
+    data versions under the same rules."""
+    return kept.refused is None and _answered_on(kept, partnership, default_min_audience, versions)
+
+
+def _from_stored(kept: MatrixAnswer, *, stale: bool = False) -> PairAnswer:
     return PairAnswer(
         count=kept.count,
-        suppressed=kept.count is None,
+        suppressed=kept.count is None and kept.refused is None,
         min_audience=kept.min_audience,
         partnership_id=kept.partnership_id,
         noise=kept.epsilon is not None,
         answered_at=kept.answered_at,
+        refused=kept.refused,
+        reason=kept.reason,
+        stale=stale,
     )
 
 
-def _stale(kept: MatrixAnswer | None, partnership: Partnership) -> PairAnswer:
-    """A noisy pair whose data changed, in a view that does not spend: its last answer."""
-    if kept is None or kept.partnership_id != partnership.id:
-        return PairAnswer(
-            count=None,
-            suppressed=False,
-            min_audience=partnership.min_audience,
-            partnership_id=partnership.id,
-            noise=True,
-            stale=True,
-        )
+def _last_known(
+    kept: MatrixAnswer | None, partnership: Partnership, versions: tuple[int, int]
+) -> PairAnswer:
+    """A noisy pair not answered for its current data, in a view that does not spend: the
+    refusal decided on this data, else its last answer (stale), else nothing yet (stale)."""
+    if kept is not None and kept.partnership_id == partnership.id:
+        # (a partnership's terms do not depend on the coalition default: 0 stands in for it)
+        if kept.refused is not None and _answered_on(kept, partnership, 0, versions):
+            return _from_stored(kept)
+        if kept.refused is None:
+            return _from_stored(kept, stale=True)
     return PairAnswer(
-        count=kept.count,
-        suppressed=kept.count is None,
-        min_audience=kept.min_audience,
-        partnership_id=kept.partnership_id,
+        count=None,
+        suppressed=False,
+        min_audience=partnership.min_audience,
+        partnership_id=partnership.id,
         noise=True,
-        answered_at=kept.answered_at,
         stale=True,
     )
 
@@ -247,13 +263,16 @@ def _not_allowed(partnership: Partnership, purpose: str) -> PairAnswer:
     )
 
 
-def _refused(partnership: Partnership, code: str, reason: str) -> PairAnswer:
+def _refused(
+    partnership: Partnership, code: str, reason: str, *, at: datetime | None = None
+) -> PairAnswer:
     return PairAnswer(
         count=None,
         suppressed=False,
         min_audience=partnership.min_audience,
         partnership_id=partnership.id,
         noise=partnership.epsilon is not None,
+        answered_at=at,
         refused=code,
         reason=reason,
     )
@@ -328,9 +347,15 @@ async def _answer(
                     answers[pair] = _from_stored(previous)  # answered meanwhile
                 elif partnership is None:
                     shown = rules.threshold(counts[pair], default_min_audience)
-                    answers[pair] = await _store(
-                        session, purpose, pair, versions, None, default_min_audience, shown
+                    answer = PairAnswer(
+                        count=shown.count,
+                        suppressed=shown.suppressed,
+                        min_audience=default_min_audience,
+                        partnership_id=None,
+                        noise=False,
+                        answered_at=datetime.now(UTC),
                     )
+                    answers[pair] = await _store(session, purpose, pair, versions, answer, None)
                 else:
                     answers[pair] = await _answer_for_partnership(
                         service, session, partnership, purpose, pair, versions, counts[pair], actor
@@ -348,8 +373,12 @@ async def _answer_for_partnership(
     total: int,
     actor: Actor,
 ) -> PairAnswer:
-    """The pair answered as its partnership answers a member (audited on the partnership)."""
+    """The pair answered as its partnership answers a member (audited on the partnership).
+
+    A refusal is stored too, for the console's view to show why; it is never served again
+    as an answer (the next read that may spend decides afresh)."""
     params = {"purpose": purpose, "by": "", "via": "matrix"}
+    now = datetime.now(UTC)
     try:
         published = await answer_question(
             session,
@@ -363,7 +392,8 @@ async def _answer_for_partnership(
             "overlap.refused", "partnership", str(partnership.id), reason=refusal.slug, **params
         )
         await append(session, event)
-        return _refused(partnership, _refusal_code(refusal), refusal.detail)
+        refused = _refused(partnership, _refusal_code(refusal), refusal.detail, at=now)
+        return await _store(session, purpose, pair, versions, refused, partnership.epsilon)
     await append(
         session,
         actor.event(
@@ -375,15 +405,15 @@ async def _answer_for_partnership(
             **params,
         ),
     )
-    return await _store(
-        session,
-        purpose,
-        pair,
-        versions,
-        partnership,
-        partnership.min_audience,
-        published.total,
+    answer = PairAnswer(
+        count=published.total.count,
+        suppressed=published.total.suppressed,
+        min_audience=partnership.min_audience,
+        partnership_id=partnership.id,
+        noise=partnership.epsilon is not None,
+        answered_at=now,
     )
+    return await _store(session, purpose, pair, versions, answer, partnership.epsilon)
 
 
 async def _store(
@@ -391,41 +421,32 @@ async def _store(
     purpose: str,
     pair: Pair,
     versions: tuple[int, int],
-    partnership: Partnership | None,
-    min_audience: int,
-    shown: rules.Shown,
+    answer: PairAnswer,
+    epsilon: float | None,
 ) -> PairAnswer:
-    """Keep the published answer for this pair and versions (replacing an older one)."""
-    partnership_id = partnership.id if partnership else None
-    epsilon = partnership.epsilon if partnership else None
-    now = datetime.now(UTC)
+    """Keep the answer (or refusal) for this pair and versions, replacing the older one."""
     row = {
         "purpose": purpose,
         "partner_low": pair[0],
         "partner_high": pair[1],
         "low_version": versions[0],
         "high_version": versions[1],
-        "partnership_id": partnership_id,
-        "min_audience": min_audience,
+        "partnership_id": answer.partnership_id,
+        "min_audience": answer.min_audience,
         "epsilon": epsilon,
-        "count": shown.count,
-        "answered_at": now,
+        "count": answer.count,
+        "refused": answer.refused,
+        "reason": answer.reason,
+        "answered_at": answer.answered_at,
     }
     statement = dialect_insert(session, ANSWERS).values(**row)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["purpose", "partner_low", "partner_high"],
-            set_={k: statement.excluded[k] for k in row if k not in {"purpose"}},
+            set_={k: statement.excluded[k] for k in row if k != "purpose"},
         )
     )
-    return PairAnswer(
-        count=shown.count,
-        suppressed=shown.suppressed,
-        min_audience=min_audience,
-        partnership_id=partnership_id,
-        noise=epsilon is not None,
-        answered_at=now,
-    )
+    return answer
 
 
 async def _audit_matrix(

@@ -48,8 +48,7 @@ class MatrixAnswer(Base):
     partnership whose rules it followed (None: the pair never had one).
 
     While neither version moves (and the same partnership governs the pair), the answer is
-    served again as it is: the same noisy count, without spending epsilon again. Refusals are
-    not stored; they spend nothing and are decided afresh.
+    served again as it is: the same noisy count, without spending epsilon again.
     """
 
     __tablename__ = "matrix_answers"
@@ -63,7 +62,11 @@ class MatrixAnswer(Base):
     partnership_id: Mapped[UUID | None] = mapped_column(nullable=True)
     min_audience: Mapped[int] = mapped_column(Integer)
     epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no noise
-    count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: suppressed
+    count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: not shown
+    # A refusal (its reason code and text) is kept as well, so that a view that does not
+    # spend can say why the last answer was refused; it is never served as an answer.
+    refused: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     answered_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
 

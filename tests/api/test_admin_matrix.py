@@ -9,11 +9,12 @@ injected stub (+7) so that it is observable: OpenDP cannot be seeded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.api.matching_helpers import Member, email, members, overlap, rec
+from tests.api.matching_helpers import Member, email, members, move_answers_back, overlap, rec
 from tests.conftest import Hub
 
 PLUS = 7
@@ -132,6 +133,11 @@ def test_an_exhausted_budget_refuses_the_cell(hub: Hub, plus_seven: AddSeven) ->
     assert answer["count"] is None
     assert "renews at" in answer["reason"]
     assert budget(hub, partnership)["spent"] == pytest.approx(1.0)  # a refusal spends nothing
+    # A refusal is not served again: once the budget renews, the pair is answered.
+    move_answers_back(hub, partnership, timedelta(days=1))
+    renewed = cell(matrix(hub), a, b)
+    assert renewed["refused"] is None
+    assert renewed["count"] == 30 + PLUS
 
 
 def test_the_matrix_obeys_the_differencing_rule(hub: Hub) -> None:

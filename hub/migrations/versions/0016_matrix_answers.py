@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column("min_audience", sa.Integer(), nullable=False),
         sa.Column("epsilon", sa.Float(), nullable=True),
         sa.Column("count", sa.BigInteger(), nullable=True),
+        sa.Column("refused", sa.String(length=40), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("answered_at", WHEN, nullable=False),
         sa.PrimaryKeyConstraint("purpose", "partner_low", "partner_high", name="pk_matrix_answers"),
     )
