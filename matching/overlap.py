@@ -7,6 +7,10 @@ that holds the partnership's row lock (so two concurrent questions cannot both s
 a budget): the budget of the period is checked, the answer is compared with every earlier answer
 of the same question (differencing), and the answer is recorded. Refusals and answers alike go
 to the audit log with the question's parameters, never with counts.
+
+:func:`answer_question` is that decision, for any asker: the admin's matrix
+(:mod:`matching.matrix`) answers a partnership's pair through it too, so a partnership has one
+budget and one differencing history whoever asks.
 """
 
 from __future__ import annotations
