@@ -287,7 +287,10 @@ def _refusal_code(refusal: HubError) -> str:
 
 
 async def _true_counts(
-    service: OverlapService, purpose: str, due: Sequence[Pair], governing: Mapping[Pair, Any]
+    service: OverlapService,
+    purpose: str,
+    due: Sequence[Pair],
+    governing: Mapping[Pair, Partnership],
 ) -> tuple[dict[UUID, Loaded], dict[Pair, int]]:
     """The partners' arrays and the TRUE overlap of every pair due for an answer."""
     needed = sorted({pid for pair in due for pid in pair})
@@ -325,7 +328,7 @@ async def _answer(
     answers: dict[Pair, PairAnswer] = {}
     with writing():
         async with service.session_maker() as session, session.begin():
-            governed = sorted({p.id for pair, p in governing.items() if pair in due})
+            governed = sorted({governing[pair].id for pair in due if pair in governing})
             await lock_partnerships(session, governed)
             partnerships = {
                 p.id: p
