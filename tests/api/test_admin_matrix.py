@@ -198,3 +198,20 @@ def test_matrix_answers_are_audited_on_the_partnership(hub: Hub, plus_seven: Add
     assert [e["details"]["via"] for e in mine] == ["matrix"]
     assert "30" not in str(mine[0]["details"])
     assert any(e["action"] == "overlap.matrix" for e in entries)
+
+
+def test_an_open_partnership_governs_the_pair_over_an_ended_one(hub: Hub) -> None:
+    a, b, ended = members(hub, min_audience=80)
+    set_status(hub, ended, "ended")
+    shared(hub, a, b, "renewed-", 60)
+    assert cell(matrix(hub), a, b)["partnership_id"] == ended
+    proposed = hub.as_admin(
+        "POST",
+        "/v1/partnerships",
+        json={"members": [a.id, b.id], "purposes": ["analytics"], "min_audience": 20},
+    )
+    assert proposed.status_code == 201, proposed.text
+    answer = cell(matrix(hub), a, b)
+    assert answer["partnership_id"] == proposed.json()["id"]
+    assert answer["min_audience"] == 20
+    assert answer["count"] == 60
