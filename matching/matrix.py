@@ -14,7 +14,7 @@ An admin view is never a way around a partnership's rules (DESIGN.md "Matching s
   threshold, counting people who carry ``analytics`` consent (and the purpose's) on both
   sides, without noise.
 
-Answers are stored (:class:`~matching.models.MatrixAnswer`) with the data version of both
+Answers are stored (:mod:`matching.matrix_answers`) with the data version of both
 sides (``identifier_state.version``, which every upload, consent change, erasure and
 re-keying raises) and the partnership whose rules they followed. While neither version moves,
 the stored answer is served again, free: the same noisy number, no epsilon spent, no new
@@ -29,20 +29,31 @@ have renewed meanwhile).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor, append
-from hub.core.db import dialect_insert, writing
+from hub.core.db import writing
 from hub.core.errors import HubError, TooManyRequests
 from matching import engine, rules
 from matching.loader import Loaded
+from matching.matrix_answers import (
+    Pair,
+    PairAnswer,
+    Terms,
+    Versions,
+    decided_on,
+    pair_of,
+    recalled,
+    servable,
+    store,
+    stored_answers,
+)
 from matching.models import MatrixAnswer
 from matching.overlap import (
     OverlapService,
@@ -56,27 +67,9 @@ from partners.partners.models import ACTIVE as PARTNER_ACTIVE
 from partners.partners.models import Partner
 from partners.partnerships.models import ENDED, Partnership
 
-Pair = tuple[UUID, UUID]  # smaller partner id first
-ANSWERS = MatrixAnswer.__table__
-
 PURPOSE_NOT_ALLOWED = "purpose-not-allowed"
 BUDGET_EXHAUSTED = "budget-exhausted"
 DIFFERENCING = "differencing"
-
-
-@dataclass(frozen=True, slots=True)
-class PairAnswer:
-    """What the matrix shows for a pair (both of its cells show the same)."""
-
-    count: int | None
-    suppressed: bool
-    min_audience: int
-    partnership_id: UUID | None
-    noise: bool
-    answered_at: datetime | None = None
-    refused: str | None = None  # a reason code: purpose-not-allowed, budget-exhausted, ...
-    reason: str | None = None  # the same, said for a person
-    stale: bool = False  # a view that did not spend: the data changed since answered_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +84,6 @@ class Matrix:
     purpose: str
     partners: list[tuple[UUID, str]]
     cells: list[MatrixCell]
-
-
-def pair_of(a: UUID, b: UUID) -> Pair:
-    return (a, b) if a < b else (b, a)
 
 
 async def overlap_matrix(
@@ -121,7 +110,7 @@ async def overlap_matrix(
         ids = [pid for pid, _ in partners]
         governing = await governing_partnerships(session, ids)
         versions = await data_versions(session, ids)
-        stored = await stored_answers(session, purpose, None)
+        stored = await stored_answers(session, purpose)
     answers: dict[Pair, PairAnswer] = {}
     due: list[Pair] = []
     for i, a in enumerate(ids):
@@ -129,13 +118,14 @@ async def overlap_matrix(
             pair = pair_of(a, b)
             partnership = governing.get(pair)
             kept = stored.get(pair)
+            terms = Terms.of(partnership, default_min_audience)
             now = (versions[pair[0]], versions[pair[1]])
             if partnership is not None and purpose not in partnership.purposes:
                 answers[pair] = _not_allowed(partnership, purpose)
-            elif kept is not None and _is_current(kept, partnership, default_min_audience, now):
-                answers[pair] = _from_stored(kept)
-            elif not spend and partnership is not None and partnership.epsilon is not None:
-                answers[pair] = _last_known(kept, partnership, now)
+            elif kept is not None and servable(kept, terms, now):
+                answers[pair] = recalled(kept)
+            elif not spend and terms.epsilon is not None:
+                answers[pair] = _last_known(kept, terms, now)
             else:
                 due.append(pair)
     if due:
@@ -176,79 +166,18 @@ async def data_versions(session: AsyncSession, ids: Sequence[UUID]) -> dict[UUID
     return versions
 
 
-async def stored_answers(
-    session: AsyncSession, purpose: str, pairs: Iterable[Pair] | None
-) -> dict[Pair, MatrixAnswer]:
-    stmt = select(MatrixAnswer).where(MatrixAnswer.purpose == purpose)
-    if pairs is not None:
-        stmt = stmt.where(
-            tuple_(MatrixAnswer.partner_low, MatrixAnswer.partner_high).in_(list(pairs))
-        )
-    rows = await session.scalars(stmt.execution_options(populate_existing=True))
-    return {(row.partner_low, row.partner_high): row for row in rows}
-
-
-def _terms(partnership: Partnership | None, default_min_audience: int) -> tuple[Any, ...]:
-    if partnership is None:
-        return (None, default_min_audience, None)
-    return (partnership.id, partnership.min_audience, partnership.epsilon)
-
-
-def _answered_on(
-    kept: MatrixAnswer,
-    partnership: Partnership | None,
-    default_min_audience: int,
-    versions: tuple[int, int],
-) -> bool:
-    """Whether ``kept`` was decided on these data versions under the same rules."""
-    return (kept.low_version, kept.high_version) == versions and (
-        kept.partnership_id,
-        kept.min_audience,
-        kept.epsilon,
-    ) == _terms(partnership, default_min_audience)
-
-
-def _is_current(
-    kept: MatrixAnswer,
-    partnership: Partnership | None,
-    default_min_audience: int,
-    versions: tuple[int, int],
-) -> bool:
-    """Whether ``kept`` may be served again, free: an answer (not a refusal) decided on these
-    data versions under the same rules."""
-    return kept.refused is None and _answered_on(kept, partnership, default_min_audience, versions)
-
-
-def _from_stored(kept: MatrixAnswer, *, stale: bool = False) -> PairAnswer:
-    return PairAnswer(
-        count=kept.count,
-        suppressed=kept.count is None and kept.refused is None,
-        min_audience=kept.min_audience,
-        partnership_id=kept.partnership_id,
-        noise=kept.epsilon is not None,
-        answered_at=kept.answered_at,
-        refused=kept.refused,
-        reason=kept.reason,
-        stale=stale,
-    )
-
-
-def _last_known(
-    kept: MatrixAnswer | None, partnership: Partnership, versions: tuple[int, int]
-) -> PairAnswer:
+def _last_known(kept: MatrixAnswer | None, terms: Terms, versions: Versions) -> PairAnswer:
     """A noisy pair not answered for its current data, in a view that does not spend: the
     refusal decided on this data, else its last answer (stale), else nothing yet (stale)."""
-    if kept is not None and kept.partnership_id == partnership.id:
-        # (a partnership's terms do not depend on the coalition default: 0 stands in for it)
-        if kept.refused is not None and _answered_on(kept, partnership, 0, versions):
-            return _from_stored(kept)
-        if kept.refused is None:
-            return _from_stored(kept, stale=True)
+    if kept is not None and kept.refused is not None and decided_on(kept, terms, versions):
+        return recalled(kept)
+    if kept is not None and kept.refused is None and kept.partnership_id == terms.partnership_id:
+        return recalled(kept, stale=True)
     return PairAnswer(
         count=None,
         suppressed=False,
-        min_audience=partnership.min_audience,
-        partnership_id=partnership.id,
+        min_audience=terms.min_audience,
+        partnership_id=terms.partnership_id,
         noise=True,
         stale=True,
     )
@@ -342,12 +271,11 @@ async def _answer(
             for pair in due:
                 governing_one = governing.get(pair)
                 partnership = partnerships[governing_one.id] if governing_one else None
+                terms = Terms.of(partnership, default_min_audience)
                 versions = (loaded[pair[0]].version, loaded[pair[1]].version)
                 previous = kept.get(pair)
-                if previous is not None and _is_current(
-                    previous, partnership, default_min_audience, versions
-                ):
-                    answers[pair] = _from_stored(previous)  # answered meanwhile
+                if previous is not None and servable(previous, terms, versions):
+                    answers[pair] = recalled(previous)  # answered meanwhile
                 elif partnership is None:
                     shown = rules.threshold(counts[pair], default_min_audience)
                     answer = PairAnswer(
@@ -358,7 +286,7 @@ async def _answer(
                         noise=False,
                         answered_at=datetime.now(UTC),
                     )
-                    answers[pair] = await _store(session, purpose, pair, versions, answer, None)
+                    answers[pair] = await store(session, purpose, pair, versions, terms, answer)
                 else:
                     answers[pair] = await _answer_for_partnership(
                         service, session, partnership, purpose, pair, versions, counts[pair], actor
@@ -372,7 +300,7 @@ async def _answer_for_partnership(
     partnership: Partnership,
     purpose: str,
     pair: Pair,
-    versions: tuple[int, int],
+    versions: Versions,
     total: int,
     actor: Actor,
 ) -> PairAnswer:
@@ -381,6 +309,7 @@ async def _answer_for_partnership(
     A refusal is stored too, for the console's view to show why; it is never served again
     as an answer (the next read that may spend decides afresh)."""
     params = {"purpose": purpose, "by": "", "via": "matrix"}
+    terms = Terms.of(partnership, partnership.min_audience)
     now = datetime.now(UTC)
     try:
         published = await answer_question(
@@ -396,7 +325,7 @@ async def _answer_for_partnership(
         )
         await append(session, event)
         refused = _refused(partnership, _refusal_code(refusal), refusal.detail, at=now)
-        return await _store(session, purpose, pair, versions, refused, partnership.epsilon)
+        return await store(session, purpose, pair, versions, terms, refused)
     await append(
         session,
         actor.event(
@@ -416,40 +345,7 @@ async def _answer_for_partnership(
         noise=partnership.epsilon is not None,
         answered_at=now,
     )
-    return await _store(session, purpose, pair, versions, answer, partnership.epsilon)
-
-
-async def _store(
-    session: AsyncSession,
-    purpose: str,
-    pair: Pair,
-    versions: tuple[int, int],
-    answer: PairAnswer,
-    epsilon: float | None,
-) -> PairAnswer:
-    """Keep the answer (or refusal) for this pair and versions, replacing the older one."""
-    row = {
-        "purpose": purpose,
-        "partner_low": pair[0],
-        "partner_high": pair[1],
-        "low_version": versions[0],
-        "high_version": versions[1],
-        "partnership_id": answer.partnership_id,
-        "min_audience": answer.min_audience,
-        "epsilon": epsilon,
-        "count": answer.count,
-        "refused": answer.refused,
-        "reason": answer.reason,
-        "answered_at": answer.answered_at,
-    }
-    statement = dialect_insert(session, ANSWERS).values(**row)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["purpose", "partner_low", "partner_high"],
-            set_={k: statement.excluded[k] for k in row if k != "purpose"},
-        )
-    )
-    return answer
+    return await store(session, purpose, pair, versions, terms, answer)
 
 
 async def _audit_matrix(
