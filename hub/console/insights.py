@@ -19,7 +19,7 @@ from hub.console.partners import partner_names
 from hub.console.partnerships import PURPOSES
 from hub.console.web import form_data, page
 from hub.core.audit import Actor
-from matching.matrix import overlap_matrix
+from matching.matrix import BUDGET_EXHAUSTED, DIFFERENCING, overlap_matrix
 from matching.models import Offer
 from matching.offers import status_of
 from partners.partnerships.models import Partnership
@@ -68,6 +68,11 @@ class InsightPages(Controller):
             suppressed=sum(1 for c in answers if c.suppressed),
             refused=sum(1 for c in answers if c.refused),
             stale=sum(1 for c in answers if c.stale),
+            # A refresh can change stale cells and refusals that depend on the data or the
+            # budget; a purpose the partnership does not allow stays refused.
+            refreshable=any(
+                c.stale or c.refused in (BUDGET_EXHAUSTED, DIFFERENCING) for c in answers
+            ),
             done=done,
             nav="matrix",
         )
