@@ -307,7 +307,8 @@ class OfferController(Controller):
         guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],
         summary="The caller's own customer_refs in an active offer's audience",
         description="Paginated JSON, or the whole audience with format=ndjson or format=csv "
-        "(or Accept: application/x-ndjson / text/csv).",
+        "(or Accept: application/x-ndjson / text/csv). 409 while the partnership is not "
+        "active (suspended or ended): /audience/changes is still served.",
     )
     async def audience(
         self,
@@ -346,7 +347,8 @@ class OfferController(Controller):
         guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],
         summary="People who left the caller's audience since a cursor (to pull them out)",
         description="next_cursor is always returned: pass it back to receive only later "
-        "changes. has_more says whether another page is ready now.",
+        "changes. has_more says whether another page is ready now. Served whatever the "
+        "partnership's status, so removals always reach the member.",
     )
     async def changes(
         self,
