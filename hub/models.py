@@ -7,7 +7,7 @@ from hub.core.idempotency import IdempotencyRecord
 from hub.core.revocations import Revocation
 from hub.jobs.models import JobLease, JobRun, JobRunRequest
 from hub.oauth.models import AuthFailure, UsedAssertion
-from matching.models import Offer, OfferAudience, OfferAudienceChange, OverlapQuery
+from matching.models import MatrixAnswer, Offer, OfferAudience, OfferAudienceChange, OverlapQuery
 from partners.clients.models import OAuthClient
 from partners.identifiers.models import ConsentEvent, IdentifierRecord, IdentifierState
 from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
@@ -40,6 +40,7 @@ __all__ = [
     "JobLease",
     "JobRun",
     "JobRunRequest",
+    "MatrixAnswer",
     "OAuthClient",
     "Offer",
     "OfferAudience",

@@ -27,8 +27,9 @@ from hub.core.auth import (
 )
 from hub.core.errors import BadRequest
 from hub.core.pagination import CursorParameter, LimitParameter, Page, check_limit
+from matching.matrix import MatrixCell, overlap_matrix
 from matching.offers import OfferService, to_out
-from matching.overlap import OverlapService, budget_status, overlap_matrix
+from matching.overlap import OverlapService, budget_status
 from matching.schemas import (
     AudienceChanges,
     AudienceItem,
@@ -145,7 +146,16 @@ class OverlapController(Controller):
     @get(
         "/coalition/overlap-matrix",
         guards=[requires_admin],
-        summary="Thresholded pairwise overlaps of every active partner (admin)",
+        summary="Pairwise overlaps of every active partner, under each pair's rules (admin)",
+        description=(
+            "A pair that has or had a partnership (in any status) is answered as that "
+            "partnership answers its members: its min_audience, its epsilon noise charged to "
+            "its budget, the differencing rule; or the cell is refused (refused, reason: "
+            "purpose-not-allowed, budget-exhausted, differencing). Pairs that never had one "
+            "use the coalition default threshold on analytics consent. Answers are stored "
+            "with both sides' data versions and served again, spending nothing, until either "
+            "side's data changes."
+        ),
     )
     async def matrix(
         self,
@@ -153,21 +163,34 @@ class OverlapController(Controller):
         actor: NamedDependency[Actor],
         purpose: str = Parameter(default="analytics", pattern=PURPOSE_PATTERN),
     ) -> MatrixOut:
-        partners, cells = await overlap_matrix(
-            state.session_maker,
-            state.array_cache,
+        matrix = await overlap_matrix(
+            state.overlap_service,
             purpose,
             state.settings.partnerships.default_min_audience,
             actor,
         )
         return MatrixOut(
             purpose=purpose,
-            partners=[PartnerRef(id=pid, name=name) for pid, name in partners],
-            cells=[
-                MatrixCellOut(c.a, c.b, c.count, c.suppressed, c.min_audience, c.partnership_id)
-                for c in cells
-            ],
+            partners=[PartnerRef(id=pid, name=name) for pid, name in matrix.partners],
+            cells=[matrix_cell_out(c) for c in matrix.cells],
         )
+
+
+def matrix_cell_out(cell: MatrixCell) -> MatrixCellOut:
+    answer = cell.answer
+    return MatrixCellOut(
+        a=cell.a,
+        b=cell.b,
+        count=answer.count,
+        suppressed=answer.suppressed,
+        min_audience=answer.min_audience,
+        partnership_id=answer.partnership_id,
+        noise=answer.noise,
+        answered_at=answer.answered_at,
+        refused=answer.refused,
+        reason=answer.reason,
+        stale=answer.stale,
+    )
 
 
 def _ndjson(refs: list[str]) -> Iterator[bytes]:
@@ -303,7 +326,8 @@ class OfferController(Controller):
         guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],
         summary="The caller's own customer_refs in an active offer's audience",
         description="Paginated JSON, or the whole audience with format=ndjson or format=csv "
-        "(or Accept: application/x-ndjson / text/csv).",
+        "(or Accept: application/x-ndjson / text/csv). 409 while the partnership is not "
+        "active (suspended or ended): /audience/changes is still served.",
     )
     async def audience(
         self,
@@ -342,7 +366,8 @@ class OfferController(Controller):
         guards=[requires_partner, requires_any_scope(OFFERS_READ, OFFERS_WRITE)],
         summary="People who left the caller's audience since a cursor (to pull them out)",
         description="next_cursor is always returned: pass it back to receive only later "
-        "changes. has_more says whether another page is ready now.",
+        "changes. has_more says whether another page is ready now. Served whatever the "
+        "partnership's status, so removals always reach the member.",
     )
     async def changes(
         self,

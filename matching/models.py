@@ -1,4 +1,5 @@
-"""Tables of the matching domain: answered overlap queries, joint offers and their audiences."""
+"""Tables of the matching domain: answered overlap queries, the admin matrix's stored answers,
+joint offers and their audiences."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.core.db import Base, JsonType
@@ -39,6 +40,34 @@ class OverlapQuery(Base):
         Index("ix_overlap_queries_question", "partnership_id", "purpose", "breakdown"),
         Index("ix_overlap_queries_budget", "partnership_id", "answered_at"),
     )
+
+
+class MatrixAnswer(Base):
+    """The admin matrix's last answer for a pair of partners and a purpose, with the data
+    versions of both sides it was computed on (``identifier_state.version``) and the
+    partnership whose rules it followed (None: the pair never had one).
+
+    While neither version moves (and the same partnership governs the pair), the answer is
+    served again as it is: the same noisy count, without spending epsilon again.
+    """
+
+    __tablename__ = "matrix_answers"
+
+    purpose: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # The pair, smaller partner id first: one answer whichever way round the matrix lists it.
+    partner_low: Mapped[UUID] = mapped_column(primary_key=True)
+    partner_high: Mapped[UUID] = mapped_column(primary_key=True)
+    low_version: Mapped[int] = mapped_column(BigInteger)
+    high_version: Mapped[int] = mapped_column(BigInteger)
+    partnership_id: Mapped[UUID | None] = mapped_column(nullable=True)
+    min_audience: Mapped[int] = mapped_column(Integer)
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no noise
+    count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: not shown
+    # A refusal (its reason code and text) is kept as well, so that a view that does not
+    # spend can say why the last answer was refused; it is never served as an answer.
+    refused: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answered_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
 
 class Offer(UUIDv7AuditBase):

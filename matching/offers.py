@@ -49,6 +49,7 @@ from matching.schemas import (
 )
 from partners.identifiers.models import CONSENT_BITS, IdentifierState
 from partners.partnerships.models import ACTIVE as PARTNERSHIP_ACTIVE
+from partners.partnerships.models import ENDED as PARTNERSHIP_ENDED
 from partners.partnerships.models import Partnership, PartnershipMember
 from partners.partnerships.service import PartnershipService
 
@@ -322,6 +323,7 @@ class OfferService:
     async def audience_page(
         self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int
     ) -> Page[AudienceItem]:
+        await self._require_active_partnership(offer_id, caller)
         await self.reconcile(offer_id, caller)
         stmt = select(OfferAudience).where(
             OfferAudience.offer_id == offer_id, OfferAudience.partner_id == caller
@@ -337,6 +339,7 @@ class OfferService:
         )
 
     async def audience_refs(self, offer_id: UUID, caller: UUID) -> list[str]:
+        await self._require_active_partnership(offer_id, caller)
         await self.reconcile(offer_id, caller)
         rows = await self.session.scalars(
             select(OfferAudience.customer_ref)
@@ -344,6 +347,24 @@ class OfferService:
             .order_by(OfferAudience.customer_ref)
         )
         return list(rows)
+
+    async def _require_active_partnership(self, offer_id: UUID, caller: UUID) -> None:
+        """Audiences (lists and exports) are served only while the partnership is active.
+        Removals are not held back: ``changes`` is served whatever its status."""
+        _, partnership = await self.get_for(self.session, offer_id, caller)
+        if partnership.status == PARTNERSHIP_ACTIVE:
+            return
+        then = (
+            "an ended partnership is not resumed; the coalition admin may propose a new one"
+            if partnership.status == PARTNERSHIP_ENDED
+            else "read the audience again once the partnership is active"
+        )
+        raise Conflict(
+            f"Partnership {partnership.id} is {partnership.status}: the audiences of its offers "
+            "are not served while it is not active.",
+            fix="Keep pulling removals from /v1/offers/{id}/audience/changes (still served) and "
+            f"stop using the people it lists; {then}.",
+        )
 
     async def changes(
         self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int

@@ -7,6 +7,10 @@ that holds the partnership's row lock (so two concurrent questions cannot both s
 a budget): the budget of the period is checked, the answer is compared with every earlier answer
 of the same question (differencing), and the answer is recorded. Refusals and answers alike go
 to the audit log with the question's parameters, never with counts.
+
+:func:`answer_question` is that decision, for any asker: the admin's matrix
+(:mod:`matching.matrix`) answers a partnership's pair through it too, so a partnership has one
+budget and one differencing history whoever asks.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -160,12 +163,13 @@ class OverlapService:
         arrays: ArrayCache,
         settings: MatchingSettingsLike,
         *,
-        rng: np.random.Generator | None = None,
+        noise: rules.NoiseMechanism | None = None,
     ) -> None:
         self.session_maker = session_maker
         self.arrays = arrays
         self.settings = settings
-        self.rng = rng or np.random.default_rng()
+        # OpenDP's discrete Laplace; tests put a stub here (OpenDP cannot be seeded).
+        self.noise: rules.NoiseMechanism = noise or rules.default_noise()
 
     async def groups(self, a: Loaded, b: Loaded, mask: int) -> engine.Groups:
         """The engine's groups, on the Dask cluster when one is configured."""
@@ -252,39 +256,22 @@ class OverlapService:
         params: dict[str, Any],
     ) -> OverlapAnswer:
         epsilon = partnership.epsilon
+        refusal: HubError | None = None
         with writing():
             async with self.session_maker() as session, session.begin():
-                await session.execute(
-                    select(Partnership.id).where(Partnership.id == partnership.id).with_for_update()
-                )
-                refusal: HubError | None = None
-                if epsilon is not None:
-                    refusal = await self._budget_refusal(session, partnership, epsilon)
-                if refusal is None:
-                    refusal = await self._differencing_refusal(
-                        session, partnership, purpose, canonical, total, cells
+                await lock_partnerships(session, [partnership.id])
+                try:
+                    shown = await answer_question(
+                        session,
+                        partnership,
+                        Question(caller, purpose, canonical, total, cells),
+                        self.noise,
+                        self.settings.max_breakdown_answers,
                     )
-                if refusal is not None:
+                except HubError as refused:
+                    refusal = refused
                     await append(session, _refused(actor, partnership.id, refusal, params))
                 else:
-                    shown = rules.answer(
-                        total,
-                        cells,
-                        partnership.min_audience,
-                        epsilon=epsilon,
-                        rng=self.rng if epsilon is not None else None,
-                    )
-                    session.add(
-                        OverlapQuery(
-                            partnership_id=partnership.id,
-                            partner_id=caller,
-                            purpose=purpose,
-                            breakdown=canonical,
-                            epsilon=epsilon or 0.0,
-                            total=total,
-                            cells=_cells_json(cells or {}),
-                        )
-                    )
                     await append(
                         session,
                         actor.event(
@@ -316,58 +303,119 @@ class OverlapService:
             ],
         )
 
-    async def _budget_refusal(
-        self, session: AsyncSession, partnership: Partnership, epsilon: float
-    ) -> HubError | None:
-        budget = await budget_status(session, partnership)
-        if budget is None or budget.budget.can_spend(epsilon):
-            return None
-        seconds = int((budget.renews_at - datetime.now(UTC)).total_seconds()) + 1
-        return TooManyRequests(
-            f"The partnership's privacy budget for this {partnership.budget_period} is spent "
-            f"({budget.budget.spent:g} of {budget.budget.total:g}); it renews at "
-            f"{budget.renews_at.isoformat()}.",
-            retry_after=seconds,
-            renews_at=budget.renews_at.isoformat(),
-            fix="Wait until the budget renews (Retry-After), or ask the coalition admin for a "
-            "larger epsilon_budget.",
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A question with its TRUE answer: who asks (None: an admin), the purpose, the breakdown
+    in member terms ("" for none), the total and the breakdown's cells."""
+
+    caller: UUID | None
+    purpose: str
+    breakdown: str
+    total: int
+    cells: dict[tuple[str | None, ...], int] | None = None
+
+
+async def lock_partnerships(session: AsyncSession, ids: Sequence[UUID]) -> None:
+    """Lock the partnerships' rows, in id order (two answers never wait on each other in a
+    circle), so two concurrent answers cannot both spend the last of a budget."""
+    if ids:
+        await session.execute(
+            select(Partnership.id)
+            .where(Partnership.id.in_(ids))
+            .order_by(Partnership.id)
+            .with_for_update()
         )
 
-    async def _differencing_refusal(
-        self,
-        session: AsyncSession,
-        partnership: Partnership,
-        purpose: str,
-        canonical: str,
-        total: int,
-        cells: dict[tuple[str | None, ...], int] | None,
-    ) -> HubError | None:
-        earlier = await session.execute(
-            select(OverlapQuery.total, OverlapQuery.cells)
-            .where(
-                OverlapQuery.partnership_id == partnership.id,
-                OverlapQuery.purpose == purpose,
-                OverlapQuery.breakdown == canonical,
-            )
-            .order_by(OverlapQuery.id.desc())
-            .limit(self.settings.max_breakdown_answers)
+
+async def answer_question(
+    session: AsyncSession,
+    partnership: Partnership,
+    question: Question,
+    noise: rules.NoiseMechanism,
+    history: int,
+) -> rules.Answer:
+    """Answer ``question`` as ``partnership``'s rules say, or raise the refusal.
+
+    Runs in the caller's transaction, which holds the partnership's row lock
+    (:func:`lock_partnerships`): the budget of the period is checked, the answer is compared
+    with the last ``history`` answers of the same question (differencing), then it is
+    published (threshold, suppression, noise) and recorded with the epsilon it spent. Every
+    answer that noises, whoever asks it, draws on this one budget.
+    """
+    epsilon = partnership.epsilon
+    if epsilon is not None and (spent := await budget_refusal(session, partnership, epsilon)):
+        raise spent
+    if refusal := await differencing_refusal(session, partnership, question, history):
+        raise refusal
+    shown = rules.answer(
+        question.total, question.cells, partnership.min_audience, epsilon=epsilon, noise=noise
+    )
+    session.add(
+        OverlapQuery(
+            partnership_id=partnership.id,
+            partner_id=question.caller,
+            purpose=question.purpose,
+            breakdown=question.breakdown,
+            epsilon=epsilon or 0.0,
+            total=question.total,
+            cells=_cells_json(question.cells or {}),
         )
-        for previous_total, previous_cells in earlier:
-            if total < partnership.min_audience and previous_total < partnership.min_audience:
-                continue  # both wholly suppressed: neither answer shows a number
-            reason = rules.differencing_violation(
-                _cells_from_json(previous_cells),
-                int(previous_total),
-                cells or {},
-                total,
-                partnership.min_audience,
-            )
-            if reason is not None:
-                return PrivacyRefusal(
-                    f"Refused: {reason} Answering would let the difference between two "
-                    "answers single out a few people.",
-                )
+    )
+    return shown
+
+
+async def budget_refusal(
+    session: AsyncSession, partnership: Partnership, epsilon: float
+) -> TooManyRequests | None:
+    """A 429 with the renewal time when ``epsilon`` does not fit in what is left."""
+    budget = await budget_status(session, partnership)
+    if budget is None or budget.budget.can_spend(epsilon):
         return None
+    seconds = int((budget.renews_at - datetime.now(UTC)).total_seconds()) + 1
+    return TooManyRequests(
+        f"The partnership's privacy budget for this {partnership.budget_period} is spent "
+        f"({budget.budget.spent:g} of {budget.budget.total:g}); it renews at "
+        f"{budget.renews_at.isoformat()}.",
+        retry_after=seconds,
+        renews_at=budget.renews_at.isoformat(),
+        fix="Wait until the budget renews (Retry-After), or ask the coalition admin for a "
+        "larger epsilon_budget.",
+    )
+
+
+async def differencing_refusal(
+    session: AsyncSession, partnership: Partnership, question: Question, history: int
+) -> PrivacyRefusal | None:
+    """A refusal when the answer differs from an earlier answer of the same question (the
+    same partnership, purpose and breakdown, whoever asked) by fewer than min_audience."""
+    earlier = await session.execute(
+        select(OverlapQuery.total, OverlapQuery.cells)
+        .where(
+            OverlapQuery.partnership_id == partnership.id,
+            OverlapQuery.purpose == question.purpose,
+            OverlapQuery.breakdown == question.breakdown,
+        )
+        .order_by(OverlapQuery.id.desc())
+        .limit(history)
+    )
+    minimum = partnership.min_audience
+    for previous_total, previous_cells in earlier:
+        if question.total < minimum and previous_total < minimum:
+            continue  # both wholly suppressed: neither answer shows a number
+        reason = rules.differencing_violation(
+            _cells_from_json(previous_cells),
+            int(previous_total),
+            question.cells or {},
+            question.total,
+            minimum,
+        )
+        if reason is not None:
+            return PrivacyRefusal(
+                f"Refused: {reason} Answering would let the difference between two "
+                "answers single out a few people.",
+            )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,76 +450,3 @@ async def budget_status(session: AsyncSession, partnership: Partnership) -> Budg
         renews_at=end,
         queries=int(row[1]),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class MatrixCell:
-    a: UUID
-    b: UUID
-    count: int | None
-    suppressed: bool
-    min_audience: int
-    partnership_id: UUID | None
-
-
-async def overlap_matrix(
-    session_maker: async_sessionmaker[AsyncSession],
-    arrays: ArrayCache,
-    purpose: str,
-    default_min_audience: int,
-    actor: Actor,
-) -> tuple[list[tuple[UUID, str]], list[MatrixCell]]:
-    """Every pair of active partners: thresholded overlaps for ``purpose`` (admin view).
-
-    A pair with an active partnership uses its ``min_audience``; other pairs the coalition's
-    default. The diagonal (a partner with itself) is not shown: it is not an overlap.
-    """
-    from partners.partners.models import ACTIVE as PARTNER_ACTIVE
-    from partners.partners.models import Partner
-    from partners.partnerships.models import PartnershipMember
-
-    async with session_maker() as session:
-        partners = [
-            (p.id, p.name)
-            for p in await session.scalars(
-                select(Partner).where(Partner.status == PARTNER_ACTIVE).order_by(Partner.name)
-            )
-        ]
-        rows = (
-            await session.execute(
-                select(Partnership.id, Partnership.min_audience, PartnershipMember.partner_id)
-                .join(PartnershipMember, PartnershipMember.partnership_id == Partnership.id)
-                .where(Partnership.status == ACTIVE)
-            )
-        ).all()
-    thresholds: dict[frozenset[UUID], tuple[int, UUID | None]] = {}
-    members: dict[UUID, list[UUID]] = {}
-    minimum: dict[UUID, int] = {}
-    for partnership_id, min_audience, partner_id in rows:
-        members.setdefault(partnership_id, []).append(partner_id)
-        minimum[partnership_id] = min_audience
-    for pid, pair in members.items():
-        thresholds[frozenset(pair)] = (minimum[pid], pid)
-    loaded = await asyncio.gather(*(arrays.get(pid) for pid, _ in partners))
-    counts = await asyncio.to_thread(
-        engine.overlap_matrix, [x.side for x in loaded], CONSENT_BITS[purpose]
-    )
-    cells = []
-    for i, (a, _) in enumerate(partners):
-        for j, (b, _) in enumerate(partners):
-            if i == j:
-                continue
-            min_audience, partnership = thresholds.get(
-                frozenset((a, b)), (default_min_audience, None)
-            )
-            shown = rules.threshold(int(counts[i, j]), min_audience)
-            cells.append(MatrixCell(a, b, shown.count, shown.suppressed, min_audience, partnership))
-    with writing():
-        async with session_maker() as session, session.begin():
-            await append(
-                session,
-                actor.event(
-                    "overlap.matrix", "coalition", None, purpose=purpose, partners=len(partners)
-                ),
-            )
-    return partners, cells

@@ -46,16 +46,39 @@ Cell suppression (breakdowns)
     table cannot help; preventing it needs a rule across breakdowns.
 
 Noise
-    With an ``epsilon``, every shown count gets Laplace noise of scale ``sensitivity/epsilon``,
-    is rounded to the nearest integer and clamped at 0. A total alone has sensitivity 1 (one
-    person changes it by one). A breakdown has sensitivity 2: one person changes the total and
-    exactly one cell, so the answer vector moves by 2 in L1 norm, and noising each shown count
-    with scale ``2/epsilon`` keeps the whole answer epsilon-differentially private.
+    With an ``epsilon``, every shown count gets integer noise from the discrete Laplace
+    mechanism of OpenDP (``make_laplace`` on an integer domain: no floating-point sampler,
+    whose low bits leak the true value, Mironov 2012) of scale ``sensitivity/epsilon``, so
+    that the measurement's privacy map gives exactly ``epsilon`` at the query's sensitivity. A
+    total alone has sensitivity 1 (one person changes it by one). A breakdown has sensitivity
+    2: one person changes the total and exactly one cell, so the answer vector moves by 2 in
+    L1 norm, and noising each shown count with scale ``2/epsilon`` keeps the whole answer
+    epsilon-differentially private. Counts are noised as 32-bit integers, sums as 64-bit ones.
+
+    The discrete Laplace returns the exact count with probability ``tanh(epsilon/(2 *
+    sensitivity))`` (about 0.46 at epsilon 1 for a total): an exact answer is no leak, it is
+    the distribution. Noisy counts are NOT clamped at 0: the noise is unbiased only unclamped
+    (a clamp is harmless post-processing for privacy, but it pushes small counts up), and a
+    shown count is at least ``min_audience`` (never below the floor of 10) before noise, so
+    a negative answer needs noise beyond ``-min_audience``, which is rare and says only that
+    the noise was large.
+
+    The mechanism is passed in (:class:`NoiseMechanism`; :class:`DiscreteLaplace` by
+    default). OpenDP has no seed, so tests pass a stub to make the noise observable.
+
+    What noise does not cover: the threshold, complementary suppression and the refusals
+    (budget, differencing) are decided on TRUE counts and are not differentially private.
+    They are protected by the threshold rules themselves (nothing below ``min_audience`` is
+    shown, no difference of fewer than ``min_audience`` people is answered), not by epsilon:
+    whether a cell is shown, or a question refused, tells something about the true counts
+    that epsilon does not account for.
 
 Budget
-    Each query spends its ``epsilon`` from a budget per UTC calendar period (hour, day, week
-    starting Monday 00:00, calendar month). A query is refused when ``epsilon`` exceeds what is
-    left (with a tolerance of 1e-9 so that ten spends of 0.1 fill a budget of 1.0 exactly).
+    Each answer that noises spends its ``epsilon`` from one budget per partnership and UTC
+    calendar period (hour, day, week starting Monday 00:00, calendar month), whoever asks:
+    the members' overlaps and the admin's matrix draw on the same budget. An answer is refused
+    when ``epsilon`` exceeds what is left (with a tolerance of 1e-9 so that ten spends of 0.1
+    fill a budget of 1.0 exactly).
 
 Differencing
     The TRUE counts of a query are compared with those of the same query answered earlier. If
@@ -70,19 +93,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from functools import cache
+from threading import Lock
+from typing import Any, Literal, Protocol
 
-import numpy as np
+import opendp.prelude as dp
 
 __all__ = [
     "Answer",
     "Budget",
     "CellKey",
+    "DiscreteLaplace",
+    "NoiseMechanism",
     "Period",
     "Shown",
+    "Width",
     "answer",
+    "default_noise",
     "differencing_violation",
-    "laplace_noise",
     "period_bounds",
     "suppress_cells",
     "threshold",
@@ -294,12 +322,54 @@ def _path(
     return False
 
 
-def laplace_noise(count: int, epsilon: float, sensitivity: float, rng: np.random.Generator) -> int:
-    """``count`` plus Laplace noise of scale ``sensitivity/epsilon``, rounded, never below 0."""
-    if epsilon <= 0 or sensitivity <= 0:
-        raise ValueError("epsilon and sensitivity must be positive")
-    noisy = count + float(rng.laplace(0.0, sensitivity / epsilon))
-    return max(0, round(noisy))
+Width = Literal["i32", "i64"]  # counts fit 32 bits; sums (points, amounts) need 64
+
+
+class NoiseMechanism(Protocol):
+    """Releases ``value`` with integer noise: epsilon-DP for a query of L1 ``sensitivity``."""
+
+    def __call__(self, value: int, epsilon: float, sensitivity: int, width: Width = "i32") -> int:
+        """``value`` plus noise of scale ``sensitivity/epsilon``."""
+        ...
+
+
+class DiscreteLaplace:
+    """OpenDP's discrete Laplace mechanism, one measurement per (scale, width), built once.
+
+    Building a measurement costs about as much as drawing from it, and answers reuse a few
+    scales, so they are cached. Each is checked on construction: its privacy map at the
+    query's sensitivity must be the epsilon the budget is charged (up to float rounding).
+    """
+
+    def __init__(self) -> None:
+        dp.enable_features("contrib")  # make_laplace is in OpenDP's contrib set
+        self._measurements: dict[tuple[float, Width], Any] = {}
+        self._checked: set[tuple[float, int, Width]] = set()  # (epsilon, sensitivity, width)
+        self._lock = Lock()  # answers are noised on several threads
+
+    def __call__(self, value: int, epsilon: float, sensitivity: int, width: Width = "i32") -> int:
+        """``value`` plus a discrete Laplace draw of scale ``sensitivity/epsilon``."""
+        return int(self.measurement(epsilon, sensitivity, width)(int(value)))
+
+    def measurement(self, epsilon: float, sensitivity: int, width: Width = "i32") -> Any:
+        """The cached OpenDP measurement for ``epsilon`` at ``sensitivity``."""
+        if not epsilon > 0 or sensitivity <= 0:
+            raise ValueError("epsilon and sensitivity must be positive")
+        scale = sensitivity / epsilon
+        with self._lock:
+            found = self._measurements.get((scale, width))
+            if found is None:
+                found = dp.m.make_laplace(
+                    dp.atom_domain(T=width), dp.absolute_distance(T=width), scale=scale
+                )
+                self._measurements[(scale, width)] = found
+            if (epsilon, sensitivity, width) not in self._checked:
+                # The privacy map costs about two draws: checked once per use.
+                spent = float(found.map(sensitivity))
+                if spent > epsilon + BUDGET_TOLERANCE:
+                    raise ValueError(f"the mechanism spends {spent}, more than epsilon {epsilon}")
+                self._checked.add((epsilon, sensitivity, width))
+        return found
 
 
 def answer(
@@ -308,23 +378,23 @@ def answer(
     min_audience: int,
     *,
     epsilon: float | None = None,
-    rng: np.random.Generator | None = None,
+    noise: NoiseMechanism | None = None,
 ) -> Answer:
     """Threshold the total, suppress cells, then noise what is shown when ``epsilon`` is given.
 
     Every decision uses the true counts. The sensitivity is 1 for a total alone and 2 for a
-    breakdown (one person changes the total and one cell).
+    breakdown (one person changes the total and one cell). ``noise`` defaults to OpenDP's
+    discrete Laplace.
     """
-    if epsilon is not None and rng is None:
-        raise ValueError("noise needs a random generator")
-    sensitivity = 1.0 if cells is None else 2.0
+    sensitivity = 1 if cells is None else 2
+    mechanism = noise or default_noise()
 
     def publish(count: int, suppressed: bool) -> Shown:
         if suppressed:
             return Shown(None, True)
-        if epsilon is None or rng is None:
+        if epsilon is None:
             return Shown(count, False)
-        return Shown(laplace_noise(count, epsilon, sensitivity, rng), False)
+        return Shown(mechanism(count, epsilon, sensitivity), False)
 
     shown_total = publish(total, total < min_audience)
     if cells is None:
@@ -332,6 +402,12 @@ def answer(
     flags = suppress_cells(cells, total, min_audience)
     ordered = sorted(cells, key=key_order)
     return Answer(shown_total, [(key, publish(cells[key], flags[key])) for key in ordered])
+
+
+@cache
+def default_noise() -> DiscreteLaplace:
+    """One process-wide mechanism, so its measurements are built once."""
+    return DiscreteLaplace()
 
 
 @dataclass(frozen=True, slots=True)

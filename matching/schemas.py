@@ -57,7 +57,13 @@ class MatrixCellOut(msgspec.Struct):
     count: int | None
     suppressed: bool
     min_audience: int
-    partnership_id: UUID | None
+    partnership_id: UUID | None  # the partnership whose rules answered (None: never had one)
+    noise: bool = False
+    answered_at: datetime | None = None  # when the shown answer was computed (and stored)
+    # Why the pair is not answered: purpose-not-allowed, budget-exhausted or differencing.
+    refused: str | None = None
+    reason: str | None = None
+    stale: bool = False  # (console) the data changed since answered_at; refreshing spends
 
 
 class MatrixOut(msgspec.Struct):

@@ -6,21 +6,22 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
+from litestar.params import FromQuery, QueryParameter
+from litestar.response import Redirect
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.console.charts import day_range, grouped_bars, heat_class
 from hub.console.partners import partner_names
 from hub.console.partnerships import PURPOSES
-from hub.console.web import page
+from hub.console.web import form_data, page
 from hub.core.audit import Actor
+from matching.matrix import BUDGET_EXHAUSTED, DIFFERENCING, overlap_matrix
 from matching.models import Offer
 from matching.offers import status_of
-from matching.overlap import overlap_matrix
 from partners.partnerships.models import Partnership
 from partners.rewards.jobs import period_of, settlement_lines
 from partners.rewards.models import RewardEvent, RewardSettlement
@@ -41,29 +42,61 @@ class InsightPages(Controller):
         state: State,
         actor: NamedDependency[Actor],
         purpose: Annotated[str, QueryParameter(pattern=PURPOSE_PATTERN)] = "analytics",
+        done: FromQuery[str | None] = None,
     ) -> Response[Any]:
-        # The same computation (and audit entry) as GET /v1/coalition/overlap-matrix.
-        partners, cells = await overlap_matrix(
-            state.session_maker,
-            state.array_cache,
+        # The same answers (and audit entry) as GET /v1/coalition/overlap-matrix, except that
+        # a page view never spends epsilon: a noisy pair whose data changed shows its stored
+        # answer as stale until someone asks for a refresh (the form below posts it).
+        matrix = await overlap_matrix(
+            state.overlap_service,
             purpose,
             state.settings.partnerships.default_min_audience,
             actor,
+            spend=False,
         )
-        grid = {(c.a, c.b): c for c in cells}
-        peak = max((c.count or 0 for c in cells), default=0)
+        grid = {(c.a, c.b): c.answer for c in matrix.cells}
+        answers = list(grid.values())
         return page(
             request,
             "matrix.html",
             purpose=purpose,
             purposes=PURPOSES,
-            partners=partners,
+            partners=matrix.partners,
             grid=grid,
-            peak=peak,
+            peak=max((c.count or 0 for c in answers), default=0),
             heat_class=heat_class,
-            suppressed=sum(1 for c in cells if c.suppressed),
+            suppressed=sum(1 for c in answers if c.suppressed),
+            refused=sum(1 for c in answers if c.refused),
+            stale=sum(1 for c in answers if c.stale),
+            # A refresh can change stale cells and refusals that depend on the data or the
+            # budget; a purpose the partnership does not allow stays refused.
+            refreshable=any(
+                c.stale or c.refused in (BUDGET_EXHAUSTED, DIFFERENCING) for c in answers
+            ),
+            done=done,
             nav="matrix",
         )
+
+    @post("/matrix/refresh")
+    async def refresh_matrix(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        actor: NamedDependency[Actor],
+    ) -> Response[Any]:
+        """Answer the stale noisy pairs now: this spends their partnerships' epsilon."""
+        form = await form_data(request)
+        purpose = form.get("purpose")
+        if purpose not in PURPOSES:
+            purpose = "analytics"
+        await overlap_matrix(
+            state.overlap_service,
+            purpose,
+            state.settings.partnerships.default_min_audience,
+            actor,
+            spend=True,
+        )
+        return Redirect(f"/admin/matrix?purpose={purpose}&done=refreshed", status_code=303)
 
     @get("/offers")
     async def offers(

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+from sqlalchemy import create_engine, update
+
+from hub.core.db import normalise_url
+from matching.models import OverlapQuery
 from partners.kit import hash_identifier
 from tests.conftest import Hub
 
@@ -103,3 +109,17 @@ def overlap(
     hub: Hub, member: Member, partnership: str, purpose: str = "analytics", **kw: Any
 ) -> Any:
     return member.get(hub, f"/v1/partnerships/{partnership}/overlap", purpose=purpose, **kw)
+
+
+def move_answers_back(hub: Hub, partnership: str, by: timedelta) -> None:
+    """Date the partnership's answers ``by`` ago (a budget period passing, without waiting)."""
+    engine = create_engine(normalise_url(hub.database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(OverlapQuery)
+                .where(OverlapQuery.partnership_id == UUID(partnership))
+                .values(answered_at=datetime.now(UTC) - by)
+            )
+    finally:
+        engine.dispose()

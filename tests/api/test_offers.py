@@ -227,3 +227,27 @@ def test_offer_rules_and_isolation(hub: Hub, pair: Any) -> None:
     analytics_only = members(hub, purposes=["analytics"])
     response = propose(hub, analytics_only[0], analytics_only[1], analytics_only[2])
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("status", ["suspended", "ended"])
+def test_an_audience_is_not_served_unless_the_partnership_is_active_but_removals_are(
+    hub: Hub, pair: Any, status: str
+) -> None:
+    a, b, partnership = pair
+    offer = propose(hub, a, b, partnership).json()
+    b.post(hub, f"/v1/offers/{offer['id']}/approve")
+    cursor = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes").json()["next_cursor"]
+    changed = hub.as_admin("PATCH", f"/v1/partnerships/{partnership}", json={"status": status})
+    assert changed.status_code == 200, changed.text
+    for params in ({}, {"format": "ndjson"}, {"format": "csv"}):
+        refused = a.get(hub, f"/v1/offers/{offer['id']}/audience", **params)
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        problem = refused.json()
+        assert status in problem["detail"]
+        assert "/audience/changes" in problem["fix"]
+    # A withdrawal after the suspension still reaches the member through the changes.
+    b.consents(hub, "b05", ["analytics"])
+    changes = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes", cursor=cursor)
+    assert changes.status_code == 200, changes.text
+    assert [c["customer_ref"] for c in changes.json()["items"]] == ["a05"]

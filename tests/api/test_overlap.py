@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 import pytest
-from sqlalchemy import create_engine, update
 
-from hub.core.db import normalise_url
-from matching.models import OverlapQuery
-from tests.api.matching_helpers import Member, email, members, overlap, phone, rec
+from tests.api.matching_helpers import (
+    Member,
+    email,
+    members,
+    move_answers_back,
+    overlap,
+    phone,
+    rec,
+)
 from tests.conftest import Hub
 
 
@@ -240,19 +244,6 @@ def test_noise_spends_the_budget_and_an_empty_budget_refuses(hub: Hub) -> None:
     assert renewed["spent"] == 0.0
     assert renewed["left"] == 2.0
     assert overlap(hub, b, partnership).status_code == 200
-
-
-def move_answers_back(hub: Hub, partnership: str, by: timedelta) -> None:
-    engine = create_engine(normalise_url(hub.database_url))
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                update(OverlapQuery)
-                .where(OverlapQuery.partnership_id == UUID(partnership))
-                .values(answered_at=datetime.now(UTC) - by)
-            )
-    finally:
-        engine.dispose()
 
 
 def test_every_answer_and_refusal_is_audited_without_counts(hub: Hub) -> None:

@@ -234,3 +234,41 @@ def test_the_rewards_page_charts_activity_per_day_and_the_open_settlement(
     assert 'class="bar earn"' in response.text
     assert 'class="bar redeem"' in response.text
     assert "500 points" in response.text
+
+
+def test_viewing_the_matrix_never_spends_epsilon_and_a_refresh_does(
+    hub: Hub, console: Console
+) -> None:
+    from tests.api.matching_helpers import email, members, rec
+
+    a, b, partnership = members(hub, epsilon=0.5, epsilon_budget=5.0)
+
+    def share(start: int, n: int) -> None:
+        a.upload(hub, [rec(email(f"view-{i}"), f"a{i}") for i in range(start, start + n)])
+        b.upload(hub, [rec(email(f"view-{i}"), f"b{i}") for i in range(start, start + n)])
+
+    def spent() -> float:
+        body = hub.as_admin("GET", f"/v1/partnerships/{partnership}/budget").json()
+        return float(body["spent"])
+
+    share(0, 30)
+    for _ in range(3):
+        viewed = console.http.get("/admin/matrix")
+        assert viewed.status_code == 200, viewed.text
+        assert "Refresh (spends ε)" in viewed.text
+    assert spent() == 0.0
+    forged = console.http.post("/admin/matrix/refresh", data={"purpose": "analytics"})
+    assert forged.status_code == 403
+    assert spent() == 0.0
+    refreshed = console.post("/admin/matrix/refresh", {"purpose": "analytics"})
+    assert refreshed.status_code == 303
+    assert refreshed.headers["location"] == "/admin/matrix?purpose=analytics&done=refreshed"
+    assert spent() == 0.5
+    assert "was refreshed" in console.http.get(refreshed.headers["location"]).text
+    # Served again from the stored answer; after a change, shown stale until a refresh.
+    share(30, 15)
+    for _ in range(3):
+        assert console.http.get("/admin/matrix").status_code == 200
+    assert spent() == 0.5
+    assert console.post("/admin/matrix/refresh", {"purpose": "analytics"}).status_code == 303
+    assert spent() == 1.0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from matching.rules import (
     Budget,
     CellKey,
+    DiscreteLaplace,
     Shown,
+    Width,
     answer,
     differencing_violation,
-    laplace_noise,
     period_bounds,
     suppress_cells,
     threshold,
@@ -135,19 +136,46 @@ def test_an_answer_without_a_breakdown_is_only_the_thresholded_total() -> None:
     assert answer(MIN - 1, None, MIN).cells == []
 
 
+class AddSeven:
+    """A stub mechanism: +7, and a note of what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float, int, str]] = []
+
+    def __call__(self, value: int, epsilon: float, sensitivity: int, width: Width = "i32") -> int:
+        self.calls.append((value, epsilon, sensitivity, width))
+        return value + 7
+
+
 def test_noise_is_added_only_to_shown_counts() -> None:
     cells: dict[CellKey, int] = {("a",): 1, ("b",): 60, ("c",): 5000}
-    published = answer(5061, cells, MIN, epsilon=1.0, rng=np.random.default_rng(7))
+    stub = AddSeven()
+    published = answer(5061, cells, MIN, epsilon=1.0, noise=stub)
     shown = dict(published.cells)
     assert shown[("a",)] == Shown(None, True)
     assert shown[("b",)] == Shown(None, True)
-    assert shown[("c",)].count is not None
-    assert abs(shown[("c",)].count - 5000) < 100
+    assert shown[("c",)] == Shown(5007, False)
+    assert published.total == Shown(5068, False)
+    # A breakdown's sensitivity is 2: one person moves the total and one cell.
+    assert stub.calls == [(5061, 1.0, 2, "i32"), (5000, 1.0, 2, "i32")]
 
 
-def test_noise_needs_a_generator() -> None:
-    with pytest.raises(ValueError, match="generator"):
-        answer(100, None, MIN, epsilon=1.0)
+def test_a_total_alone_is_noised_at_sensitivity_one() -> None:
+    stub = AddSeven()
+    assert answer(100, None, MIN, epsilon=0.5, noise=stub).total == Shown(107, False)
+    assert stub.calls == [(100, 0.5, 1, "i32")]
+
+
+def test_without_epsilon_nothing_is_noised() -> None:
+    stub = AddSeven()
+    assert answer(100, None, MIN, noise=stub).total == Shown(100, False)
+    assert stub.calls == []
+
+
+def test_the_default_noise_is_opendp_integer_noise() -> None:
+    published = answer(1000, None, MIN, epsilon=1.0)
+    assert isinstance(published.total.count, int)
+    assert abs(published.total.count - 1000) < 60  # P(|noise| >= 60) is about e^-60
 
 
 # --- suppression: properties -----------------------------------------------------------------
@@ -301,28 +329,57 @@ def test_one_dimensional_answers_cannot_pin_a_cell_together() -> None:
 # --- noise -----------------------------------------------------------------------------------
 
 
-def test_laplace_noise_is_centred_on_the_count_with_the_laplace_variance() -> None:
-    rng = np.random.default_rng(20240601)
-    epsilon, sensitivity = 0.5, 1.0
-    draws = np.array([laplace_noise(1000, epsilon, sensitivity, rng) for _ in range(20_000)])
-    expected_variance = 2 * (sensitivity / epsilon) ** 2
-    assert abs(draws.mean() - 1000) < 0.2
-    assert 0.9 * expected_variance < draws.var() < 1.1 * expected_variance + 0.1
+def discrete_laplace_moments(epsilon: float, sensitivity: int) -> tuple[float, float]:
+    """P(noise = 0) and Var(noise) of the discrete Laplace of scale s = sensitivity/epsilon."""
+    q = math.exp(-epsilon / sensitivity)  # e^(-1/s)
+    return math.tanh(epsilon / (2 * sensitivity)), 2 * q / (1 - q) ** 2
 
 
-def test_laplace_noise_never_goes_below_zero() -> None:
-    rng = np.random.default_rng(1)
-    assert min(laplace_noise(0, 0.1, 2.0, rng) for _ in range(2_000)) == 0
+@pytest.mark.parametrize("sensitivity", [1, 2])
+def test_discrete_laplace_is_exact_as_often_as_tanh_and_unbiased(sensitivity: int) -> None:
+    """20k draws at epsilon 1: the share of exact answers and the mean, each within 4 sigma."""
+    n, epsilon, count = 20_000, 1.0, 1000
+    noise = DiscreteLaplace()
+    draws = [noise(count, epsilon, sensitivity) for _ in range(n)]
+    assert all(type(d) is int for d in draws)
+    p, variance = discrete_laplace_moments(epsilon, sensitivity)
+    exact = sum(d == count for d in draws) / n
+    assert abs(exact - p) < 4 * math.sqrt(p * (1 - p) / n), (exact, p)
+    mean = sum(draws) / n
+    assert abs(mean - count) < 4 * math.sqrt(variance / n), (mean, variance)
+    spread = sum((d - count) ** 2 for d in draws) / n
+    assert 0.85 * variance < spread < 1.15 * variance
 
 
-def test_laplace_noise_is_reproducible_with_a_seed() -> None:
-    first = [laplace_noise(100, 1.0, 2.0, np.random.default_rng(3)) for _ in range(3)]
-    assert len(set(first)) == 1
+def test_the_measurement_spends_epsilon_at_the_sensitivity() -> None:
+    noise = DiscreteLaplace()
+    for sensitivity in (1, 2):
+        for epsilon in (0.1, 1 / 3, 1.0):
+            spent = noise.measurement(epsilon, sensitivity).map(sensitivity)
+            assert spent == pytest.approx(epsilon, rel=1e-12)
 
 
-def test_laplace_noise_refuses_a_non_positive_epsilon() -> None:
+def test_measurements_are_built_once_per_scale_and_width() -> None:
+    noise = DiscreteLaplace()
+    first = noise.measurement(1.0, 2)
+    assert noise.measurement(1.0, 2) is first
+    assert noise.measurement(0.5, 1) is first  # the same scale, 2
+    assert noise.measurement(1.0, 2, "i64") is not first
+
+
+def test_sums_beyond_32_bits_are_noised_as_64_bit_integers() -> None:
+    big = 5 * 2**32
+    noisy = DiscreteLaplace()(big, 1.0, 1, "i64")
+    assert type(noisy) is int
+    assert abs(noisy - big) < 60
+
+
+def test_noise_refuses_a_non_positive_epsilon_or_sensitivity() -> None:
+    noise = DiscreteLaplace()
     with pytest.raises(ValueError, match="positive"):
-        laplace_noise(100, 0.0, 1.0, np.random.default_rng(0))
+        noise(100, 0.0, 1)
+    with pytest.raises(ValueError, match="positive"):
+        noise(100, 1.0, 0)
 
 
 # --- budget ----------------------------------------------------------------------------------
