@@ -144,15 +144,19 @@ def query_of(doc: dict[str, Any], operation: Operation) -> dict[str, Any]:
 
 
 def counterfeit(real: str) -> str:
-    """An id of the same shape as ``real`` that names nothing."""
+    """An id of the same shape as ``real`` that names nothing: a UUID of the same version
+    (and, for time-ordered UUIDs, the same millisecond), an integer that fits 32 bits, or the
+    same prefix (``cl_``, ``whd_``…) before random characters."""
     try:
-        uuid.UUID(real)
+        parsed = uuid.UUID(real)
     except ValueError:
         pass
     else:
-        return str(uuid.uuid4())
+        noise = uuid.uuid4().hex
+        variant = random.choice("89ab")
+        return str(uuid.UUID(parsed.hex[:13] + noise[13:16] + variant + noise[17:]))
     if real.isdigit():
-        return str(random.randint(10 ** (len(real) + 6), 10 ** (len(real) + 7)))
+        return str(random.randint(10**8, 2**31 - 1))
     prefix = real.rsplit("_", 1)[0] + "_" if "_" in real else ""
     return prefix + uuid.uuid4().hex[: max(8, len(real) - len(prefix))]
 

@@ -334,7 +334,7 @@ def test_no_partner_tells_another_partners_objects_from_ids_that_do_not_exist(
                         f"{operation} by {attacker.name} on a {victim.kind} of "
                         f"{sorted(victim.entitled)}: {difference}"
                     )
-    assert walk.findings == []
+    assert not walk.findings, "\n".join(walk.findings)
     assert len(walked) == len(operations), {str(o) for o in operations} - walked
     assert {o.path for o in operations if str(o) in walked} == {p for p in doc["paths"] if "{" in p}
     assert snapshot(hub, coalition) == before
@@ -358,5 +358,36 @@ def test_the_walkers_reads_reach_the_real_objects(hub: Hub, coalition: Coalition
         ]
         if not any(walk.differs(operation, victim, caller) for victim, caller in pairs):
             unproven.append(str(operation))
-    assert walk.findings == []
+    assert not walk.findings, "\n".join(walk.findings)
     assert unproven == []
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "kind"),
+    [
+        ("/v1/partners/{id}", "id", "partner"),
+        ("/v1/partners/{partner_id}/clients/{client_id}", "client_id", "client"),
+        ("/v1/offers/{id}/results", "id", "offer"),
+        ("/v1/identifiers/uploads/{id}", "id", "upload"),
+        ("/v1/rewards/settlements/{id}", "id", "settlement"),
+        ("/v1/webhooks/deliveries/{id}/replay", "id", "delivery"),
+        ("/v1/jobs/{name}/run", "name", "job"),
+        ("/v1/widgets/{widget_id}", "widget_id", None),
+    ],
+)
+def test_the_walker_tells_an_ids_kind_by_its_name_or_segment(
+    path: str, name: str, kind: str | None
+) -> None:
+    assert kind_of(path, name) == kind
+
+
+def test_the_walker_fails_loudly_on_a_path_it_cannot_fill() -> None:
+    unknown = Operation("GET", "/v1/widgets/{widget_id}", [{"name": "widget_id", "in": "path"}], {})
+    nothing = Coalition({}, [])
+    with pytest.raises(AssertionError, match="cannot tell what GET /v1/widgets"):
+        victims_for(nothing, unknown)
+    settlement = Operation(
+        "GET", "/v1/rewards/settlements/{id}", [{"name": "id", "in": "path"}], {}
+    )
+    with pytest.raises(AssertionError, match="has no settlement"):
+        victims_for(nothing, settlement)
