@@ -43,6 +43,7 @@ from tests.conftest import Hub, execute_sql, launch_hub, table_counts
 from tests.rewards.helpers import SHARE, enrol, event, send
 from tests.rewards.test_sync_and_settlement import move_uses_to, run_job
 
+NARROW_SCOPE = "identifiers:write"
 SHARED_PEOPLE = 12  # above the partnership's min_audience, so an offer activates
 
 
@@ -77,6 +78,7 @@ class Brand:
     id: str
     client_id: str
     headers: dict[str, str]
+    narrow_headers: dict[str, str]
 
     @property
     def member(self) -> Member:
@@ -102,15 +104,33 @@ class Coalition:
     def of_kind(self, kind: str) -> list[Victim]:
         return [v for v in self.victims if v.kind == kind]
 
+    def attackers(self) -> Iterator[tuple[str, str, dict[str, str]]]:
+        """(who, partner id, headers): each partner's full token and its narrow one."""
+        for brand in self.brands.values():
+            yield brand.name, brand.id, brand.headers
+            yield f"{brand.name} ({NARROW_SCOPE} only)", brand.id, brand.narrow_headers
+
 
 def onboard(hub: Hub, name: str, category: str, **extra: Any) -> Brand:
+    """A partner with a client holding every partner scope, and a narrow second client (one
+    scope): an answer must not depend on whether the object exists before the scope check."""
     partner = hub.create_partner(category, **extra)
-    client = hub.create_client(partner["id"], list(PARTNER_SCOPES))
-    token = hub.token(client["client_id"], client["client_secret"])
-    return Brand(name, partner["id"], client["client_id"], {"Authorization": f"Bearer {token}"})
+    tokens = []
+    for scopes in (list(PARTNER_SCOPES), [NARROW_SCOPE]):
+        client = hub.create_client(partner["id"], scopes)
+        tokens.append((client, hub.token(client["client_id"], client["client_secret"])))
+    (client, token), (_, narrow) = tokens
+    return Brand(
+        name,
+        partner["id"],
+        client["client_id"],
+        {"Authorization": f"Bearer {token}"},
+        {"Authorization": f"Bearer {narrow}"},
+    )
 
 
-def active_partnership(hub: Hub, a: Brand, b: Brand) -> str:
+def partnership(hub: Hub, a: Brand, b: Brand, accepted_by: tuple[Brand, ...] = ()) -> str:
+    """A partnership of A and B, active once both accept (``accepted_by``)."""
     response = hub.as_admin(
         "POST",
         "/v1/partnerships",
@@ -122,7 +142,7 @@ def active_partnership(hub: Hub, a: Brand, b: Brand) -> str:
     )
     assert response.status_code == 201, response.text
     partnership = str(response.json()["id"])
-    for member in (a, b):
+    for member in accepted_by:
         accepted = member.member.post(hub, f"/v1/partnerships/{partnership}/accept")
         assert accepted.status_code == 200, accepted.text
     return partnership
@@ -159,12 +179,16 @@ def settle_and_sync(hub: Hub, a: Brand, b: Brand) -> None:
 @pytest.fixture(scope="module")
 def coalition(hub: Hub) -> Coalition:
     """A and B in an active partnership with offers, rewards, a settlement and a webhook
-    delivery; C partnered with A only, with an offer of its own; an upload each."""
+    delivery; A and C in a suspended one, with C's offer; B and C in one that B has not
+    accepted; a client and an upload each. Statuses vary because a check of the status
+    before the membership would answer 409 where a stranger must get 404."""
     a = onboard(hub, "a", "airline")
     b = onboard(hub, "b", "hotel", webhook_url="http://127.0.0.1:9/hook")
     c = onboard(hub, "c", "coffee")
     brands = {x.name: x for x in (a, b, c)}
-    ab, ac = active_partnership(hub, a, b), active_partnership(hub, a, c)
+    ab = partnership(hub, a, b, accepted_by=(a, b))
+    ac = partnership(hub, a, c, accepted_by=(a, c))
+    bc = partnership(hub, b, c, accepted_by=(c,))
     for brand in (a, b):
         brand.member.upload(
             hub, [rec(email(f"walk-{n}"), f"{brand.name}-{n}") for n in range(SHARED_PEOPLE)]
@@ -175,11 +199,14 @@ def coalition(hub: Hub) -> Coalition:
     assert approved.status_code == 200, approved.text
     assert approved.json()["status"] == "active", approved.text
     c_offer = propose_offer(hub, c, a, ac, "Proposed: coffee with your flight")
+    suspended = hub.as_admin("PATCH", f"/v1/partnerships/{ac}", json={"status": "suspended"})
+    assert suspended.status_code == 200, suspended.text
     settle_and_sync(hub, a, b)
 
     victims = [
         Victim("partnership", {"partnership": ab}, frozenset((a.id, b.id)), a),
         Victim("partnership", {"partnership": ac}, frozenset((a.id, c.id)), c),
+        Victim("partnership", {"partnership": bc}, frozenset((b.id, c.id)), c),
         Victim("offer", {"offer": proposed, "partnership": ab}, frozenset((a.id, b.id)), a),
         Victim("offer", {"offer": active, "partnership": ab}, frozenset((a.id, b.id)), b),
         Victim("offer", {"offer": c_offer, "partnership": ac}, frozenset((a.id, c.id)), c),
@@ -324,14 +351,14 @@ def test_no_partner_tells_another_partners_objects_from_ids_that_do_not_exist(
     walked: set[str] = set()
     for operation in operations:
         for victim in victims_for(coalition, operation):
-            for attacker in coalition.brands.values():
-                if attacker.id in victim.entitled:
+            for who, partner_id, headers in coalition.attackers():
+                if partner_id in victim.entitled:
                     continue  # members read their partnership and offers, owners their own
                 walked.add(str(operation))
-                difference = walk.differs(operation, victim, attacker.headers)
+                difference = walk.differs(operation, victim, headers)
                 if difference:
                     walk.findings.append(
-                        f"{operation} by {attacker.name} on a {victim.kind} of "
+                        f"{operation} by {who} on a {victim.kind} of "
                         f"{sorted(victim.entitled)}: {difference}"
                     )
     assert not walk.findings, "\n".join(walk.findings)
