@@ -53,9 +53,12 @@ class Operation:
 
 
 def resolve(doc: dict[str, Any], node: Any) -> Any:
+    """``node`` with its local ``$ref`` (a JSON pointer into the document) followed."""
     while isinstance(node, dict) and "$ref" in node:
-        name = node["$ref"].removeprefix("#/components/schemas/")
-        node = doc["components"]["schemas"][name]
+        target: Any = doc
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
     return node
 
 

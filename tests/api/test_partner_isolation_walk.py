@@ -41,7 +41,6 @@ from tests.api.openapi_walk import (
 from tests.api.uploads_helpers import email_record, ndjson, upload_and_wait
 from tests.conftest import Hub, execute_sql, launch_hub, table_counts
 from tests.rewards.helpers import SHARE, enrol, event, send
-from tests.rewards.test_sync_and_settlement import move_uses_to, run_job
 
 NARROW_SCOPE = "identifiers:write"
 SHARED_PEOPLE = 12  # above the partnership's min_audience, so an offer activates
@@ -162,6 +161,22 @@ def propose_offer(hub: Hub, a: Brand, b: Brand, partnership: str, title: str) ->
     return str(response.json()["id"])
 
 
+def run_job(hub: Hub, name: str) -> None:
+    """Ask the in-process scheduler for a run of ``name`` and wait until it succeeds."""
+    before = {r["id"] for r in hub.as_admin("GET", f"/v1/jobs/{name}/runs").json()["items"]}
+    requested = hub.as_admin("POST", f"/v1/jobs/{name}/run")
+    assert requested.status_code == 202, requested.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = hub.as_admin("GET", f"/v1/jobs/{name}/runs").json()["items"]
+        done = [r for r in runs if r["id"] not in before and r["finished_at"]]
+        if done:
+            assert done[0]["status"] == "succeeded", done[0]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not run")
+
+
 def settle_and_sync(hub: Hub, a: Brand, b: Brand) -> None:
     """A issues points that B redeems last month; the settlement job closes that month, and
     the sync feeds the activity to the other brand (B's webhook gets a delivery)."""
@@ -171,7 +186,8 @@ def settle_and_sync(hub: Hub, a: Brand, b: Brand) -> None:
     assert earned.status_code == 200, earned.text
     redeemed = send(hub, b.member, [event("walk-redeem", "walk", "redeem", 70)])
     assert redeemed.status_code == 200, redeemed.text
-    move_uses_to(hub, datetime.now(UTC).replace(day=1) - timedelta(days=3))
+    last_month = datetime.now(UTC).replace(day=1) - timedelta(days=3)
+    execute_sql(hub.database_url, "UPDATE reward_lot_uses SET at = :at", at=last_month)
     run_job(hub, "settlement")
     run_job(hub, "rewards_sync")
 
