@@ -289,7 +289,6 @@ def admin_views(
     views = [
         ("GET", "/v1/rewards/settlements", admin),
         ("GET", "/v1/webhooks/deliveries", admin),
-        ("GET", "/v1/jobs", admin),
     ]
     for victim in victims:
         ids = victim.ids
@@ -304,6 +303,13 @@ def admin_views(
             owner = owner_of[ids["partner"]]
             views.append(("GET", f"/v1/identifiers/uploads/{ids['upload']}", owner))
     return views
+
+
+def rows(hub: Hub) -> dict[str, int]:
+    """Rows per table, but for the scheduler's own bookkeeping (a scheduled run may start
+    during the walk; a run asked for by a request would show as a run request)."""
+    counts = table_counts(hub.database_url)
+    return {table: n for table, n in counts.items() if table not in {"job_runs", "job_leases"}}
 
 
 def snapshot(hub: Hub, coalition: Coalition) -> list[Any]:
@@ -363,7 +369,7 @@ def test_no_partner_tells_another_partners_objects_from_ids_that_do_not_exist(
     doc = hub.http.get("/schema/openapi.json").json()
     operations = id_operations(doc)
     walk = Walk(hub, doc)
-    before, counts = snapshot(hub, coalition), table_counts(hub.database_url)
+    before, counts = snapshot(hub, coalition), rows(hub)
     walked: set[str] = set()
     for operation in operations:
         for victim in victims_for(coalition, operation):
@@ -381,7 +387,7 @@ def test_no_partner_tells_another_partners_objects_from_ids_that_do_not_exist(
     assert len(walked) == len(operations), {str(o) for o in operations} - walked
     assert {o.path for o in operations if str(o) in walked} == {p for p in doc["paths"] if "{" in p}
     assert snapshot(hub, coalition) == before
-    assert table_counts(hub.database_url) == counts  # nothing written, not even audit
+    assert rows(hub) == counts  # nothing written, not even an audit entry or a run request
 
 
 def test_the_walkers_reads_reach_the_real_objects(hub: Hub, coalition: Coalition) -> None:
