@@ -48,14 +48,6 @@ class Operation:
     def path_parameters(self) -> list[dict[str, Any]]:
         return [p for p in self.parameters if p["in"] == "path"]
 
-    @property
-    def id_parameters(self) -> list[dict[str, Any]]:
-        """Its path parameters, and the query parameters that name an object (``?partner_id=``)."""
-        query_ids = [
-            p for p in self.parameters if p["in"] == "query" and p["name"] in KIND_BY_PARAMETER
-        ]
-        return [*self.path_parameters, *query_ids]
-
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
 
@@ -71,7 +63,7 @@ def resolve(doc: dict[str, Any], node: Any) -> Any:
 
 
 def id_operations(doc: dict[str, Any]) -> list[Operation]:
-    """Every operation (method of a path) that takes an id: in its path, or in its query."""
+    """Every operation (method of a path) that takes a path parameter."""
     found = []
     for path, item in doc["paths"].items():
         shared = item.get("parameters", [])
@@ -79,9 +71,8 @@ def id_operations(doc: dict[str, Any]) -> list[Operation]:
             if method not in HTTP_METHODS:
                 continue
             parameters = [resolve(doc, p) for p in [*shared, *spec.get("parameters", [])]]
-            operation = Operation(method.upper(), path, parameters, spec)
-            if operation.id_parameters:
-                found.append(operation)
+            if any(p["in"] == "path" for p in parameters):
+                found.append(Operation(method.upper(), path, parameters, spec))
     return found
 
 
@@ -90,9 +81,8 @@ def kind_of(path: str, name: str) -> str | None:
     if name in KIND_BY_PARAMETER:
         return KIND_BY_PARAMETER[name]
     segments = path.split("/")
-    if "{" + name + "}" not in segments[1:]:
-        return None
-    return KIND_BY_SEGMENT.get(segments[segments.index("{" + name + "}") - 1])
+    index = segments.index("{" + name + "}")
+    return KIND_BY_SEGMENT.get(segments[index - 1])
 
 
 def sample(doc: dict[str, Any], schema: Any) -> Any:
@@ -148,17 +138,12 @@ def body_of(doc: dict[str, Any], operation: Operation) -> Any:
     return sample(doc, content.get("schema"))
 
 
-def query_of(doc: dict[str, Any], operation: Operation, ids: dict[str, str]) -> dict[str, Any]:
-    """The required query parameters, sampled, and the ids the query names, from ``ids``."""
-    query = {
+def query_of(doc: dict[str, Any], operation: Operation) -> dict[str, Any]:
+    return {
         p["name"]: sample(doc, p.get("schema"))
         for p in operation.parameters
         if p["in"] == "query" and p.get("required")
     }
-    for parameter in operation.id_parameters:
-        if parameter["in"] == "query":
-            query[parameter["name"]] = ids[KIND_BY_PARAMETER[parameter["name"]]]
-    return query
 
 
 def counterfeit(real: str) -> str:

@@ -1,20 +1,22 @@
 """Partner against partner, on every operation of the OpenAPI document that takes an id.
 
-The walker reads the live hub's document and, for each operation with path parameters (or a
-query parameter naming an object, such as `?partner_id=`), fills them with a victim's real
-objects — the kind of each parameter is found from its name (`partnership_id`, `offer_id`…) or
-else from the resource segment before it (`/v1/jobs/{name}` is a job) — and sends the request
-with the tokens of every partner that has no right to the object (a client with every partner
-scope and a client with one), then again with counterfeit ids of the same shape. The two
-answers must not differ: status, and body shape (keys and types, recursively; problem details
-by status, title and keys, since their detail names the id). A difference tells the attacker
-that the object exists, or more: a leak. The walk counts what it walked against the document,
-so an endpoint added later is walked too, or the test fails saying why it could not build the
-request. Afterwards the victims read the same and no table gained or lost a row.
+The walker reads the live hub's document and, for each operation with path parameters, fills
+them with a victim's real objects — the kind of each parameter is found from its name
+(`partnership_id`, `offer_id`…) or else from the resource segment before it (`/v1/jobs/{name}`
+is a job) — and sends the request with the tokens of every partner that has no right to the
+object (a client with every partner scope and a client with one), then again with counterfeit
+ids of the same shape. The two answers must not differ: status, and body shape (keys and
+types, recursively; problem details by status, title and keys, since their detail names the
+id). A difference tells the attacker that the object exists, or more: a leak. The walk counts
+what it walked against the document, so an endpoint added later is walked too, or the test
+fails saying why it could not build the request. Afterwards the victims read the same and no
+table gained or lost a row.
 
 Rights come from membership, not from the answers: a partner may reach its own partner record,
 clients and uploads, the partnerships it is a member of and their offers, the settlements whose
-lines name it and the deliveries sent to it; jobs belong to no partner.
+lines name it and the deliveries sent to it; jobs belong to no partner. Ids in query strings
+(`?partner_id=` filters) are not walked: a filter by a partner one shares a partnership with
+rightly returns entries, so "differs from a counterfeit" would not mean a leak there.
 """
 
 from __future__ import annotations
@@ -337,7 +339,7 @@ class Walk:
         response = self.hub.http.request(
             operation.method,
             path_for(operation, ids),
-            params=query_of(self.doc, operation, ids),
+            params=query_of(self.doc, operation),
             headers={**headers, "Idempotency-Key": str(uuid.uuid4())},
             **({} if body is None else {"json": body}),
         )
@@ -356,12 +358,10 @@ class Walk:
 
 
 def victims_for(coalition: Coalition, operation: Operation) -> list[Victim]:
-    """The victims whose ids fill every id parameter of ``operation``: objects of the kind
-    its path ends on (else its query names), carrying the other ids that path needs."""
-    kinds = [kind_of(operation.path, p["name"]) for p in operation.id_parameters]
+    """The victims whose ids fill every path parameter of ``operation``."""
+    kinds = [kind_of(operation.path, p["name"]) for p in operation.path_parameters]
     assert None not in kinds, f"the walker cannot tell what {operation} takes: add its kind"
-    path_kinds = kinds[: len(operation.path_parameters)]
-    primary = str((path_kinds or kinds)[-1])
+    primary = str(kinds[-1])
     fitting = [v for v in coalition.of_kind(primary) if all(k in v.ids for k in kinds)]
     assert fitting, f"the walker has no {primary} to try {operation} on: create one"
     return fitting
@@ -389,8 +389,7 @@ def test_no_partner_tells_another_partners_objects_from_ids_that_do_not_exist(
                     )
     assert not walk.findings, "\n".join(walk.findings)
     assert len(walked) == len(operations), {str(o) for o in operations} - walked
-    id_paths = {o.path for o in operations if o.path_parameters and str(o) in walked}
-    assert id_paths == {path for path in doc["paths"] if "{" in path}
+    assert {o.path for o in operations if str(o) in walked} == {p for p in doc["paths"] if "{" in p}
     assert snapshot(hub, coalition) == before
     assert rows(hub) == counts  # nothing written, not even an audit entry or a run request
 
