@@ -44,7 +44,7 @@ from tests.api.openapi_walk import (
 )
 from tests.api.uploads_helpers import email_record, ndjson, upload_and_wait
 from tests.conftest import Hub, execute_sql, launch_hub, table_counts
-from tests.rewards.helpers import SHARE, enrol, event, send
+from tests.rewards.helpers import SHARE, enrol, event, run_job, send
 
 NARROW_SCOPE = "identifiers:write"
 SHARED_PEOPLE = 12  # above the partnership's min_audience, so an offer activates
@@ -163,22 +163,6 @@ def propose_offer(hub: Hub, a: Brand, b: Brand, partnership: str, title: str) ->
     response = a.member.post(hub, "/v1/offers", body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
-
-
-def run_job(hub: Hub, name: str) -> None:
-    """Ask the in-process scheduler for a run of ``name`` and wait until it succeeds."""
-    before = {r["id"] for r in hub.as_admin("GET", f"/v1/jobs/{name}/runs").json()["items"]}
-    requested = hub.as_admin("POST", f"/v1/jobs/{name}/run")
-    assert requested.status_code == 202, requested.text
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        runs = hub.as_admin("GET", f"/v1/jobs/{name}/runs").json()["items"]
-        done = [r for r in runs if r["id"] not in before and r["finished_at"]]
-        if done:
-            assert done[0]["status"] == "succeeded", done[0]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{name} did not run")
 
 
 def settle_and_sync(hub: Hub, a: Brand, b: Brand) -> None:
