@@ -75,12 +75,14 @@ def test_a_missing_keyring_is_an_error_when_not_creating(tmp_path: Path) -> None
 def test_rotation_keeps_old_keys_until_their_tokens_expire(tmp_path: Path) -> None:
     keyring = load_keyring(tmp_path / "k.json")
     old = keyring.active_signing().kid
-    new = keyring.rotate_signing(token_ttl_seconds=900)
-    keyring.save()
+    with keyring.editing():
+        rotation = keyring.rotate_signing(grace_seconds=900)
+    assert rotation.retired == [old]
+    assert rotation.removed == []
     reloaded = load_keyring(tmp_path / "k.json", create=False)
-    assert reloaded.active_signing().kid == new.kid != old
+    assert reloaded.active_signing().kid == rotation.new_kid != old
     kids = {k["kid"] for k in reloaded.public_jwks["keys"]}
-    assert kids == {old, new.kid}
+    assert kids == {old, rotation.new_kid}
     assert all("d" not in k for k in reloaded.public_jwks["keys"])  # public parts only
 
 
