@@ -303,6 +303,8 @@ class Keyring:
             raise KeyringReadOnly(f"cannot lock the keyring ({lock_path}): {exc.strerror}") from exc
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if not self.path.exists():
+                raise KeyringError(f"no keyring at {self.path}; restore it from a backup")
             self._load(_file_identity(self.path))
             try:
                 yield self

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
 from partners.identifiers.service import IdentifierService
+from partners.identifiers.uploads.models import StagedRecord
 from partners.rewards.ledger import MEMBER_SCOPE, MEMBERS
 from partners.webhooks.models import WebhookSecret
 from partners.webhooks.signing import SecretBox
@@ -38,6 +39,7 @@ from partners.webhooks.signing import SecretBox
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 SECRETS: Table = WebhookSecret.__table__  # type: ignore[assignment]
+STAGING: Table = StagedRecord.__table__  # type: ignore[assignment]
 
 REKEY_RECORDS, REKEY_MEMBERS = "rekey_records", "rekey_members"
 RESEAL_RECORDS, RESEAL_MEMBERS, RESEAL_SECRETS = (
@@ -117,7 +119,10 @@ class RotationReport:
 
 
 async def remaining(session: AsyncSession, targets: Targets) -> int:
-    """Rows still under an older match-key or data-key version (none: they can be retired)."""
+    """Rows still under an older match-key or data-key version (none: they can be retired).
+
+    Rows an upload staged under an older data key count too: applied later, they would land
+    under it. (Staged keys under an older match key are re-keyed by the apply itself.)"""
     total = 0
     for query in (
         select(func.count())
@@ -136,6 +141,9 @@ async def remaining(session: AsyncSession, targets: Targets) -> int:
         select(func.count())
         .select_from(SECRETS)
         .where(SECRETS.c.key_version < targets.data_version),
+        select(func.count())
+        .select_from(STAGING)
+        .where(STAGING.c.data_version < targets.data_version),
     ):
         total += int(await session.scalar(query) or 0)
     return total
