@@ -34,10 +34,15 @@ from hub.settings import Settings
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.rotation import RotationReport, Targets, remaining, rotate
 
-BACKUP_REMINDER = (
-    "The keyring changed: back it up again now (README, 'The keyring'), "
-    "e.g. install -m 600 var/keyring.json /secure/backup/keyring-$(date +%F).json"
-)
+
+def backup_reminder(ring: Keyring) -> str:
+    source = str(ring.path) if ring.path is not None else "the new HUB_KEYRING value"
+    return (
+        f"The keyring changed: back it up again now (README, 'The keyring'): {source}, "
+        "e.g. install -m 600 <keyring> /secure/backup/keyring-$(date +%F).json"
+    )
+
+
 INLINE_NOTICE = "HUB_KEYRING is in use: set it to the JSON above on every hub process."
 
 
@@ -97,10 +102,10 @@ def report(ring: Keyring, outcome: dict[str, Any], as_json: bool) -> None:
         click.echo(ring.to_json())
         console.print(f"[yellow]{INLINE_NOTICE}[/]")
     if as_json:
-        _emit({**outcome, "reminder": BACKUP_REMINDER}, as_json)
+        _emit({**outcome, "reminder": backup_reminder(ring)}, as_json)
         return
     _emit(outcome, as_json)
-    console.print(f"[yellow]{BACKUP_REMINDER}[/]", highlight=False)
+    console.print(f"[yellow]{backup_reminder(ring)}[/]", highlight=False)
 
 
 @keys.command("list")
