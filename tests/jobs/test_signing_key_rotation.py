@@ -231,3 +231,24 @@ def test_a_new_audit_key_signs_new_heads_and_old_heads_still_verify(
     [entry] = audit_actions(hub, "keys.audit_key_added")
     assert entry["actor"] == "cli:admin"
     assert entry["details"]["new_kid"] == outcome["new_kid"]
+
+
+def test_a_rotation_by_another_process_reaches_the_hub_within_its_poll(
+    short_tokens_hub: Hub,
+) -> None:
+    hub = short_tokens_hub
+    _, client, _ = hub.partner_with_token("hotel")
+    before = hub.token(client["client_id"], client["client_secret"])
+    # A worker process holds its own keyring, read from the shared file.
+    worker_ring = load_keyring(hub.data_dir / "keyring.json", create=False)
+    run_id = run_with_keyring(hub, worker_ring)
+    [run] = [r for r in runs(hub.database_url, JOB) if r.id == run_id]
+    assert run.status == "succeeded", run.error
+    new_kid = worker_ring.active_signing().kid
+    assert new_kid != kid_of(before)
+
+    def signed_with_new_key() -> bool:
+        return kid_of(hub.token(client["client_id"], client["client_secret"])) == new_kid
+
+    wait_until(signed_with_new_key, 3, "the hub to sign with the worker's new key")
+    assert new_kid in jwks_kids(hub)
