@@ -230,7 +230,11 @@ def create_app(
 
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     verifier = TokenVerifier(
-        keyring, revocations, issuer=settings.oauth.issuer, audience=settings.oauth.resource
+        keyring,
+        revocations,
+        issuer=settings.oauth.issuer,
+        audience=settings.oauth.resource,
+        leeway_seconds=settings.oauth.clock_leeway_seconds,
     )
     rate_limiter = ClientRateLimiter(settings.limits.requests_per_minute, settings.limits.burst)
     identifier_crypto = IdentifierCrypto(keyring)

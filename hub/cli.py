@@ -242,9 +242,9 @@ def demo(customers: int, seed: int, as_json: bool) -> None:
     render_summary(summary, console)
 
 
-from hub import cli_admin, cli_hash  # noqa: E402  (register their sub-commands)
+from hub import cli_admin, cli_hash, cli_keys  # noqa: E402  (register their sub-commands)
 
-__all__ = ["admin", "cli_admin", "cli_hash", "main"]
+__all__ = ["admin", "cli_admin", "cli_hash", "cli_keys", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,8 +1,8 @@
-"""``hub admin partners|clients|partnerships|keys|audit|users`` — the same services as the API."""
+"""``hub admin partners|clients|partnerships|audit|users`` — the same services as the API
+(``hub admin keys`` is in ``hub.cli_keys``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from uuid import UUID
 import click
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.cli import (
     CLI_ACTOR,
@@ -22,9 +22,9 @@ from hub.cli import (
     _settings,
     admin,
     console,
-    err_console,
     json_option,
 )
+from hub.cli_keys import open_keyring
 from hub.core.audit import (
     AuditEntry,
     SignedHead,
@@ -33,8 +33,6 @@ from hub.core.audit import (
     verify_chain,
     verify_head_signature,
 )
-from hub.core.db import create_hub_async_engine, writing
-from hub.core.keyring import KeyringError, load_keyring
 from partners.clients.schemas import ClientCreate
 from partners.clients.service import ClientService
 from partners.partners.schemas import PartnerCreate, PartnerUpdate
@@ -328,146 +326,6 @@ def partnerships_end(partnership_id: str, as_json: bool) -> None:
     _set_partnership_status(partnership_id, "ended", as_json)
 
 
-# -- keys -----------------------------------------------------------------------------------
-@admin.group()
-def keys() -> None:
-    """The keyring (outside the database): token signing keys and others."""
-
-
-def _keyring() -> Any:
-    settings = _settings()
-    try:
-        return load_keyring(settings.keyring_file, settings.keyring.inline, create=False)
-    except KeyringError as exc:
-        raise CliError(str(exc)) from exc
-
-
-@keys.command("list")
-@json_option
-def keys_list(as_json: bool) -> None:
-    """Show key ids and versions (never the keys)."""
-    ring = _keyring()
-    rows = (
-        [
-            {"kind": "signing", "id": k.kid, "created_at": k.created_at, "retired_at": k.retired_at}
-            for k in ring.data.signing
-        ]
-        + [
-            {"kind": "audit", "id": k.kid, "created_at": k.created_at, "retired_at": k.retired_at}
-            for k in ring.data.audit
-        ]
-        + [
-            {
-                "kind": kind,
-                "id": f"v{v.version}",
-                "created_at": v.created_at,
-                "retired_at": v.retired_at,
-            }
-            for kind in ("match", "data")
-            for v in getattr(ring.data, kind)
-        ]
-    )
-    _emit(rows, as_json, ["kind", "id", "created_at", "retired_at"], "keys")
-
-
-@keys.command("rotate-signing")
-@json_option
-def keys_rotate_signing(as_json: bool) -> None:
-    """A new key signs from now on; old keys verify until their tokens expire."""
-    settings = _settings()
-    ring = _keyring()
-    new = ring.rotate_signing(settings.oauth.access_token_ttl_seconds)
-    if ring.path is None:
-        click.echo(ring.to_json())
-        err_msg = "HUB_KEYRING is in use: set it to the JSON above on every hub process."
-        console.print(f"[yellow]{err_msg}[/]")
-        return
-    ring.save()
-    _emit({"new_kid": new.kid, "verifying_kids": [k.kid for k in ring.data.signing]}, as_json)
-
-
-@keys.command("add-match-key")
-@json_option
-def keys_add_match_key(as_json: bool) -> None:
-    """Add a match-key version; new records are keyed with it. Then run rotate-match-key."""
-    ring = _keyring()
-    if len(ring.live_match_versions()) > 1:
-        raise CliError(
-            "a match-key rotation is still unfinished: run `hub admin keys rotate-match-key` "
-            "until it reports no record left, then add a new version"
-        )
-    version = ring.add_match_key()
-    if ring.path is None:
-        click.echo(ring.to_json())
-        console.print("[yellow]HUB_KEYRING is in use: set it to the JSON above everywhere.[/]")
-        return
-    ring.save()
-    _emit({"match_version": version, "live_versions": ring.live_match_versions()}, as_json)
-
-
-@keys.command("rotate-match-key")
-@click.option("--batch-size", default=5000, show_default=True, help="Records per transaction.")
-@json_option
-def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
-    """Re-key every identifier record to the newest match-key version (online, resumable).
-
-    Safe to stop and run again. When no record is left under an older version, the older
-    versions are retired in the keyring.
-    """
-    from rich.progress import Progress
-
-    from partners.identifiers.crypto import IdentifierCrypto
-    from partners.identifiers.rotation import remaining, rotate
-
-    settings = _settings()
-    ring = _keyring()
-    crypto = IdentifierCrypto(ring)
-    target = ring.match_version
-
-    async def main() -> Any:
-        engine = create_hub_async_engine(settings.database_url)
-        factory = async_sessionmaker(engine, expire_on_commit=False)
-        try:
-            with writing():
-                async with factory() as session:
-                    total = await remaining(session, target)
-                with Progress(console=err_console, disable=as_json) as progress:
-                    task = progress.add_task(f"re-keying to v{target}", total=total or None)
-                    report = await rotate(
-                        factory,
-                        crypto,
-                        batch_size=batch_size,
-                        on_batch=lambda done: progress.advance(task, done),
-                    )
-                    if report.remaining == 0:
-                        # Hub processes pick up a new keyring within their poll interval; give
-                        # any upload keyed with an older version that long, then sweep again.
-                        await asyncio.sleep(settings.oauth.revocation_poll_seconds + 1)
-                        again = await rotate(factory, crypto, batch_size=batch_size)
-                        report.rekeyed += again.rekeyed
-                        report.remaining = again.remaining
-            return report
-        finally:
-            await engine.dispose()
-
-    report = asyncio.run(main())
-    retired: list[int] = []
-    if report.remaining == 0:
-        retired = ring.retire_match_versions(below=target)
-        if retired and ring.path is not None:
-            ring.save()
-    _emit(
-        {
-            "match_version": target,
-            "rekeyed": report.rekeyed,
-            "partners": len(report.partners),
-            "remaining": report.remaining,
-            "retired_versions": retired,
-        },
-        as_json,
-    )
-
-
 # -- audit ----------------------------------------------------------------------------------
 @admin.group()
 def audit() -> None:
@@ -477,7 +335,7 @@ def audit() -> None:
 @audit.command("head")
 def audit_head() -> None:
     """Print the current head, signed with the audit key (keep it to detect truncation)."""
-    ring = _keyring()
+    ring = open_keyring()
 
     async def run(session: AsyncSession) -> Any:
         count, head_hash = await current_head(session)
@@ -497,7 +355,7 @@ def audit_head() -> None:
 @json_option
 def audit_verify(head_file: str | None, as_json: bool) -> None:
     """Recompute the chain; exit 1 if a row was edited, deleted or the tail truncated."""
-    ring = _keyring()
+    ring = open_keyring()
     signed = None
     if head_file:
         try:

@@ -47,6 +47,8 @@ class OAuthSettings(msgspec.Struct, forbid_unknown_fields=True):
     failed_auth_limit_per_address: int = 100
     failed_auth_window_seconds: int = 300
     revocation_poll_seconds: float = 1.0
+    # How far past its exp (and before its nbf) a token is still accepted: clock skew.
+    clock_leeway_seconds: int = 30
     secret_hash_time_cost: int = 3
     secret_hash_memory_kib: int = 65536
 
@@ -83,6 +85,9 @@ class JobSettings(msgspec.Struct, forbid_unknown_fields=True):
     points_expiry_cron: str = "0 3 * * *"
     retention_purge_cron: str = "30 3 * * *"
     match_key_rotation_cron: str = "0 4 * * *"
+    signing_key_rotation_cron: str = "0 5 * * 1"
+    # Rows re-keyed or re-sealed per transaction by match_key_rotation.
+    key_rotation_batch: int = 5000
 
 
 class RewardSettings(msgspec.Struct, forbid_unknown_fields=True):

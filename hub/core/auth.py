@@ -78,15 +78,17 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         cache_size: int = 50_000,
+        leeway_seconds: int = LEEWAY_SECONDS,
     ) -> None:
         self.keyring = keyring
+        self.leeway_seconds = leeway_seconds
         self.revocations = revocations
         self.issuer = issuer
         self.audience = audience
         self.cache_size = cache_size
         self._cache: dict[str, Principal] = {}
         self._claims = jwt.JWTClaimsRegistry(
-            leeway=LEEWAY_SECONDS,
+            leeway=leeway_seconds,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
             sub={"essential": True},
@@ -101,7 +103,7 @@ class TokenVerifier:
         if principal is None:
             principal = self._verify_signature_and_claims(token)
             self._remember(token, principal)
-        if principal.exp + LEEWAY_SECONDS < time.time():
+        if principal.exp + self.leeway_seconds < time.time():
             self._cache.pop(token, None)
             raise Unauthorized("The access token has expired.")
         reason = self.revocations.is_revoked(

@@ -4,16 +4,24 @@ Stored as JSON in ``HUB_KEYRING_FILE`` (default ``./var/keyring.json``, created 
 with mode 0600) or given whole in ``HUB_KEYRING``. It holds versions of the token signing keys
 (RS256, RFC 9068 §2.1), the audit signing key (Ed25519, RFC 9864), and — for the identifier
 exchange — the match key and the data key. Losing it loses the ability to verify tokens and to
-match: back it up (see README).
+match: back it up (see README) after every change.
+
+Every process reads the file and polls it (``reload_if_changed``); a change is made under an
+exclusive lock beside the file (``editing``), re-read first so two writers never lose each
+other's versions, and written atomically (temp file in the same directory, fsync, rename).
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,9 @@ class SecretVersion(msgspec.Struct):
     version: int
     secret: str  # base64 of 32 random bytes
     created_at: int
-    # A retired match-key version no longer keys any record (set when a rotation finished).
+    # A retired match-key version keys no record, a retired data-key version seals nothing
+    # (set when a rotation finished). Its secret stays: a row written by a process that had not
+    # reloaded the keyring yet is still readable, and the next rotation moves it on.
     retired_at: int | None = None
 
 
@@ -51,6 +61,26 @@ class KeyringData(msgspec.Struct):
 
 class KeyringError(RuntimeError):
     """The keyring is missing, unreadable or cannot be written."""
+
+
+class KeyringReadOnly(KeyringError):
+    """The keyring cannot be changed here: it came from ``HUB_KEYRING`` or its file is not
+    writable. The message says which."""
+
+
+INLINE_READ_ONLY = (
+    "the keyring comes from HUB_KEYRING, which the hub cannot rewrite: add keys with "
+    "`hub admin keys ...` (it prints the new JSON) and set HUB_KEYRING to it on every process"
+)
+
+
+@dataclass(frozen=True)
+class SigningRotation:
+    """What :meth:`Keyring.rotate_signing` did, for the audit and the operator."""
+
+    new_kid: str
+    retired: list[str]  # stopped signing now; still in the JWKS while their tokens live
+    removed: list[str]  # left the JWKS: every token they signed has expired
 
 
 def _kid(prefix: str) -> str:
@@ -83,27 +113,47 @@ def new_keyring() -> KeyringData:
     )
 
 
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced (a rename gives a new inode) or rewritten."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 class Keyring:
     """Read access to the keys, plus the few operations that add versions."""
 
     def __init__(self, data: KeyringData, path: Path | None) -> None:
         self.data = data
         self.path = path
-        self._mtime = path.stat().st_mtime_ns if path and path.exists() else None
+        self._identity = _file_identity(path) if path else None
         self._build()
 
     def _build(self) -> None:
-        self.signing_key = RSAKey.import_key(self.active_signing().jwk)
+        active = self.active_signing()
+        signing_key = RSAKey.import_key(active.jwk)
         public = [RSAKey.import_key(k.jwk).as_dict(private=False) for k in self.data.signing]
+        # One assignment: a token issued while another task reloads never pairs one key's
+        # kid with another key.
+        self.signer: tuple[str, RSAKey] = (active.kid, signing_key)
+        self.signing_key = signing_key
         self.verification_keys = KeySet.import_key_set({"keys": public})
         self.public_jwks = {"keys": public}
-        self.audit_key = OKPKey.import_key(self.data.audit[-1].jwk)
+        self.audit_key = OKPKey.import_key(self.active_audit().jwk)
 
     def active_signing(self) -> SigningKey:
         active = [k for k in self.data.signing if k.retired_at is None]
         if not active:
             raise KeyringError("the keyring has no active signing key")
         return active[-1]
+
+    def active_audit(self) -> SigningKey:
+        """The audit key that signs new heads: the newest. Older ones only verify."""
+        if not self.data.audit:
+            raise KeyringError("the keyring has no audit key")
+        return self.data.audit[-1]
 
     # -- match and data keys (identifier exchange) ------------------------------------------
 
@@ -150,47 +200,131 @@ class Keyring:
 
     @property
     def data_version(self) -> int:
+        """The newest data-key version: digests are sealed with it."""
         return self._newest("data")
 
+    def live_data_versions(self) -> list[int]:
+        """Versions that may still seal digests (newest first)."""
+        return sorted((i.version for i in self.data.data if i.retired_at is None), reverse=True)
+
+    def add_data_key(self) -> int:
+        version = self.data_version + 1
+        self.data.data.append(_new_secret(version))
+        return version
+
+    def retire_data_versions(self, below: int) -> list[int]:
+        now = int(time.time())
+        retired = []
+        for item in self.data.data:
+            if item.version < below and item.retired_at is None:
+                item.retired_at = now
+                retired.append(item.version)
+        return retired
+
     def audit_public_keys(self) -> KeySet:
+        """Every audit key ever used: a head signed by a superseded key still verifies."""
         return KeySet.import_key_set(
             {"keys": [OKPKey.import_key(k.jwk).as_dict(private=False) for k in self.data.audit]}
         )
 
-    def rotate_signing(self, token_ttl_seconds: int) -> SigningKey:
-        """Add a signing key; retire the old ones and drop those whose tokens all expired."""
+    def add_audit_key(self) -> SigningKey:
+        """A new audit key signs heads from now on; the older ones are kept to verify."""
         now = int(time.time())
-        kept = []
-        for key in self.data.signing:
+        for key in self.data.audit:
             if key.retired_at is None:
                 key.retired_at = now
-            if key.retired_at + token_ttl_seconds + 60 >= now:
-                kept.append(key)
-        new = _new_signing_key()
-        kept.append(new)
-        self.data.signing = kept
+        new = _new_audit_key()
+        self.data.audit.append(new)
         self._build()
         return new
 
+    def rotate_signing(self, grace_seconds: float) -> SigningRotation:
+        """Add a signing key that signs from now on; the active one stops signing and stays
+        in the JWKS; keys retired more than ``grace_seconds`` ago leave it.
+
+        ``grace_seconds`` must cover a token's lifetime, the verifier's clock leeway and the
+        time other processes take to reload the keyring (they sign with the old key until
+        then): past it no token a retired key signed can still be accepted.
+        """
+        now = int(time.time())
+        retired, removed, kept = [], [], []
+        for key in self.data.signing:
+            if key.retired_at is None:
+                key.retired_at = now
+                retired.append(key.kid)
+            if key.retired_at + grace_seconds < now:
+                removed.append(key.kid)
+            else:
+                kept.append(key)
+        new = _new_signing_key()
+        self.data.signing = [*kept, new]
+        self._build()
+        return SigningRotation(new_kid=new.kid, retired=retired, removed=removed)
+
     def reload_if_changed(self) -> bool:
         """Re-read the file when another process rotated a key. Returns True when it did."""
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return False
-        mtime = self.path.stat().st_mtime_ns
-        if mtime == self._mtime:
+        identity = _file_identity(self.path)
+        if identity is None or identity == self._identity:
             return False
-        self.data = _decode(self.path.read_bytes(), str(self.path))
-        self._mtime = mtime
-        self._build()
+        self._load(identity)
         return True
+
+    def _load(self, identity: tuple[int, int, int] | None) -> None:
+        assert self.path is not None
+        self.data = _decode(self.path.read_bytes(), str(self.path))
+        self._identity = identity
+        self._build()
+
+    def writable_reason(self) -> str | None:
+        """Why this process cannot change the keyring, or None when it can."""
+        if self.path is None:
+            return INLINE_READ_ONLY
+        # Writing needs a temp file and a rename in the directory, and the lock file.
+        for target in (self.path.parent, self.path):
+            if not os.access(target, os.W_OK):
+                return f"the keyring file {self.path} is not writable by this process ({target})"
+        return None
+
+    @contextmanager
+    def editing(self) -> Iterator[Keyring]:
+        """Change the keyring: under an exclusive lock, re-read the file, let the caller
+        change this keyring, then write it atomically. Nothing is written if the block fails
+        (the file is read again instead). Raises :class:`KeyringReadOnly`."""
+        reason = self.writable_reason()
+        if reason is not None:
+            raise KeyringReadOnly(reason)
+        assert self.path is not None
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeyringReadOnly(f"cannot lock the keyring ({lock_path}): {exc.strerror}") from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if not self.path.exists():
+                raise KeyringError(f"no keyring at {self.path}; restore it from a backup")
+            self._load(_file_identity(self.path))
+            try:
+                yield self
+                self.save()
+            except BaseException:
+                self._load(_file_identity(self.path))
+                raise
+        finally:
+            os.close(lock_fd)  # releases the lock
 
     def save(self) -> None:
         if self.path is None:
-            raise KeyringError(
-                "the keyring came from HUB_KEYRING; set the printed JSON as its new value"
-            )
-        write_keyring_file(self.path, self.data)
-        self._mtime = self.path.stat().st_mtime_ns
+            raise KeyringReadOnly(INLINE_READ_ONLY)
+        try:
+            write_keyring_file(self.path, self.data)
+        except OSError as exc:
+            raise KeyringReadOnly(
+                f"the keyring file {self.path} cannot be written: {exc.strerror or exc}"
+            ) from exc
+        self._identity = _file_identity(self.path)
 
     def to_json(self) -> str:
         return msgspec.json.encode(self.data).decode()
@@ -217,6 +351,12 @@ def write_keyring_file(path: Path, data: KeyringData) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # The rename itself must survive a crash too.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def load_keyring(path: Path, inline: str = "", *, create: bool = True) -> Keyring:

@@ -20,6 +20,12 @@ class JobFailed(Exception):
     no data value (any other exception is recorded by its type only; details go to the log)."""
 
 
+class JobSkipped(Exception):
+    """The job cannot do its work in this deployment, and that is not a failure of the run
+    (the keyring is read-only, say). Recorded ``skipped`` with the message as the reason, in
+    ``error``; like :class:`JobFailed`'s, the message must name no data value."""
+
+
 @dataclass
 class JobContext:
     """One run of one job.

@@ -35,7 +35,7 @@ class JobRunOut(msgspec.Struct):
     worker: str
     counts: dict[str, int]
     cursor: dict[str, Any]
-    error: str | None
+    error: str | None  # why the run failed, or was skipped (status "skipped")
 
 
 class JobOut(msgspec.Struct):

@@ -18,6 +18,9 @@ from hub.core.db import Base, JsonType
 from partners.identifiers.models import big_pk, utc_now
 
 RUNNING, SUCCEEDED, FAILED, ABANDONED = "running", "succeeded", "failed", "abandoned"
+# The job could not do its work here, for a reason that is no failure of the run (its
+# ``error`` says why): e.g. the keyring is read-only for signing_key_rotation.
+SKIPPED = "skipped"
 SCHEDULE, REQUEST = "schedule", "request"
 
 

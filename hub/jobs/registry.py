@@ -20,6 +20,8 @@ How a job is written (the domains' jobs -- rewards, webhooks -- follow this)::
   batches (a heartbeat renews the lease meanwhile too, but a stalled loop must not keep it).
 - Raise ``JobFailed("...")`` with a message naming no data value for a failure worth showing
   in ``GET /v1/jobs``; any other exception is recorded by its type, with details in the log.
+  Raise ``JobSkipped("...")`` when the job cannot work in this deployment (a read-only
+  keyring): the run is recorded ``skipped`` with that reason.
 - Domain packages must not import ``hub.jobs`` (tests/unit/test_architecture.py): type ``ctx``
   with a small Protocol of what the job uses (``cursor``, ``session_maker``, ``settings``,
   ``checkpoint``), as ``partners.identifiers.uploads.processor.UploadSettings`` does.
@@ -33,11 +35,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from hub.jobs.context import JobContext, JobFailed
+from hub.jobs.context import JobContext, JobFailed, JobSkipped
 from hub.jobs.lease import LeaseLost
 from hub.jobs.match_keys import match_key_rotation
 from hub.jobs.probe import probe, probe_enabled, probe_interval
 from hub.jobs.retention import RETENTION_PURGES, retention_purge
+from hub.jobs.signing_keys import signing_key_rotation
 from hub.settings import Settings
 
 log = structlog.get_logger("hub.jobs")
@@ -49,6 +52,7 @@ JOB_NAMES = (
     "points_expiry",
     "retention_purge",
     "match_key_rotation",
+    "signing_key_rotation",
 )
 
 
@@ -137,8 +141,15 @@ def job_specs(settings: Settings) -> dict[str, JobSpec]:
         JobSpec(
             "match_key_rotation",
             match_key_rotation,
-            "Re-key identifier records to the newest match-key version; retire older ones.",
+            "Re-key identifier records and reward members to the newest match-key version and "
+            "re-seal digests under the newest data key; retire versions nothing uses.",
             cron=jobs.match_key_rotation_cron,
+        ),
+        JobSpec(
+            "signing_key_rotation",
+            signing_key_rotation,
+            "Add a new token signing key; drop old keys from the JWKS once their tokens expired.",
+            cron=jobs.signing_key_rotation_cron,
         ),
     ]
     if probe_enabled():
@@ -154,6 +165,7 @@ __all__ = [
     "DomainJob",
     "JobContext",
     "JobFailed",
+    "JobSkipped",
     "JobSpec",
     "LeaseLost",
     "job_specs",

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import writing
 from hub.core.keyring import Keyring
-from hub.jobs.context import JobContext, JobFailed
+from hub.jobs.context import JobContext, JobFailed, JobSkipped
 from hub.jobs.lease import (
     ABANDONED_REASON,
     Lease,
@@ -32,7 +32,15 @@ from hub.jobs.lease import (
     renew,
     start_run,
 )
-from hub.jobs.models import ABANDONED, FAILED, REQUEST, SCHEDULE, SUCCEEDED, JobRunRequest
+from hub.jobs.models import (
+    ABANDONED,
+    FAILED,
+    REQUEST,
+    SCHEDULE,
+    SKIPPED,
+    SUCCEEDED,
+    JobRunRequest,
+)
 from hub.jobs.registry import JobSpec
 from hub.settings import Settings
 from partners.identifiers.crypto import IdentifierCrypto
@@ -180,6 +188,9 @@ class JobRunner:
             log.warning("job lease lost: another worker took it over", job=spec.name)
         except LeaseLost:
             log.warning("job lease lost: another worker took it over", job=spec.name)
+        except JobSkipped as exc:
+            log.warning("job run skipped", job=spec.name, run_id=lease.run_id, reason=str(exc))
+            await self._finish(lease, SKIPPED, ctx.counts, str(exc))
         except Exception as exc:
             log.error("job run failed", job=spec.name, run_id=lease.run_id, exc_info=exc)
             await self._finish(lease, FAILED, ctx.counts, _error_text(exc, lease.run_id))

@@ -37,9 +37,9 @@ class AccessTokenIssuer:
         if partner_id is not None:
             claims["partner_id"] = partner_id
             claims["partner_epoch"] = partner_epoch
-        active = self.keyring.active_signing()
-        header = {"alg": SIGNING_ALG, "typ": "at+jwt", "kid": active.kid}
-        token = jwt.encode(header, claims, self.keyring.signing_key, algorithms=[SIGNING_ALG])
+        kid, key = self.keyring.signer
+        header = {"alg": SIGNING_ALG, "typ": "at+jwt", "kid": kid}
+        token = jwt.encode(header, claims, key, algorithms=[SIGNING_ALG])
         return {
             "access_token": token,
             "token_type": "Bearer",

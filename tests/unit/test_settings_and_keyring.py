@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from hub.core.keyring import KeyringError, load_keyring
+from hub.core.keyring import KeyringError, KeyringReadOnly, load_keyring
 from hub.settings import SettingsError, load_settings
 
 
@@ -75,12 +76,14 @@ def test_a_missing_keyring_is_an_error_when_not_creating(tmp_path: Path) -> None
 def test_rotation_keeps_old_keys_until_their_tokens_expire(tmp_path: Path) -> None:
     keyring = load_keyring(tmp_path / "k.json")
     old = keyring.active_signing().kid
-    new = keyring.rotate_signing(token_ttl_seconds=900)
-    keyring.save()
+    with keyring.editing():
+        rotation = keyring.rotate_signing(grace_seconds=900)
+    assert rotation.retired == [old]
+    assert rotation.removed == []
     reloaded = load_keyring(tmp_path / "k.json", create=False)
-    assert reloaded.active_signing().kid == new.kid != old
+    assert reloaded.active_signing().kid == rotation.new_kid != old
     kids = {k["kid"] for k in reloaded.public_jwks["keys"]}
-    assert kids == {old, new.kid}
+    assert kids == {old, rotation.new_kid}
     assert all("d" not in k for k in reloaded.public_jwks["keys"])  # public parts only
 
 
@@ -91,3 +94,88 @@ def test_an_inline_keyring_wins_over_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "other.json").exists()
     with pytest.raises(KeyringError):
         inline.save()
+
+
+def test_two_writers_never_lose_each_others_versions(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    first = load_keyring(path)
+    second = load_keyring(path, create=False)  # read before the first one's change
+    with first.editing():
+        first.add_data_key()
+    with second.editing():  # re-reads the file under the lock before changing it
+        second.add_audit_key()
+    stored = load_keyring(path, create=False)
+    assert stored.live_data_versions() == [2, 1]
+    assert len(stored.data.audit) == 2
+
+
+def test_a_change_is_a_new_file_renamed_over_the_old_one_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    keyring = load_keyring(path)
+    os.chmod(path, 0o644)  # whatever the file was, the new one is private
+    inode = os.stat(path).st_ino
+    with keyring.editing():
+        keyring.add_match_key()
+    after = os.stat(path)
+    assert after.st_ino != inode
+    assert stat.S_IMODE(after.st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".k.json.lock", "k.json"]
+
+
+def test_a_failed_change_leaves_the_file_and_the_keyring_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    keyring = load_keyring(path)
+    content = path.read_bytes()
+
+    def change_then_fail() -> None:
+        with keyring.editing():
+            keyring.add_data_key()
+            raise RuntimeError("the audit entry could not be written")
+
+    with pytest.raises(RuntimeError):
+        change_then_fail()
+    assert path.read_bytes() == content
+    assert keyring.live_data_versions() == [1]
+
+
+def test_an_inline_keyring_cannot_be_edited(tmp_path: Path) -> None:
+    inline = load_keyring(tmp_path / "k.json", inline=load_keyring(tmp_path / "f.json").to_json())
+    assert inline.writable_reason() is not None
+    with pytest.raises(KeyringReadOnly, match="HUB_KEYRING"), inline.editing():
+        pass
+
+
+def test_a_retired_signing_key_leaves_the_jwks_after_the_grace(tmp_path: Path) -> None:
+    keyring = load_keyring(tmp_path / "k.json")
+    first = keyring.active_signing().kid
+    second = keyring.rotate_signing(grace_seconds=60).new_kid
+    keyring.data.signing[0].retired_at = int(time.time()) - 61  # retired a grace ago
+    third = keyring.rotate_signing(grace_seconds=60)
+    assert third.removed == [first]
+    assert third.retired == [second]
+    assert {k["kid"] for k in keyring.public_jwks["keys"]} == {second, third.new_kid}
+    assert keyring.signer[0] == third.new_kid == keyring.active_signing().kid
+
+
+def test_old_audit_heads_verify_after_a_new_audit_key(tmp_path: Path) -> None:
+    from hub.core.audit import sign_head, verify_head_signature
+
+    path = tmp_path / "k.json"
+    keyring = load_keyring(path)
+    old_head = sign_head(keyring, 3, "a" * 64)
+    with keyring.editing():
+        new_key = keyring.add_audit_key()
+    reloaded = load_keyring(path, create=False)
+    new_head = sign_head(reloaded, 4, "b" * 64)
+    assert new_head.kid == new_key.kid != old_head.kid
+    assert verify_head_signature(reloaded, old_head)
+    assert verify_head_signature(reloaded, new_head)
+
+
+def test_data_versions_are_added_and_retired(tmp_path: Path) -> None:
+    keyring = load_keyring(tmp_path / "k.json")
+    assert keyring.add_data_key() == 2
+    assert keyring.data_version == 2
+    assert keyring.retire_data_versions(below=2) == [1]
+    assert keyring.live_data_versions() == [2]
+    assert keyring.data_secret(1)  # a retired version still opens what it sealed
