@@ -25,10 +25,12 @@ from hub.cli import (
     err_console,
     json_option,
 )
+from hub.core import audit as audit_log
 from hub.core.audit import (
     AuditEntry,
     SignedHead,
     current_head,
+    key_operation_event,
     sign_head,
     verify_chain,
     verify_head_signature,
@@ -342,6 +344,16 @@ def _keyring() -> Any:
         raise CliError(str(exc)) from exc
 
 
+def audit_key_operation(
+    operation: str, kind: str, key_id: str | None = None, **details: Any
+) -> None:
+    """Append the audit entry of a ``hub admin keys`` operation (``keys.<operation>``; it
+    concerns no partner). Every keys command that adds, rotates, retires or prints keys calls
+    it once the keyring is changed; ``details`` name ids and counts, never key material."""
+    event = key_operation_event(operation, kind, key_id, actor=CLI_ACTOR.name, **details)
+    _run(lambda session: audit_log.append(session, event))
+
+
 @keys.command("list")
 @json_option
 def keys_list(as_json: bool) -> None:
@@ -377,12 +389,14 @@ def keys_rotate_signing(as_json: bool) -> None:
     settings = _settings()
     ring = _keyring()
     new = ring.rotate_signing(settings.oauth.access_token_ttl_seconds)
+    if ring.path is not None:
+        ring.save()
+    audit_key_operation("signing_rotated", "signing", new.kid, saved=ring.path is not None)
     if ring.path is None:
         click.echo(ring.to_json())
         err_msg = "HUB_KEYRING is in use: set it to the JSON above on every hub process."
         console.print(f"[yellow]{err_msg}[/]")
         return
-    ring.save()
     _emit({"new_kid": new.kid, "verifying_kids": [k.kid for k in ring.data.signing]}, as_json)
 
 
@@ -397,11 +411,13 @@ def keys_add_match_key(as_json: bool) -> None:
             "until it reports no record left, then add a new version"
         )
     version = ring.add_match_key()
+    if ring.path is not None:
+        ring.save()
+    audit_key_operation("match_key_added", "match", f"v{version}", saved=ring.path is not None)
     if ring.path is None:
         click.echo(ring.to_json())
         console.print("[yellow]HUB_KEYRING is in use: set it to the JSON above everywhere.[/]")
         return
-    ring.save()
     _emit({"match_version": version, "live_versions": ring.live_match_versions()}, as_json)
 
 
@@ -456,6 +472,14 @@ def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
         retired = ring.retire_match_versions(below=target)
         if retired and ring.path is not None:
             ring.save()
+    audit_key_operation(
+        "match_key_rotated",
+        "match",
+        f"v{target}",
+        rekeyed=report.rekeyed,
+        remaining=report.remaining,
+        retired_versions=retired,
+    )
     _emit(
         {
             "match_version": target,
