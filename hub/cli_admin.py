@@ -11,6 +11,7 @@ from uuid import UUID
 import click
 import msgspec
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.cli import (
@@ -351,7 +352,13 @@ def audit_key_operation(
     concerns no partner). Every keys command that adds, rotates, retires or prints keys calls
     it once the keyring is changed; ``details`` name ids and counts, never key material."""
     event = key_operation_event(operation, kind, key_id, actor=CLI_ACTOR.name, **details)
-    _run(lambda session: audit_log.append(session, event))
+    try:
+        _run(lambda session: audit_log.append(session, event))
+    except SQLAlchemyError as exc:
+        raise CliError(
+            f"the keyring was changed ({event.action} {key_id or ''}) but its audit entry could "
+            f"not be written: {type(exc).__name__}; check HUB_DATABASE_URL and record it"
+        ) from exc
 
 
 @keys.command("list")
