@@ -218,7 +218,7 @@ class OfferService:
                 points=offer.points,
             ),
         )
-        await _audit_own_filters(self.session, actor, offer, own)
+        await _audit_own_filters(self.session, actor, offer, caller, own)
         return offer
 
     async def approve(
@@ -275,7 +275,7 @@ class OfferService:
         await append(
             self.session, actor.event("offer.approved", "offer", str(offer.id), concerns=members)
         )
-        await _audit_own_filters(self.session, actor, offer, data.filters or {})
+        await _audit_own_filters(self.session, actor, offer, caller, data.filters or {})
         await append(
             self.session, actor.event("offer.activated", "offer", str(offer.id), concerns=members)
         )
@@ -414,15 +414,21 @@ class OfferService:
 
 
 async def _audit_own_filters(
-    session: AsyncSession, actor: Actor, offer: Offer, filters: Mapping[str, object]
+    session: AsyncSession, actor: Actor, offer: Offer, side: UUID, filters: Mapping[str, object]
 ) -> None:
     """The attributes a member filters its own side on are its own business: the API never
-    shows them to the other member, so neither does the audit (this entry concerns the
-    acting member alone)."""
+    shows them to the other member, so neither does the audit (this entry concerns that
+    member alone)."""
     if filters:
         await append(
             session,
-            actor.event("offer.filters_set", "offer", str(offer.id), filters=sorted(filters)),
+            actor.event(
+                "offer.filters_set",
+                "offer",
+                str(offer.id),
+                concerns=[side],
+                filters=sorted(filters),
+            ),
         )
 
 

@@ -3,7 +3,9 @@ job runs and key operations become entries."""
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hub.core.audit import AuditEvent, chain_hash, job_run_event, key_operation_event
 
@@ -68,3 +70,30 @@ def test_a_key_operation_is_an_entry_concerning_no_partner() -> None:
     )
     assert event.details == {"kind": "data", "saved": True}
     assert event.concerns == ()
+
+
+# Targets whose entries concern more than the acting partner (DESIGN.md "Audit").
+SHARED_TARGETS = {"partnership", "offer", "coalition"}
+
+
+def test_every_partnership_offer_and_matrix_entry_names_its_concerns() -> None:
+    """Walks the code (``ast``): an ``actor.event(<action>, "partnership" | "offer" |
+    "coalition", ...)`` without ``concerns=`` would concern the actor's partner alone, and
+    the other member would never read it."""
+    root = Path(__file__).resolve().parents[2]
+    missing = []
+    for package in ("hub", "partners", "matching"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "event"
+                    and len(node.args) >= 2
+                    and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value in SHARED_TARGETS
+                ):
+                    continue
+                if not any(k.arg == "concerns" for k in node.keywords):
+                    missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert missing == []
