@@ -28,6 +28,7 @@ from hub.core.errors import BadRequest, Forbidden
 from hub.core.pagination import CursorParameter, LimitParameter, Page, paginate, parse_seq
 
 CHAIN_MAX_ROWS = 1000
+MAX_SEQ = 2**63 - 1 - CHAIN_MAX_ROWS  # seq is a BIGINT: beyond it is no row, only an error
 
 
 class AuditEntryOut(msgspec.Struct):
@@ -106,6 +107,10 @@ def _check_range(first: int, last: int | None) -> int:
     if first < 1:
         raise BadRequest(
             f"from={first} is before the first row.", fix="Rows are numbered from 1: use from>=1."
+        )
+    if first > MAX_SEQ or (last is not None and last > MAX_SEQ):
+        raise BadRequest(
+            "from or to is beyond any row number.", fix=f"Use numbers up to {MAX_SEQ}."
         )
     if last is None:
         return first + CHAIN_MAX_ROWS - 1

@@ -261,6 +261,8 @@ def test_an_altered_entry_would_not_recompute(scene: Scene, hub: Hub) -> None:
         ({"from": 0}, "before the first row"),
         ({"from": 5, "to": 4}, "before from"),
         ({"from": 1, "to": 1001}, "more than 1000 rows"),
+        ({"from": 2**63}, "beyond any row"),
+        ({"from": 1, "to": 2**70}, "beyond any row"),
         ({"from": "x"}, ""),
         ({}, ""),
     ],
@@ -342,3 +344,10 @@ def test_a_keys_operation_is_an_entry_concerning_no_partner(hub: Hub, scene: Sce
     assert entry["concerns"] == []
     assert entry["details"] == {"kind": "signing", "saved": True}
     assert entry["seq"] not in {e["seq"] for e in entries(hub, scene.a.headers)}
+
+
+@pytest.mark.parametrize("name", ["concerns", "partner_id"])
+def test_a_nul_in_an_audit_filter_is_a_4xx_not_a_500(hub: Hub, scene: Scene, name: str) -> None:
+    assert hub.as_admin("GET", "/v1/audit", params={name: "a\x00b"}).status_code in (200, 400)
+    mine = hub.http.get("/v1/audit", params={name: "a\x00b"}, headers=scene.a.headers)
+    assert mine.status_code in (400, 403)
