@@ -16,7 +16,6 @@ import click
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.cli import (
-    CLI_ACTOR,
     CliError,
     _emit,
     _session,
@@ -91,8 +90,9 @@ async def _audit(
     session: AsyncSession, action: str, target: str, outcome: dict[str, Any], ring: Keyring
 ) -> None:
     stored = "file" if ring.path is not None else "HUB_KEYRING (printed)"
+    operation = action.removeprefix("keys.")
     await audit.append(
-        session, CLI_ACTOR.event(action, "keyring", target, keyring=stored, **outcome)
+        session, audit.key_operation_event(operation, target, keyring=stored, **outcome)
     )
 
 

@@ -1,7 +1,7 @@
 """Every table of the hub, imported in one place for migrations and tests."""
 
 from hub.console.models import ConsoleSession, ConsoleSignInFailure, ConsoleUser
-from hub.core.audit import AuditEntry
+from hub.core.audit import AuditConcern, AuditEntry
 from hub.core.db import metadata
 from hub.core.idempotency import IdempotencyRecord
 from hub.core.revocations import Revocation
@@ -27,6 +27,7 @@ from partners.rewards.models import (
 from partners.webhooks.models import WebhookDelivery, WebhookSecret
 
 __all__ = [
+    "AuditConcern",
     "AuditEntry",
     "AuthFailure",
     "ConsentEvent",

@@ -334,6 +334,7 @@ class OfferController(Controller):
         offer_id: FromPath[UUID],
         offers: NamedDependency[OfferService],
         principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         request: Request[Any, Any, Any],
         limit: int = LimitParameter,
         cursor: str | None = CursorParameter,
@@ -349,9 +350,9 @@ class OfferController(Controller):
         )
         if wanted == "json":
             return await offers.audience_page(
-                offer_id, principal.partner, cursor=cursor, limit=check_limit(limit)
+                offer_id, principal.partner, actor, cursor=cursor, limit=check_limit(limit)
             )
-        refs = await offers.audience_refs(offer_id, principal.partner)
+        refs = await offers.audience_refs(offer_id, principal.partner, actor, wanted)
         media = "application/x-ndjson" if wanted == "ndjson" else "text/csv"
         return Download(
             _stream(_ndjson(refs) if wanted == "ndjson" else _csv(refs)),
@@ -374,7 +375,8 @@ class OfferController(Controller):
         offer_id: FromPath[UUID],
         offers: NamedDependency[OfferService],
         principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         limit: int = LimitParameter,
         cursor: str | None = CursorParameter,
     ) -> AudienceChanges:
-        return await offers.changes(offer_id, principal.partner, cursor=cursor, limit=limit)
+        return await offers.changes(offer_id, principal.partner, actor, cursor=cursor, limit=limit)

@@ -130,7 +130,7 @@ async def overlap_matrix(
                 due.append(pair)
     if due:
         answers.update(await _answer(service, purpose, due, governing, default_min_audience, actor))
-    await _audit_matrix(service, actor, purpose, len(partners), answers, answered=len(due))
+    await _audit_matrix(service, actor, purpose, ids, answers, answered=len(due))
     cells = [MatrixCell(a, b, answers[pair_of(a, b)]) for a in ids for b in ids if a != b]
     return Matrix(purpose, partners, cells)
 
@@ -321,7 +321,12 @@ async def _answer_for_partnership(
         )
     except HubError as refusal:
         event = actor.event(
-            "overlap.refused", "partnership", str(partnership.id), reason=refusal.slug, **params
+            "overlap.refused",
+            "partnership",
+            str(partnership.id),
+            concerns=(m.partner_id for m in partnership.members),
+            reason=refusal.slug,
+            **params,
         )
         await append(session, event)
         refused = _refused(partnership, _refusal_code(refusal), refusal.detail, at=now)
@@ -332,6 +337,7 @@ async def _answer_for_partnership(
             "overlap.answered",
             "partnership",
             str(partnership.id),
+            concerns=(m.partner_id for m in partnership.members),
             suppressed=published.total.suppressed,
             epsilon=partnership.epsilon,
             **params,
@@ -352,7 +358,7 @@ async def _audit_matrix(
     service: OverlapService,
     actor: Actor,
     purpose: str,
-    partners: int,
+    partners: Sequence[UUID],
     answers: Mapping[Pair, PairAnswer],
     *,
     answered: int,
@@ -367,8 +373,9 @@ async def _audit_matrix(
                     "overlap.matrix",
                     "coalition",
                     None,
+                    concerns=partners,  # every active partner: the matrix shows them all
                     purpose=purpose,
-                    partners=partners,
+                    partners=len(partners),
                     answered=answered,
                     refused=sum(1 for a in answers.values() if a.refused),
                     stale=sum(1 for a in answers.values() if a.stale),

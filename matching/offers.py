@@ -213,12 +213,13 @@ class OfferService:
                 "offer.proposed",
                 "offer",
                 str(offer.id),
+                concerns=members,
                 partnership_id=str(partnership.id),
                 title=data.title,
                 points=offer.points,
-                filters=sorted(own),
             ),
         )
+        await _audit_own_filters(self.session, actor, offer, caller, own)
         return offer
 
     async def approve(
@@ -271,16 +272,28 @@ class OfferService:
         offer.reconciled = {str(pid): loaded[pid].version for pid in (a_id, b_id)}
         for pid, refs in audiences.items():
             await _insert_audience(self.session, offer.id, pid, refs)
+        members = (a_id, b_id)
         await append(
-            self.session,
-            actor.event(
-                "offer.approved", "offer", str(offer.id), filters=sorted(data.filters or {})
-            ),
+            self.session, actor.event("offer.approved", "offer", str(offer.id), concerns=members)
         )
+        await _audit_own_filters(self.session, actor, offer, caller, data.filters or {})
         await append(
-            self.session,
-            actor.event("offer.activated", "offer", str(offer.id), audience_sizes=sizes),
+            self.session, actor.event("offer.activated", "offer", str(offer.id), concerns=members)
         )
+        # Each side's audience size is its own (the API shows a member only its own): one
+        # entry per side, concerning that side alone.
+        for pid in members:
+            await append(
+                self.session,
+                actor.event(
+                    "offer.audience_fixed",
+                    "offer",
+                    str(offer.id),
+                    concerns=[pid],
+                    side=str(pid),
+                    audience_size=sizes[str(pid)],
+                ),
+            )
         await self.session.flush()
         return offer
 
@@ -299,6 +312,7 @@ class OfferService:
                 "offer.ended",
                 "offer",
                 str(offer.id),
+                concerns=list(offer.points),
                 partnership_id=str(offer.partnership_id),
                 was_active=offer.activated_at is not None,
             ),
@@ -311,24 +325,31 @@ class OfferService:
         back, then commit the audit entry alone (the request's session holds SQLite's write
         lock, so a second session could not write)."""
         offer_id = str(offer.id)
+        members = list(offer.points)  # read before the rollback expires the offer
         await self.session.rollback()
         await append(
             self.session,
-            actor.event("offer.activation_refused", "offer", offer_id, reason="min_audience"),
+            actor.event(
+                "offer.activation_refused",
+                "offer",
+                offer_id,
+                concerns=members,
+                reason="min_audience",
+            ),
         )
         await self.session.commit()
 
     # -- audiences -----------------------------------------------------------------------------
 
     async def audience_page(
-        self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int
+        self, offer_id: UUID, caller: UUID, actor: Actor, *, cursor: str | None, limit: int
     ) -> Page[AudienceItem]:
         await self._require_active_partnership(offer_id, caller)
-        await self.reconcile(offer_id, caller)
+        partnership = await self.reconcile(offer_id, caller)
         stmt = select(OfferAudience).where(
             OfferAudience.offer_id == offer_id, OfferAudience.partner_id == caller
         )
-        return await paginate(
+        page = await paginate(
             self.session,
             stmt,
             OfferAudience.customer_ref,
@@ -337,16 +358,24 @@ class OfferService:
             to_item=lambda row: AudienceItem(customer_ref=row.customer_ref),
             parse_key=_parse_ref,
         )
+        await self._audit_read(actor, "offer.audience_read", offer_id, partnership, cursor)
+        return page
 
-    async def audience_refs(self, offer_id: UUID, caller: UUID) -> list[str]:
+    async def audience_refs(
+        self, offer_id: UUID, caller: UUID, actor: Actor, export_format: str
+    ) -> list[str]:
         await self._require_active_partnership(offer_id, caller)
-        await self.reconcile(offer_id, caller)
+        partnership = await self.reconcile(offer_id, caller)
         rows = await self.session.scalars(
             select(OfferAudience.customer_ref)
             .where(OfferAudience.offer_id == offer_id, OfferAudience.partner_id == caller)
             .order_by(OfferAudience.customer_ref)
         )
-        return list(rows)
+        refs = list(rows)
+        await self._audit_read(
+            actor, "offer.audience_exported", offer_id, partnership, None, format=export_format
+        )
+        return refs
 
     async def _require_active_partnership(self, offer_id: UUID, caller: UUID) -> None:
         """Audiences (lists and exports) are served only while the partnership is active.
@@ -367,9 +396,9 @@ class OfferService:
         )
 
     async def changes(
-        self, offer_id: UUID, caller: UUID, *, cursor: str | None, limit: int
+        self, offer_id: UUID, caller: UUID, actor: Actor, *, cursor: str | None, limit: int
     ) -> AudienceChanges:
-        await self.reconcile(offer_id, caller)
+        partnership = await self.reconcile(offer_id, caller)
         rows, position, more = await read_after(
             self.session,
             select(CHANGES.c.seq, CHANGES.c.customer_ref, CHANGES.c.change, CHANGES.c.at).where(
@@ -379,14 +408,16 @@ class OfferService:
             cursor=cursor,
             limit=limit,
         )
+        await self._audit_read(actor, "offer.audience_changes_read", offer_id, partnership, cursor)
         return AudienceChanges(
             items=[AudienceChange(customer_ref=r[1], change=r[2], at=r[3]) for r in rows],
             next_cursor=position,
             has_more=more,
         )
 
-    async def reconcile(self, offer_id: UUID, caller: UUID | None) -> None:
-        """Bring an active offer's audiences in line with its members' current records."""
+    async def reconcile(self, offer_id: UUID, caller: UUID | None) -> Partnership:
+        """Bring an active offer's audiences in line with its members' current records;
+        returns the offer's partnership."""
         async with self.session_maker() as session:
             offer, partnership = await self.get_for(session, offer_id, caller)
             if offer.status != ACTIVE:
@@ -395,8 +426,54 @@ class OfferService:
                         f"Offer {offer.id} is not active yet: it has no audience.",
                         fix="Wait until the other member approves it.",
                     )
-                return
+                return partnership
         await reconcile_offer(self.session_maker, self.arrays, offer.id, partnership)
+        return partnership
+
+    async def _audit_read(
+        self,
+        actor: Actor,
+        action: str,
+        offer_id: UUID,
+        partnership: Partnership,
+        cursor: str | None,
+        **details: str,
+    ) -> None:
+        """Every audience read or export is an entry concerning both members. It names no
+        count: a side's audience size is its own (the API shows a member only its own).
+        Committed on its own (a read's session may be in autocommit)."""
+        with writing():
+            async with self.session_maker() as session, session.begin():
+                await append(
+                    session,
+                    actor.event(
+                        action,
+                        "offer",
+                        str(offer_id),
+                        concerns=[m.partner_id for m in partnership.members],
+                        first_page=cursor is None,
+                        **details,
+                    ),
+                )
+
+
+async def _audit_own_filters(
+    session: AsyncSession, actor: Actor, offer: Offer, side: UUID, filters: Mapping[str, object]
+) -> None:
+    """The attributes a member filters its own side on are its own business: the API never
+    shows them to the other member, so neither does the audit (this entry concerns that
+    member alone)."""
+    if filters:
+        await append(
+            session,
+            actor.event(
+                "offer.filters_set",
+                "offer",
+                str(offer.id),
+                concerns=[side],
+                filters=sorted(filters),
+            ),
+        )
 
 
 def _parse_ref(value: object) -> str:

@@ -141,10 +141,15 @@ def _check_attribute(loaded: Loaded, dimension: Dimension) -> None:
 
 
 def _refused(
-    actor: Actor, partnership_id: UUID, refusal: HubError, params: dict[str, Any]
+    actor: Actor, partnership: Partnership, refusal: HubError, params: dict[str, Any]
 ) -> AuditEvent:
     return actor.event(
-        "overlap.refused", "partnership", str(partnership_id), reason=refusal.slug, **params
+        "overlap.refused",
+        "partnership",
+        str(partnership.id),
+        concerns=(m.partner_id for m in partnership.members),
+        reason=refusal.slug,
+        **params,
     )
 
 
@@ -196,7 +201,7 @@ class OverlapService:
         try:
             dims = self._question(partnership, caller, purpose, by)
         except HubError as refusal:
-            await self._audit_refusal(partnership.id, refusal, actor, params)
+            await self._audit_refusal(partnership, refusal, actor, params)
             raise
         a_id, b_id = (m.partner_id for m in partnership.members)
         a, b = await asyncio.gather(self.arrays.get(a_id), self.arrays.get(b_id))
@@ -204,7 +209,7 @@ class OverlapService:
             for dim in dims:
                 _check_attribute(a if dim.member == a_id else b, dim)
         except HubError as refusal:
-            await self._audit_refusal(partnership.id, refusal, actor, params)
+            await self._audit_refusal(partnership, refusal, actor, params)
             raise
         groups = await self.groups(a, b, CONSENT_BITS[purpose])
         total = groups.count
@@ -237,11 +242,11 @@ class OverlapService:
         return parse_breakdown(by, partnership, caller)
 
     async def _audit_refusal(
-        self, partnership_id: UUID, refusal: HubError, actor: Actor, params: dict[str, Any]
+        self, partnership: Partnership, refusal: HubError, actor: Actor, params: dict[str, Any]
     ) -> None:
         with writing():
             async with self.session_maker() as session, session.begin():
-                await append(session, _refused(actor, partnership_id, refusal, params))
+                await append(session, _refused(actor, partnership, refusal, params))
 
     async def _decide(
         self,
@@ -270,7 +275,7 @@ class OverlapService:
                     )
                 except HubError as refused:
                     refusal = refused
-                    await append(session, _refused(actor, partnership.id, refusal, params))
+                    await append(session, _refused(actor, partnership, refusal, params))
                 else:
                     await append(
                         session,
@@ -278,6 +283,7 @@ class OverlapService:
                             "overlap.answered",
                             "partnership",
                             str(partnership.id),
+                            concerns=(m.partner_id for m in partnership.members),
                             suppressed=shown.total.suppressed,
                             epsilon=epsilon,
                             **params,

@@ -4,7 +4,22 @@ Each row's ``hash`` is SHA-256 over the previous row's hash and the row's canoni
 editing or deleting a row breaks the chain. Appends are serialised — PostgreSQL takes a
 transaction-scoped advisory lock, SQLite runs writers under ``BEGIN IMMEDIATE`` — and ``seq`` is
 unique, so the chain can never fork. The head (count and hash) is signed with the audit key;
-a truncated tail is detected against any earlier signed head.
+a truncated tail is detected against any earlier signed head. The database itself refuses
+UPDATE and DELETE on the log (triggers, migration 0015): nothing in the hub removes a row.
+
+Each entry names the partners it ``concerns`` (inside its hash), and those partners read it
+with scope ``audit:read``: by default the acting client's partner; both members for
+partnership, offer and overlap actions; every active partner for a matrix answer; none for
+job runs and key operations. Rows written before ``concerns`` existed have NULL there and are
+hashed without the key, so their hashes are unchanged.
+
+The canonical form a partner recomputes (README "Audit log")::
+
+    sha256(prev_hash + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":")))
+
+where ``body`` holds ``seq``, ``at`` (UTC, ISO 8601 with microseconds and ``+00:00``),
+``actor``, ``partner_id``, ``action``, ``target_type``, ``target_id``, ``details``,
+``request_id`` and — when the row has it — ``concerns`` (sorted partner ids).
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ import msgspec
 from advanced_alchemy.types import DateTimeUTC
 from joserfc import jws
 from joserfc.errors import JoseError
-from sqlalchemy import BigInteger, Index, String, select, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -46,10 +61,25 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Sorted partner ids; NULL on rows written before concerns existed (hashed without it).
+    concerns: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
 
     __table_args__ = (
         Index("ix_audit_log_action", "action"),
         Index("ix_audit_log_target", "target_id"),
+    )
+
+
+class AuditConcern(Base):
+    """An index of ``AuditEntry.concerns`` (which stays the source of truth, inside the hash):
+    one row per partner an entry concerns, so a partner's entries are read by key, newest
+    first, without scanning the log. Written with the entry; append-only like it."""
+
+    __tablename__ = "audit_log_concerns"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("audit_log.seq"), primary_key=True, autoincrement=False
     )
 
 
@@ -63,6 +93,15 @@ class AuditEvent(msgspec.Struct, frozen=True):
     partner_id: str | None = None
     details: dict[str, Any] = msgspec.field(default_factory=dict)
     request_id: str | None = None
+    # The partners the entry concerns; None: the acting partner alone (none for the system
+    # and admins). Resolved once, in _new_entry.
+    concerns: tuple[str, ...] | None = None
+
+
+def _resolved_concerns(event: AuditEvent) -> list[str]:
+    if event.concerns is None:
+        return [event.partner_id] if event.partner_id else []
+    return sorted({str(p) for p in event.concerns})
 
 
 def _canonical(seq: int, at: datetime, event: AuditEvent | AuditEntry) -> bytes:
@@ -77,6 +116,9 @@ def _canonical(seq: int, at: datetime, event: AuditEvent | AuditEntry) -> bytes:
         "details": event.details,
         "request_id": event.request_id,
     }
+    # Only rows that carry concerns hash them: older rows (NULL) keep their hashes.
+    if event.concerns is not None:
+        body["concerns"] = list(event.concerns)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
@@ -90,7 +132,8 @@ def _new_entry(head: tuple[int, str] | None, event: AuditEvent) -> AuditEntry:
     at = datetime.now(UTC)
     # The details must survive a JSON round trip unchanged for the hash to verify later.
     details = json.loads(json.dumps(event.details, default=str))
-    event = msgspec.structs.replace(event, details=details)
+    concerns = _resolved_concerns(event)
+    event = msgspec.structs.replace(event, details=details, concerns=tuple(concerns))
     return AuditEntry(
         seq=seq,
         at=at,
@@ -101,9 +144,17 @@ def _new_entry(head: tuple[int, str] | None, event: AuditEvent) -> AuditEntry:
         target_id=event.target_id,
         details=details,
         request_id=event.request_id,
+        concerns=concerns,
         prev_hash=prev,
         hash=chain_hash(prev, seq, at, event),
     )
+
+
+def _concern_rows(entry: AuditEntry) -> list[dict[str, Any]]:
+    return [{"partner_id": p, "seq": entry.seq} for p in entry.concerns or []]
+
+
+_CONCERNS = insert(AuditConcern)
 
 
 _HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
@@ -118,6 +169,8 @@ async def append(session: AsyncSession, event: AuditEvent) -> AuditEntry:
     entry = _new_entry((head[0], head[1]) if head else None, event)
     session.add(entry)
     await session.flush()
+    if entry.concerns:
+        await session.execute(_CONCERNS, _concern_rows(entry))
     return entry
 
 
@@ -130,6 +183,8 @@ def append_sync(session: Session, event: AuditEvent) -> AuditEntry:
     entry = _new_entry((head[0], head[1]) if head else None, event)
     session.add(entry)
     session.flush()
+    if entry.concerns:
+        session.execute(_CONCERNS, _concern_rows(entry))
     return entry
 
 
@@ -225,8 +280,13 @@ class Actor(msgspec.Struct, frozen=True):
         action: str,
         target_type: str,
         target_id: str | None = None,
+        *,
+        concerns: Iterable[object] | None = None,
         **details: Any,
     ) -> AuditEvent:
+        """``concerns``: the partners (ids) the entry concerns; by default the actor's own.
+        Pass both members for partnership and offer actions, the partner acted upon for an
+        admin's action on a partner."""
         return AuditEvent(
             actor=self.name,
             action=action,
@@ -235,7 +295,61 @@ class Actor(msgspec.Struct, frozen=True):
             partner_id=self.partner_id,
             details=details,
             request_id=self.request_id,
+            concerns=None if concerns is None else tuple(str(p) for p in concerns),
         )
 
 
 SYSTEM = Actor(name="system")
+
+
+# -- entries without a partner: key operations and job runs ----------------------------------
+CLI_ADMIN = "cli:admin"
+
+
+def key_operation_event(
+    operation: str, kind: str, key_id: str | None = None, *, actor: str = CLI_ADMIN, **details: Any
+) -> AuditEvent:
+    """The entry for one ``hub admin keys`` operation (``keys.<operation>``, e.g.
+    ``keys.signing_rotated``): ``kind`` is the key's kind (signing, audit, match, data),
+    ``key_id`` its kid or version; details never hold key material. It concerns no partner."""
+    return AuditEvent(
+        actor=actor,
+        action=f"keys.{operation}",
+        target_type="keyring",
+        target_id=key_id or kind,
+        details={"kind": kind, **details},
+        concerns=(),
+    )
+
+
+# Counts that say how much is left or that nothing ran, not that anything changed.
+NO_CHANGE_COUNTS = frozenset({"skipped", "remaining"})
+
+
+def job_run_event(
+    name: str,
+    run_id: int,
+    status: str,
+    counts: dict[str, int] | None,
+    *,
+    failed: bool,
+    error: str | None = None,
+) -> AuditEvent | None:
+    """The entry for a finished job run (``job.<status>``), or None for a run that neither
+    changed nor disclosed anything and did not fail (most runs, every few seconds). It
+    concerns no partner."""
+    counts = counts or {}
+    changed = any(v for k, v in counts.items() if k not in NO_CHANGE_COUNTS)
+    if not (changed or failed):
+        return None
+    details: dict[str, Any] = {"run_id": run_id, "counts": counts}
+    if error:
+        details["error"] = error
+    return AuditEvent(
+        actor=SYSTEM.name,
+        action=f"job.{status}",
+        target_type="job",
+        target_id=name,
+        details=details,
+        concerns=(),
+    )

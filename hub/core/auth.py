@@ -25,6 +25,7 @@ from hub.core.keyring import SIGNING_ALG, Keyring
 from hub.core.revocations import RevocationCache
 
 ADMIN_SCOPE = "admin"
+AUDIT_READ_SCOPE = "audit:read"
 # Every scope a client may be granted (DESIGN.md "Auth"); `admin` only for coalition admins.
 ScopeName = Literal[
     "identifiers:write",
@@ -33,6 +34,7 @@ ScopeName = Literal[
     "offers:write",
     "rewards:write",
     "rewards:read",
+    "audit:read",
     "admin",
 ]
 ALL_SCOPES: tuple[str, ...] = get_args(ScopeName)

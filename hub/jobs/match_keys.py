@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit
-from hub.core.audit import SYSTEM
+from hub.core.audit import SYSTEM, key_operation_event
 from hub.core.db import writing
 from hub.core.keyring import KeyringReadOnly
 from hub.jobs.context import JobContext
@@ -104,10 +104,10 @@ async def _audit(
         return
     await audit.append(
         session,
-        SYSTEM.event(
-            "keys.rows_rotated",
-            "keyring",
+        key_operation_event(
+            "rows_rotated",
             "match,data",
+            actor=SYSTEM.name,
             job=ctx.name,
             run_id=ctx.run_id,
             match_version=targets.match_version,

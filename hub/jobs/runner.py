@@ -20,6 +20,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.core import audit
 from hub.core.db import writing
 from hub.core.keyring import Keyring
 from hub.jobs.context import JobContext, JobFailed, JobSkipped
@@ -232,9 +233,16 @@ class JobRunner:
     async def _finish(
         self, lease: Lease, status: str, counts: dict[str, int] | None, error: str | None = None
     ) -> None:
+        # A run that changed or disclosed data, or failed, is an audit entry too, written
+        # with its outcome (no entry for the many runs that found nothing to do).
+        event = audit.job_run_event(
+            lease.name, lease.run_id, status, counts, failed=status == FAILED, error=error
+        )
         with writing():
             async with self.sessions() as session:
                 recorded = await finish_run(session, lease, status, counts=counts, error=error)
+                if event is not None:
+                    await audit.append(session, event)
                 await session.commit()
         if not recorded:
             log.warning("job run was taken over before it finished", job=lease.name)

@@ -14,11 +14,12 @@ operator runs ``hub admin keys rotate-signing`` and deploys the new keyring.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import structlog
 
 from hub.core import audit
-from hub.core.audit import SYSTEM
+from hub.core.audit import SYSTEM, key_operation_event
 from hub.core.db import writing
 from hub.core.keyring import KeyringReadOnly, SigningRotation
 from hub.jobs.context import JobContext, JobSkipped
@@ -40,7 +41,7 @@ def retirement_grace(settings: Settings) -> int:
     )
 
 
-def rotation_details(rotation: SigningRotation) -> dict[str, object]:
+def rotation_details(rotation: SigningRotation) -> dict[str, Any]:
     """What the audit entry of a signing-key rotation says (key ids only, never a key)."""
     return {"new_kid": rotation.new_kid, "retired": rotation.retired, "removed": rotation.removed}
 
@@ -59,10 +60,11 @@ async def signing_key_rotation(ctx: JobContext) -> dict[str, int]:
                     rotation = ring.rotate_signing(retirement_grace(ctx.settings))
                     await audit.append(
                         session,
-                        SYSTEM.event(
-                            "keys.signing_rotated",
-                            "keyring",
+                        key_operation_event(
+                            "signing_rotated",
                             "signing",
+                            rotation.new_kid,
+                            actor=SYSTEM.name,
                             job=ctx.name,
                             run_id=ctx.run_id,
                             **rotation_details(rotation),

@@ -132,6 +132,7 @@ class ClientService:
                 "client.created",
                 "client",
                 client.client_id,
+                concerns=[partner.id] if partner else [],
                 partner=str(partner.id) if partner else None,
                 scopes=scopes,
                 auth_method=data.auth_method,
@@ -174,6 +175,7 @@ class ClientService:
                 "client.revoked",
                 "client",
                 client.client_id,
+                concerns=[partner_id] if partner_id else [],
                 partner=str(partner_id) if partner_id else None,
             ),
         )

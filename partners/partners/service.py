@@ -79,6 +79,7 @@ class PartnerService:
                 "partner.onboarded",
                 "partner",
                 str(partner.id),
+                concerns=[partner.id],
                 name=partner.name,
                 category=partner.category,
             ),
@@ -98,7 +99,13 @@ class PartnerService:
         if changes:
             await audit.append(
                 self.session,
-                actor.event("partner.updated", "partner", str(partner.id), changes=changes),
+                actor.event(
+                    "partner.updated",
+                    "partner",
+                    str(partner.id),
+                    concerns=[partner.id],
+                    changes=changes,
+                ),
             )
         if status == SUSPENDED and partner.status != SUSPENDED:
             await self._suspend(partner, actor)
@@ -117,7 +124,8 @@ class PartnerService:
                 self.session, lambda: cache.note(revocations.PARTNER, str(partner.id))
             )
         await audit.append(
-            self.session, actor.event("partner.suspended", "partner", str(partner.id))
+            self.session,
+            actor.event("partner.suspended", "partner", str(partner.id), concerns=[partner.id]),
         )
 
     async def _reactivate(self, partner: Partner, actor: Actor) -> None:
@@ -137,7 +145,8 @@ class PartnerService:
 
             revocations.after_commit(self.session, apply)
         await audit.append(
-            self.session, actor.event("partner.reactivated", "partner", str(partner.id))
+            self.session,
+            actor.event("partner.reactivated", "partner", str(partner.id), concerns=[partner.id]),
         )
 
     async def list(

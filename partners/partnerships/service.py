@@ -185,6 +185,7 @@ class PartnershipService:
                 "partnership.proposed",
                 "partnership",
                 str(partnership.id),
+                concerns=(a.id, b.id),
                 members=[str(a.id), str(b.id)],
                 purposes=partnership.purposes,
                 min_audience=min_audience,
@@ -227,14 +228,24 @@ class PartnershipService:
             member.accepted_at = datetime.now(UTC)
             await audit.append(
                 self.session,
-                actor.event("partnership.accepted", "partnership", str(partnership.id)),
+                actor.event(
+                    "partnership.accepted",
+                    "partnership",
+                    str(partnership.id),
+                    concerns=(m.partner_id for m in partnership.members),
+                ),
             )
         # Accepting twice is the same as once; either way, the last acceptance activates it.
         if partnership.status == PROPOSED and all(m.accepted_at for m in partnership.members):
             partnership.status = ACTIVE
             await audit.append(
                 self.session,
-                actor.event("partnership.activated", "partnership", str(partnership.id)),
+                actor.event(
+                    "partnership.activated",
+                    "partnership",
+                    str(partnership.id),
+                    concerns=(m.partner_id for m in partnership.members),
+                ),
             )
         await self.session.flush()
         return partnership
@@ -265,6 +276,7 @@ class PartnershipService:
                 f"partnership.{data.status if data.status != ACTIVE else 'resumed'}",
                 "partnership",
                 str(partnership.id),
+                concerns=(m.partner_id for m in partnership.members),
                 previous=previous,
             ),
         )

@@ -187,7 +187,13 @@ class WebhookService:
             stored.key_version, stored.sealed, stored.rotated_at = version, sealed, now
         await audit.append(
             self.session,
-            actor.event("webhook.secret_rotated", "partner", str(partner_id), first=first),
+            actor.event(
+                "webhook.secret_rotated",
+                "partner",
+                str(partner_id),
+                concerns=[partner_id],
+                first=first,
+            ),
         )
         await self.session.flush()
         return SecretCreated(secret=secret)
@@ -240,6 +246,7 @@ class WebhookService:
                 "webhook.replayed",
                 "webhook_delivery",
                 delivery_id,
+                concerns=[delivery.partner_id],
                 partner_id=str(delivery.partner_id),
                 previous_status=previous,
             ),

@@ -1,14 +1,53 @@
-"""The audit log is a hash chain: edits, deletions and a truncated tail are all detected."""
+"""The audit log is a hash chain: edits, deletions and a truncated tail are all detected.
+
+The database refuses UPDATE and DELETE on the log (triggers, migration 0015). To show that
+the chain still catches an edit by someone who can drop those triggers (the tables' owner),
+the tampering tests lift the guard explicitly with :func:`guard_lifted` and restore it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
+from hub.migrate import MIGRATIONS
 from tests.conftest import Hub, execute_sql, run_cli
+
+
+def _append_only_migration() -> ModuleType:
+    (path,) = Path(MIGRATIONS, "versions").glob("*_audit_concerns.py")
+    spec = importlib.util.spec_from_file_location("audit_append_only", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def guard_lifted(database_url: str) -> Iterator[None]:
+    """Drop the append-only triggers (as the tables' owner could) and put them back after."""
+    migration = _append_only_migration()
+    postgres = database_url.startswith("postgresql")
+    make = migration._pg_triggers if postgres else migration._sqlite_triggers
+    names = [s.split()[2] for table in migration.TABLES for s in make(table)]
+    on = {n: f" ON {n.rsplit('_no_', 1)[0]}" if postgres else "" for n in names}
+    for name in names:
+        execute_sql(database_url, f"DROP TRIGGER {name}{on[name]}")
+    try:
+        yield
+    finally:
+        for table in migration.TABLES:
+            for statement in make(table):
+                execute_sql(database_url, statement)
 
 
 @pytest.fixture(scope="module")
@@ -51,41 +90,46 @@ def test_an_edited_row_is_detected(hub: Hub, history: None) -> None:
     )
     original = details if isinstance(details, str) else json.dumps(details)
     tampered = json.dumps({"name": "someone else", "category": "airline"})
-    execute_sql(
-        hub.database_url, "UPDATE audit_log SET details = :d WHERE seq = :s", d=tampered, s=seq
-    )
-    try:
-        code, report = verify(hub)
-        assert code == 1
-        assert any(f"row {seq} was altered" in p for p in report["problems"])
-    finally:
-        execute_sql(
-            hub.database_url, "UPDATE audit_log SET details = :d WHERE seq = :s", d=original, s=seq
-        )
+    update = "UPDATE audit_log SET details = :d WHERE seq = :s"
+    with pytest.raises(DBAPIError, match="append-only"):
+        execute_sql(hub.database_url, update, d=tampered, s=seq)
+    with guard_lifted(hub.database_url):
+        execute_sql(hub.database_url, update, d=tampered, s=seq)
+        try:
+            code, report = verify(hub)
+            assert code == 1
+            assert any(f"row {seq} was altered" in p for p in report["problems"])
+        finally:
+            execute_sql(hub.database_url, update, d=original, s=seq)
     assert verify(hub)[0] == 0
 
 
 def test_a_deleted_row_is_detected(hub: Hub, history: None) -> None:
     columns = (
         "seq, at, actor, partner_id, action, target_type, target_id, details, request_id, "
-        "prev_hash, hash"
+        "prev_hash, hash, concerns"
     )
     row = execute_sql(hub.database_url, f"SELECT {columns} FROM audit_log WHERE seq = 2")[0]
-    execute_sql(hub.database_url, "DELETE FROM audit_log WHERE seq = 2")
-    try:
-        code, report = verify(hub)
-        assert code == 1
-        assert any("row 2 is missing" in p for p in report["problems"])
-    finally:
-        names = [c.strip() for c in columns.split(",")]
-        values = dict(zip(names, row, strict=True))
-        if not isinstance(values["details"], str):
-            values["details"] = json.dumps(values["details"])
-        execute_sql(
-            hub.database_url,
-            f"INSERT INTO audit_log ({columns}) VALUES ({', '.join(':' + n for n in names)})",
-            **values,
-        )
+    with pytest.raises(DBAPIError, match="append-only"):
+        execute_sql(hub.database_url, "DELETE FROM audit_log WHERE seq = 2")
+    with guard_lifted(hub.database_url):
+        execute_sql(hub.database_url, "DELETE FROM audit_log_concerns WHERE seq = 2")
+        execute_sql(hub.database_url, "DELETE FROM audit_log WHERE seq = 2")
+        try:
+            code, report = verify(hub)
+            assert code == 1
+            assert any("row 2 is missing" in p for p in report["problems"])
+        finally:
+            names = [c.strip() for c in columns.split(",")]
+            values = dict(zip(names, row, strict=True))
+            for name in ("details", "concerns"):
+                if values[name] is not None and not isinstance(values[name], str):
+                    values[name] = json.dumps(values[name])
+            execute_sql(
+                hub.database_url,
+                f"INSERT INTO audit_log ({columns}) VALUES ({', '.join(':' + n for n in names)})",
+                **values,
+            )
     assert verify(hub)[0] == 0
 
 
@@ -120,7 +164,9 @@ def test_a_truncated_tail_is_detected_against_an_earlier_signed_head(
 ) -> None:
     head = save_head(hub, tmp_path)
     count = json.loads(head.read_text())["count"]
-    execute_sql(hub.database_url, "DELETE FROM audit_log WHERE seq > :n", n=count - 2)
+    with guard_lifted(hub.database_url):
+        execute_sql(hub.database_url, "DELETE FROM audit_log_concerns WHERE seq > :n", n=count - 2)
+        execute_sql(hub.database_url, "DELETE FROM audit_log WHERE seq > :n", n=count - 2)
     # Without a head the shortened chain is self-consistent; the signed head catches it.
     assert verify(hub)[0] == 0
     code, report = verify(hub, head)

@@ -55,8 +55,9 @@ def admin_requests(target: Brand, partnership_id: str) -> list[tuple[str, str, A
         ("DELETE", f"/v1/partners/{p}/clients/{c}", None),
         ("POST", "/v1/partnerships", {"members": [p, FAKE_ID], "purposes": ["analytics"]}),
         ("PATCH", f"/v1/partnerships/{partnership_id}", {"status": "ended"}),
-        ("GET", "/v1/audit", None),
-        ("GET", "/v1/audit/head", None),
+        # Partners read the audit entries that concern them (audit:read), never another's.
+        ("GET", f"/v1/audit?partner_id={p}", None),
+        ("GET", f"/v1/audit?concerns={p}", None),
     ]
 
 
