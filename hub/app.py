@@ -38,6 +38,7 @@ from hub.core.db import (
 from hub.core.deps import COMMON_DEPENDENCIES
 from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.idempotency import IdempotencyMiddleware
+from hub.core.json_body import JsonBodyMiddleware
 from hub.core.keyring import load_keyring
 from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
 from hub.core.metrics import metrics
@@ -306,6 +307,7 @@ def create_app(
                 public_prefixes=PUBLIC_PREFIXES,
             ),
             ContentTypeMiddleware,
+            JsonBodyMiddleware,
             IdempotencyMiddleware,
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},

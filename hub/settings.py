@@ -110,6 +110,9 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Bulk identifier uploads (``POST /v1/identifiers/uploads``)."""
 
     max_bytes: int = 4 * 1024**3
+    # A gzip body is inflated while it arrives (and thrown away): past either limit, 413.
+    max_inflated_bytes: int = 16 * 1024**3
+    max_compression_ratio: int = 100
     spool_bytes_per_partner: int = 8 * 1024**3
     spool_dir: str = ""
     refused_limit: float = 0.01

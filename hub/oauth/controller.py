@@ -27,16 +27,6 @@ def oauth_error(status: int, error: str, description: str) -> Response[Any]:
     )
 
 
-class OAuthRequestError(Exception):
-    """A request the authorization server cannot even parse, answered in RFC 6749 form."""
-
-    def __init__(self, status: int, error: str, description: str) -> None:
-        super().__init__(description)
-        self.status_code = status
-        self.error = error
-        self.detail = description
-
-
 def oauth_exception_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status = int(getattr(exc, "status_code", None) or getattr(exc, "status", None) or 400)
     if status >= 500:
@@ -64,20 +54,25 @@ async def _oauth_request(request: Request[Any, Any, Any], path: str) -> HubOAuth
     uri = settings.oauth.issuer.rstrip("/") + path
     remote = request.client.host if request.client else "unknown"
     oauth_request = HubOAuth2Request("POST", uri, request.headers, params, remote)
-    oauth_request.basic_client_id = _basic_client_id(request.headers.get("authorization"))
+    basic = _basic_client_id(request.headers.get("authorization"))
+    # Malformed credentials fail in the server's client authentication, so they are throttled.
+    oauth_request.malformed_basic = basic is MALFORMED
+    oauth_request.basic_client_id = None if basic is MALFORMED else basic
     return oauth_request
 
 
+MALFORMED = "\x00malformed"
+
+
 def _basic_client_id(header: str | None) -> str | None:
-    """The client id of HTTP Basic credentials (RFC 6749 §2.3.1), refusing malformed ones."""
+    """The client id of HTTP Basic credentials (RFC 6749 §2.3.1), :data:`MALFORMED` for
+    credentials that are not base64 of UTF-8 ``id:secret``, None without Basic credentials."""
     if not header or header[:6].lower() != "basic ":
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise OAuthRequestError(
-            401, "invalid_client", "The Basic credentials are not base64 of 'client_id:secret'."
-        ) from exc
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return MALFORMED
     client_id, _, _ = decoded.partition(":")
     return unquote(client_id) or None
 
@@ -96,7 +91,6 @@ class OAuthController(Controller):
     exception_handlers = {
         HTTPException: oauth_exception_handler,
         HubError: oauth_exception_handler,
-        OAuthRequestError: oauth_exception_handler,
     }
     include_in_schema = True
 

@@ -71,6 +71,7 @@ class HubOAuth2Request(OAuth2Request):  # type: ignore[misc]
         self.remote = remote
         self.db: Session | None = None
         self.basic_client_id: str | None = None
+        self.malformed_basic = False  # Basic credentials that are not base64 of id:secret
         self.revoked_jti: str | None = None
 
     @property
@@ -156,7 +157,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return [issuer, issuer + TOKEN_PATH, issuer + INTROSPECT_PATH, issuer + REVOKE_PATH]
 
     def resolve_client_public_key(self, client: RegisteredClient) -> KeySet:
-        return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
+        # A client registered for a secret has no keys: joserfc would raise MissingKeyError,
+        # which authlib lets through (a 500 that was never counted as a failed authentication).
+        if client.row.auth_method != self.CLIENT_AUTH_METHOD or not client.jwks:
+            raise InvalidClientError(
+                description="The client is not registered for private_key_jwt authentication."
+            )
+        try:
+            return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidClientError(
+                description="The client's registered keys are unusable."
+            ) from exc
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
         try:
@@ -355,14 +367,29 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self._check_throttle(keys)
         self._local.verified_secret = False
         try:
+            if request.malformed_basic:
+                raise InvalidClientError(
+                    status_code=401,
+                    description="The Basic credentials are not base64 of 'client_id:secret'.",
+                )
             client: RegisteredClient = super().authenticate_client(request, methods, endpoint)
-        except InvalidClientError:
-            if not self._local.verified_secret:
-                # Unknown client ids fail as slowly as wrong secrets: timing reveals no ids.
-                self.hasher.verify(self.hasher.dummy_hash, "not-a-secret")
-            self._record_failure(keys)
+        except OAuth2Error:
+            self._fail_authentication(keys)
             raise
+        except (JoseError, ValueError, TypeError, LookupError) as exc:
+            # A client assertion authlib could not take apart: a failed authentication too.
+            self._fail_authentication(keys)
+            raise InvalidClientError(
+                description="The client assertion cannot be verified."
+            ) from exc
         return client
+
+    def _fail_authentication(self, keys: list[str]) -> None:
+        """Every kind of failed client authentication counts toward the throttle."""
+        if not self._local.verified_secret:
+            # Unknown client ids fail as slowly as wrong secrets: timing reveals no ids.
+            self.hasher.verify(self.hasher.dummy_hash, "not-a-secret")
+        self._record_failure(keys)
 
     def save_token(self, token: dict[str, Any], request: HubOAuth2Request) -> None:
         claims = token.pop("_claims")

@@ -23,7 +23,7 @@ from hub.core.pagination import CursorParameter, LimitParameter, Page
 from partners.identifiers.uploads.models import CSV, NDJSON
 from partners.identifiers.uploads.schemas import UploadErrorOut, UploadOut
 from partners.identifiers.uploads.service import UploadService
-from partners.identifiers.uploads.spool import spool
+from partners.identifiers.uploads.spool import InflateLimits, spool
 
 WRITE_SCOPE = "identifiers:write"
 MEDIA_TYPES = {"application/x-ndjson": NDJSON, "text/csv": CSV}
@@ -43,7 +43,15 @@ def _body_format(request: Request[Any, Any, Any]) -> tuple[str, bool]:
             f"This endpoint reads bodies with Content-Encoding gzip or none, not {encoding[:40]}.",
             fix="Compress the file with gzip and send 'Content-Encoding: gzip', or send it plain.",
         )
-    return MEDIA_TYPES[media_type], encoding == "gzip"
+    fmt = MEDIA_TYPES.get(media_type)
+    if fmt is None:  # the content-type check skips bodies it sees as empty: not this one
+        sent = media_type[:60] or "an untyped body"
+        raise UnsupportedMediaType(
+            f"This endpoint reads {', '.join(MEDIA_TYPES)}, not {sent}.",
+            fix="Send NDJSON as 'Content-Type: application/x-ndjson' or CSV as "
+            "'Content-Type: text/csv'.",
+        )
+    return fmt, encoding == "gzip"
 
 
 class UploadController(Controller):
@@ -106,7 +114,11 @@ class UploadController(Controller):
             request.stream(),
             uploads.spool_dir,
             limit=limit,
-            gzip=compressed,
+            gzip=(
+                InflateLimits(settings.max_inflated_bytes, settings.max_compression_ratio)
+                if compressed
+                else None
+            ),
             limit_reason=reason,
             receive_seconds=settings.erasure_hold_minutes * 60,
         )

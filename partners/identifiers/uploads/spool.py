@@ -8,7 +8,9 @@ import contextlib
 import hashlib
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -43,6 +45,75 @@ def spool_path(spool_dir: Path, upload_id: UUID) -> Path:
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WBITS = 31  # zlib's "gzip container" mode
+INFLATE_STEP = 1024 * 1024  # the most a single inflate call produces (memory stays flat)
+RATIO_CHECKED_FROM = 8 * 1024 * 1024  # a small body may compress as well as it likes
+
+
+@dataclass(frozen=True)
+class InflateLimits:
+    """How far a gzip body may inflate: in bytes, and as a multiple of its compressed size."""
+
+    max_bytes: int
+    max_ratio: int
+
+
+class InflatedSizeGauge:
+    """Inflates a gzip body as it arrives, only to measure it: the output is thrown away.
+
+    A gzip bomb (a few hundred KB of gzip that inflate to gigabytes of blank lines) would
+    otherwise be accepted, spooled small and then keep the upload processor busy for minutes;
+    here it is refused with 413 once its first megabytes came out. Several gzip members (as
+    ``cat a.gz b.gz`` makes) and zero padding after them are read as the processor reads them.
+    """
+
+    def __init__(self, limits: InflateLimits) -> None:
+        self.limits = limits
+        self.inflated = 0
+        self._inflater: Any = None  # None between members
+
+    def feed(self, chunk: bytes, compressed_so_far: int) -> None:
+        data = chunk
+        while data:
+            if self._inflater is None:
+                data = data.lstrip(b"\x00")
+                if not data:
+                    return
+                self._inflater = zlib.decompressobj(GZIP_WBITS)
+            try:
+                out = self._inflater.decompress(data, INFLATE_STEP)
+            except zlib.error as exc:
+                raise BadRequest(
+                    f"The body is declared 'Content-Encoding: gzip' but is not a valid gzip "
+                    f"stream ({exc}).",
+                    fix="Compress the file with gzip, or send it without that header.",
+                ) from None
+            self.inflated += len(out)
+            self._check(compressed_so_far)
+            if self._inflater.eof:
+                data = self._inflater.unused_data
+                self._inflater = None
+            else:
+                data = self._inflater.unconsumed_tail
+
+    def _check(self, compressed_so_far: int) -> None:
+        limits = self.limits
+        if self.inflated > limits.max_bytes:
+            raise PayloadTooLarge(
+                f"The gzip body inflates to more than {limits.max_bytes:,} bytes.",
+                fix="Split the file into smaller uploads.",
+            )
+        if (
+            self.inflated > RATIO_CHECKED_FROM
+            and self.inflated > limits.max_ratio * compressed_so_far
+        ):
+            raise PayloadTooLarge(
+                f"The gzip body inflates more than {limits.max_ratio}-fold "
+                f"({compressed_so_far:,} bytes gave {self.inflated:,} bytes so far): that is a "
+                "compression bomb, not a file of records.",
+                fix="Send the records themselves (blank or repeated lines are not records), "
+                "or the file uncompressed.",
+            )
 
 
 class SpooledBody:
@@ -65,13 +136,15 @@ async def spool(
     spool_dir: Path,
     *,
     limit: int,
-    gzip: bool,
+    gzip: InflateLimits | None,
     limit_reason: str,
     receive_seconds: float,
 ) -> SpooledBody:
     """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes,
     within ``receive_seconds`` (a body arriving longer than that could miss an erasure the hub
-    has stopped remembering: see IdentifierErasure)."""
+    has stopped remembering: see IdentifierErasure). A gzip body (``gzip`` gives its limits)
+    is also inflated on the way, to refuse one that inflates too far
+    (:class:`InflatedSizeGauge`)."""
     path = spool_dir / f".incoming-{uuid.uuid4()}"
     digest = hashlib.sha256()
     received = [0]
@@ -105,11 +178,12 @@ async def _receive(
     digest: Any,
     received: list[int],
     limit: int,
-    gzip: bool,
+    gzip: InflateLimits | None,
     limit_reason: str,
 ) -> None:
     """Copy the chunks to ``out``, counting bytes in ``received[0]`` as they arrive."""
     size = 0
+    gauge = InflatedSizeGauge(gzip) if gzip is not None else None
     async for chunk in chunks:
         if not chunk:
             continue
@@ -121,6 +195,8 @@ async def _receive(
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
+        if gauge is not None:
+            gauge.feed(chunk, size)
         digest.update(chunk)
         out.write(chunk)
         received[0] = size
