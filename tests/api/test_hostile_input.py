@@ -299,6 +299,11 @@ UPLOAD_CASES: dict[str, tuple[bytes, dict[str, str], int]] = {
         {"content-type": NDJSON, "content-encoding": "gzip"},
         400,
     ),
+    "gzip cut short": (
+        gzip.compress(b"{}\n" * 1000)[:-20],
+        {"content-type": NDJSON, "content-encoding": "gzip"},
+        400,
+    ),
     "brotli": (b"\x0b\x02\x80{}\x03", {"content-type": NDJSON, "content-encoding": "br"}, 415),
 }
 

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -272,3 +273,54 @@ def test_an_assertion_jti_is_remembered_as_long_as_the_assertion_verifies(hub: H
     )
     # authlib accepts an assertion until exp + its 30 s leeway; the jti must be kept as long.
     assert kept_until >= before + 60 + 30
+
+
+def stranger(hub: Hub, address: str) -> httpx.Client:
+    """A client on another loopback address (Linux routes all of 127/8 here): its failures
+    are throttled apart from the rest of the module's requests."""
+    return httpx.Client(base_url=hub.url, transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_an_assertion_naming_a_secret_client_is_a_throttled_invalid_client(hub: Hub) -> None:
+    # authlib found no key for a client_secret client and raised MissingKeyError: a 500 that
+    # was never counted as a failed authentication, so it could be repeated without end.
+    partner = hub.create_partner("coffee")
+    client = hub.create_client(partner["id"])  # client_secret_basic
+    attacker = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    issuer = hub.http.get("/.well-known/oauth-authorization-server").json()["issuer"]
+    limit = hub.app.state.settings.oauth.failed_auth_limit
+    statuses = []
+    with stranger(hub, "127.0.0.3") as http:
+        for n in range(limit + 1):
+            now = int(time.time())
+            claims = {
+                "iss": client["client_id"],
+                "sub": client["client_id"],
+                "aud": f"{issuer}/oauth/token",
+                "iat": now,
+                "exp": now + 60,
+                "jti": f"secret-client-{n}",
+            }
+            form = {
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": jwt.encode({"alg": "RS256", "kid": "k1"}, claims, attacker),
+            }
+            response = http.post("/oauth/token", data=form)
+            assert response.json()["error"] == "invalid_client", response.text
+            statuses.append(response.status_code)
+    assert statuses[:limit] == [400] * limit
+    assert statuses[limit] == 429
+
+
+def test_malformed_basic_credentials_count_toward_the_throttle(hub: Hub) -> None:
+    limit = hub.app.state.settings.oauth.failed_auth_limit_per_address
+    form = {"grant_type": "client_credentials"}
+    with stranger(hub, "127.0.0.4") as http:
+        statuses = [
+            http.post("/oauth/token", data=form, headers={"Authorization": "Basic /w=="})
+            for _ in range(limit + 1)
+        ]
+    assert [r.status_code for r in statuses[:limit]] == [401] * limit
+    assert statuses[limit].status_code == 429
+    assert statuses[limit].json()["error"] == "invalid_client"

@@ -96,6 +96,14 @@ class InflatedSizeGauge:
             else:
                 data = self._inflater.unconsumed_tail
 
+    def finish(self) -> None:
+        """The body has all arrived: it must not end inside a gzip member."""
+        if self._inflater is not None:
+            raise BadRequest(
+                "The gzip body ends before its end marker (the file was cut short).",
+                fix="Send the whole file again.",
+            )
+
     def _check(self, compressed_so_far: int) -> None:
         limits = self.limits
         if self.inflated > limits.max_bytes:
@@ -200,6 +208,8 @@ async def _receive(
         digest.update(chunk)
         out.write(chunk)
         received[0] = size
+    if gauge is not None:
+        gauge.finish()
 
 
 def sweep(engine: Engine, spool_dir: Path) -> None:

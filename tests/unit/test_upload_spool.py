@@ -1,0 +1,112 @@
+"""Spooling an upload body: a gzip body is inflated on the way, only to be measured."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hub.core.errors import BadRequest, PayloadTooLarge
+from partners.identifiers.uploads.spool import (
+    RATIO_CHECKED_FROM,
+    InflatedSizeGauge,
+    InflateLimits,
+    SpooledBody,
+    spool,
+)
+
+LIMITS = InflateLimits(max_bytes=1 << 30, max_ratio=100)
+
+
+def record_lines(rows: int) -> bytes:
+    """NDJSON as brands send it: a digest and a reference per row, repeated keys."""
+    return b"".join(
+        b'{"id_type": "email", "id_hash": "%064x", "customer_ref": "c%d", '
+        b'"consents": ["analytics", "joint_offers"]}\n' % (n * 2654435761, n)
+        for n in range(rows)
+    )
+
+
+async def chunks_of(body: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def spool_gzip(body: bytes, tmp_path: Path, limits: InflateLimits = LIMITS) -> SpooledBody:
+    return asyncio.run(
+        spool(
+            chunks_of(body),
+            tmp_path,
+            limit=1 << 40,
+            gzip=limits,
+            limit_reason="too big",
+            receive_seconds=60,
+        )
+    )
+
+
+def feed_blank_lines(gauge: InflatedSizeGauge, megabytes: int) -> None:
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 31)
+    sent = 0
+    for _ in range(megabytes):
+        piece = deflater.compress(b"\n" * (1 << 20))
+        sent += len(piece)
+        gauge.feed(piece, sent)
+
+
+def test_a_bomb_is_refused_within_its_first_megabytes() -> None:
+    gauge = InflatedSizeGauge(LIMITS)
+    with pytest.raises(PayloadTooLarge, match="inflates more than 100-fold"):
+        feed_blank_lines(gauge, 400)  # 400 MB of blank lines, ~400 KB of gzip
+    assert gauge.inflated <= RATIO_CHECKED_FROM + (2 << 20)
+
+
+def test_a_refused_bomb_leaves_no_file(tmp_path: Path) -> None:
+    bomb = gzip.compress(b"\n" * (64 << 20))
+    with pytest.raises(PayloadTooLarge):
+        spool_gzip(bomb, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inflated_size_is_limited_whatever_the_ratio(tmp_path: Path) -> None:
+    body = gzip.compress(record_lines(20_000))
+    with pytest.raises(PayloadTooLarge, match="inflates to more than 1,000,000 bytes"):
+        spool_gzip(body, tmp_path, InflateLimits(max_bytes=1_000_000, max_ratio=100))
+
+
+def test_records_that_compress_well_are_kept_whole(tmp_path: Path) -> None:
+    # Past the point where the ratio is checked: real records inflate a few times, not 100.
+    plain = record_lines(120_000)
+    assert len(plain) > RATIO_CHECKED_FROM
+    body = gzip.compress(plain)
+    spooled = spool_gzip(body, tmp_path)
+    assert spooled.path.read_bytes() == body  # spooled as sent; the processor inflates it
+
+
+def test_several_members_and_zero_padding_are_read_as_gzip_reads_them(tmp_path: Path) -> None:
+    body = gzip.compress(b"a\n") + gzip.compress(b"b\n") + b"\x00" * 100
+    with gzip.GzipFile(fileobj=io.BytesIO(body)) as processor_reads:
+        assert processor_reads.read() == b"a\nb\n"
+    gauge = InflatedSizeGauge(LIMITS)
+    gauge.feed(body, len(body))
+    assert gauge.inflated == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (gzip.compress(b"a\n") + b"not gzip", "not a valid gzip stream"),
+        (gzip.compress(b"a\n")[:10] + b"\x07" * 64, "not a valid gzip stream"),
+        (gzip.compress(record_lines(100))[:-20], "ends before its end marker"),
+    ],
+    ids=["trailing garbage", "a reserved block type", "cut short"],
+)
+def test_a_broken_gzip_stream_is_a_bad_request(tmp_path: Path, body: bytes, reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason):
+        spool_gzip(body, tmp_path)
+    assert list(tmp_path.iterdir()) == []
