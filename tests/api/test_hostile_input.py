@@ -355,6 +355,18 @@ def test_a_gzip_upload_of_records_is_still_accepted(hub: Hub, world: World) -> N
     assert done["rows_read"] == len(records)
 
 
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_blank_lines_are_reported_not_skipped_silently(
+    hub: Hub, world: World, compress: bool
+) -> None:
+    records = ndjson([email_record(f"blank-{n}") for n in range(3)]).splitlines(keepends=True)
+    body = b"\n" + records[0] + b"  \n\r\n" + records[1] + b"\n\n" + records[2] + b"\t"
+    done = upload_and_wait(hub, world.partner_headers, body, compress=compress)
+    assert done["status"] == "completed", done
+    assert done["rows_read"] == 3
+    assert done["blank_lines"] == 6
+
+
 # --- headers -------------------------------------------------------------------------------
 
 HEADER_CASES: dict[str, dict[str, str]] = {

@@ -1,4 +1,5 @@
-"""Spooling an upload body: a gzip body is inflated on the way, only to be measured."""
+"""Spooling an upload body: a gzip body is inflated on the way, only to be measured, and the
+lines that hold no record are counted (the row reader skips them)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.core.errors import BadRequest, PayloadTooLarge
-from partners.identifiers.uploads.spool import (
+from partners.identifiers.uploads.measure import (
     RATIO_CHECKED_FROM,
+    BlankLineCounter,
     InflatedSizeGauge,
     InflateLimits,
-    SpooledBody,
-    spool,
 )
+from partners.identifiers.uploads.models import CSV, NDJSON
+from partners.identifiers.uploads.rows import MAX_LINE_BYTES, read_batches
+from partners.identifiers.uploads.spool import SpooledBody, spool
 
 LIMITS = InflateLimits(max_bytes=1 << 30, max_ratio=100)
 
@@ -110,3 +115,39 @@ def test_a_broken_gzip_stream_is_a_bad_request(tmp_path: Path, body: bytes, reas
     with pytest.raises(BadRequest, match=reason):
         spool_gzip(body, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+BLANKS = [
+    b"",
+    b"\n",
+    b"  \t\n",
+    b"\r\n",
+    b" " * (MAX_LINE_BYTES + 10) + b"\n",  # too long to be blank: a refused row
+    b"{}\n",
+    b"\x0c\n",
+]
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(BLANKS), max_size=30), st.integers(1, 70_000))
+def test_blank_ndjson_lines_are_counted_as_the_row_reader_skips_them(
+    lines: list[bytes], chunk: int
+) -> None:
+    body = b"".join(lines) + b"  "  # and a blank last line without its line end
+    counter = BlankLineCounter(NDJSON)
+    for start in range(0, len(body), chunk):
+        counter.feed(body[start : start + chunk])
+    batches = list(read_batches(io.BytesIO(body), NDJSON, compressed=False, batch_rows=7))
+    rows_read = sum(batch.rows_read for batch in batches)
+    assert counter.finish() == body.count(b"\n") + 1 - rows_read
+
+
+@given(st.lists(st.sampled_from([b"\n", b"\r\n", b"a,b,c\n", b" \n"]), max_size=30))
+def test_empty_csv_lines_are_counted_as_the_row_reader_skips_them(lines: list[bytes]) -> None:
+    body = b"id_type,id_hash,customer_ref\n" + b"".join(lines)
+    counter = BlankLineCounter(CSV)
+    for start in range(0, len(body), 3):
+        counter.feed(body[start : start + 3])
+    batches = list(read_batches(io.BytesIO(body), CSV, compressed=False, batch_rows=7))
+    rows_read = sum(batch.rows_read for batch in batches)
+    assert counter.finish() == len(lines) - rows_read

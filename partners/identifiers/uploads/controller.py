@@ -20,10 +20,11 @@ from hub.core.content_type import CONTENT_TYPES_OPT
 from hub.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from hub.core.idempotency import HANDLED_OPT, KEY_PATTERN
 from hub.core.pagination import CursorParameter, LimitParameter, Page
+from partners.identifiers.uploads.measure import BlankLineCounter, InflateLimits
 from partners.identifiers.uploads.models import CSV, NDJSON
 from partners.identifiers.uploads.schemas import UploadErrorOut, UploadOut
 from partners.identifiers.uploads.service import UploadService
-from partners.identifiers.uploads.spool import InflateLimits, spool
+from partners.identifiers.uploads.spool import spool
 
 WRITE_SCOPE = "identifiers:write"
 MEDIA_TYPES = {"application/x-ndjson": NDJSON, "text/csv": CSV}
@@ -121,6 +122,7 @@ class UploadController(Controller):
             ),
             limit_reason=reason,
             receive_seconds=settings.erasure_hold_minutes * 60,
+            lines=BlankLineCounter(fmt),
         )
         try:
             if key is not None:

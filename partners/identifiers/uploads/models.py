@@ -58,6 +58,8 @@ class IdentifierUpload(Base):
     removed: Mapped[int] = mapped_column(BigInteger, default=0)
     # Accepted rows left out because their person or identifier was erased after sent_at.
     skipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Lines that hold no record (blank), counted while the body arrived; not rows.
+    blank_lines: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     notice: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -23,6 +23,8 @@ class UploadOut(msgspec.Struct):
     removed: int
     # Accepted rows not applied: their person or identifier was erased after the upload.
     skipped: int
+    # Lines that held no record (blank lines): not rows, and not applied.
+    blank_lines: int
     error: str | None
     notice: str | None
     created_at: datetime

@@ -8,9 +8,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -18,6 +16,7 @@ from uuid import UUID
 from sqlalchemy import Engine, select
 
 from hub.core.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from partners.identifiers.uploads.measure import BlankLineCounter, InflatedSizeGauge, InflateLimits
 from partners.identifiers.uploads.models import PENDING, PROCESSING
 from partners.identifiers.uploads.staging import STAGING, UPLOADS, clear_staging
 
@@ -45,92 +44,16 @@ def spool_path(spool_dir: Path, upload_id: UUID) -> Path:
 
 
 GZIP_MAGIC = b"\x1f\x8b"
-GZIP_WBITS = 31  # zlib's "gzip container" mode
-INFLATE_STEP = 1024 * 1024  # the most a single inflate call produces (memory stays flat)
-RATIO_CHECKED_FROM = 8 * 1024 * 1024  # a small body may compress as well as it likes
-
-
-@dataclass(frozen=True)
-class InflateLimits:
-    """How far a gzip body may inflate: in bytes, and as a multiple of its compressed size."""
-
-    max_bytes: int
-    max_ratio: int
-
-
-class InflatedSizeGauge:
-    """Inflates a gzip body as it arrives, only to measure it: the output is thrown away.
-
-    A gzip bomb (a few hundred KB of gzip that inflate to gigabytes of blank lines) would
-    otherwise be accepted, spooled small and then keep the upload processor busy for minutes;
-    here it is refused with 413 once its first megabytes came out. Several gzip members (as
-    ``cat a.gz b.gz`` makes) and zero padding after them are read as the processor reads them.
-    """
-
-    def __init__(self, limits: InflateLimits) -> None:
-        self.limits = limits
-        self.inflated = 0
-        self._inflater: Any = None  # None between members
-
-    def feed(self, chunk: bytes, compressed_so_far: int) -> None:
-        data = chunk
-        while data:
-            if self._inflater is None:
-                data = data.lstrip(b"\x00")
-                if not data:
-                    return
-                self._inflater = zlib.decompressobj(GZIP_WBITS)
-            try:
-                out = self._inflater.decompress(data, INFLATE_STEP)
-            except zlib.error as exc:
-                raise BadRequest(
-                    f"The body is declared 'Content-Encoding: gzip' but is not a valid gzip "
-                    f"stream ({exc}).",
-                    fix="Compress the file with gzip, or send it without that header.",
-                ) from None
-            self.inflated += len(out)
-            self._check(compressed_so_far)
-            if self._inflater.eof:
-                data = self._inflater.unused_data
-                self._inflater = None
-            else:
-                data = self._inflater.unconsumed_tail
-
-    def finish(self) -> None:
-        """The body has all arrived: it must not end inside a gzip member."""
-        if self._inflater is not None:
-            raise BadRequest(
-                "The gzip body ends before its end marker (the file was cut short).",
-                fix="Send the whole file again.",
-            )
-
-    def _check(self, compressed_so_far: int) -> None:
-        limits = self.limits
-        if self.inflated > limits.max_bytes:
-            raise PayloadTooLarge(
-                f"The gzip body inflates to more than {limits.max_bytes:,} bytes.",
-                fix="Split the file into smaller uploads.",
-            )
-        if (
-            self.inflated > RATIO_CHECKED_FROM
-            and self.inflated > limits.max_ratio * compressed_so_far
-        ):
-            raise PayloadTooLarge(
-                f"The gzip body inflates more than {limits.max_ratio}-fold "
-                f"({compressed_so_far:,} bytes gave {self.inflated:,} bytes so far): that is a "
-                "compression bomb, not a file of records.",
-                fix="Send the records themselves (blank or repeated lines are not records), "
-                "or the file uncompressed.",
-            )
 
 
 class SpooledBody:
     """An upload body written to a temporary file beside its final place."""
 
-    def __init__(self, path: Path, size: int, sha256: str) -> None:
+    def __init__(self, path: Path, size: int, sha256: str, blank_lines: int = 0) -> None:
         self.path = path
         self.size = size
         self.sha256 = sha256
+        self.blank_lines = blank_lines
 
     def keep_as(self, final: Path) -> None:
         self.path.replace(final)
@@ -147,6 +70,7 @@ async def spool(
     gzip: InflateLimits | None,
     limit_reason: str,
     receive_seconds: float,
+    lines: BlankLineCounter | None = None,
 ) -> SpooledBody:
     """Write the body to disk as it arrives (never whole in memory), up to ``limit`` bytes,
     within ``receive_seconds`` (a body arriving longer than that could miss an erasure the hub
@@ -159,7 +83,7 @@ async def spool(
     try:
         with path.open("wb") as out:
             async with asyncio.timeout(receive_seconds):
-                await _receive(chunks, out, digest, received, limit, gzip, limit_reason)
+                await _receive(chunks, out, digest, received, limit, gzip, limit_reason, lines)
     except TimeoutError:
         path.unlink(missing_ok=True)
         raise RequestTimeout(
@@ -177,7 +101,8 @@ async def spool(
             "The upload body is empty.",
             fix="Send NDJSON (one record a line) or CSV with a header row.",
         )
-    return SpooledBody(path, size, digest.hexdigest())
+    blank_lines = lines.finish() if lines is not None else 0
+    return SpooledBody(path, size, digest.hexdigest(), blank_lines)
 
 
 async def _receive(
@@ -188,10 +113,12 @@ async def _receive(
     limit: int,
     gzip: InflateLimits | None,
     limit_reason: str,
+    lines: BlankLineCounter | None,
 ) -> None:
-    """Copy the chunks to ``out``, counting bytes in ``received[0]`` as they arrive."""
+    """Copy the chunks to ``out``, counting bytes in ``received[0]`` as they arrive (and
+    blank lines in ``lines``, in the inflated text of a gzip body)."""
     size = 0
-    gauge = InflatedSizeGauge(gzip) if gzip is not None else None
+    gauge = InflatedSizeGauge(gzip, lines) if gzip is not None else None
     async for chunk in chunks:
         if not chunk:
             continue
@@ -205,6 +132,8 @@ async def _receive(
             raise PayloadTooLarge(limit_reason, fix="Split the file into smaller uploads.")
         if gauge is not None:
             gauge.feed(chunk, size)
+        elif lines is not None:
+            lines.feed(chunk)
         digest.update(chunk)
         out.write(chunk)
         received[0] = size
