@@ -58,6 +58,7 @@ from partners.partners.models import Partner
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 ASSERTION_ALGS = ["RS256", "PS256", "ES256", "EdDSA"]
+CLIENT_ID_MAX = 64  # the column's length
 TOKEN_PATH, INTROSPECT_PATH, REVOKE_PATH = "/oauth/token", "/oauth/introspect", "/oauth/revoke"
 
 
@@ -338,6 +339,10 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return None
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
+        if not (0 < len(client_id) <= CLIENT_ID_MAX and client_id.isprintable()):
+            # No client has such an id, and PostgreSQL would refuse a NUL in the query: an
+            # unknown client (a failed, throttled authentication), not a database error.
+            return None
         # A short session of its own: the request's session stays unopened until it writes,
         # so the SQLite write lock is never held while other short sessions need it.
         with self.sessions() as session:
@@ -517,7 +522,9 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         keys = [f"addr:{request.remote}"]
         if client_id:
             # Per client *and* address: a stranger who knows a client id cannot lock it out.
-            keys.append(f"client:{client_id[:120]}@{request.remote}")
+            # Escaped to ASCII: a key with a NUL could be neither counted nor stored.
+            shown = client_id[:60].encode("unicode_escape").decode("ascii")[:120]
+            keys.append(f"client:{shown}@{request.remote}")
         return keys
 
     def _check_throttle(self, keys: list[str]) -> None:

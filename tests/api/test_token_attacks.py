@@ -324,3 +324,13 @@ def test_malformed_basic_credentials_count_toward_the_throttle(hub: Hub) -> None
     assert [r.status_code for r in statuses[:limit]] == [401] * limit
     assert statuses[limit].status_code == 429
     assert statuses[limit].json()["error"] == "invalid_client"
+
+
+def test_a_client_id_with_a_nul_is_a_throttled_invalid_client(hub: Hub) -> None:
+    # PostgreSQL refuses NUL in a query: this once answered invalid_request, uncounted.
+    limit = hub.app.state.settings.oauth.failed_auth_limit
+    form = {"grant_type": "client_credentials", "client_id": "cl_a\x00b", "client_secret": "x"}
+    with stranger(hub, "127.0.0.5") as http:
+        statuses = [http.post("/oauth/token", data=form) for _ in range(limit + 1)]
+    assert all(r.json()["error"] == "invalid_client" for r in statuses)
+    assert [r.status_code for r in statuses][-1] == 429
