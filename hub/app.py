@@ -49,7 +49,7 @@ from hub.jobs.scheduler import JobScheduler
 from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
-from hub.system import live, ready
+from hub.system import index, live, ready
 from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
 from matching.engine import warm_up as engine_warm_up
@@ -76,7 +76,16 @@ PUBLIC_PREFIXES = (
     "/.well-known/",
     CONSOLE_PUBLIC_PREFIX,
 )
+PUBLIC_PATHS = frozenset({"/"})  # the index, which points to /schema and /admin
 PURGE_EVERY_SECONDS = 300
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How the ASGI server treats proxy headers: X-Forwarded-For and X-Forwarded-Proto are
+    believed only from ``server.forwarded_allow_ips`` (none by default), so no client can
+    pick the address that rate limits, sign-in throttling and the audit log see."""
+    allowed = settings.server.forwarded_allow_ips
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": list(allowed) or None}
 
 
 async def provide_db_session(
@@ -277,6 +286,7 @@ def create_app(
     )
     return Litestar(
         route_handlers=[
+            index,
             live,
             ready,
             metrics,
@@ -304,6 +314,7 @@ def create_app(
                 verifier=verifier,
                 rate_limiter=rate_limiter,
                 public_prefixes=PUBLIC_PREFIXES,
+                public_paths=PUBLIC_PATHS,
             ),
             ContentTypeMiddleware,
             IdempotencyMiddleware,
