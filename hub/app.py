@@ -60,6 +60,7 @@ from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.uploads.controller import UploadController
 from partners.identifiers.uploads.processor import UploadProcessor
+from partners.identifiers.uploads.spool import remove_abandoned_bodies
 from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
@@ -135,6 +136,7 @@ async def _refresh_forever(app: Litestar) -> None:
 @contextlib.asynccontextmanager
 async def upload_processing(app: Litestar) -> AsyncIterator[None]:
     """Bulk uploads are processed in this process unless configured otherwise."""
+    remove_abandoned_bodies(app.state.settings.spool_dir)  # partial bodies of a crash
     processor: UploadProcessor = app.state.upload_processor
     if not app.state.settings.uploads.process_in_serve:
         yield
