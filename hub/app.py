@@ -323,6 +323,7 @@ def create_app(
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
         exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,  # configure_logging owns it: every line JSON, no second format
         template_config=console_template_config(),
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,

@@ -169,12 +169,15 @@ def emit(data: Any, as_json: bool, columns: Sequence[str] | None = None, title: 
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     width = console.measure(table, options=console.options.update_width(10**6)).maximum
-    console.print(table, width=max(width, console.width), crop=False)
-    if width > console.width:
-        err_console.print(
-            "(the table is wider than the terminal; --json prints the same rows for scripts)",
-            highlight=False,
-        )
+    if width <= console.width:
+        console.print(table)
+        return
+    # Wider than the terminal: printed whole (the terminal may wrap lines, never a cell).
+    Console(width=width, force_terminal=console.is_terminal).print(table, crop=False)
+    err_console.print(
+        "(the table is wider than the terminal; --json prints the same rows for scripts)",
+        highlight=False,
+    )
 
 
 def _cell(value: Any) -> str:

@@ -265,7 +265,7 @@ def _field_types() -> dict[str, dict[str, Any]]:
     }
 
 
-def _env_value(var: str, value: str, kind: Any) -> Any:
+def _env_value(var: str, setting: str, value: str, kind: Any) -> Any:
     """One variable's value as its setting's type; the error names the variable."""
     text: Any = value
     if getattr(kind, "__origin__", None) is list:
@@ -274,7 +274,7 @@ def _env_value(var: str, value: str, kind: Any) -> Any:
         # Environment values are strings; strict=False lets "8000" become an int.
         return msgspec.convert(text, kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"{var}={value!r} is not valid: {exc}") from None
+        raise SettingsError(f"{var}={value!r} ({setting}) is not valid: {exc}") from None
 
 
 def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -292,7 +292,8 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
         if target is None:
             continue
         section, key = target
-        overrides.setdefault(section, {})[key] = _env_value(var, value, types[section][key])
+        kind = types[section][key]
+        overrides.setdefault(section, {})[key] = _env_value(var, f"{section}.{key}", value, kind)
         sources[f"{section}.{key}"] = var
     return overrides, sources
 
@@ -320,7 +321,7 @@ def _check_ranges(settings: Settings, sources: dict[str, str]) -> None:
                 continue
             wanted = f"at least {low}" if high is None else f"between {low} and {high}"
             where = (
-                f"{sources[name]}={value!r}"
+                f"{sources[name]}={value!r} ({name})"
                 if name in sources
                 else f"{name} = {value!r} (configuration file)"
             )
