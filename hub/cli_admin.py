@@ -262,8 +262,8 @@ def partnerships_list(as_json: bool) -> None:
 @click.argument("partner_a")
 @click.argument("partner_b")
 @click.option("--purpose", "purposes", multiple=True, required=True)
-@click.option("--min-audience", type=int, default=None)
-@click.option("--epsilon", type=float, default=None)
+@click.option("--min-audience", type=click.IntRange(min=1), default=None)
+@click.option("--epsilon", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--allow-competitors", is_flag=True)
 @json_option
 def partnerships_create(

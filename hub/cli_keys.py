@@ -188,7 +188,13 @@ def keys_add_data_key(as_json: bool) -> None:
 
 
 @keys.command("rotate-match-key")
-@click.option("--batch-size", default=5000, show_default=True, help="Rows per transaction.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Rows per transaction.",
+)
 @json_option
 def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
     """Move every stored row to the newest keys, online and resumable: re-key identifier
