@@ -42,6 +42,7 @@ from matching.schemas import (
     OverlapOut,
     PartnerRef,
 )
+from partners.free_text import refuse_contact_details
 from partners.partnerships.service import PartnershipService
 
 OVERLAP_READ = "overlap:read"
@@ -218,6 +219,7 @@ class OfferController(Controller):
         principal: NamedDependency[Principal],
         actor: NamedDependency[Actor],
     ) -> OfferOut:
+        refuse_contact_details(title=data.title, description=data.description)
         offer = await offers.propose(data, principal.partner, actor)
         return to_out(offer, principal.partner)
 
