@@ -66,6 +66,7 @@ _BRACKET_AT = re.compile(r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*")
 _BRACKET_DOT = re.compile(r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*")
 _WORD_AT = re.compile(r"(?<=\w)(?:\s+|[_.\-]+)at(?:\s+|[_.\-]+)(?=\w)")
 _WORD_DOT = re.compile(r"(?<=\w)(?:\s+|[_.\-]+)dot(?:\s+|[_.\-]+)(?=\w)")
+_SPELLED_HINT = re.compile(r"dot|[\[({<]")
 _SPACED_OUT = re.compile(r"(?<!\S)\S(?: \S){2,}(?!\S)")  # three or more lone characters
 _LONE_AT = re.compile(r" @ ")
 _LONE_DOT = re.compile(r"(?<=\w) \. (?=\w)")
@@ -78,6 +79,7 @@ _RUN_BREAK = re.compile(r"[^\w\s+().\-]+")  # ',', ':', '/', '@'... end a run of
 _NUMBER_TOKEN = re.compile(r"[+(]*\d[\d().\-]*")
 _CONNECTOR_TOKEN = re.compile(r"[+().\-]+")
 _GROUP = re.compile(r"\d+")
+_NON_DIGITS = re.compile(r"\D+")
 _DECIMAL = re.compile(r"\d{1,7}\.\d{1,2}")
 E164_DIGITS = (10, 15)
 
@@ -131,6 +133,8 @@ def looks_like_contact(value: str) -> bool:
 
 def has_email(text: str) -> bool:
     """Whether visible text (see :func:`visible_text`) holds an email address."""
+    if "@" not in text and not ("at" in text and _SPELLED_HINT.search(text)):
+        return False  # no '@', and no "[at]" nor "at" with a spelled-out dot
     text = _SPACED_OUT.sub(lambda m: m.group().replace(" ", ""), text)
     text, dot_hidden = _BRACKET_DOT.subn(".", _BRACKET_AT.sub("@", text))
     if _WORD_DOT.search(text):
@@ -146,7 +150,7 @@ def has_email(text: str) -> bool:
 
 def has_phone(text: str) -> bool:
     """Whether visible text (see :func:`visible_text`) holds a phone number."""
-    if not any(ch.isdigit() for ch in text):
+    if len(_NON_DIGITS.sub("", text)) < E164_DIGITS[0]:  # every rule wants 10 digits or more
         return False
     for piece in _RUN_BREAK.split(text):
         run: list[str] = []
