@@ -36,6 +36,7 @@ title, a false pass puts a person's contact details in the hub. Standard library
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 
 __all__ = ["has_email", "has_phone", "looks_like_contact", "visible_text"]
@@ -79,7 +80,8 @@ _RUN_BREAK = re.compile(r"[^\w\s+().\-]+")  # ',', ':', '/', '@'... end a run of
 _NUMBER_TOKEN = re.compile(r"[+(]*\d[\d().\-]*")
 _CONNECTOR_TOKEN = re.compile(r"[+().\-]+")
 _GROUP = re.compile(r"\d+")
-_NON_DIGITS = re.compile(r"\D+")
+_ASCII_DIGITS = b"0123456789"
+_ASCII_TOKEN_CHARS = string.ascii_letters.encode() + _ASCII_DIGITS + b"_+().-"
 _DECIMAL = re.compile(r"\d{1,7}\.\d{1,2}")
 E164_DIGITS = (10, 15)
 
@@ -90,7 +92,9 @@ def visible_text(value: str) -> str:
     whitespace collapsed, case folded."""
     if not (value.isascii() and value.isprintable()):
         value = _shown(unicodedata.normalize("NFKC", value))
-    value = " ".join(value.casefold().split())
+    value = value.casefold()
+    if " " in value:
+        value = " ".join(value.split())
     if "%" in value or "&" in value:
         value = _ENTITIES.sub(_entity, value)
     return value
@@ -150,8 +154,12 @@ def has_email(text: str) -> bool:
 
 def has_phone(text: str) -> bool:
     """Whether visible text (see :func:`visible_text`) holds a phone number."""
-    if len(_NON_DIGITS.sub("", text)) < E164_DIGITS[0]:  # every rule wants 10 digits or more
+    if _digit_count(text) < E164_DIGITS[0]:  # every rule wants 10 digits or more
         return False
+    if text.isascii() and not text.encode().translate(None, _ASCII_TOKEN_CHARS):
+        # One token (most customer refs): a number, or a code such as a UUID. Quick, as
+        # this runs for every bulk row whose ref is more than letters and digits.
+        return _NUMBER_TOKEN.fullmatch(text) is not None and _phone_run([text])
     for piece in _RUN_BREAK.split(text):
         run: list[str] = []
         for token in piece.split():
@@ -170,7 +178,16 @@ def has_phone(text: str) -> bool:
     return False
 
 
+def _digit_count(text: str) -> int:
+    """How many digits ``text`` holds (cheaply: this runs for every bulk row)."""
+    if text.isascii():
+        return len(text) - len(text.encode().translate(None, _ASCII_DIGITS))
+    return sum(map(str.isdigit, text))
+
+
 def _phone_run(run: list[str]) -> bool:
+    if not run:
+        return False
     groups = _GROUP.findall(" ".join(run))
     if not groups:
         return False
