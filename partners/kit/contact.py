@@ -17,13 +17,15 @@ client names); the kit refuses them on the brand's side before anything is sent.
   count only together, as in ``john at example dot com`` ("book at booking.com" is
   prose). A letter-by-letter spaced address (``j o h n @ e x a m p l e . c o m``) is read
   joined, and an ``@`` or a dot standing alone between spaces is read as glued to its
-  neighbours. An ``@`` used as a word ("2 coffees @ 3 EUR", "Meet us @ the lounge") is no
-  address: nothing after it is a domain.
+  neighbours (so is a space after an ``@`` glued to a name: ``john@ example.com``). An
+  ``@`` used as a word ("2 coffees @ 3 EUR", "Meet us @ the lounge") is no address: nothing
+  after it is a domain.
 * **Phone**: a run of number tokens (digits with ``( ) . -`` inside, separated by spaces; a
   word, ``,``, ``:`` or ``/`` ends the run) that is either ``+`` and 10 to 15 digits, or
   at least two digit groups holding 10 to 15 digits (17 after a ``00`` prefix), once
-  dates (``2026 11 03``, ``03.11.2026``), decimal amounts (``12.50``) and thousands
-  (``1 000 000 000``) are set aside. So ``(415) 555-2671``, ``415.555.2671``,
+  dates (``2026 11 03``, ``03.11.2026``, ``03.11.26``), decimal amounts (``12.50``) and
+  thousands (``1 000 000 000``, ``1.000.000``) are set aside; a run of years only
+  (``2025 2026 2027``) is no phone either. So ``(415) 555-2671``, ``415.555.2671``,
   ``0044 20 7946 0958`` and ``4 1 5 5 5 5 2 6 7 1`` are phones, while a digits-only number
   (a loyalty number of up to 19 digits, say) is not: with no ``+`` and no separator nothing
   tells it from an account number. A number glued to letters (``C-415-555-2671``, a UUID)
@@ -69,10 +71,11 @@ _WORD_AT = re.compile(r"(?<=\w)(?:\s+|[_.\-]+)at(?:\s+|[_.\-]+)(?=\w)")
 _WORD_DOT = re.compile(r"(?<=\w)(?:\s+|[_.\-]+)dot(?:\s+|[_.\-]+)(?=\w)")
 _SPELLED_HINT = re.compile(r"dot|[\[({<]")
 _SPACED_OUT = re.compile(r"(?<!\S)\S(?: \S){2,}(?!\S)")  # three or more lone characters
-_LONE_AT = re.compile(r" @ ")
+_LONE_AT = re.compile(r" @ |(?<=\w)@ (?=\w)")  # "john @ x.com", "john@ x.com"
 _LONE_DOT = re.compile(r"(?<=\w) \. (?=\w)")
 _EMAIL = re.compile(
-    r"(?<![\w.%+'\-])[\w.%+'\-]+@(?:[\w\-]+\.)+[^\W\d_]{2,}(?![\w\-])"  # the TLD is letters
+    # The TLD is letters (or an IDN's punycode).
+    r"(?<![\w.%+'\-])[\w.%+'\-]+@(?:[\w\-]+\.)+(?:[^\W\d_]{2,}|xn--[\w\-]+)(?![\w\-])"
 )
 
 # -- phone ---------------------------------------------------------------------------------
@@ -82,7 +85,9 @@ _CONNECTOR_TOKEN = re.compile(r"[+().\-]+")
 _GROUP = re.compile(r"\d+")
 _ASCII_DIGITS = b"0123456789"
 _ASCII_TOKEN_CHARS = string.ascii_letters.encode() + _ASCII_DIGITS + b"_+().-"
-_DECIMAL = re.compile(r"\d{1,7}\.\d{1,2}")
+# Tokens that are quantities or dates whatever surrounds them: 12.50, 1.000.000, 03.11.26.
+_AMOUNT = re.compile(r"\d{1,7}\.\d{1,2}|\d{1,3}(?:\.\d{3})+")
+_SHORT_DATE = re.compile(r"(\d{1,2})([./-])(\d{1,2})\2\d{2}")
 E164_DIGITS = (10, 15)
 
 
@@ -197,15 +202,23 @@ def _phone_run(run: list[str]) -> bool:
     if len(groups) < 2:
         return False  # digits only: an account or loyalty number
     groups = _without_dates(_GROUP.findall(" ".join(_without_amounts(run))))
-    if _thousands(groups):
-        return False
+    if _thousands(groups) or all(_is_year(group) for group in groups):
+        return False  # 1 000 000 000 points; seasons 2025 2026 2027
     if groups and groups[0].startswith("00"):
         high += 2  # the international prefix written as 00
     return low <= sum(map(len, groups)) <= high
 
 
 def _without_amounts(run: list[str]) -> list[str]:
-    return [token for token in run if not _DECIMAL.fullmatch(token.rstrip("."))]
+    """The run without the tokens that are amounts or dates with a two-digit year."""
+    return [token for token in run if not _is_amount(token.rstrip("."))]
+
+
+def _is_amount(token: str) -> bool:
+    if _AMOUNT.fullmatch(token):
+        return True
+    date = _SHORT_DATE.fullmatch(token)
+    return date is not None and _day_and_month(date.group(1), date.group(3))
 
 
 def _without_dates(groups: list[str]) -> list[str]:
