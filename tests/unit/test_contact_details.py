@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import string
 
 import msgspec
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from partners.identifiers.uploads.rows import check_lines
 from partners.identifiers.validation import MAX_REF, RecordError, check_record
 from partners.kit import looks_like_contact
+from partners.kit.contact import has_email, has_phone, visible_text
 from partners.kit.files import InvalidRow, parse_person
 from tests.unit.contact_corpus import LOYALTY_NUMBERS, PASSED, REFUSED
 
@@ -58,10 +60,30 @@ def test_invisible_characters_never_hide_a_refused_text(
     assert looks_like_contact(text)
 
 
-def _ref_refused(ref: str) -> bool:
-    errors: list[RecordError] = []
-    check_record(0, {"id_type": "email", "id_hash": ID_HASH, "customer_ref": ref}, errors)
-    return bool(errors)
+@given(st.text(string.ascii_letters + string.digits, min_size=1, max_size=200))
+def test_ascii_letters_and_digits_alone_are_never_contact_details(text: str) -> None:
+    # The bulk fast path accepts such a customer_ref without asking the detector.
+    visible = visible_text(text)
+    assert not has_email(visible)
+    assert not has_phone(visible)
+
+
+HOSTILE = "0123456789 +-.()@atdoxm\u200b\u00ad\uff20\uff10\uff0e\u3002"
+
+
+@given(st.lists(st.text(HOSTILE, min_size=1, max_size=24), min_size=1, max_size=4))
+def test_the_bulk_fast_path_and_the_full_check_agree_on_any_ref(refs: list[str]) -> None:
+    lines = [
+        msgspec.json.encode({"id_type": "email", "id_hash": ID_HASH, "customer_ref": ref})
+        for ref in refs
+    ]
+    batch = check_lines((1, b"\n".join(lines)))
+    accepted = [
+        number
+        for number, ref in enumerate(refs, start=1)
+        if check_record(number, {"id_type": "email", "id_hash": ID_HASH, "customer_ref": ref}, [])
+    ]
+    assert [number for number, _ in batch.records] == accepted
 
 
 @pytest.mark.parametrize("text", [t for t in REFUSED + PASSED if len(t) <= MAX_REF])
