@@ -67,8 +67,9 @@ _ENTITY_TEXT = {"%40": "@", "&commat;": "@", "&period;": "."}
 # -- email ---------------------------------------------------------------------------------
 _BRACKET_AT = re.compile(r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*")
 _BRACKET_DOT = re.compile(r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*")
-_WORD_AT = re.compile(r"(?<=\w)(?:\s+|[_.\-]+)at(?:\s+|[_.\-]+)(?=\w)")
-_WORD_DOT = re.compile(r"(?<=\w)(?:\s+|[_.\-]+)dot(?:\s+|[_.\-]+)(?=\w)")
+# After a letter or digit only (not '_'), so that a long run of '_' is scanned once.
+_WORD_AT = re.compile(r"(?<=[^\W_])[\s_.\-]+at[\s_.\-]+(?=[^\W_])")
+_WORD_DOT = re.compile(r"(?<=[^\W_])[\s_.\-]+dot[\s_.\-]+(?=[^\W_])")
 _SPELLED_HINT = re.compile(r"dot|[\[({<]")
 _SPACED_OUT = re.compile(r"(?<!\S)\S(?: \S){2,}(?!\S)")  # three or more lone characters
 _LONE_AT = re.compile(r" @ |(?<=\w)@ (?=\w)")  # "john @ x.com", "john@ x.com"
