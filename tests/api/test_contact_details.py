@@ -125,6 +125,24 @@ def test_an_attribute_name_spelling_an_address_is_refused(
     assert table_counts(hub.database_url) == before
 
 
+@pytest.mark.parametrize(("value", "fragment"), CASES, ids=IDS)
+def test_consent_updates_and_erasures_refuse_an_obfuscated_customer_ref(
+    hub: Hub, pair: tuple[Member, Member, str], value: str, fragment: str
+) -> None:
+    a = pair[0]
+    before = table_counts(hub.database_url)
+    for path, body, field in (
+        (
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": value, "consents": []}]},
+            "customer_ref",
+        ),
+        ("/v1/identifiers/erase", {"customer_refs": [value]}, "customer_refs"),
+    ):
+        assert_refusal_names(a.post(hub, path, body), field, fragment)
+    assert table_counts(hub.database_url) == before
+
+
 # -- identifier records, bulk ----------------------------------------------------------------
 
 
