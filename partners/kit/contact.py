@@ -86,8 +86,9 @@ _CONNECTOR_TOKEN = re.compile(r"[+().\-]+")
 _GROUP = re.compile(r"\d+")
 _ASCII_DIGITS = b"0123456789"
 _ASCII_TOKEN_CHARS = string.ascii_letters.encode() + _ASCII_DIGITS + b"_+().-"
-# Tokens that are quantities or dates whatever surrounds them: 12.50, 1.000.000, 03.11.26.
-_AMOUNT = re.compile(r"\d{1,7}\.\d{1,2}|\d{1,3}(?:\.\d{3})+")
+# Tokens that are quantities or dates whatever surrounds them: 12.50, 1.000.000, 48.8566
+# (a coordinate), 03.11.26.
+_AMOUNT = re.compile(r"\d{1,7}\.\d{1,2}|\d{1,3}(?:\.\d{3})+|\d{1,3}\.\d{4,8}")
 _SHORT_DATE = re.compile(r"(\d{1,2})([./-])(\d{1,2})\2\d{2}")
 E164_DIGITS = (10, 15)
 

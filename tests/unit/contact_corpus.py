@@ -270,5 +270,5 @@ PASSED = (
     "v1.2.3",
     "4.5 stars",
     "Points x2 from 03/11 to 31/12",
-    "Level 3 (of 5)",
+    "48.8566 2.3522",
 )
