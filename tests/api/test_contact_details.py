@@ -1,10 +1,10 @@
 """Obfuscated contact details are refused like raw ones, on every way into the hub.
 
-Identifier records (POST /v1/identifiers and bulk NDJSON/CSV uploads), offer titles and
-descriptions, partner and client names: a full-width '@', '[at]', words, spacing, zero-width
-characters or look-alike digits change nothing. Each refusal is a problem detail naming the
-field, never echoing the value, and nothing is stored. A digits-only loyalty number is no
-phone: it is accepted end to end.
+Identifier records (POST /v1/identifiers and bulk NDJSON/CSV uploads, consent updates and
+erasures), offer titles, descriptions and filters, partner and client names: a full-width '@',
+'[at]', words, spacing, zero-width characters or look-alike digits change nothing. Each
+refusal is a problem detail naming the field, never echoing the value, and nothing is
+stored. A digits-only loyalty number is no phone: it is accepted end to end.
 """
 
 from __future__ import annotations
@@ -217,6 +217,24 @@ def test_an_offer_with_contact_details_in_its_text_is_refused(
     text = f"Fly and stay, ask {value}"
     response = a.post(hub, "/v1/offers", offer(pair, **{field: text}))
     assert_refusal_names(response, field, fragment)
+    assert table_counts(hub.database_url) == before
+
+
+@pytest.mark.parametrize(("value", "fragment"), CASES, ids=IDS)
+def test_offer_filters_with_contact_details_are_refused_on_proposal_and_approval(
+    hub: Hub, pair: tuple[Member, Member, str], value: str, fragment: str
+) -> None:
+    a, b, _ = pair
+    before = table_counts(hub.database_url)
+    proposed = a.post(hub, "/v1/offers", offer(pair, filters={a.id: {"tier": ["gold", value]}}))
+    assert_refusal_names(proposed, "filters.tier", fragment)
+    assert table_counts(hub.database_url) == before
+    clean = a.post(hub, "/v1/offers", offer(pair))
+    assert clean.status_code == 201, clean.text
+    before = table_counts(hub.database_url)
+    path = f"/v1/offers/{clean.json()['id']}/approve"
+    approval = b.post(hub, path, {"filters": {"city": [value]}})
+    assert_refusal_names(approval, "filters.city", fragment)
     assert table_counts(hub.database_url) == before
 
 
