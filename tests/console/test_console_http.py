@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Hub, execute_sql, run_cli, table_counts
-from tests.console.helpers import PASSWORD, Console, create_console_user
+from tests.console.helpers import (
+    PASSWORD,
+    PYTHON_REPR,
+    Console,
+    create_console_user,
+    visible_text,
+)
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +279,76 @@ def test_viewing_the_matrix_never_spends_epsilon_and_a_refresh_does(
     assert spent() == 0.5
     assert console.post("/admin/matrix/refresh", {"purpose": "analytics"}).status_code == 303
     assert spent() == 1.0
+
+
+# -- names, readable values, the partnership's overlap and offers, a busy database ------------
+def partner_name(hub: Hub, partner_id: str) -> str:
+    return str(hub.as_admin("GET", f"/v1/partners/{partner_id}").json()["name"])
+
+
+def test_the_audit_page_names_partners_and_clients_and_shows_no_python_reprs(
+    hub: Hub, console: Console
+) -> None:
+    a, a_client, a_headers = hub.partner_with_token("hotel")
+    b, _, b_headers = hub.partner_with_token("coffee")
+    proposed = hub.as_admin(
+        "POST", "/v1/partnerships", json={"members": [a["id"], b["id"]], "purposes": ["analytics"]}
+    )
+    assert proposed.status_code == 201, proposed.text
+    partnership = proposed.json()["id"]
+    for headers in (a_headers, b_headers):
+        accepted = hub.http.post(f"/v1/partnerships/{partnership}/accept", headers=headers)
+        assert accepted.status_code == 200, accepted.text
+    # The entries hold what would print as reprs: a list, None and a boolean.
+    entries = hub.as_admin("GET", "/v1/audit", params={"target_id": partnership}).json()["items"]
+    details = [v for e in entries for v in e["details"].values()]
+    assert any(isinstance(v, list) for v in details)
+    assert any(v is None for v in details)
+    assert any(isinstance(v, bool) for v in details)
+
+    page = console.http.get("/admin/audit", params={"target": partnership})
+    assert page.status_code == 200, page.text
+    text = visible_text(page.text)
+    assert "partnership.accepted" in text
+    assert f"{a['name']} · {a_client['name']}" in text  # client:<id> as its partner and name
+    pair = {f"members {a['name']}, {b['name']}", f"members {b['name']}, {a['name']}"}
+    assert any(named in text for named in pair)  # ids inside the details are named too
+    assert a["id"] not in text and b["id"] not in text
+    assert a_client["client_id"] not in text
+    assert f'title="client:{a_client["client_id"]}"' in page.text  # the id stays at hand
+    assert f'title="{a["id"]}"' in page.text
+    assert not PYTHON_REPR.search(text), PYTHON_REPR.search(text)
+
+
+def test_the_overview_names_actors_and_targets(hub: Hub, console: Console) -> None:
+    partner = hub.create_partner("bakery")
+    suspended = console.post(f"/admin/partners/{partner['id']}/status", {"status": "suspended"})
+    assert suspended.status_code == 303
+    text = visible_text(console.http.get("/admin").text)
+    assert "partner.suspended" in text
+    assert partner["name"] in text
+    assert partner["id"] not in text
+
+
+def test_a_long_detail_is_cut_with_the_whole_value_one_click_away(
+    hub: Hub, console: Console
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    names = [f"{brand} {tag}" + " International Holdings" * 3 for brand in ("North", "South")]
+    ids = []
+    for name, category in zip(names, ("hotel", "airline"), strict=True):
+        created = hub.as_admin("POST", "/v1/partners", json={"name": name, "category": category})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    proposed = hub.as_admin(
+        "POST", "/v1/partnerships", json={"members": ids, "purposes": ["analytics"]}
+    )
+    assert proposed.status_code == 201, proposed.text
+    page = console.http.get("/admin/audit", params={"target": proposed.json()["id"]}).text
+    whole = ", ".join(names)
+    assert len(whole) > 120
+    cut = page.split("<dt>members</dt><dd>")[1].split("</dd>")[0]
+    summary = cut.split("<summary>")[1].split("</summary>")[0]
+    assert summary.endswith("…") and len(summary) <= 120
+    assert whole.startswith(summary[:-1])
+    assert f"<span>{whole}</span>" in cut  # the whole value, inside the disclosure
