@@ -72,7 +72,7 @@ class Names:
             return Label(f"partnership {members}", target_id, f"/admin/partnerships/{target_id}")
         if target_type == "offer" and target_id in self.offers:
             return Label(f'offer "{self.offers[target_id]}"', target_id, "/admin/offers")
-        return Label(f"{target_type} {target_id}", target_id)
+        return Label(target_type, target_id)
 
     def _client(self, client_id: str) -> str:
         known = self.clients.get(client_id)
