@@ -329,7 +329,8 @@ def test_the_audit_page_names_partners_and_clients_and_shows_no_python_reprs(
     assert f"{a['name']} · {a_client['name']}" in text  # client:<id> as its partner and name
     pair = {f"members {a['name']}, {b['name']}", f"members {b['name']}, {a['name']}"}
     assert any(named in text for named in pair)  # ids inside the details are named too
-    assert a["id"] not in text and b["id"] not in text
+    assert a["id"] not in text
+    assert b["id"] not in text
     assert a_client["client_id"] not in text
     assert f'title="client:{a_client["client_id"]}"' in page.text  # the id stays at hand
     assert f'title="{a["id"]}"' in page.text
@@ -365,7 +366,8 @@ def test_a_long_detail_is_cut_with_the_whole_value_one_click_away(
     assert len(whole) > 120
     cut = page.split("<dt>members</dt><dd>")[1].split("</dd>")[0]
     summary = cut.split("<summary>")[1].split("</summary>")[0]
-    assert summary.endswith("…") and len(summary) <= 120
+    assert summary.endswith("…")
+    assert len(summary) <= 120
     assert whole.startswith(summary[:-1])
     assert f"<span>{whole}</span>" in cut  # the whole value, inside the disclosure
 
@@ -442,7 +444,8 @@ def test_a_partnerships_page_lists_its_offers_with_audience_sizes(
     a_name, b_name = partner_name(hub, a.id), partner_name(hub, b.id)
     assert "active" in offers
     assert "→ 2099-01-31" in offers
-    assert f"{a_name}: 25" in offers and f"{b_name}: 25" in offers
+    assert f"{a_name}: 25" in offers
+    assert f"{b_name}: 25" in offers
     assert f"proposed by {a_name}" in offers
     assert not PYTHON_REPR.search(visible_text(active))
 
