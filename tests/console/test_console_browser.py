@@ -194,6 +194,9 @@ def test_an_admin_runs_the_coalition_from_the_console(
     expect(page.locator("#overlap")).to_contain_text("120 people")
     assert_fits(page)
     shot(page, backend, "17-partnership-800px")
+    for path in ("", "/partners", f"/partners/{skyways_id}", "/partnerships", "/offers", "/jobs"):
+        page.goto(f"/admin{path}")
+        assert_fits(page)
 
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(f"{hub.url}/admin/sign-in")
