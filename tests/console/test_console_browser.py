@@ -194,7 +194,8 @@ def test_an_admin_runs_the_coalition_from_the_console(
     expect(page.locator("#overlap")).to_contain_text("120 people")
     assert_fits(page)
     shot(page, backend, "17-partnership-800px")
-    for path in ("", "/partners", f"/partners/{skyways_id}", "/partnerships", "/offers", "/jobs"):
+    pages = ("", "/partners", f"/partners/{skyways_id}", "/partnerships", "/offers", "/rewards")
+    for path in (*pages, "/jobs"):
         page.goto(f"/admin{path}")
         assert_fits(page)
 
