@@ -84,8 +84,10 @@ async def _audit(
 ) -> None:
     stored = "file" if ring.path is not None else "HUB_KEYRING (printed)"
     operation = action.removeprefix("keys.")
+    version = outcome.get("match_version") or outcome.get("data_version")
+    key_id = outcome.get("new_kid") or (f"v{version}" if version else None)
     await audit.append(
-        session, audit.key_operation_event(operation, target, keyring=stored, **outcome)
+        session, audit.key_operation_event(operation, target, key_id, keyring=stored, **outcome)
     )
 
 

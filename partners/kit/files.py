@@ -27,14 +27,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+from partners.kit.contact import looks_like_contact
 from partners.kit.normalize import BASE64, ID_TYPES, InvalidIdentifier, hash_identifier
 
 CSV, NDJSON = "csv", "ndjson"
 CONSENTS = ("analytics", "joint_offers", "rewards_sharing")
 MAX_ATTRIBUTES = 20
 ATTR_PREFIX = "attr."
-_LOOKS_LIKE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_LOOKS_LIKE_PHONE = re.compile(r"\+?[\d\s().-]{9,}")
 
 
 @dataclass
@@ -73,14 +72,6 @@ def shown_name(name: str) -> str:
     if _PLAIN_NAME.fullmatch(name) and not looks_like_contact(name):
         return name
     return "(a column whose name is not shown)"
-
-
-def looks_like_contact(value: str) -> bool:
-    """Whether ``value`` looks like a raw email or phone number (never to be passed on)."""
-    value = value.strip()
-    # The phone pattern has no '@': one of the two patterns can apply, never both.
-    pattern = _LOOKS_LIKE_EMAIL if "@" in value else _LOOKS_LIKE_PHONE
-    return pattern.fullmatch(value) is not None
 
 
 def detect_format(name: str) -> str:
@@ -239,6 +230,8 @@ def parse_person(row: dict[str, Any]) -> Person:
     if not isinstance(attributes, dict):
         raise InvalidRow("attributes", "attributes must be an object of strings")
     for name, value in attributes.items():
+        if looks_like_contact(str(name)):  # named by position only: the name is the leak
+            raise InvalidRow("attributes", "an attribute name looks like an email or phone number")
         if value is None or value == "":
             continue
         if not isinstance(value, str | int | float | bool):
