@@ -80,6 +80,11 @@ def database_problem(exc: BaseException, database_url: str) -> str:
     lowered = reason.lower()
     if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
         return unmigrated_message(database_url)
+    if "database" in lowered and "does not exist" in lowered:
+        return (
+            f"the database at {shown_url(database_url)} does not exist: create it (createdb), "
+            "then run `hub db upgrade`"
+        )
     return (
         f"the database at {shown_url(database_url)} cannot be used: {reason} "
         "(check HUB_DATABASE_URL and that the database server is running)"

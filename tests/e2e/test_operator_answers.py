@@ -119,6 +119,17 @@ def test_hub_serve_on_an_unmigrated_postgres_database_says_what_to_run(tmp_path:
     assert "run `hub db upgrade` first" in done.stderr
 
 
+def test_a_missing_postgres_database_says_to_create_it(tmp_path: Path) -> None:
+    if "postgres" not in BACKENDS:
+        pytest.skip("needs HUB_TEST_POSTGRES_URL")
+    url = make_url(create_pg_database())
+    drop_pg_database(url.render_as_string(hide_password=False))  # named, but gone
+    missing = url.render_as_string(hide_password=False)
+    line = one_line(invoke(tmp_path, "admin", "bootstrap", HUB_DATABASE_URL=missing))
+    assert "does not exist: create it" in line
+    assert "hub db upgrade" in line
+
+
 def test_a_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     line = one_line(invoke(tmp_path, "admin", "partners", "list", HUB_LIMITS_BURST="-3"))
     assert "HUB_LIMITS_BURST" in line
