@@ -50,7 +50,7 @@ from hub.jobs.scheduler import JobScheduler
 from hub.oauth.controller import OAuthController
 from hub.oauth.server import HubAuthorizationServer
 from hub.settings import Settings, load_settings
-from hub.system import live, ready
+from hub.system import index, live, ready
 from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
 from matching.engine import warm_up as engine_warm_up
@@ -61,6 +61,7 @@ from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.uploads.controller import UploadController
 from partners.identifiers.uploads.processor import UploadProcessor
+from partners.identifiers.uploads.spool import remove_abandoned_bodies
 from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
@@ -77,7 +78,16 @@ PUBLIC_PREFIXES = (
     "/.well-known/",
     CONSOLE_PUBLIC_PREFIX,
 )
+PUBLIC_PATHS = frozenset({"/"})  # the index, which points to /schema and /admin
 PURGE_EVERY_SECONDS = 300
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How the ASGI server treats proxy headers: X-Forwarded-For and X-Forwarded-Proto are
+    believed only from ``server.forwarded_allow_ips`` (none by default), so no client can
+    pick the address that rate limits, sign-in throttling and the audit log see."""
+    allowed = settings.server.forwarded_allow_ips
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": list(allowed) or None}
 
 
 async def provide_db_session(
@@ -127,6 +137,7 @@ async def _refresh_forever(app: Litestar) -> None:
 @contextlib.asynccontextmanager
 async def upload_processing(app: Litestar) -> AsyncIterator[None]:
     """Bulk uploads are processed in this process unless configured otherwise."""
+    remove_abandoned_bodies(app.state.settings.spool_dir)  # partial bodies of a crash
     processor: UploadProcessor = app.state.upload_processor
     if not app.state.settings.uploads.process_in_serve:
         yield
@@ -278,6 +289,7 @@ def create_app(
     )
     return Litestar(
         route_handlers=[
+            index,
             live,
             ready,
             metrics,
@@ -305,6 +317,7 @@ def create_app(
                 verifier=verifier,
                 rate_limiter=rate_limiter,
                 public_prefixes=PUBLIC_PREFIXES,
+                public_paths=PUBLIC_PATHS,
             ),
             ContentTypeMiddleware,
             JsonBodyMiddleware,
@@ -312,6 +325,7 @@ def create_app(
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
         exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,  # configure_logging owns it: every line JSON, no second format
         template_config=console_template_config(),
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,

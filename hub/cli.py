@@ -1,6 +1,9 @@
 """The ``hub`` command: serve, worker, db upgrade, admin (bootstrap, partners, clients,
-partnerships, keys, audit). Tables for people, ``--json`` for scripts; errors as one line and a
-non-zero exit.
+partnerships, keys, audit, users), demo and hash. Tables for people, ``--json`` for scripts;
+errors as one line and a non-zero exit.
+
+This module puts the commands together; what they share is in ``hub.cli_common``, which
+imports none of them, so the ``hub/cli*.py`` modules import each other without a cycle.
 """
 
 from __future__ import annotations
@@ -9,133 +12,106 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
-import msgspec
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.core.audit import Actor
-from hub.core.db import create_hub_async_engine, is_sqlite, writing
+from hub import cli_admin, cli_hash, cli_keys
+from hub.cli_common import (
+    CLI_ACTOR,
+    CliError,
+    cli_settings,
+    console,
+    database_problem,
+    err_console,
+    json_option,
+    require_migrated,
+    run_in_session,
+    secret_hasher,
+)
+from hub.core.db import is_sqlite
 from hub.core.errors import HubError
 from hub.core.keyring import KeyringError, load_keyring
-from hub.core.secrets import SecretHasher
-from hub.settings import Settings, SettingsError, load_settings
+from hub.settings import Settings
 
-T = TypeVar("T")
-console = Console()
-err_console = Console(stderr=True)
-CLI_ACTOR = Actor(name="cli:admin")
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-class CliError(click.ClickException):
-    def show(self, file: Any = None) -> None:
-        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
-
-
-def _settings() -> Settings:
+def _version() -> str:
     try:
-        return load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc)) from exc
+        return version("coalition-hub")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
 
 
-@asynccontextmanager
-async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
-    """One transaction for one command: committed if it succeeds, rolled back otherwise."""
-    engine = create_hub_async_engine(settings.database_url)
-    try:
-        with writing():
-            async with async_sessionmaker(engine, expire_on_commit=False)() as session:
-                yield session
-                await session.commit()
-    finally:
-        await engine.dispose()
-
-
-def _run(coro_factory: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    settings = _settings()
-
-    async def main() -> T:
-        async with _session(settings) as session:
-            return await coro_factory(session)
-
-    try:
-        return asyncio.run(main())
-    except HubError as exc:
-        raise CliError(f"{exc.detail} ({exc.fix})") from exc
-    except KeyringError as exc:
-        raise CliError(str(exc)) from exc
-
-
-def _emit(data: Any, as_json: bool, columns: Sequence[str] | None = None, title: str = "") -> None:
-    builtins = msgspec.to_builtins(data)
-    if as_json:
-        click.echo(json.dumps(builtins, indent=2, sort_keys=True))
-        return
-    rows = builtins if isinstance(builtins, list) else [builtins]
-    if not rows:
-        console.print(f"(no {title or 'rows'})")
-        return
-    columns = columns or list(rows[0])
-    table = Table(title=title or None)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
-    console.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-
-
-@click.group()
+@click.group(context_settings=CONTEXT)
+@click.version_option(_version(), "-V", "--version", prog_name="hub")
 def main() -> None:
     """Coalition hub: the service, its database and its administration."""
+
+
+def _prepare_database(settings: Settings) -> None:
+    """The embedded SQLite database is created and migrated here; any other must have been
+    migrated with ``hub db upgrade`` (one line saying so otherwise)."""
+    from hub.migrate import upgrade
+
+    if not is_sqlite(settings.database_url):
+        require_migrated(settings.database_url)
+        return
+    try:
+        upgrade(settings.database_url)
+    except (SQLAlchemyError, OSError) as exc:
+        raise CliError(database_problem(exc, settings.database_url)) from None
+
+
+def _load_keyring(settings: Settings) -> Any:
+    try:
+        return load_keyring(settings.keyring_file, settings.keyring.inline)
+    except KeyringError as exc:
+        raise CliError(str(exc)) from exc
 
 
 # -- serve ----------------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default=None, help="Bind address (default from config).")
-@click.option("--port", type=int, default=None, help="Port (default from config).")
-@click.option("--workers", type=int, default=None, help="Worker processes.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default from config)."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes.")
 @click.option("--no-worker", is_flag=True, help="Leave scheduled jobs to a separate `hub worker`.")
 def serve(host: str | None, port: int | None, workers: int | None, no_worker: bool) -> None:
     """Run the hub. On the embedded SQLite default it creates and migrates the database."""
     import uvicorn
 
-    from hub.migrate import upgrade
+    from hub.app import server_options
+    from hub.core.logging import configure_logging
 
-    settings = _settings()
-    try:
-        load_keyring(settings.keyring_file, settings.keyring.inline)  # created before workers fork
-    except KeyringError as exc:
-        raise CliError(str(exc)) from exc
-    if is_sqlite(settings.database_url):
-        upgrade(settings.database_url)
-    if no_worker:
-        # uvicorn builds the app from the factory, which reads the settings again.
-        os.environ["HUB_JOBS_RUN_IN_SERVE"] = "false"
+    # uvicorn builds the app from the factory, which reads the settings again: what the
+    # options say goes through the environment (the default issuer follows --host/--port).
+    for variable, value in (
+        ("HUB_SERVER_HOST", host),
+        ("HUB_SERVER_PORT", port),
+        ("HUB_JOBS_RUN_IN_SERVE", "false" if no_worker else None),
+    ):
+        if value is not None:
+            os.environ[variable] = str(value)
+    settings = cli_settings()
+    configure_logging(settings.logging.level, settings.logging.json)
+    _load_keyring(settings)  # created before workers fork
+    _prepare_database(settings)
     uvicorn.run(
         "hub.app:create_app",
         factory=True,
-        host=host or settings.server.host,
-        port=port or settings.server.port,
+        host=settings.server.host,
+        port=settings.server.port,
         workers=workers or settings.server.workers,
         access_log=False,
         log_level=settings.logging.level.lower(),
+        log_config=None,  # uvicorn's loggers go through the hub's JSON logging
+        **server_options(settings),
     )
 
 
@@ -146,16 +122,11 @@ def worker() -> None:
     finish, else the next worker resumes it from its checkpoint)."""
     from hub.core.logging import configure_logging
     from hub.jobs.scheduler import run_worker
-    from hub.migrate import upgrade
 
-    settings = _settings()
+    settings = cli_settings()
     configure_logging(settings.logging.level, settings.logging.json)
-    try:
-        keyring = load_keyring(settings.keyring_file, settings.keyring.inline)
-    except KeyringError as exc:
-        raise CliError(str(exc)) from exc
-    if is_sqlite(settings.database_url):
-        upgrade(settings.database_url)
+    keyring = _load_keyring(settings)
+    _prepare_database(settings)
     asyncio.run(run_worker(settings, keyring))
 
 
@@ -170,22 +141,21 @@ def db_upgrade() -> None:
     """Apply every migration (safe to run again)."""
     from hub.migrate import current, upgrade
 
-    settings = _settings()
+    settings = cli_settings()
     try:
         upgrade(settings.database_url)
-    except Exception as exc:
-        raise CliError(f"migration failed: {exc}") from exc
-    click.echo(f"database at revision {current(settings.database_url)}")
+        revision = current(settings.database_url)
+    except (SQLAlchemyError, OSError) as exc:
+        raise CliError(
+            f"migration failed: {database_problem(exc, settings.database_url)}"
+        ) from None
+    click.echo(f"database at revision {revision}")
 
 
 # -- admin ----------------------------------------------------------------------------------
 @main.group()
 def admin() -> None:
     """Coalition administration."""
-
-
-def _hasher(settings: Settings) -> SecretHasher:
-    return SecretHasher(settings.oauth.secret_hash_time_cost, settings.oauth.secret_hash_memory_kib)
 
 
 @admin.command()
@@ -196,20 +166,27 @@ def bootstrap(name: str, as_json: bool) -> None:
     from partners.clients.schemas import ClientCreate
     from partners.clients.service import ClientService
 
-    settings = _settings()
-    load_keyring(settings.keyring_file, settings.keyring.inline)
+    settings = cli_settings()
+    require_migrated(settings.database_url)  # before the keyring: nothing created for nothing
+    _load_keyring(settings)
 
     async def create(session: AsyncSession) -> Any:
-        service = ClientService(session, _hasher(settings))
+        service = ClientService(session, secret_hasher(settings))
         return await service.create(None, ClientCreate(name=name, scopes=["admin"]), CLI_ACTOR)
 
-    created = _run(create)
+    created = run_in_session(create)
     out = {"client_id": created.client_id, "client_secret": created.client_secret}
     if as_json:
         click.echo(json.dumps(out))
     else:
         console.print(f"client_id:     {out['client_id']}\nclient_secret: {out['client_secret']}")
         console.print("[yellow]The secret is shown only now; store it safely.[/]")
+
+
+for _group in cli_admin.GROUPS:
+    admin.add_command(_group)
+admin.add_command(cli_keys.keys)
+main.add_command(cli_hash.hash_command)
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -229,22 +206,22 @@ def demo(customers: int, seed: int, as_json: bool) -> None:
     credentials are printed)."""
     from hub.demo import DemoOptions, render_summary, run_demo
 
-    settings = _settings()
+    settings = cli_settings()
     try:
         summary = run_demo(settings, DemoOptions(customers=customers, seed=seed), err_console)
     except HubError as exc:
         raise CliError(f"{exc.detail} ({exc.fix})") from exc
     except KeyringError as exc:
         raise CliError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise CliError(database_problem(exc, settings.database_url)) from None
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     render_summary(summary, console)
 
 
-from hub import cli_admin, cli_hash, cli_keys  # noqa: E402  (register their sub-commands)
-
-__all__ = ["admin", "cli_admin", "cli_hash", "cli_keys", "main"]
+__all__ = ["admin", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

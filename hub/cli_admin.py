@@ -1,5 +1,5 @@
 """``hub admin partners|clients|partnerships|audit|users`` — the same services as the API
-(``hub admin keys`` is in ``hub.cli_keys``)."""
+(``hub admin keys`` is in ``hub.cli_keys``). ``hub.cli`` adds :data:`GROUPS` under ``hub admin``."""
 
 from __future__ import annotations
 
@@ -13,18 +13,17 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.cli import (
+from hub.cli_common import (
     CLI_ACTOR,
     CliError,
-    _emit,
-    _hasher,
-    _run,
-    _settings,
-    admin,
+    cli_settings,
     console,
+    emit,
     json_option,
+    open_keyring,
+    run_in_session,
+    secret_hasher,
 )
-from hub.cli_keys import open_keyring
 from hub.core.audit import (
     AuditEntry,
     SignedHead,
@@ -55,12 +54,12 @@ def _uuid(value: str) -> UUID:
 
 
 def _partner_service(session: AsyncSession) -> PartnerService:
-    settings = _settings()
+    settings = cli_settings()
     return PartnerService(session, allow_loopback_http=settings.webhooks.allow_loopback_http)
 
 
 def _partnership_service(session: AsyncSession) -> PartnershipService:
-    settings = _settings().partnerships
+    settings = cli_settings().partnerships
     return PartnershipService(
         session,
         default_min_audience=settings.default_min_audience,
@@ -80,7 +79,7 @@ async def _all_pages(fetch: Any) -> list[Any]:
 
 
 # -- partners -------------------------------------------------------------------------------
-@admin.group()
+@click.group()
 def partners() -> None:
     """Onboard, list, suspend and reactivate partners."""
 
@@ -94,7 +93,7 @@ def partners_list(as_json: bool) -> None:
         service = _partner_service(session)
         return await _all_pages(lambda c: service.list(cursor=c, limit=500))
 
-    _emit(_run(run), as_json, PARTNER_COLUMNS, "partners")
+    emit(run_in_session(run), as_json, PARTNER_COLUMNS, "partners")
 
 
 @partners.command("create")
@@ -109,7 +108,7 @@ def partners_create(name: str, category: str, webhook_url: str | None, as_json: 
     async def run(session: AsyncSession) -> Any:
         return partner_out(await _partner_service(session).onboard(data, CLI_ACTOR))
 
-    _emit(_run(run), as_json, PARTNER_COLUMNS)
+    emit(run_in_session(run), as_json, PARTNER_COLUMNS)
 
 
 def _set_partner_status(partner_id: str, status: str, as_json: bool) -> None:
@@ -119,7 +118,7 @@ def _set_partner_status(partner_id: str, status: str, as_json: bool) -> None:
         partner = await _partner_service(session).update(_uuid(partner_id), data, CLI_ACTOR)
         return partner_out(partner)
 
-    _emit(_run(run), as_json, PARTNER_COLUMNS)
+    emit(run_in_session(run), as_json, PARTNER_COLUMNS)
 
 
 @partners.command("suspend")
@@ -146,7 +145,7 @@ def _convert(raw: dict[str, Any], kind: type[Any]) -> Any:
 
 
 # -- clients --------------------------------------------------------------------------------
-@admin.group()
+@click.group()
 def clients() -> None:
     """Create, list and revoke a partner's OAuth clients."""
 
@@ -159,10 +158,10 @@ def clients_list(partner_id: str, as_json: bool) -> None:
 
     async def run(session: AsyncSession) -> list[Any]:
         partner = await _partner_service(session).get(_uuid(partner_id))
-        service = ClientService(session, _hasher(_settings()))
+        service = ClientService(session, secret_hasher(cli_settings()))
         return await _all_pages(lambda c: service.list(partner.id, cursor=c, limit=500))
 
-    _emit(_run(run), as_json, CLIENT_COLUMNS, "clients")
+    emit(run_in_session(run), as_json, CLIENT_COLUMNS, "clients")
 
 
 @clients.command("create")
@@ -193,9 +192,11 @@ def clients_create(
 
     async def run(session: AsyncSession) -> Any:
         partner = await _partner_service(session).get(_uuid(partner_id))
-        return await ClientService(session, _hasher(_settings())).create(partner, data, CLI_ACTOR)
+        return await ClientService(session, secret_hasher(cli_settings())).create(
+            partner, data, CLI_ACTOR
+        )
 
-    _emit(_run(run), as_json, [*CLIENT_COLUMNS[:4], "client_secret"])
+    emit(run_in_session(run), as_json, [*CLIENT_COLUMNS[:4], "client_secret"])
 
 
 @clients.command("revoke")
@@ -207,10 +208,10 @@ def clients_revoke(partner_id: str, client_id: str, as_json: bool) -> None:
     from partners.clients.service import to_out
 
     async def run(session: AsyncSession) -> Any:
-        service = ClientService(session, _hasher(_settings()))
+        service = ClientService(session, secret_hasher(cli_settings()))
         return to_out(await service.revoke(_uuid(partner_id), client_id, CLI_ACTOR))
 
-    _emit(_run(run), as_json, CLIENT_COLUMNS)
+    emit(run_in_session(run), as_json, CLIENT_COLUMNS)
 
 
 @clients.command("list-admin")
@@ -219,10 +220,10 @@ def clients_list_admin(as_json: bool) -> None:
     """List the coalition-admin clients."""
 
     async def run(session: AsyncSession) -> list[Any]:
-        service = ClientService(session, _hasher(_settings()))
+        service = ClientService(session, secret_hasher(cli_settings()))
         return await _all_pages(lambda c: service.list(None, cursor=c, limit=500))
 
-    _emit(_run(run), as_json, CLIENT_COLUMNS, "admin clients")
+    emit(run_in_session(run), as_json, CLIENT_COLUMNS, "admin clients")
 
 
 @clients.command("revoke-admin")
@@ -233,14 +234,14 @@ def clients_revoke_admin(client_id: str, as_json: bool) -> None:
     from partners.clients.service import to_out
 
     async def run(session: AsyncSession) -> Any:
-        service = ClientService(session, _hasher(_settings()))
+        service = ClientService(session, secret_hasher(cli_settings()))
         return to_out(await service.revoke(None, client_id, CLI_ACTOR))
 
-    _emit(_run(run), as_json, CLIENT_COLUMNS)
+    emit(run_in_session(run), as_json, CLIENT_COLUMNS)
 
 
 # -- partnerships ---------------------------------------------------------------------------
-@admin.group()
+@click.group()
 def partnerships() -> None:
     """Propose, list, suspend, resume and end partnerships."""
 
@@ -254,15 +255,15 @@ def partnerships_list(as_json: bool) -> None:
         service = _partnership_service(session)
         return await _all_pages(lambda c: service.list(None, cursor=c, limit=500))
 
-    _emit(_run(run), as_json, PARTNERSHIP_COLUMNS, "partnerships")
+    emit(run_in_session(run), as_json, PARTNERSHIP_COLUMNS, "partnerships")
 
 
 @partnerships.command("create")
 @click.argument("partner_a")
 @click.argument("partner_b")
 @click.option("--purpose", "purposes", multiple=True, required=True)
-@click.option("--min-audience", type=int, default=None)
-@click.option("--epsilon", type=float, default=None)
+@click.option("--min-audience", type=click.IntRange(min=1), default=None)
+@click.option("--epsilon", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--allow-competitors", is_flag=True)
 @json_option
 def partnerships_create(
@@ -289,7 +290,7 @@ def partnerships_create(
     async def run(session: AsyncSession) -> Any:
         return partnership_out(await _partnership_service(session).propose(data, CLI_ACTOR))
 
-    _emit(_run(run), as_json, PARTNERSHIP_COLUMNS)
+    emit(run_in_session(run), as_json, PARTNERSHIP_COLUMNS)
 
 
 def _set_partnership_status(partnership_id: str, status: str, as_json: bool) -> None:
@@ -299,7 +300,7 @@ def _set_partnership_status(partnership_id: str, status: str, as_json: bool) -> 
         service = _partnership_service(session)
         return partnership_out(await service.update(_uuid(partnership_id), data, CLI_ACTOR))
 
-    _emit(_run(run), as_json, PARTNERSHIP_COLUMNS)
+    emit(run_in_session(run), as_json, PARTNERSHIP_COLUMNS)
 
 
 @partnerships.command("suspend")
@@ -327,7 +328,7 @@ def partnerships_end(partnership_id: str, as_json: bool) -> None:
 
 
 # -- audit ----------------------------------------------------------------------------------
-@admin.group()
+@click.group()
 def audit() -> None:
     """The hash-chained audit log."""
 
@@ -341,7 +342,7 @@ def audit_head() -> None:
         count, head_hash = await current_head(session)
         return sign_head(ring, count, head_hash)
 
-    click.echo(msgspec.json.encode(_run(run)).decode())
+    click.echo(msgspec.json.encode(run_in_session(run)).decode())
 
 
 @audit.command("verify")
@@ -369,7 +370,7 @@ def audit_verify(head_file: str | None, as_json: bool) -> None:
         entries = (await session.scalars(select(AuditEntry).order_by(AuditEntry.seq))).all()
         return verify_chain(entries, signed)
 
-    report = _run(run)
+    report = run_in_session(run)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     elif report.ok:
@@ -382,7 +383,7 @@ def audit_verify(head_file: str | None, as_json: bool) -> None:
 
 
 # -- console users --------------------------------------------------------------------------
-@admin.group()
+@click.group()
 def users() -> None:
     """Accounts of the admin console (/admin): create, list, disable."""
 
@@ -410,10 +411,10 @@ def users_create(username: str, password: str, as_json: bool) -> None:
     from hub.console.accounts import ConsoleAccounts
 
     async def run(session: AsyncSession) -> Any:
-        accounts = ConsoleAccounts(session, _hasher(_settings()))
+        accounts = ConsoleAccounts(session, secret_hasher(cli_settings()))
         return _user_out(await accounts.create(username, password, CLI_ACTOR))
 
-    _emit(_run(run), as_json, USER_COLUMNS)
+    emit(run_in_session(run), as_json, USER_COLUMNS)
 
 
 @users.command("list")
@@ -423,10 +424,10 @@ def users_list(as_json: bool) -> None:
     from hub.console.accounts import ConsoleAccounts
 
     async def run(session: AsyncSession) -> list[Any]:
-        accounts = ConsoleAccounts(session, _hasher(_settings()))
+        accounts = ConsoleAccounts(session, secret_hasher(cli_settings()))
         return [_user_out(user) for user in await accounts.list()]
 
-    _emit(_run(run), as_json, USER_COLUMNS, "console users")
+    emit(run_in_session(run), as_json, USER_COLUMNS, "console users")
 
 
 @users.command("disable")
@@ -437,7 +438,10 @@ def users_disable(username: str, as_json: bool) -> None:
     from hub.console.accounts import ConsoleAccounts
 
     async def run(session: AsyncSession) -> Any:
-        accounts = ConsoleAccounts(session, _hasher(_settings()))
+        accounts = ConsoleAccounts(session, secret_hasher(cli_settings()))
         return _user_out(await accounts.disable(username, CLI_ACTOR))
 
-    _emit(_run(run), as_json, USER_COLUMNS)
+    emit(run_in_session(run), as_json, USER_COLUMNS)
+
+
+GROUPS = (partners, clients, partnerships, audit, users)

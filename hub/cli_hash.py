@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 import sys
 from typing import IO, Any
@@ -14,9 +13,20 @@ from typing import IO, Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hub.cli import CliError, err_console, main
+from hub.cli_common import CliError, err_console
 from partners.kit import BASE64, HEX
-from partners.kit.files import CSV, NDJSON, RowError, detect_format, hash_stream, open_text
+from partners.kit.files import (
+    CSV,
+    NDJSON,
+    ByteCounter,
+    RowError,
+    UnreadableInput,
+    detect_format,
+    hash_stream,
+    open_text,
+    text_reader,
+    undecodable_message,
+)
 
 
 class _CountingReader:
@@ -43,7 +53,7 @@ class _CountingReader:
         return getattr(self.raw, name)
 
 
-@main.command("hash")
+@click.command("hash")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "-o",
@@ -68,6 +78,11 @@ class _CountingReader:
     help="Write refused rows (row, field, reason) to this CSV file.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--allow-refused",
+    is_flag=True,
+    help="Exit 0 even when rows were refused (the output then lacks them).",
+)
 def hash_command(
     source: str,
     output: str,
@@ -76,12 +91,16 @@ def hash_command(
     encoding: str,
     errors_path: str | None,
     quiet: bool,
+    allow_refused: bool,
 ) -> None:
     """Normalise and hash the emails and phone numbers of a customer file (CSV or NDJSON).
 
     Input columns: customer_ref, email and/or phone (raw), consents (joined by '|'), and
     attr.<name> attributes; other columns are dropped. The output is ready for
     POST /v1/identifiers/uploads: one record per identifier, digests only.
+
+    Exits 1 when rows were refused (unless --allow-refused) or the input cannot be read on
+    (an unclosed CSV quote names its line, bytes that are not UTF-8 their offset).
     """
     input_format = input_format or detect_format(source)
     output_format = output_format or (detect_format(output) if output != "-" else input_format)
@@ -102,6 +121,7 @@ def hash_command(
             shown += 1
 
     show_progress = not quiet and err_console.is_terminal
+    counter = None
     try:
         with Progress(
             TextColumn("hashing"),
@@ -113,7 +133,7 @@ def hash_command(
         ) as progress:
             size = os.path.getsize(source) if source != "-" else None
             task = progress.add_task("hash", total=size)
-            src = _open_source(source, lambda n: progress.advance(task, n))
+            src, counter = _open_source(source, lambda n: progress.advance(task, n))
             dst = open_text(output, "w")
             try:
                 report = hash_stream(
@@ -128,9 +148,15 @@ def hash_command(
             finally:
                 if dst is not sys.stdout:
                     dst.close()
-                src.close()
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise CliError(f"cannot read {source} or write {output}: {type(exc).__name__}") from exc
+                if src is not sys.stdin:
+                    src.close()
+    except UnreadableInput as exc:
+        raise CliError(f"{source}: {exc} ({INCOMPLETE.format(output=output)})") from None
+    except UnicodeDecodeError as exc:
+        where = undecodable_message(exc, counter) if counter else "it is not UTF-8"
+        raise CliError(f"{source}: {where} ({INCOMPLETE.format(output=output)})") from None
+    except (OSError, EOFError) as exc:
+        raise CliError(f"cannot read {source} or write {output}: {_os_reason(exc)}") from exc
     finally:
         if errors_file:
             errors_file.close()
@@ -147,13 +173,31 @@ def hash_command(
         f"records written: {report.records_written}",
         highlight=False,
     )
+    if report.rows_refused and not allow_refused:
+        listed = f" (listed in {errors_path})" if errors_path else " (--errors FILE lists them)"
+        raise CliError(
+            f"{report.rows_refused} of {report.rows_read} rows were refused{listed}; the "
+            f"output holds the other rows. Fix the refused rows, or pass --allow-refused to "
+            "accept the output without them (exit status 0)"
+        )
 
 
-def _open_source(source: str, advance: Any) -> IO[str]:
-    """The input as text, counting compressed bytes for the progress bar."""
+INCOMPLETE = "nothing after that point was hashed: {output} is incomplete"
+
+
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _open_source(source: str, advance: Any) -> tuple[IO[str], ByteCounter | None]:
+    """The input as text (and the counter that locates a decoding error), counting
+    compressed bytes for the progress bar."""
     if source == "-":
-        return sys.stdin
+        stdin_bytes = getattr(sys.stdin, "buffer", None)
+        if stdin_bytes is None:
+            return sys.stdin, None
+        return text_reader(stdin_bytes)
     raw: Any = _CountingReader(open(source, "rb"), advance)  # noqa: SIM115
     if source.endswith(".gz"):
         raw = gzip.GzipFile(fileobj=raw)
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    return text_reader(raw)

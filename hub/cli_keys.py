@@ -15,19 +15,20 @@ from typing import Any
 import click
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.cli import (
+from hub.cli_common import (
     CliError,
-    _emit,
-    _session,
-    _settings,
-    admin,
+    cli_session,
+    cli_settings,
     console,
+    emit,
     err_console,
     json_option,
+    open_keyring,
+    require_migrated,
 )
 from hub.core import audit
 from hub.core.db import create_hub_async_engine, writing
-from hub.core.keyring import Keyring, KeyringError, load_keyring
+from hub.core.keyring import Keyring, KeyringError
 from hub.jobs.signing_keys import retirement_grace, rotation_details
 from hub.settings import Settings
 from partners.identifiers.crypto import IdentifierCrypto
@@ -45,17 +46,9 @@ def backup_reminder(ring: Keyring) -> str:
 INLINE_NOTICE = "HUB_KEYRING is in use: set it to the JSON above on every hub process."
 
 
-@admin.group()
+@click.group()
 def keys() -> None:
     """The keyring (outside the database): signing, audit, match and data keys."""
-
-
-def open_keyring() -> Keyring:
-    settings = _settings()
-    try:
-        return load_keyring(settings.keyring_file, settings.keyring.inline, create=False)
-    except KeyringError as exc:
-        raise CliError(str(exc)) from exc
 
 
 KeyChange = Callable[[Keyring], dict[str, Any]]
@@ -64,11 +57,11 @@ KeyChange = Callable[[Keyring], dict[str, Any]]
 def change_keyring(action: str, target: str, change: KeyChange, as_json: bool) -> None:
     """Apply ``change`` to the keyring and audit it in one go: the audit entry commits only
     once the new keyring is on disk. Prints the outcome and the backup reminder."""
-    settings = _settings()
+    settings = cli_settings()
     ring = open_keyring()
 
     async def main() -> dict[str, Any]:
-        async with _session(settings) as session:
+        async with cli_session(settings) as session:
             if ring.path is None:
                 outcome = change(ring)
             else:
@@ -91,8 +84,10 @@ async def _audit(
 ) -> None:
     stored = "file" if ring.path is not None else "HUB_KEYRING (printed)"
     operation = action.removeprefix("keys.")
+    version = outcome.get("match_version") or outcome.get("data_version")
+    key_id = outcome.get("new_kid") or (f"v{version}" if version else None)
     await audit.append(
-        session, audit.key_operation_event(operation, target, keyring=stored, **outcome)
+        session, audit.key_operation_event(operation, target, key_id, keyring=stored, **outcome)
     )
 
 
@@ -102,9 +97,9 @@ def report(ring: Keyring, outcome: dict[str, Any], as_json: bool) -> None:
         click.echo(ring.to_json())
         console.print(f"[yellow]{INLINE_NOTICE}[/]")
     if as_json:
-        _emit({**outcome, "reminder": backup_reminder(ring)}, as_json)
+        emit({**outcome, "reminder": backup_reminder(ring)}, as_json)
         return
-    _emit(outcome, as_json)
+    emit(outcome, as_json)
     console.print(f"[yellow]{backup_reminder(ring)}[/]", highlight=False)
 
 
@@ -127,7 +122,7 @@ def keys_list(as_json: bool) -> None:
         for kind in ("match", "data")
         for v in getattr(ring.data, kind)
     ]
-    _emit(rows, as_json, ["kind", "id", "created_at", "retired_at"], "keys")
+    emit(rows, as_json, ["kind", "id", "created_at", "retired_at"], "keys")
 
 
 @keys.command("rotate-signing")
@@ -135,7 +130,7 @@ def keys_list(as_json: bool) -> None:
 def keys_rotate_signing(as_json: bool) -> None:
     """A new key signs tokens from now on; old keys stay in the JWKS until their tokens
     expire (the signing_key_rotation job does this on a schedule)."""
-    grace = retirement_grace(_settings())
+    grace = retirement_grace(cli_settings())
 
     def rotate(ring: Keyring) -> dict[str, Any]:
         details = rotation_details(ring.rotate_signing(grace))
@@ -195,7 +190,13 @@ def keys_add_data_key(as_json: bool) -> None:
 
 
 @keys.command("rotate-match-key")
-@click.option("--batch-size", default=5000, show_default=True, help="Rows per transaction.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Rows per transaction.",
+)
 @json_option
 def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
     """Move every stored row to the newest keys, online and resumable: re-key identifier
@@ -205,7 +206,8 @@ def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
     Safe to stop and run again. When no row is left under an older version, the older
     versions are retired in the keyring.
     """
-    settings = _settings()
+    settings = cli_settings()
+    require_migrated(settings.database_url)
     ring = open_keyring()
     crypto = IdentifierCrypto(ring)
     targets = Targets.newest(crypto)
@@ -218,7 +220,7 @@ def keys_rotate_match_key(batch_size: int, as_json: bool) -> None:
         return _rotation_outcome(report, match, data)
 
     if report.remaining or not (older or report.rekeyed or report.resealed):
-        _emit(_rotation_outcome(report, [], []), as_json)  # nothing retired: the keyring stays
+        emit(_rotation_outcome(report, [], []), as_json)  # nothing retired: the keyring stays
         return
     change_keyring("keys.rows_rotated", "match,data", retire, as_json)
 

@@ -2,11 +2,15 @@
 
 Order (later wins): ``config/default.toml``, the file named by ``HUB_CONFIG`` (if any), then
 environment variables named ``HUB_<SECTION>_<FIELD>``. ``HUB_KEYRING`` is an alias for
-``HUB_KEYRING_INLINE`` as the design names it.
+``HUB_KEYRING_INLINE`` as the design names it. A list setting takes a comma-separated variable.
+
+A bad value is refused with the variable (or the setting) named; no number may be negative,
+and those counting things that must exist (ports, workers, rates, batch sizes) are at least 1.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -24,6 +28,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 1
     data_dir: str = "./var"
     max_json_body_bytes: int = 1_048_576
+    # Reverse proxies (addresses or networks, "*" for any) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; from anyone else those headers are ignored.
+    forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
 
 
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,7 +46,8 @@ class KeyringSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class OAuthSettings(msgspec.Struct, forbid_unknown_fields=True):
-    issuer: str = "http://127.0.0.1:8000"
+    # Empty: the address served, http://<server.host>:<server.port> (see Settings).
+    issuer: str = ""
     resource: str = "urn:coalition-hub:api"
     access_token_ttl_seconds: int = 900
     assertion_max_age_seconds: int = 3600
@@ -157,6 +165,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     rewards: RewardSettings = msgspec.field(default_factory=RewardSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
+    def __post_init__(self) -> None:
+        if not self.oauth.issuer:
+            self.oauth.issuer = served_address(self.server.host, self.server.port)
+
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
@@ -189,6 +201,48 @@ class SettingsError(ValueError):
     """The configuration is invalid; the message names the file or variable."""
 
 
+def served_address(host: str, port: int) -> str:
+    """The URL the hub answers on when bound to ``host``:``port`` -- the default issuer.
+    A wildcard bind (0.0.0.0, ::) answers on loopback too; behind a proxy or on a public
+    name, set ``oauth.issuer``."""
+    if not host or _is_unspecified(host):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a name
+
+
+# Numbers that count things which must exist: 0 would stop the hub (or divide by it).
+AT_LEAST_ONE = {
+    "server.port",
+    "server.workers",
+    "server.max_json_body_bytes",
+    "database.pool_size",
+    "oauth.access_token_ttl_seconds",
+    "oauth.failed_auth_limit",
+    "oauth.failed_auth_limit_per_address",
+    "oauth.failed_auth_window_seconds",
+    "limits.requests_per_minute",
+    "limits.burst",
+    "webhooks.batch_items",
+    "webhooks.max_attempts",
+    "jobs.key_rotation_batch",
+    "rewards.sync_batch",
+    "uploads.max_bytes",
+    "uploads.spool_bytes_per_partner",
+    "uploads.batch_rows",
+    "uploads.max_attempts",
+}
+AT_MOST = {"server.port": 65535, "uploads.refused_limit": 1}
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
@@ -207,25 +261,85 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"cannot read configuration file {path}: {exc}") from exc
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    sections = {
-        f.name: {g.name for g in msgspec.structs.fields(f.type)}
+def _field_types() -> dict[str, dict[str, Any]]:
+    return {
+        f.name: {g.name: g.type for g in msgspec.structs.fields(f.type)}
         for f in msgspec.structs.fields(Settings)
     }
+
+
+def _env_value(var: str, setting: str, value: str, kind: Any) -> Any:
+    """One variable's value as its setting's type; the error names the variable."""
+    text: Any = value
+    if getattr(kind, "__origin__", None) is list:
+        text = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        # Environment values are strings; strict=False lets "8000" become an int.
+        return msgspec.convert(text, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"{var}={value!r} ({setting}) is not valid: {exc}") from None
+
+
+def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the variables set, and which variable set each (``section.field``)."""
+    types = _field_types()
     overrides: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
     for var, value in environ.items():
         if var in ENV_ALIASES:
-            section, key = ENV_ALIASES[var]
-            overrides.setdefault(section, {})[key] = value
+            target: tuple[str, str] | None = ENV_ALIASES[var]
+        elif var.startswith("HUB_"):
+            target = _target(var[4:].lower(), types)
+        else:
             continue
-        if not var.startswith("HUB_"):
+        if target is None:
             continue
-        rest = var[4:].lower()
-        for section, fields in sections.items():
-            prefix = section + "_"
-            if rest.startswith(prefix) and rest[len(prefix) :] in fields:
-                overrides.setdefault(section, {})[rest[len(prefix) :]] = value
-    return overrides
+        section, key = target
+        kind = types[section][key]
+        overrides.setdefault(section, {})[key] = _env_value(var, f"{section}.{key}", value, kind)
+        sources[f"{section}.{key}"] = var
+    return overrides, sources
+
+
+def _target(rest: str, types: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+    for section, fields in types.items():
+        prefix = section + "_"
+        if rest.startswith(prefix) and rest[len(prefix) :] in fields:
+            return section, rest[len(prefix) :]
+    return None
+
+
+def _check_ranges(settings: Settings, sources: dict[str, str]) -> None:
+    """Refuse negative numbers (and zeros where something must exist), naming the culprit."""
+    for section in msgspec.structs.fields(Settings):
+        values = getattr(settings, section.name)
+        for field in msgspec.structs.fields(values):
+            value = getattr(values, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = f"{section.name}.{field.name}"
+            low = 1 if name in AT_LEAST_ONE else 0
+            high = AT_MOST.get(name)
+            if value >= low and (high is None or value <= high):
+                continue
+            wanted = f"at least {low}" if high is None else f"between {low} and {high}"
+            where = (
+                f"{sources[name]}={value!r} ({name})"
+                if name in sources
+                else f"{name} = {value!r} (configuration file)"
+            )
+            raise SettingsError(f"{where} is not valid: it must be {wanted}")
+    for entry in settings.server.forwarded_allow_ips:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            where = sources.get("server.forwarded_allow_ips", "server.forwarded_allow_ips")
+            raise SettingsError(
+                f"{where}: {entry!r} is not an IP address or network (e.g. 10.0.0.5, "
+                "10.0.0.0/24) or '*'"
+            ) from None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -236,12 +350,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if extra:
         raw = _merge(raw, _read_toml(Path(extra)))
     try:
-        # Environment values are strings; strict=False lets "8000" become an int.
-        from_files = msgspec.convert(raw, Settings)
-        overrides = _env_overrides(env)
-        if not overrides:
-            return from_files
-        merged = _merge(msgspec.to_builtins(from_files), overrides)
-        return msgspec.convert(merged, Settings, strict=False)
+        msgspec.convert(raw, Settings)  # the files alone: an error here is theirs
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"invalid configuration: {exc}") from exc
+        files = f"config/default.toml{f' or {extra}' if extra else ''}"
+        raise SettingsError(f"invalid configuration in {files}: {exc}") from None
+    overrides, sources = _env_overrides(env)
+    # The files' values, not a converted Settings: a derived default (the issuer) must
+    # follow what the variables change.
+    settings = msgspec.convert(_merge(raw, overrides), Settings)
+    _check_ranges(settings, sources)
+    return settings

@@ -1,4 +1,4 @@
-"""Health endpoints (no authentication)."""
+"""The index at ``/`` and the health endpoints (no authentication)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,25 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.errors import PROBLEM_JSON
+
+INDEX_LINKS = {
+    "api_reference": "/schema",
+    "openapi": "/schema/openapi.json",
+    "console": "/admin",
+    "token": "/oauth/token",
+    "authorization_server_metadata": "/.well-known/oauth-authorization-server",
+    "health": "/health/ready",
+}
+
+
+@get("/", include_in_schema=False)
+async def index() -> dict[str, Any]:
+    """Where to go from the bare address: a newcomer's first request should not be a 404."""
+    return {
+        "name": "Coalition hub",
+        "detail": "The API reference is at /schema, the admin console at /admin.",
+        "links": INDEX_LINKS,
+    }
 
 
 @get("/health/live", tags=["health"], summary="The process is up")

@@ -1,1 +1,3 @@
-"""The matching engine, its loader, offers and their controllers (built in a later issue)."""
+"""Matching: the engine (``engine.py``, ``kernels.py``, ``rules.py``: numpy and numba only, no
+web or database imports), its loader (rows ↔ arrays), overlaps, the coalition matrix, offers
+and their controllers, and the partitioned form on a Dask cluster."""

@@ -43,6 +43,7 @@ from matching.schemas import (
     OverlapOut,
     PartnerRef,
 )
+from partners.free_text import filter_texts, refuse_contact_details
 from partners.partnerships.service import PartnershipService
 
 OVERLAP_READ = "overlap:read"
@@ -241,6 +242,11 @@ class OfferController(Controller):
         principal: NamedDependency[Principal],
         actor: NamedDependency[Actor],
     ) -> OfferOut:
+        refuse_contact_details(
+            (text for side in (data.filters or {}).values() for text in filter_texts(side)),
+            title=data.title,
+            description=data.description,
+        )
         offer = await offers.propose(data, principal.partner, actor)
         return to_out(offer, principal.partner)
 
@@ -299,6 +305,7 @@ class OfferController(Controller):
                     f"The body is not a valid approval: {exc}.",
                     fix='Send no body, or {"filters": {"<attribute>": ["<value>", ...]}}.',
                 ) from exc
+        refuse_contact_details(filter_texts(data.filters))
         offer = await offers.approve(offer_id, data, principal.partner, actor)
         return to_out(offer, principal.partner)
 

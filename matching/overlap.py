@@ -418,7 +418,7 @@ async def differencing_refusal(
         )
         if reason is not None:
             return PrivacyRefusal(
-                f"Refused: {reason} Answering would let the difference between two "
+                f"Refused: {reason}. Answering would let the difference between two "
                 "answers single out a few people.",
             )
     return None

@@ -24,7 +24,7 @@ import uvicorn
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
-from hub.app import create_app
+from hub.app import create_app, server_options
 from hub.migrate import upgrade
 from hub.settings import Settings, load_settings
 
@@ -79,7 +79,12 @@ class LiveServer:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            **server_options(app.state.settings),  # proxy headers as `hub serve` has them
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -1,23 +1,27 @@
 """Console accounts: creating, listing and disabling them, and signing in with throttling.
 
-Passwords are kept only as argon2id hashes (the hasher of client secrets). Sign-in failures
-are counted per username and per client address in a table, so every hub process sees them:
-after ``FAILURES_PER_USERNAME`` (or ``FAILURES_PER_ADDRESS``) failures within the window the
-sign-in is refused without checking the password until the oldest failure leaves the window.
+Passwords are kept only as argon2id hashes (the hasher of client secrets). Failed sign-ins
+are counted and throttled by ``hub.console.sign_in_throttle`` (by username and address
+together, plus a growing per-username delay capped at about 30 s: never a lock on a name).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.console.models import ConsoleSession, ConsoleSignInFailure, ConsoleUser
+from hub.console.models import ConsoleSession, ConsoleUser
+from hub.console.sign_in_throttle import (
+    Throttled,
+    forget_after_success,
+    forget_old_failures,
+    record_failure,
+    sign_in_pause,
+)
 from hub.core import audit
 from hub.core.audit import Actor
 from hub.core.errors import Conflict, InvalidInput, NotFound
@@ -25,19 +29,11 @@ from hub.core.secrets import SecretHasher
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,99}$")
 MIN_PASSWORD_LENGTH = 12
-FAILURES_PER_USERNAME = int(os.environ.get("HUB_CONSOLE_FAILURES_PER_USERNAME", "5"))
-FAILURES_PER_ADDRESS = int(os.environ.get("HUB_CONSOLE_FAILURES_PER_ADDRESS", "20"))
-FAILURE_WINDOW = timedelta(seconds=int(os.environ.get("HUB_CONSOLE_FAILURE_WINDOW", "900")))
 
 
 def console_actor(username: str, request_id: str | None = None) -> Actor:
     """The audit log's name for a console user."""
     return Actor(name=f"console:{username}", request_id=request_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Throttled:
-    retry_after: int
 
 
 class ConsoleAccounts:
@@ -98,23 +94,8 @@ class ConsoleAccounts:
         return user
 
     async def throttled(self, username: str, address: str) -> Throttled | None:
-        """Whether sign-ins for this username or from this address are paused, and how long."""
-        since = datetime.now(UTC) - FAILURE_WINDOW
-        for key, limit in (
-            (_user_key(username), FAILURES_PER_USERNAME),
-            (_address_key(address), FAILURES_PER_ADDRESS),
-        ):
-            count, oldest = (
-                await self.session.execute(
-                    select(func.count(), func.min(ConsoleSignInFailure.at)).where(
-                        ConsoleSignInFailure.key == key, ConsoleSignInFailure.at >= since
-                    )
-                )
-            ).one()
-            if count >= limit and oldest is not None:
-                wait = (oldest + FAILURE_WINDOW - datetime.now(UTC)).total_seconds()
-                return Throttled(retry_after=max(1, int(wait) + 1))
-        return None
+        """Whether a sign-in for this username from this address must wait, and how long."""
+        return await sign_in_pause(self.session, username, address)
 
     async def authenticate(self, username: str, password: str, address: str) -> ConsoleUser | None:
         """The user if the password is right and the account enabled; a failure is counted."""
@@ -126,31 +107,12 @@ class ConsoleAccounts:
         stored = user.password_hash if user is not None else self.hasher.dummy_hash
         valid = await asyncio.to_thread(self.hasher.verify, stored, password)
         if user is None or user.disabled or not valid:
-            self.session.add_all(
-                [
-                    ConsoleSignInFailure(key=_user_key(username)),
-                    ConsoleSignInFailure(key=_address_key(address)),
-                ]
-            )
-            await self.session.flush()
+            await record_failure(self.session, username, address)
             return None
-        await self.session.execute(
-            delete(ConsoleSignInFailure).where(ConsoleSignInFailure.key == _user_key(username))
-        )
+        await forget_after_success(self.session, username, address)
         user.last_sign_in_at = datetime.now(UTC)
         await self.session.flush()
         return user
 
     async def forget_old_failures(self) -> None:
-        cutoff = datetime.now(UTC) - FAILURE_WINDOW
-        await self.session.execute(
-            delete(ConsoleSignInFailure).where(ConsoleSignInFailure.at < cutoff)
-        )
-
-
-def _user_key(username: str) -> str:
-    return "user:" + username.strip().lower()[:150]
-
-
-def _address_key(address: str) -> str:
-    return "addr:" + address[:150]
+        await forget_old_failures(self.session)

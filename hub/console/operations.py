@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from hub.console.names import names_for_entries
 from hub.console.web import page
 from hub.core.audit import (
     Actor,
@@ -69,6 +70,7 @@ class OperationPages(Controller):
             reward_events=await db_session.scalar(select(func.count()).select_from(RewardEvent)),
             audit_rows=count,
             recent=recent,
+            names=await names_for_entries(db_session, recent),
             failed=failed,
             nav="overview",
         )
@@ -164,6 +166,7 @@ class OperationPages(Controller):
             request,
             "audit.html",
             entries=entries.items,
+            names=await names_for_entries(db_session, entries.items),
             next_cursor=entries.next_cursor,
             filters={"action": action or "", "actor": actor_name or "", "target": target or ""},
             actions=actions,

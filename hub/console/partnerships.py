@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
@@ -20,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.console.partners import partner_names
+from hub.console.partnership_view import offer_lines, recent_questions, stored_overlap
 from hub.console.web import convert, form_data, page
 from hub.core.audit import Actor
 from matching import rules
@@ -116,17 +118,22 @@ class PartnershipPages(Controller):
         self,
         request: Request[Any, Any, Any],
         partnership_id: FromPath[UUID],
+        state: State,
         db_session: NamedDependency[AsyncSession],
         partnership_service: NamedDependency[PartnershipService],
         done: FromQuery[str | None] = None,
     ) -> Response[Any]:
         partnership = await partnership_service.get_for(partnership_id, None)
+        default_min_audience = state.settings.partnerships.default_min_audience
         return page(
             request,
             "partnership.html",
             p=partnership,
             names=await partner_names(db_session),
             budget=await budget_status(db_session, partnership),
+            overlap=await stored_overlap(db_session, partnership, default_min_audience),
+            questions=await recent_questions(db_session, partnership.id),
+            offers=await offer_lines(db_session, partnership.id),
             transitions=sorted(TRANSITIONS[partnership.status]),
             done=done,
             nav="partnerships",

@@ -10,6 +10,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from hub.console.display import register_filters
 from hub.console.insights import InsightPages
 from hub.console.operations import OperationPages
 from hub.console.partners import PartnerPages
@@ -62,4 +63,8 @@ def console_static_files() -> Router:
 
 
 def console_template_config() -> TemplateConfig[JinjaTemplateEngine]:
-    return TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
+    return TemplateConfig(
+        directory=HERE / "templates",
+        engine=JinjaTemplateEngine,
+        engine_callback=lambda engine: register_filters(engine.engine),
+    )

@@ -76,6 +76,12 @@ def _address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _wait(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"about {round(seconds / 60)} minutes"
+
+
 class SignInController(Controller):
     path = "/"
 
@@ -111,13 +117,12 @@ class SignInController(Controller):
         await accounts.forget_old_failures()
         throttled = await accounts.throttled(username, _address(request))
         if throttled is not None:
-            minutes = max(1, round(throttled.retry_after / 60))
             return _sign_in_page(
                 request,
                 next_path,
                 status_code=429,
                 username=username,
-                error=f"Too many failed sign-ins. Try again in about {minutes} minute(s).",
+                error=f"Too many failed sign-ins. Try again in {_wait(throttled.retry_after)}.",
                 headers={"Retry-After": str(throttled.retry_after)},
             )
         user = await accounts.authenticate(username, password, _address(request))

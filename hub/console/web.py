@@ -20,11 +20,12 @@ from litestar.datastructures import ResponseHeader
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect, Template
+from sqlalchemy.exc import OperationalError
 
 from hub.console.sessions import COOKIE, SignedIn, load_session, touch_session
 from hub.core.audit import Actor
 from hub.core.db import writing
-from hub.core.errors import HubError, InvalidInput
+from hub.core.errors import HubError, InvalidInput, database_unavailable
 
 log = structlog.get_logger("hub.console")
 PREFIX = "/admin"
@@ -181,7 +182,25 @@ def csrf_refused(request: Request[Any, Any, Any], exc: CsrfRefused) -> Response[
 
 
 def hub_error(request: Request[Any, Any, Any], exc: HubError) -> Response[Any]:
-    return _error_page(request, exc.status, exc.title, exc.detail, exc.fix, errors=exc.errors)
+    return _error_page(
+        request, exc.status, exc.title, exc.detail, exc.fix, errors=exc.errors, headers=exc.headers
+    )
+
+
+def database_error(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
+    """A database busy past its wait (SQLite held by a long write) is the API's 503, as a
+    page: signing in or posting a form then says to wait, not a JSON problem or a 500."""
+    unavailable = database_unavailable(request, exc)
+    if unavailable is None:
+        return unexpected_error(request, exc)
+    return _error_page(
+        request,
+        unavailable.status,
+        "The hub is busy",
+        "The database is busy with a long write (such as a large upload); nothing was changed.",
+        "Wait a few seconds, then go back and submit again.",
+        headers=unavailable.headers,
+    )
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -206,11 +225,13 @@ def _error_page(
     detail: str,
     fix: str,
     errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response[Any]:
     return page(
         request,
         "error.html",
         status_code=status,
+        headers=headers,
         status=status,
         title=title,
         detail=detail,
@@ -223,6 +244,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     SignInRequired: sign_in_required,
     CsrfRefused: csrf_refused,
     HubError: hub_error,
+    OperationalError: database_error,
     HTTPException: http_error,
     Exception: unexpected_error,
 }

@@ -5,7 +5,7 @@ editing or deleting a row breaks the chain. Appends are serialised — PostgreSQ
 transaction-scoped advisory lock, SQLite runs writers under ``BEGIN IMMEDIATE`` — and ``seq`` is
 unique, so the chain can never fork. The head (count and hash) is signed with the audit key;
 a truncated tail is detected against any earlier signed head. The database itself refuses
-UPDATE and DELETE on the log (triggers, migration 0015): nothing in the hub removes a row.
+UPDATE and DELETE on the log (triggers, migration 0017): nothing in the hub removes a row.
 
 Each entry names the partners it ``concerns`` (inside its hash), and those partners read it
 with scope ``audit:read``: by default the acting client's partner; both members for

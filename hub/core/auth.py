@@ -220,15 +220,18 @@ class BearerAuthMiddleware:
         verifier: TokenVerifier,
         rate_limiter: ClientRateLimiter,
         public_prefixes: tuple[str, ...] = (),
+        public_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.rate_limiter = rate_limiter
         self.public_prefixes = public_prefixes
+        self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         http: Any = scope
-        if http["type"] != "http" or http["path"].startswith(self.public_prefixes):
+        path = http["path"] if http["type"] == "http" else ""
+        if not path or path in self.public_paths or path.startswith(self.public_prefixes):
             await self.app(scope, receive, send)
             return
         principal = self.verifier.verify(bearer_token(http))

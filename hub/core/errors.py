@@ -222,24 +222,31 @@ def data_error_handler(request: Request[Any, Any, Any], exc: DataError) -> Respo
     )
 
 
+def database_unavailable(
+    request: Request[Any, Any, Any], exc: OperationalError
+) -> ServiceUnavailable | None:
+    """The 503 for a database busy past the wait it allows (an embedded SQLite database
+    holding a long write, such as a large upload being applied) or unreachable: nothing was
+    written. None for SQLite's own mistakes (a missing table...), reported with the same
+    class: those are bugs. (The console renders the same 503 as a page.)"""
+    sqlite_busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+    if type(exc.orig).__module__.startswith("sqlite3") and not sqlite_busy:
+        return None
+    log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
+    return ServiceUnavailable(
+        "The database is busy or unreachable; nothing was changed.",
+        fix="Retry after the number of seconds in Retry-After.",
+        retry_after=5,
+    )
+
+
 def operational_error_handler(
     request: Request[Any, Any, Any], exc: OperationalError
 ) -> Response[Any]:
-    # The database is busy past the wait it allows (an embedded SQLite database holding a long
-    # write, such as a large upload being applied) or unreachable: nothing was written.
-    # SQLite reports its own mistakes (a missing table...) with the same class: those are bugs.
-    sqlite_busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
-    if type(exc.orig).__module__.startswith("sqlite3") and not sqlite_busy:
+    unavailable = database_unavailable(request, exc)
+    if unavailable is None:
         return unexpected_error_handler(request, exc)
-    log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
-    return problem_response(
-        request,
-        ServiceUnavailable(
-            "The database is busy or unreachable; nothing was changed.",
-            fix="Retry after the number of seconds in Retry-After.",
-            retry_after=5,
-        ),
-    )
+    return problem_response(request, unavailable)
 
 
 def not_found_handler(request: Request[Any, Any, Any], exc: RepositoryNotFound) -> Response[Any]:

@@ -54,9 +54,25 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool) -> str:
         return url
     for address in addresses:
         for candidate in (address, *_embedded_ipv4(address)):
-            if not candidate.is_global:
-                raise _refuse(url, f"it resolves to a non-public address ({address})")
+            kind = _not_public_unicast(candidate)
+            if kind is not None:
+                raise _refuse(url, f"it resolves to {kind} address ({address})")
     return url
+
+
+def _not_public_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What makes ``address`` unfit to receive a webhook, or None for a public unicast one.
+
+    ``is_global`` alone lets multicast through (224.0.1.1 and ff0e::1 are "global"): a POST
+    there reaches whatever listens on the group, so every non-unicast kind is named here."""
+    checks = (
+        ("an unspecified", address.is_unspecified),
+        ("a multicast", address.is_multicast),
+        ("a link-local", address.is_link_local),
+        ("a reserved or broadcast", address.is_reserved),
+        ("a non-public", not address.is_global),
+    )
+    return next((kind for kind, matches in checks if matches), None)
 
 
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))

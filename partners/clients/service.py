@@ -22,6 +22,7 @@ from hub.core.pagination import Page, paginate
 from hub.core.secrets import SecretHasher, new_client_id, new_client_secret
 from partners.clients.models import ACTIVE, REVOKED, OAuthClient
 from partners.clients.schemas import ClientCreate, ClientCreated, ClientOut
+from partners.free_text import refuse_contact_details
 from partners.partners.models import ACTIVE as PARTNER_ACTIVE
 from partners.partners.models import Partner
 
@@ -93,6 +94,7 @@ class ClientService:
     async def create(
         self, partner: Partner | None, data: ClientCreate, actor: Actor
     ) -> ClientCreated:
+        refuse_contact_details(name=data.name)
         scopes: list[str] = sorted(set(data.scopes))
         if partner is None and scopes != [ADMIN_SCOPE]:
             raise _bad(

@@ -84,7 +84,12 @@ class IdentifierController(Controller):
         if errors:
             raise _refuse(errors, len(data.records), "records")
         result = await identifiers.upsert(principal.partner, valid, actor)
-        return UploadOut(accepted=result.accepted, created=result.created, updated=result.updated)
+        return UploadOut(
+            accepted=result.accepted,
+            created=result.created,
+            updated=result.updated,
+            unchanged=result.unchanged,
+        )
 
     @post(
         "/consents",

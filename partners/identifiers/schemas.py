@@ -19,7 +19,10 @@ class RecordsIn(msgspec.Struct, forbid_unknown_fields=True):
 class UploadOut(msgspec.Struct):
     accepted: int
     created: int
+    # Known records that changed (customer_ref, consents or attributes), and those sent
+    # again exactly as they were: a repeated upload is all `unchanged`.
     updated: int
+    unchanged: int
 
 
 class ConsentsIn(msgspec.Struct, forbid_unknown_fields=True):

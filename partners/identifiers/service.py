@@ -42,7 +42,8 @@ RECORD_COLUMNS = tuple(RECORDS.c.keys())  # every column of a record, in table o
 class UpsertResult:
     accepted: int
     created: int
-    updated: int
+    updated: int  # known records whose customer_ref, consents or attributes changed
+    unchanged: int  # known records sent again exactly as they were
 
 
 @dataclass
@@ -78,7 +79,7 @@ class IdentifierService:
         now = datetime.now(UTC)
         rows = []
         changes: dict[str, _Change] = defaultdict(_Change)
-        created = 0
+        created = unchanged = 0
         for record, key in zip(records, match_keys, strict=True):
             data_version, sealed = self.crypto.encrypt(record.digest, partner_id, record.id_type)
             rows.append(
@@ -99,7 +100,10 @@ class IdentifierService:
             if before is None:
                 created += 1
                 changes[record.customer_ref].granted |= record.consents
-            elif before[0] != record.customer_ref:
+                continue
+            if before == (record.customer_ref, record.consents, record.attributes or {}):
+                unchanged += 1
+            if before[0] != record.customer_ref:
                 changes[before[0]].withdrawn |= before[1]
                 changes[record.customer_ref].granted |= record.consents
             else:
@@ -126,10 +130,12 @@ class IdentifierService:
                 str(partner_id),
                 accepted=len(rows),
                 created=created,
-                updated=len(rows) - created,
+                updated=len(rows) - created - unchanged,
+                unchanged=unchanged,
             ),
         )
-        return UpsertResult(accepted=len(rows), created=created, updated=len(rows) - created)
+        updated = len(rows) - created - unchanged
+        return UpsertResult(len(rows), created=created, updated=updated, unchanged=unchanged)
 
     async def _rekey_older_versions(
         self, partner_id: UUID, records: Sequence[ValidRecord], match_keys: list[bytes]
@@ -163,8 +169,9 @@ class IdentifierService:
 
     async def _existing(
         self, partner_id: UUID, records: Sequence[ValidRecord], match_keys: list[bytes]
-    ) -> dict[tuple[int, bytes], tuple[str, int]]:
-        found: dict[tuple[int, bytes], tuple[str, int]] = {}
+    ) -> dict[tuple[int, bytes], tuple[str, int, dict[str, str]]]:
+        """(customer_ref, consents, attributes) of the records these keys already have."""
+        found: dict[tuple[int, bytes], tuple[str, int, dict[str, str]]] = {}
         pairs = [(r.id_type, k) for r, k in zip(records, match_keys, strict=True)]
         for chunk in _chunks(pairs):
             rows = await self.session.execute(
@@ -173,13 +180,14 @@ class IdentifierService:
                     RECORDS.c.match_key,
                     RECORDS.c.customer_ref,
                     RECORDS.c.consents,
+                    RECORDS.c.attributes,
                 ).where(
                     RECORDS.c.partner_id == partner_id,
                     RECORDS.c.match_key.in_([k for _, k in chunk]),
                 )
             )
-            for id_type, key, ref, consents in rows:
-                found[(id_type, bytes(key))] = (ref, consents)
+            for id_type, key, ref, consents, attributes in rows:
+                found[(id_type, bytes(key))] = (ref, consents, attributes or {})
         return found
 
     async def set_consents(

@@ -12,7 +12,8 @@ from typing import Any
 
 from partners.identifiers.models import CONSENT_BITS, ID_TYPE_CODES, MAX_ATTRIBUTES, consent_mask
 from partners.kit import InvalidIdentifier, parse_digest
-from partners.kit.files import looks_like_contact, shown_name
+from partners.kit.contact import looks_like_contact
+from partners.kit.files import shown_name
 
 FIELDS = {"id_type", "id_hash", "customer_ref", "consents", "attributes"}
 KNOWN = ", ".join(sorted(FIELDS))
@@ -76,13 +77,21 @@ def check_attributes(value: Any) -> dict[str, str] | None:
                 "attribute names start with a letter and hold up to 64 letters, digits, "
                 "'_', '.' or '-'"
             )
+        if looks_like_contact(name):  # not named: the name itself would be the leak
+            raise ValueError(
+                "an attribute name looks like an email or phone number; name attributes "
+                "after what they hold (tier, city)"
+            )
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise ValueError(f"attribute {name!r} must be a string")
         text = str(item)
         if len(text) > MAX_ATTRIBUTE_VALUE:
             raise ValueError(f"attribute {name!r} is at most {MAX_ATTRIBUTE_VALUE} characters")
         if looks_like_contact(text):
-            raise ValueError(f"attribute {name!r} looks like an email or phone number")
+            raise ValueError(
+                f"attribute {name!r} looks like an email or phone number; send segment tags, "
+                "never contact details"
+            )
         clean[name] = text
     return clean or None
 

@@ -9,6 +9,7 @@ Self-contained (the standard library only; ``rich`` for the optional progress ba
     '1hFzBkhe0OUK+rOshx6Y+BaZFR8wKBUn1j/18jNlbGk='
 """
 
+from partners.kit.contact import looks_like_contact
 from partners.kit.normalize import (
     BASE64,
     HEX,
@@ -33,6 +34,7 @@ __all__ = [
     "digest",
     "encode_digest",
     "hash_identifier",
+    "looks_like_contact",
     "normalize",
     "normalize_email",
     "normalize_phone",

@@ -5,6 +5,10 @@ names a person: ``customer_ref`` (required), raw ``email`` and/or ``phone``, ``c
 (CSV: joined by ``|``; NDJSON: a list) and attributes (CSV: ``attr.<name>`` columns; NDJSON:
 an ``attributes`` object). Any other column is dropped (its name is reported, never its values).
 
+A CSV is parsed strictly: a quote that is never closed (or stray text after a closing quote)
+stops the run with :class:`UnreadableInput` naming the line, since every later row would be
+read wrongly; undecodable bytes are named by their offset (:func:`undecodable_message`).
+
 Output: the hub's upload shape (``POST /v1/identifiers/uploads``), one record per identifier:
 ``id_type, id_hash, customer_ref, consents, attr.*`` (CSV) or the same as JSON objects
 (NDJSON). Only digests leave the kit: a row with an invalid identifier is refused whole, and
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import re
 import sys
@@ -22,14 +27,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+from partners.kit.contact import looks_like_contact
 from partners.kit.normalize import BASE64, ID_TYPES, InvalidIdentifier, hash_identifier
 
 CSV, NDJSON = "csv", "ndjson"
 CONSENTS = ("analytics", "joint_offers", "rewards_sharing")
 MAX_ATTRIBUTES = 20
 ATTR_PREFIX = "attr."
-_LOOKS_LIKE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_LOOKS_LIKE_PHONE = re.compile(r"\+?[\d\s().-]{9,}")
 
 
 @dataclass
@@ -70,14 +74,6 @@ def shown_name(name: str) -> str:
     return "(a column whose name is not shown)"
 
 
-def looks_like_contact(value: str) -> bool:
-    """Whether ``value`` looks like a raw email or phone number (never to be passed on)."""
-    value = value.strip()
-    # The phone pattern has no '@': one of the two patterns can apply, never both.
-    pattern = _LOOKS_LIKE_EMAIL if "@" in value else _LOOKS_LIKE_PHONE
-    return pattern.fullmatch(value) is not None
-
-
 def detect_format(name: str) -> str:
     lowered = name.lower().removesuffix(".gz")
     if lowered.endswith((".ndjson", ".jsonl", ".json")):
@@ -94,6 +90,63 @@ def open_text(path: str, mode: str) -> IO[str]:
     return open(path, mode[0], encoding="utf-8", newline="")
 
 
+class UnreadableInput(ValueError):
+    """The input cannot be read on (a broken CSV quote, bytes that are not UTF-8): what was
+    written so far is incomplete. The message names the line or the byte offset."""
+
+
+class ByteCounter:
+    """A binary stream that counts the bytes read through it, so a decoding error can name
+    its offset in the (decompressed) input."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        read1 = getattr(self.raw, "read1", self.raw.read)
+        data: bytes = read1(size)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+def text_reader(raw: IO[bytes]) -> tuple[IO[str], ByteCounter]:
+    """UTF-8 text over ``raw``, and the counter that locates a decoding error."""
+    counter = ByteCounter(raw)
+    return io.TextIOWrapper(cast(Any, counter), encoding="utf-8", newline=""), counter
+
+
+def undecodable_message(exc: UnicodeDecodeError, counter: ByteCounter) -> str:
+    """Where the first byte that is not UTF-8 is: the decoder saw ``exc.object``, which ends
+    with the last byte read so far."""
+    offset = counter.count - len(exc.object) + exc.start
+    return (
+        f"the byte at offset {offset:,} (0x{exc.object[exc.start]:02x}, counting from 0) is not "
+        "UTF-8: save the file as UTF-8"
+    )
+
+
+def _csv_problem(exc: csv.Error, line: int) -> UnreadableInput:
+    reason = str(exc)
+    if "unexpected end of data" in reason:
+        return UnreadableInput(
+            f'line {line}: a quote (") opened on this line is never closed, so every later '
+            "row would be read as part of it; close or remove it"
+        )
+    return UnreadableInput(f"line {line}: the CSV is malformed ({reason})")
+
+
 def _rows_csv(
     reader: csv.DictReader[str], header: list[str], report: HashReport
 ) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -103,7 +156,16 @@ def _rows_csv(
         for name in header
         if name not in known and not name.startswith(ATTR_PREFIX)
     )
-    for number, row in enumerate(reader, start=1):
+    number = 0
+    while True:
+        line = reader.line_num + 1  # where the next record starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _csv_problem(exc, line) from None
+        number += 1
         if None in row:  # more cells than header columns
             yield number, {"__error__": "the row has more cells than the header has columns"}
         else:
@@ -168,6 +230,8 @@ def parse_person(row: dict[str, Any]) -> Person:
     if not isinstance(attributes, dict):
         raise InvalidRow("attributes", "attributes must be an object of strings")
     for name, value in attributes.items():
+        if looks_like_contact(str(name)):  # named by position only: the name is the leak
+            raise InvalidRow("attributes", "an attribute name looks like an email or phone number")
         if value is None or value == "":
             continue
         if not isinstance(value, str | int | float | bool):
@@ -237,8 +301,11 @@ def hash_stream(
     if input_format == NDJSON:
         rows = _rows_ndjson(source, report)
     else:
-        reader = csv.DictReader(source)
-        header = list(reader.fieldnames or [])
+        reader = csv.DictReader(source, strict=True)
+        try:
+            header = list(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise _csv_problem(exc, 1) from None
         writer.start([c[len(ATTR_PREFIX) :] for c in header if c.startswith(ATTR_PREFIX)])
         rows = _rows_csv(reader, header, report)
     for number, row in rows:

@@ -15,6 +15,7 @@ from hub.core.audit import Actor
 from hub.core.errors import Conflict, NotFound
 from hub.core.pagination import Page, paginate
 from hub.core.webhook_urls import check_webhook_url
+from partners.free_text import refuse_contact_details
 from partners.partners.models import ACTIVE, SUSPENDED, Partner
 from partners.partners.schemas import PartnerCreate, PartnerOut, PartnerUpdate
 
@@ -62,6 +63,7 @@ class PartnerService:
             )
 
     async def onboard(self, data: PartnerCreate, actor: Actor) -> Partner:
+        refuse_contact_details(name=data.name)
         await self._check_name_free(data.name)
         if data.webhook_url:
             await self._check_webhook(data.webhook_url)
@@ -87,6 +89,8 @@ class PartnerService:
         return partner
 
     async def update(self, partner_id: UUID, data: PartnerUpdate, actor: Actor) -> Partner:
+        if isinstance(data.name, str):
+            refuse_contact_details(name=data.name)
         partner = await self.get(partner_id)
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         if isinstance(data.name, str) and data.name != partner.name:

@@ -1,6 +1,6 @@
 """The audit log is a hash chain: edits, deletions and a truncated tail are all detected.
 
-The database refuses UPDATE and DELETE on the log (triggers, migration 0015). To show that
+The database refuses UPDATE and DELETE on the log (triggers, migration 0017). To show that
 the chain still catches an edit by someone who can drop those triggers (the tables' owner),
 the tampering tests lift the guard explicitly with :func:`guard_lifted` and restore it.
 """

@@ -342,7 +342,9 @@ def test_a_keys_operation_is_an_entry_concerning_no_partner(hub: Hub, scene: Sce
     (entry,) = admin_entries(hub, action="keys.signing_rotated", target_id=new_kid)
     assert entry["actor"] == "cli:admin"
     assert entry["concerns"] == []
-    assert entry["details"] == {"kind": "signing", "saved": True}
+    assert entry["details"]["kind"] == "signing"
+    assert entry["details"]["keyring"] == "file"
+    assert new_kid in entry["details"]["verifying_kids"]
     assert entry["seq"] not in {e["seq"] for e in entries(hub, scene.a.headers)}
 
 

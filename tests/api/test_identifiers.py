@@ -52,12 +52,12 @@ def test_upload_creates_then_updates_and_moves_records(hub: Hub, brand: Any) -> 
     _, headers = brand
     first = upload(hub, headers, [record(1), record(2, attributes={"tier": "gold"})])
     assert first.status_code == 200, first.text
-    assert first.json() == {"accepted": 2, "created": 2, "updated": 0}
+    assert first.json() == {"accepted": 2, "created": 2, "updated": 0, "unchanged": 0}
     # The same key again, now under another customer_ref and with hex encoding: it moves.
     moved = record(1, ref="cust-1b")
     moved["id_hash"] = email(1, HEX).upper()
     again = upload(hub, headers, [moved, record(3)])
-    assert again.json() == {"accepted": 2, "created": 1, "updated": 1}
+    assert again.json() == {"accepted": 2, "created": 1, "updated": 1, "unchanged": 0}
     assert summary(hub, headers)["records"] == 3
     assert summary(hub, headers)["people"] == 3
 

@@ -194,6 +194,7 @@ def test_a_differencing_attack_learns_nothing(hub: Hub) -> None:
     assert refused.status_code == 422, refused.text
     body = refused.json()
     assert body["type"] == "urn:hub:problem:privacy-refusal"
+    assert "would single them out. Answering would" in body["detail"]  # two sentences
     # The refusal names no count and no difference, only the threshold.
     assert not {"30", "31", "1"} & set(re.findall(r"\d+", body["detail"] + body["fix"]))
     # The other member asking the same question gets no further.

@@ -135,7 +135,7 @@ def test_erasing_existing_people_keeps_their_identifiers_out_of_an_older_upload(
         processor.terminate()
         processor.wait(timeout=30)
     assert (done["status"], done["accepted"], done["skipped"]) == ("completed", 11, 2)
-    assert (done["updated"], done["created"]) == (8, 1)
+    assert (done["matched"], done["created"]) == (8, 1)
     refs = records_of(hub, partner["name"])
     assert sorted(refs) == sorted([f"cust-x{i}" for i in (0, 1, 3, 5, 6, 7, 8, 9, 10)])
     assert refs["cust-x0"][1] == 1  # updated: analytics only

@@ -52,7 +52,7 @@ def test_ndjson_upload_is_applied_and_counted(hub: Hub, brand: Any, compress: bo
     done = upload_and_wait(hub, headers, ndjson(records), compress=compress)
     assert done["status"] == "completed", done
     assert (done["rows_read"], done["accepted"], done["refused"]) == (1200, 1200, 0)
-    assert (done["created"], done["updated"], done["removed"]) == (1200, 0, 0)
+    assert (done["created"], done["matched"], done["removed"]) == (1200, 0, 0)
     assert done["gzip"] is compress
     assert done["format"] == "ndjson"
     stored = records_of(hub, partner["name"])
@@ -179,7 +179,7 @@ def test_replace_removes_exactly_the_missing_records(hub: Hub, brand: Any) -> No
     snapshot.append({**email_record("x", ref="cust-r5"), "consents": ["spam"]})
     done = upload_and_wait(hub, headers, ndjson(snapshot), mode="replace")
     assert done["status"] == "completed", done
-    assert (done["created"], done["updated"], done["removed"], done["refused"]) == (1, 190, 9, 1)
+    assert (done["created"], done["matched"], done["removed"], done["refused"]) == (1, 190, 9, 1)
     stored = records_of(hub, partner["name"])
     assert {f"cust-r{i}" for i in range(10)} & set(stored) == {"cust-r5"}
     assert {f"cust-r{i}" for i in range(10, 201)} <= set(stored)
@@ -200,7 +200,7 @@ def test_reuploading_the_same_file_changes_nothing(hub: Hub, brand: Any) -> None
     before = records_of(hub, partner["name"])
     stamps = updated_at_of(hub, partner["name"])
     again = upload_and_wait(hub, headers, body)
-    assert (again["created"], again["updated"]) == (0, 100)
+    assert (again["created"], again["matched"]) == (0, 100)
     assert records_of(hub, partner["name"]) == before
     assert updated_at_of(hub, partner["name"]) == stamps  # no record was rewritten
     changed = [email_record(f"i{i}") for i in range(100)]
@@ -240,7 +240,7 @@ def test_consent_events_follow_a_moved_record(hub: Hub, brand: Any) -> None:
     partner, headers = brand
     upload_and_wait(hub, headers, ndjson([email_record("mv", ref="old-person")]))
     done = upload_and_wait(hub, headers, ndjson([email_record("mv", ref="new-person")]))
-    assert (done["created"], done["updated"]) == (0, 1)
+    assert (done["created"], done["matched"]) == (0, 1)
     events = execute_sql(
         hub.database_url,
         "SELECT customer_ref, granted, withdrawn FROM consent_events e JOIN partners p "

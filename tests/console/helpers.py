@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -49,3 +50,23 @@ class Console:
 
     def post(self, path: str, data: dict[str, Any], **kw: Any) -> httpx.Response:
         return self.http.post(path, data={"_csrf": self.csrf, **data}, **kw)
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def visible_text(html: str) -> str:
+    """What a person reads on the page: text nodes only, no attributes (titles, links)."""
+    parser = _Text()
+    parser.feed(html)
+    return " ".join(" ".join(parser.parts).split())
+
+
+# Python reprs of None, booleans, lists and dicts: never on a page.
+PYTHON_REPR = re.compile(r"\bNone\b|\bTrue\b|\bFalse\b|\[\s*'|\{\s*'|'\s*\]|'\s*:")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from tests.conftest import Hub, execute_sql, run_cli, table_counts
-from tests.console.helpers import PASSWORD, Console, create_console_user
+from tests.conftest import Hub, execute_sql, launch_hub, run_cli, table_counts
+from tests.console.helpers import (
+    PASSWORD,
+    PYTHON_REPR,
+    Console,
+    create_console_user,
+    csrf_of,
+    visible_text,
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +113,10 @@ def test_sign_in_is_throttled_after_repeated_failures(hub: Hub) -> None:
     create_console_user(hub, "bruno")
     browser = Console(hub)
     statuses = [browser.sign_in("bruno", "not the password").status_code for _ in range(5)]
-    assert statuses == [401] * 5
+    # Three tries are free; then each failure delays the next try for the name (1 s, 2 s …).
+    assert statuses == [401, 401, 401, 429, 429]
+    time.sleep(int(browser.sign_in("bruno", "not the password").headers["retry-after"]))
+    assert browser.sign_in("bruno", "not the password").status_code == 401
     # Even the right password waits now: the guesser learns nothing more.
     refused = browser.sign_in("bruno")
     assert refused.status_code == 429
@@ -272,3 +287,204 @@ def test_viewing_the_matrix_never_spends_epsilon_and_a_refresh_does(
     assert spent() == 0.5
     assert console.post("/admin/matrix/refresh", {"purpose": "analytics"}).status_code == 303
     assert spent() == 1.0
+
+
+# -- names, readable values, the partnership's overlap and offers, a busy database ------------
+STALE = '<span class="badge proposed">stale</span>'
+
+
+def as_uuid(value: object) -> UUID:
+    """A UUID column as read over plain SQL (16 bytes or hex on SQLite, a UUID on PostgreSQL)."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, bytes):
+        return UUID(bytes=value)
+    return UUID(str(value))
+
+
+def partner_name(hub: Hub, partner_id: str) -> str:
+    return str(hub.as_admin("GET", f"/v1/partners/{partner_id}").json()["name"])
+
+
+def test_the_audit_page_names_partners_and_clients_and_shows_no_python_reprs(
+    hub: Hub, console: Console
+) -> None:
+    a, a_client, a_headers = hub.partner_with_token("hotel")
+    b, _, b_headers = hub.partner_with_token("coffee")
+    proposed = hub.as_admin(
+        "POST", "/v1/partnerships", json={"members": [a["id"], b["id"]], "purposes": ["analytics"]}
+    )
+    assert proposed.status_code == 201, proposed.text
+    partnership = proposed.json()["id"]
+    for headers in (a_headers, b_headers):
+        accepted = hub.http.post(f"/v1/partnerships/{partnership}/accept", headers=headers)
+        assert accepted.status_code == 200, accepted.text
+    # The entries hold what would print as reprs: a list, None and a boolean.
+    entries = hub.as_admin("GET", "/v1/audit", params={"target_id": partnership}).json()["items"]
+    details = [v for e in entries for v in e["details"].values()]
+    assert any(isinstance(v, list) for v in details)
+    assert any(v is None for v in details)
+    assert any(isinstance(v, bool) for v in details)
+
+    page = console.http.get("/admin/audit", params={"target": partnership})
+    assert page.status_code == 200, page.text
+    text = visible_text(page.text)
+    assert "partnership.accepted" in text
+    assert f"{a['name']} · {a_client['name']}" in text  # client:<id> as its partner and name
+    pair = {f"members {a['name']}, {b['name']}", f"members {b['name']}, {a['name']}"}
+    assert any(named in text for named in pair)  # ids inside the details are named too
+    assert a["id"] not in text
+    assert b["id"] not in text
+    assert a_client["client_id"] not in text
+    assert f'title="client:{a_client["client_id"]}"' in page.text  # the id stays at hand
+    assert f'title="{a["id"]}"' in page.text
+    assert not PYTHON_REPR.search(text), PYTHON_REPR.search(text)
+
+
+def test_the_overview_names_actors_and_targets(hub: Hub, console: Console) -> None:
+    partner = hub.create_partner("bakery")
+    suspended = console.post(f"/admin/partners/{partner['id']}/status", {"status": "suspended"})
+    assert suspended.status_code == 303
+    text = visible_text(console.http.get("/admin").text)
+    assert "partner.suspended" in text
+    assert partner["name"] in text
+    assert partner["id"] not in text
+
+
+def test_a_long_detail_is_cut_with_the_whole_value_one_click_away(
+    hub: Hub, console: Console
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    names = [f"{brand} {tag}" + " International Holdings" * 3 for brand in ("North", "South")]
+    ids = []
+    for name, category in zip(names, ("hotel", "airline"), strict=True):
+        created = hub.as_admin("POST", "/v1/partners", json={"name": name, "category": category})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    proposed = hub.as_admin(
+        "POST", "/v1/partnerships", json={"members": ids, "purposes": ["analytics"]}
+    )
+    assert proposed.status_code == 201, proposed.text
+    page = console.http.get("/admin/audit", params={"target": proposed.json()["id"]}).text
+    whole = ", ".join(names)
+    assert len(whole) > 120
+    cut = page.split("<dt>members</dt><dd>")[1].split("</dd>")[0]
+    summary = cut.split("<summary>")[1].split("</summary>")[0]
+    assert summary.endswith("…")
+    assert len(summary) <= 120
+    assert whole.startswith(summary[:-1])
+    assert f"<span>{whole}</span>" in cut  # the whole value, inside the disclosure
+
+
+def test_a_partnerships_page_shows_its_stored_overlap_without_spending(
+    hub: Hub, console: Console
+) -> None:
+    from tests.api.matching_helpers import email, members, rec
+
+    a, b, partnership = members(hub, epsilon=0.5, epsilon_budget=5.0)
+
+    def share(start: int, n: int) -> None:
+        a.upload(hub, [rec(email(f"pp-{i}"), f"a{i}") for i in range(start, start + n)])
+        b.upload(hub, [rec(email(f"pp-{i}"), f"b{i}") for i in range(start, start + n)])
+
+    def spent() -> float:
+        body = hub.as_admin("GET", f"/v1/partnerships/{partnership}/budget").json()
+        return float(body["spent"])
+
+    def overlap_section() -> str:
+        page = console.http.get(f"/admin/partnerships/{partnership}")
+        assert page.status_code == 200, page.text
+        return page.text.split('id="overlap"')[1].split("</section>")[0]
+
+    share(0, 40)
+    assert "analytics not answered yet" in visible_text(overlap_section())
+    assert console.post("/admin/matrix/refresh", {"purpose": "analytics"}).status_code == 303
+    assert spent() == 0.5
+    rows = execute_sql(
+        hub.database_url,
+        "SELECT partnership_id, count FROM matrix_answers WHERE purpose = 'analytics'",
+    )
+    stored = [(count,) for pid, count in rows if pid and as_uuid(pid) == UUID(partnership)]
+    assert len(stored) == 1
+    for _ in range(3):
+        shown = overlap_section()
+        assert f"{stored[0][0]:,}</strong> people (noised)" in shown
+        assert STALE not in shown
+    # New data: the stored answer is shown as stale, and still nothing is spent.
+    share(40, 10)
+    shown = overlap_section()
+    assert f"{stored[0][0]:,}</strong> people (noised)" in shown
+    assert STALE in shown
+    assert spent() == 0.5
+
+
+def test_a_partnerships_page_lists_its_offers_with_audience_sizes(
+    hub: Hub, console: Console
+) -> None:
+    from tests.api.matching_helpers import email, members, rec
+
+    a, b, partnership = members(hub, min_audience=10)
+    a.upload(hub, [rec(email(f"po-{i}"), f"a{i}") for i in range(30)])
+    b.upload(hub, [rec(email(f"po-{i}"), f"b{i}") for i in range(25)])
+    proposed = a.post(
+        hub,
+        "/v1/offers",
+        {
+            "partnership_id": partnership,
+            "title": "Stay and fly: double points",
+            "points": {a.id: 500, b.id: 500},
+            "ends_at": "2099-01-31T00:00:00Z",
+        },
+    )
+    assert proposed.status_code == 201, proposed.text
+    offer = proposed.json()["id"]
+    waiting = console.http.get(f"/admin/partnerships/{partnership}").text
+    offers = visible_text(waiting.split('id="offers"')[1].split("</section>")[0])
+    assert "Stay and fly: double points" in offers
+    assert "proposed" in offers
+    assert b.post(hub, f"/v1/offers/{offer}/approve").status_code == 200
+    active = console.http.get(f"/admin/partnerships/{partnership}").text
+    offers = visible_text(active.split('id="offers"')[1].split("</section>")[0])
+    a_name, b_name = partner_name(hub, a.id), partner_name(hub, b.id)
+    assert "active" in offers
+    assert "→ 2099-01-31" in offers
+    assert f"{a_name}: 25" in offers
+    assert f"{b_name}: 25" in offers
+    assert f"proposed by {a_name}" in offers
+    assert not PYTHON_REPR.search(visible_text(active))
+
+
+@pytest.fixture(scope="module")
+def impatient_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with launch_hub(
+        "sqlite", tmp_path_factory.mktemp("console-busy"), HUB_DATABASE_SQLITE_BUSY_TIMEOUT_MS="200"
+    ) as running:
+        create_console_user(running, "dora")
+        yield running
+
+
+def test_a_busy_database_during_sign_in_shows_a_page_and_changes_nothing(
+    impatient_hub: Hub,
+) -> None:
+    hub = impatient_hub
+    browser = Console(hub)
+    form = browser.http.get("/admin/sign-in")
+    before = table_counts(hub.database_url)
+    holder = sqlite3.connect(Path(hub.database_url.split("///", 1)[1]), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # as the apply of a large upload does
+        response = browser.http.post(
+            "/admin/sign-in",
+            data={"_csrf": csrf_of(form.text), "username": "dora", "password": PASSWORD},
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["retry-after"] == "5"
+    assert "The hub is busy" in visible_text(response.text)
+    assert "nothing was changed" in response.text
+    assert table_counts(hub.database_url) == before
+    assert browser.sign_in("dora").status_code == 303
+    browser.close()

@@ -1,4 +1,4 @@
-"""On both databases: rows written before migration 0015 still verify after it, and the
+"""On both databases: rows written before migration 0017 still verify after it, and the
 database refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE) on the audit log and its index."""
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ JOBS = {
     "points_expiry",
     "retention_purge",
     "match_key_rotation",
+    "signing_key_rotation",
 }
 RAW_MARKERS = (b"@example.com", b"@example.org", b"@example.net", b"+447700")
 

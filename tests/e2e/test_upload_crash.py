@@ -136,7 +136,7 @@ def test_a_killed_processor_loses_nothing_and_applies_nothing_twice(api_only_hub
         processor.wait()
     assert final["status"] == "completed", final
     assert (final["rows_read"], final["accepted"], final["refused"]) == (30_000, 30_000, 0)
-    assert (final["created"], final["updated"]) == (29_600, 400)
+    assert (final["created"], final["matched"]) == (29_600, 400)
     after = records_of(hub, partner["name"])
     assert set(after) == {f"new-{i}" for i in range(30_000)}
     # One application: per person one grant, per moved-away person one withdrawal.

@@ -1,4 +1,4 @@
-"""signing_key_rotation on a hub that runs the scheduler in-process, with 4-second tokens and
+"""signing_key_rotation on a hub that runs the scheduler in-process, with 12-second tokens and
 a 1-second clock leeway, so "until every token it signed has expired" passes in seconds: a new
 key signs, the old one verifies its tokens until they expire, then leaves the JWKS; with a
 keyring the job cannot write, the run is recorded skipped with the reason."""
@@ -25,7 +25,7 @@ from hub.jobs.runner import JobRunner
 from tests.conftest import Hub, launch_hub, run_cli
 from tests.jobs.helpers import QUIET_JOBS, runs, wait_until
 
-TTL = 4
+TTL = 12  # seconds: long enough for a loaded machine to check the old token before it expires
 LEEWAY = 1
 JOB = "signing_key_rotation"
 

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -105,7 +106,8 @@ def test_hub_hash_streams_a_file_and_reports_only_counts_and_reasons(
     result = CliRunner().invoke(
         main, ["hash", str(source), "-o", str(output), "--errors", str(errors), "--quiet"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # rows were refused: not a silent success
+    assert "2 of 3 rows were refused (listed in" in result.output
     everything = result.output + output.read_text() + errors.read_text() + caplog.text
     for raw in ["Jane.Doe", "janedoe@gmail.com", "no-at-sign", "4155550100", "415) 555-0199"]:
         assert raw.lower() not in everything.lower()
@@ -188,3 +190,50 @@ def test_ignored_column_names_are_named_unless_they_look_like_data() -> None:
     source = "customer_ref,email,first_name,jane@example.org\nc1,a@example.org,Jane,x\n"
     report = hash_stream(io.StringIO(source), io.StringIO())
     assert report.ignored_columns == {"first_name", "(a column whose name is not shown)"}
+
+
+def _hash_cli(*args: str) -> Any:
+    return CliRunner().invoke(main, ["hash", *args, "--quiet"])
+
+
+def test_hub_hash_exits_zero_on_refused_rows_only_when_allowed(tmp_path: Path) -> None:
+    source = tmp_path / "people.csv"
+    source.write_text(_people(["ok@example.org", "not-an-email"], ["", ""]))
+    refused = _hash_cli(str(source), "-o", str(tmp_path / "a.csv"))
+    assert refused.exit_code == 1
+    assert "--allow-refused" in refused.output
+    allowed = _hash_cli(str(source), "-o", str(tmp_path / "b.csv"), "--allow-refused")
+    assert allowed.exit_code == 0, allowed.output
+    assert "rows hashed: 1, rows refused: 1" in allowed.output
+    clean = tmp_path / "clean.csv"
+    clean.write_text(_people(["ok@example.org"], [""]))
+    assert _hash_cli(str(clean), "-o", str(tmp_path / "c.csv")).exit_code == 0
+
+
+def test_an_unclosed_csv_quote_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    source = tmp_path / "people.csv"
+    source.write_text(
+        "customer_ref,email\nc1,one@example.org\nc2,two@example.org\n"
+        'c3,"three@example.org\nc4,four@example.org\nc5,five@example.org\n'
+    )
+    result = _hash_cli(str(source), "-o", str(tmp_path / "out.csv"))
+    assert result.exit_code == 1
+    assert "line 4" in result.output
+    assert "never closed" in result.output
+    assert "incomplete" in result.output
+    assert "Traceback" not in result.output
+    assert "four@example.org" not in result.output  # no raw value in the message
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_undecodable_input_names_the_byte_offset(tmp_path: Path, compressed: bool) -> None:
+    head = "customer_ref,email\n" + "".join(f"c{i},p{i}@example.org\n" for i in range(2000))
+    body = head.encode() + b"cx,caf\xe9@example.org\n"
+    offset = len(head.encode()) + len(b"cx,caf")
+    source = tmp_path / ("people.csv.gz" if compressed else "people.csv")
+    source.write_bytes(gzip.compress(body) if compressed else body)
+    result = _hash_cli(str(source), "-o", str(tmp_path / "out.csv"))
+    assert result.exit_code == 1
+    assert f"offset {offset:,}" in result.output
+    assert "0xe9" in result.output
+    assert "not UTF-8" in result.output

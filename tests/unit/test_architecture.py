@@ -70,3 +70,36 @@ def test_the_kit_and_the_engine_import_nothing_of_ours() -> None:
 def test_the_walker_sees_imports() -> None:
     # Guard against a walker that silently finds nothing.
     assert "hub.core.auth" in imports_of(ROOT / "hub" / "app.py")
+
+
+def _cli_imports(path: Path) -> set[str]:
+    """The ``hub.cli*`` modules ``path`` imports, ``from hub import cli_x`` included."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("hub.cli")}
+
+
+def test_the_cli_modules_import_each_other_without_a_cycle() -> None:
+    modules = {f"hub.{path.stem}": path for path in sorted((ROOT / "hub").glob("cli*.py"))}
+    graph = {name: _cli_imports(path) & set(modules) - {name} for name, path in modules.items()}
+    assert {"hub.cli", "hub.cli_common"} <= set(graph)  # the walker sees the modules
+    assert "hub.cli_common" in graph["hub.cli_admin"]  # ... and their imports
+    cycles = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycles.append(" -> ".join([*trail[trail.index(name) :], name]))
+            return
+        for target in sorted(graph[name]):
+            visit(target, [*trail, name])
+
+    for start in sorted(graph):
+        visit(start, [])
+    assert cycles == []
+    assert graph["hub.cli_common"] == set()  # the shared helpers import no command module

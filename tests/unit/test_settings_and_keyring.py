@@ -179,3 +179,58 @@ def test_data_versions_are_added_and_retired(tmp_path: Path) -> None:
     assert keyring.retire_data_versions(below=2) == [1]
     assert keyring.live_data_versions() == [2]
     assert keyring.data_secret(1)  # a retired version still opens what it sealed
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"HUB_LIMITS_BURST": "-1"}, "HUB_LIMITS_BURST"),
+        ({"HUB_UPLOADS_MAX_BYTES": "-5"}, "HUB_UPLOADS_MAX_BYTES"),
+        ({"HUB_WEBHOOKS_TIMEOUT_SECONDS": "-0.5"}, "HUB_WEBHOOKS_TIMEOUT_SECONDS"),
+        ({"HUB_SERVER_WORKERS": "0"}, "HUB_SERVER_WORKERS"),
+        ({"HUB_SERVER_PORT": "70000"}, "HUB_SERVER_PORT"),
+        ({"HUB_UPLOADS_REFUSED_LIMIT": "1.5"}, "HUB_UPLOADS_REFUSED_LIMIT"),
+        ({"HUB_DATABASE_POOL_SIZE": "many"}, "HUB_DATABASE_POOL_SIZE"),
+        ({"HUB_SERVER_FORWARDED_ALLOW_IPS": "10.0.0.1,proxy"}, "HUB_SERVER_FORWARDED_ALLOW_IPS"),
+    ],
+)
+def test_a_bad_or_negative_value_is_refused_naming_its_variable(
+    environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ)
+    message = str(refused.value)
+    assert message.startswith(named)
+    assert "\n" not in message
+
+
+def test_a_negative_limit_in_a_file_names_the_setting(tmp_path: Path) -> None:
+    extra = tmp_path / "site.toml"
+    extra.write_text("[limits]\nrequests_per_minute = -10\n")
+    with pytest.raises(SettingsError, match=r"limits\.requests_per_minute = -10"):
+        load_settings({"HUB_CONFIG": str(extra)})
+
+
+def test_proxies_are_trusted_only_when_listed() -> None:
+    assert load_settings({}).server.forwarded_allow_ips == []
+    listed = load_settings({"HUB_SERVER_FORWARDED_ALLOW_IPS": "10.0.0.5, 10.1.0.0/16"})
+    assert listed.server.forwarded_allow_ips == ["10.0.0.5", "10.1.0.0/16"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "issuer"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"HUB_SERVER_PORT": "9001"}, "http://127.0.0.1:9001"),
+        ({"HUB_SERVER_HOST": "::", "HUB_SERVER_PORT": "9002"}, "http://127.0.0.1:9002"),
+        ({"HUB_SERVER_HOST": "::1", "HUB_SERVER_PORT": "9003"}, "http://[::1]:9003"),
+        (
+            {"HUB_SERVER_PORT": "9004", "HUB_OAUTH_ISSUER": "https://hub.example"},
+            "https://hub.example",
+        ),
+    ],
+)
+def test_the_default_issuer_follows_the_address_served(
+    environ: dict[str, str], issuer: str
+) -> None:
+    assert load_settings(environ).oauth.issuer == issuer

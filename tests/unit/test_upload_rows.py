@@ -41,8 +41,24 @@ REFS = (
     "x" * 201,
     "Ünïcode1",
     "12345",
+    "1234567890123456789",
+    "415.555.2671",
+    "john\uff20example.com",
+    "415\u200b555\u200b2671",
+    "\uff43\uff10\uff10\uff11",
+    "j o h n [at] example [dot] com",
 )
-NAMES = ("tier", "city", "1bad", "a" * 64, "a" * 65, "", "x.y-z_1", "tier\n")
+NAMES = (
+    "tier",
+    "city",
+    "1bad",
+    "a" * 64,
+    "a" * 65,
+    "",
+    "x.y-z_1",
+    "tier\n",
+    "john_at_example_dot_com",
+)
 VALUES: tuple[Any, ...] = (
     "gold",
     5,
@@ -55,6 +71,10 @@ VALUES: tuple[Any, ...] = (
     "+33612345678",
     "",
     [1],
+    "j o h n @ e x a m p l e . c o m",
+    "(415) 555-2671",
+    "Meet us @ the lounge",
+    "4155552671",
 )
 PURPOSES = ("analytics", "joint_offers", "rewards_sharing", "bogus", 1)
 MISSING = object()

@@ -31,7 +31,8 @@ from partners.identifiers.validation import (
     check_record,
 )
 from partners.kit import InvalidIdentifier, parse_digest
-from partners.kit.files import looks_like_contact, shown_name
+from partners.kit.contact import looks_like_contact
+from partners.kit.files import shown_name
 
 MAX_LINE_BYTES = 64 * 1024
 CSV_COLUMNS = ("id_type", "id_hash", "customer_ref", "consents")
@@ -143,16 +144,17 @@ def _checked_attributes(attributes: dict[str, str | int | float] | None) -> tupl
         text = value if isinstance(value, str) else str(value)
         if not ATTRIBUTE_NAME.match(name) or len(text) > MAX_ATTRIBUTE_VALUE:
             return _BAD
-        if looks_like_contact(text):
+        if looks_like_contact(text) or looks_like_contact(name):
             return _BAD
         clean[name] = text
     return True, _json.encode(clean).decode()
 
 
 def _plain_ref(ref: str) -> bool:
-    """Whether a customer_ref is certainly no email or phone number: letters and digits only
-    (so no '@', space or sign), and not only digits. Anything else takes the full check."""
-    return ref.isalnum() and not ref.isdigit()
+    """Whether a customer_ref is certainly no email or phone number: ASCII letters and digits
+    only (no '@', separator, sign or look-alike; digits alone are a loyalty number, never a
+    phone). Anything else takes the full check."""
+    return ref.isascii() and ref.isalnum()
 
 
 def _fast(line: bytes) -> AcceptedRecord | None:

@@ -19,7 +19,10 @@ class UploadOut(msgspec.Struct):
     accepted: int
     refused: int
     created: int
-    updated: int
+    # Accepted rows that met a record already there, whether or not it changed (a file sent
+    # again is all `matched`): what the bulk apply counts. POST /v1/identifiers tells
+    # `updated` from `unchanged`.
+    matched: int
     removed: int
     # Accepted rows not applied: their person or identifier was erased after the upload.
     skipped: int

@@ -40,7 +40,7 @@ def _out(upload: IdentifierUpload) -> UploadOut:
         accepted=upload.accepted,
         refused=upload.refused,
         created=upload.created,
-        updated=upload.updated,
+        matched=upload.updated,
         removed=upload.removed,
         skipped=upload.skipped,
         blank_lines=upload.blank_lines,

@@ -1,11 +1,19 @@
 """Where upload bodies wait on disk: streamed in by the request, read by the processor, and
-removed when their upload is finished (or swept when a process died before removing them)."""
+removed when their upload is finished (or swept when a process died before removing them).
+
+Bodies are readable by the hub's user alone (0600). A body being received is held under an
+exclusive lock (flock) by its process until it is kept or discarded, so when a hub starts it
+removes the partial bodies whose process died (:func:`remove_abandoned_bodies`) and never one
+that another live process is still receiving.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -46,20 +54,64 @@ def spool_path(spool_dir: Path, upload_id: UUID) -> Path:
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+STARTING_BODY_SECONDS = 10  # a body this young may not be locked by its creator yet
+
+
+def create_private_body(path: Path) -> IO[bytes]:
+    """Create ``path`` empty with mode 0600 and return a handle holding its lock: the
+    file belongs to this process until the handle is closed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return os.fdopen(fd, "wb")
+
+
+def remove_abandoned_bodies(spool_dir: Path) -> int:
+    """At start: remove partial bodies left by a process that died while receiving them
+    (no process holds their lock). Returns how many were removed."""
+    removed = 0
+    starting = time.time() - STARTING_BODY_SECONDS
+    for partial in spool_dir.glob(".incoming-*"):
+        if _mtime(partial) > starting:
+            continue
+        with contextlib.suppress(FileNotFoundError), partial.open("rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # still being received by a live process
+            partial.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 class SpooledBody:
     """An upload body written to a temporary file beside its final place."""
 
-    def __init__(self, path: Path, size: int, sha256: str, blank_lines: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        size: int,
+        sha256: str,
+        lock: IO[bytes] | None = None,
+        blank_lines: int = 0,
+    ) -> None:
         self.path = path
         self.size = size
         self.sha256 = sha256
+        self.lock = lock
         self.blank_lines = blank_lines
 
     def keep_as(self, final: Path) -> None:
         self.path.replace(final)
+        self._release()
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 async def spool(
@@ -78,6 +130,7 @@ async def spool(
     is also inflated on the way, to refuse one that inflates too far
     (:class:`InflatedSizeGauge`)."""
     path = spool_dir / f".incoming-{uuid.uuid4()}"
+    lock = create_private_body(path)
     digest = hashlib.sha256()
     received = [0]
     try:
@@ -86,6 +139,7 @@ async def spool(
                 await _receive(chunks, out, digest, received, limit, gzip, limit_reason, lines)
     except TimeoutError:
         path.unlink(missing_ok=True)
+        lock.close()
         raise RequestTimeout(
             f"The body did not arrive within {receive_seconds / 60:g} minutes "
             f"({received[0]:,} bytes so far); nothing was kept.",
@@ -93,16 +147,18 @@ async def spool(
         ) from None
     except BaseException:
         path.unlink(missing_ok=True)
+        lock.close()
         raise
     size = received[0]
     if size == 0:
         path.unlink(missing_ok=True)
+        lock.close()
         raise BadRequest(
             "The upload body is empty.",
             fix="Send NDJSON (one record a line) or CSV with a header row.",
         )
     blank_lines = lines.finish() if lines is not None else 0
-    return SpooledBody(path, size, digest.hexdigest(), blank_lines)
+    return SpooledBody(path, size, digest.hexdigest(), lock, blank_lines)
 
 
 async def _receive(

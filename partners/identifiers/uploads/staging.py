@@ -8,7 +8,10 @@ batch the thread records the upload's progress, and checks that the upload is st
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -213,10 +216,23 @@ def _staged(
     return rows, batch.errors, batch.rows_read, accepted, len(batch.refused), prefixes
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def watch_parent(parent: int) -> None:
     """Initializer of a parsing process: end when ``parent``, the process that started it,
     is gone (a process killed hard cannot tell its pool, and the pool's pipes never close for
-    it). The pid is passed in: the parent may die before this runs."""
+    it). The pid is passed in: the parent may die before this runs.
+
+    On Linux the kernel kills the process with its parent (PR_SET_PDEATHSIG): a starved
+    process on a loaded machine need not get scheduled to notice. The polling thread stays
+    for other systems and for a parent that died before the request was made."""
+    if sys.platform == "linux":
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # the polling thread below still ends it
 
     def watch() -> None:
         while os.getppid() == parent:
