@@ -216,7 +216,8 @@ class UploadApplier:
             return None, UNREADABLE_PERSON
         types = select(t.c.id_type).where(in_upload, t.c.id_type.is_not(None)).distinct()
 
-        # One equality per NOT EXISTS: the database turns each into a hash anti-join. (With
+        # One equality per NOT EXISTS: the database turns each into an anti-join (a hash join
+        # on PostgreSQL, the staging index (stage_key, id_type, match_key) on SQLite). (With
         # "match_key = … OR prev_key = …" in one, PostgreSQL hashed on id_type alone and
         # compared every record with every staged row: a 1M-row replace did not finish in
         # 14 minutes.)
@@ -225,14 +226,18 @@ class UploadApplier:
                 in_upload, t.c.id_type == RECORDS.c.id_type, key == RECORDS.c.match_key
             )
 
-        kept_person = exists().where(
-            in_upload, t.c.refused.is_(True), t.c.customer_ref == RECORDS.c.customer_ref
+        # The people whose row was refused: one uncorrelated set, computed once and looked
+        # up by hash (SQLite builds a transient index on it). Correlated on customer_ref,
+        # which staging does not index, SQLite scanned the upload's staged rows once per
+        # removed record: 0.4 s each at 200k staged rows, 779 s for 2,000 removals.
+        kept_people = select(t.c.customer_ref).where(
+            in_upload, t.c.refused.is_(True), t.c.customer_ref.is_not(None)
         )
         conditions = [
             RECORDS.c.partner_id == partner_id,
             RECORDS.c.id_type.in_(types),
             ~held(t.c.match_key),
-            ~kept_person,
+            RECORDS.c.customer_ref.not_in(kept_people),
         ]
         if with_previous_keys:  # mid-rotation: a record still under the previous version
             conditions.append(~held(t.c.prev_key))
