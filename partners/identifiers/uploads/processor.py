@@ -141,6 +141,7 @@ class UploadProcessor:
         self._pool: ProcessPoolExecutor | None = None
         # Driver connections of the applies in progress, interrupted on shutdown.
         self._applying: set[Any] = set()
+        self._lanes: dict[UUID, asyncio.Task[None]] = {}
 
     def stop(self) -> None:
         """On shutdown: a staging thread stops at its next batch, an apply in progress is
@@ -151,6 +152,10 @@ class UploadProcessor:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for connection in list(self._applying):
             interrupt_statement(connection)
+        # Lanes first: an apply's open transaction would keep the claim loop waiting on
+        # SQLite's write lock (for the whole busy timeout) before it could see its own end.
+        for task in self._lanes.values():
+            task.cancel()
 
     def _parsing_pool(self) -> ProcessPoolExecutor | None:
         """Processes that check and seal NDJSON rows in parallel (spawned, not forked: this
@@ -173,7 +178,7 @@ class UploadProcessor:
         only ever holds one partner's upload, so a partner's huge (or hostile) upload never
         holds back another partner's: the small one gets a lane of its own at once, and the
         two interleave their short staging transactions."""
-        lanes: dict[UUID, asyncio.Task[None]] = {}
+        lanes = self._lanes
         next_sweep = 0.0
         try:
             while True:
