@@ -1,10 +1,19 @@
 """The upload processor: claims waiting uploads, stages them, applies them whole.
 
+Uploads are processed in lanes, at most ``uploads.lanes`` at once, one partner per lane: a
+partner's uploads run one after another in the order they were sent, and a partner with a
+huge upload in progress never holds back another partner's, whose upload gets a lane of its
+own (its claim passes over partners with an upload in progress in any process). Staging is
+done in short transactions of ``uploads.batch_rows`` rows, so two lanes interleave.
+
 A claim is a lease on the upload's row (``attempts`` raised, ``lease_until`` set) renewed
 while the work goes on. A process killed anywhere leaves the previous records intact: staging
 happens outside the records, and the apply is one transaction. Once the lease runs out, any
 processor resumes the upload from its spooled body (staging starts again from scratch);
-after ``max_attempts`` claims the upload fails with the reason.
+after ``max_attempts`` claims the upload fails with the reason. On shutdown (SIGTERM) the
+lanes are cancelled and a statement in progress is interrupted: the apply rolls back and the
+upload resumes from its body on restart. ``phase`` (``staging``, ``applying``) tells a caller
+where its upload is.
 """
 
 from __future__ import annotations
