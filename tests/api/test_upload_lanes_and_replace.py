@@ -3,10 +3,12 @@ removes many records in one set operation, exactly the ones the snapshot no long
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
@@ -92,9 +94,8 @@ def test_a_replace_removing_thousands_of_records_removes_exactly_those(
     hub = slow_slices_hub
     partner, _, headers = hub.partner_with_token("bank")
     first = [email_record(f"many{i}") for i in range(4_000)]
-    assert wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])["status"] == (
-        "completed"
-    )
+    loaded = wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])
+    assert loaded["status"] == "completed", loaded
     # The snapshot keeps every fourth record, brings 10 new ones, and refuses a row of
     # cust-many1's person (so that person's record stays).
     snapshot: list[Any] = [email_record(f"many{i}") for i in range(0, 4_000, 4)]
@@ -115,3 +116,60 @@ def test_a_replace_removing_thousands_of_records_removes_exactly_those(
     assert sorted(ref for (ref,) in withdrawn) == sorted(
         f"cust-many{i}" for i in range(4_000) if f"cust-many{i}" not in kept
     )
+
+
+@pytest.fixture(scope="module")
+def pausing_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """Every apply holds its transaction open 3 s before it commits (test-only setting)."""
+    data_dir = tmp_path_factory.mktemp(f"pausing-{backend}")
+    with launch_hub(backend, data_dir, HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS="3") as running:
+        yield running
+
+
+def test_a_withdrawal_and_an_erasure_sent_mid_apply_are_not_lost(pausing_hub: Hub) -> None:
+    hub = pausing_hub
+    partner, _, headers = hub.partner_with_token("airline")
+    first = [email_record(f"mid{i}") for i in range(100)]
+    loaded = wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])
+    assert loaded["status"] == "completed", loaded
+    # The brand's snapshot (sent first) still grants cust-mid1 and names cust-mid2.
+    snapshot = [email_record(f"mid{i}") for i in range(50)]
+    upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
+    deadline = time.monotonic() + 60
+    while status_of(hub, headers, upload_id)["phase"] != "applying":
+        assert time.monotonic() < deadline, "the upload never reached its apply"
+        time.sleep(0.02)
+
+    answers: dict[str, Any] = {}
+
+    def call(name: str, path: str, body: dict[str, Any]) -> None:
+        with httpx.Client(base_url=hub.url, timeout=60) as client:
+            answers[name] = client.post(path, json=body, headers=headers)
+
+    calls = [
+        threading.Thread(
+            target=call,
+            args=(
+                "withdrawal",
+                "/v1/identifiers/consents",
+                {"updates": [{"customer_ref": "cust-mid1", "consents": []}]},
+            ),
+        ),
+        threading.Thread(
+            target=call,
+            args=("erasure", "/v1/identifiers/erase", {"customer_refs": ["cust-mid2"]}),
+        ),
+    ]
+    for thread in calls:
+        thread.start()
+    for thread in calls:
+        thread.join()
+    assert answers["withdrawal"].status_code == 200, answers["withdrawal"].text
+    assert answers["erasure"].json() == {"records_removed": 1, "people": 1}
+
+    done = wait_for(hub, headers, upload_id)
+    assert done["status"] == "completed", done
+    stored = records_of(hub, partner["name"])
+    assert set(stored) == {f"cust-mid{i}" for i in range(50)} - {"cust-mid2"}
+    assert stored["cust-mid1"][1] == 0  # the withdrawal stands
+    assert stored["cust-mid3"][1] == 3  # analytics and joint_offers, as uploaded

@@ -68,9 +68,8 @@ def test_sigterm_mid_apply_stops_the_hub_and_the_upload_resumes_once(api_only_hu
     processor = start_processor(hub)
     try:
         first = [email_record(f"t{i}", ref=f"old-{i}") for i in range(300)]
-        assert wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])[
-            "status"
-        ] == ("completed")
+        loaded = wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])
+        assert loaded["status"] == "completed", loaded
     finally:
         processor.kill()
         processor.wait()

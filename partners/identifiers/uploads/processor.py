@@ -34,6 +34,7 @@ from uuid import UUID
 
 import structlog
 from sqlalchemy import Engine, and_, exists, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
@@ -151,6 +152,7 @@ class UploadProcessor:
         # Driver connections of the applies in progress, interrupted on shutdown.
         self._applying: set[Any] = set()
         self._lanes: dict[UUID, asyncio.Task[None]] = {}
+        self._sqlite_applies = asyncio.Lock()
 
     def stop(self) -> None:
         """On shutdown: a staging thread stops at its next batch, an apply in progress is
@@ -332,14 +334,20 @@ class UploadProcessor:
         while True:
             await asyncio.sleep(every)
             until = datetime.now(UTC) + timedelta(seconds=self.settings.lease_seconds)
-            with writing():
-                async with self.sessions() as session:
-                    await session.execute(
-                        update(UPLOADS)
-                        .where(UPLOADS.c.id == claim.upload_id, UPLOADS.c.attempts == claim.attempt)
-                        .values(lease_until=until)
-                    )
-                    await session.commit()
+            try:
+                with writing():
+                    async with self.sessions() as session:
+                        await session.execute(
+                            update(UPLOADS)
+                            .where(
+                                UPLOADS.c.id == claim.upload_id,
+                                UPLOADS.c.attempts == claim.attempt,
+                            )
+                            .values(lease_until=until)
+                        )
+                        await session.commit()
+            except DBAPIError:  # SQLite busy past its timeout (a long apply): beat again later
+                log.warning("could not renew an upload's lease", upload_id=str(claim.upload_id))
 
     async def _process(self, claim: Claim) -> None:
         path = spool_path(self.spool_dir, claim.upload_id)
@@ -419,18 +427,27 @@ class UploadProcessor:
             # A match key was added while this upload was staged: stage it again under the
             # new version (the next claim does), rather than apply keys of the old one.
             raise LeaseLost(str(claim.upload_id))
-        await self._enter_phase(claim, APPLYING)
-        actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
-        with writing():
-            async with self.sessions() as session, apply_settings(session):
-                raw = await (await session.connection()).get_raw_connection()
-                self._applying.add(raw.driver_connection)
-                try:
-                    await self._apply_in(session, claim, report, actor)
-                finally:
-                    self._applying.discard(raw.driver_connection)
+        async with self._apply_turn():
+            await self._enter_phase(claim, APPLYING)
+            actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
+            with writing():
+                async with self.sessions() as session, apply_settings(session):
+                    raw = await (await session.connection()).get_raw_connection()
+                    self._applying.add(raw.driver_connection)
+                    try:
+                        await self._apply_in(session, claim, report, actor)
+                    finally:
+                        self._applying.discard(raw.driver_connection)
         if report.accepted >= ANALYZE_AFTER_ROWS:
             await self._refresh_statistics()
+
+    def _apply_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """On SQLite, one apply at a time in this process: an apply holds the write lock, and
+        a second one queued on it would give up after the busy timeout (and spend one of its
+        upload's attempts); queued here, it waits as long as it takes."""
+        if self.sync_engine.dialect.name == "sqlite":
+            return self._sqlite_applies
+        return contextlib.nullcontext()
 
     async def _enter_phase(self, claim: Claim, phase: str) -> None:
         with writing():
