@@ -9,9 +9,10 @@ SELECT``). The caller owns the transaction: an upload is applied whole or not at
 Every statement is linear in the upload and the partner's records: a removal is one anti-join
 (the staging index on SQLite, a hash join on PostgreSQL), and the people a refused row keeps
 are one uncorrelated set. What this module does not do yet is apply in slices: on SQLite the
-one transaction holds the write lock for the whole apply (about a second per 20k rows changed
-on a busy machine, see bench/replace_upload.py), so other writers wait that long (never fail:
-the busy timeout is 30 s). PostgreSQL's writers of other partners do not wait. The design
+one transaction holds the write lock for the whole apply (32 s for a 1M-row upsert, 64 s for a
+1M-row replace on a busy 2-core machine: bench/replace_upload.py), so other writers wait that
+long, and past the 30 s busy timeout they fail (503). PostgreSQL's writers of other partners
+do not wait. The design
 that removes the wait (DESIGN.md "Hostile and heavy input": a new generation of the partner's
 records written in slices, made visible by one small transaction, every reader going through
 one "current records" query) is not built; the processor's shutdown interrupts the
