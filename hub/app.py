@@ -329,7 +329,9 @@ def create_app(
         template_config=console_template_config(),
         request_max_body_size=settings.server.max_json_body_bytes,
         state=state,
-        lifespan=[background_refresh, upload_processing, matching_maintenance, job_scheduling],
+        # Exited in reverse: uploads stop first, so an apply in progress rolls back before
+        # the others' shutdown waits on SQLite's write lock it held.
+        lifespan=[background_refresh, matching_maintenance, job_scheduling, upload_processing],
         openapi_config=OpenAPIConfig(
             title="Coalition hub API",
             version="1.0.0",

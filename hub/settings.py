@@ -132,6 +132,8 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     parse_processes: int = 2
     process_in_serve: bool = True
     erasure_hold_minutes: float = 120.0
+    # Uploads processed at once per process, each of another partner (one lane per partner).
+    lanes: int = 2
 
 
 class MatchingSettings(msgspec.Struct, forbid_unknown_fields=True):

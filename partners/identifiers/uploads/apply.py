@@ -5,6 +5,18 @@ by joining the staging rows with the records they replace, ``replace`` removes t
 the id types present that the upload no longer holds (except those of a person whose row was
 refused), known records are updated and new ones inserted (``UPDATE … FROM``, ``INSERT …
 SELECT``). The caller owns the transaction: an upload is applied whole or not at all.
+
+Every statement is linear in the upload and the partner's records: a removal is one anti-join
+(the staging index on SQLite, a hash join on PostgreSQL), and the people a refused row keeps
+are one uncorrelated set. What this module does not do yet is apply in slices: on SQLite the
+one transaction holds the write lock for the whole apply (32 s for a 1M-row upsert, 64 s for a
+1M-row replace on a busy 2-core machine: bench/replace_upload.py), so other writers wait that
+long, and past the 30 s busy timeout they fail (503). PostgreSQL's writers of other partners
+do not wait. The design
+that removes the wait (DESIGN.md "Hostile and heavy input": a new generation of the partner's
+records written in slices, made visible by one small transaction, every reader going through
+one "current records" query) is not built; the processor's shutdown interrupts the
+transaction instead (it rolls back; the upload resumes from its spooled body).
 """
 
 from __future__ import annotations
@@ -216,7 +228,8 @@ class UploadApplier:
             return None, UNREADABLE_PERSON
         types = select(t.c.id_type).where(in_upload, t.c.id_type.is_not(None)).distinct()
 
-        # One equality per NOT EXISTS: the database turns each into a hash anti-join. (With
+        # One equality per NOT EXISTS: the database turns each into an anti-join (a hash join
+        # on PostgreSQL, the staging index (stage_key, id_type, match_key) on SQLite). (With
         # "match_key = … OR prev_key = …" in one, PostgreSQL hashed on id_type alone and
         # compared every record with every staged row: a 1M-row replace did not finish in
         # 14 minutes.)
@@ -225,14 +238,18 @@ class UploadApplier:
                 in_upload, t.c.id_type == RECORDS.c.id_type, key == RECORDS.c.match_key
             )
 
-        kept_person = exists().where(
-            in_upload, t.c.refused.is_(True), t.c.customer_ref == RECORDS.c.customer_ref
+        # The people whose row was refused: one uncorrelated set, computed once and looked
+        # up by hash (SQLite builds a transient index on it). Correlated on customer_ref,
+        # which staging does not index, SQLite scanned the upload's staged rows once per
+        # removed record: 0.4 s each at 200k staged rows, 779 s for 2,000 removals.
+        kept_people = select(t.c.customer_ref).where(
+            in_upload, t.c.refused.is_(True), t.c.customer_ref.is_not(None)
         )
         conditions = [
             RECORDS.c.partner_id == partner_id,
             RECORDS.c.id_type.in_(types),
             ~held(t.c.match_key),
-            ~kept_person,
+            RECORDS.c.customer_ref.not_in(kept_people),
         ]
         if with_previous_keys:  # mid-rotation: a record still under the previous version
             conditions.append(~held(t.c.prev_key))

@@ -31,6 +31,8 @@ from hub.core.db import Base, JsonType
 from partners.identifiers.models import big_pk, utc_now
 
 PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
+# Phases of an upload being processed (``phase`` is NULL before its claim and once finished).
+STAGING, APPLYING = "staging", "applying"
 UPSERT, REPLACE = "upsert", "replace"
 NDJSON, CSV = "ndjson", "csv"
 
@@ -47,6 +49,7 @@ class IdentifierUpload(Base):
     format: Mapped[str] = mapped_column(String(10))
     gzip: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    phase: Mapped[str | None] = mapped_column(String(12), nullable=True)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     body_sha256: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -11,6 +11,8 @@ import msgspec
 class UploadOut(msgspec.Struct):
     id: UUID
     status: str
+    # While processing: "staging" (reading and checking rows), then "applying".
+    phase: str | None
     mode: str
     format: str
     gzip: bool

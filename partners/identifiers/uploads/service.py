@@ -32,6 +32,7 @@ def _out(upload: IdentifierUpload) -> UploadOut:
     return UploadOut(
         id=upload.id,
         status=upload.status,
+        phase=upload.phase,
         mode=upload.mode,
         format=upload.format,
         gzip=upload.gzip,

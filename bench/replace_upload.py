@@ -1,0 +1,250 @@
+"""``replace`` against ``upsert`` of the same file, and how long a concurrent writer waits.
+
+A partner holds N records; the file holds N rows: 90 % of those records unchanged and 10 %
+new people, so a ``replace`` removes 10 % of the records and an ``upsert`` removes none. Each
+mode runs on its own partner loaded with the same N records, in the same run, in-process
+(stage, then apply in one transaction, as the upload processor does). Meanwhile a thread
+writes one small row a time on its own connection (another partner's change counter, as a
+consent update would) and records how long each write waited: on SQLite that is the longest
+hold of the write lock.
+
+    .venv/bin/python -m bench.replace_upload --backend sqlite --rows 1000000
+    .venv/bin/python -m bench.replace_upload --backend postgres --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gzip
+import hashlib
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bench.bulk_upload import RESULTS, create_database, drop_database
+from hub.core.db import create_hub_async_engine, create_hub_sync_engine, writing
+from hub.core.keyring import load_keyring
+from hub.migrate import upgrade
+from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.models import IdentifierState
+from partners.identifiers.service import IdentifierService
+from partners.identifiers.uploads.apply import UploadApplier, apply_settings
+from partners.identifiers.uploads.models import IdentifierUpload
+from partners.identifiers.uploads.staging import (
+    StagingJob,
+    clear_staging_in_batches,
+    refuse_duplicates,
+    stage,
+    watch_parent,
+)
+from partners.partners.models import Partner
+
+STATE = IdentifierState.__table__
+
+
+def write_file(name: str, numbers: range) -> Path:
+    """gzip NDJSON of one email record per number (made once, cached)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    if path.exists():
+        return path
+    encoder = msgspec.json.Encoder()
+    with gzip.open(path.with_suffix(".part"), "wb", compresslevel=6) as out:
+        chunk: list[bytes] = []
+        for i in numbers:
+            digest = hashlib.sha256(f"member{i}@example.org".encode()).digest()
+            chunk.append(
+                encoder.encode(
+                    {
+                        "id_type": "email",
+                        "id_hash": base64.b64encode(digest).decode(),
+                        "customer_ref": f"C{i:09d}",
+                        "consents": ["analytics", "joint_offers"],
+                        "attributes": {"tier": ("gold", "silver")[i % 2]},
+                    }
+                )
+            )
+            if len(chunk) == 10_000:
+                out.write(b"\n".join(chunk) + b"\n")
+                chunk = []
+        if chunk:
+            out.write(b"\n".join(chunk) + b"\n")
+    path.with_suffix(".part").rename(path)
+    return path
+
+
+@dataclass
+class Writer:
+    """Small writes, one transaction each, timed: the longest is the longest wait."""
+
+    engine: Engine
+    partner_id: uuid.UUID
+    waits: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(STATE)
+                    .where(STATE.c.partner_id == self.partner_id)
+                    .values(version=STATE.c.version + 1)
+                )
+            self.waits.append(time.perf_counter() - start)
+            time.sleep(0.01)
+
+
+def add_partner(engine: Engine, name: str) -> uuid.UUID:
+    partner_id, now = uuid.uuid4(), datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Partner.__table__),  # type: ignore[arg-type]
+            [
+                {
+                    "id": partner_id,
+                    "name": name,
+                    "category": "airline",
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                    "token_epoch": 0,
+                }
+            ],
+        )
+        conn.execute(insert(STATE).values(partner_id=partner_id, version=0, updated_at=now))
+    return partner_id
+
+
+@dataclass
+class Run:
+    engine: Engine
+    sessions: async_sessionmaker  # type: ignore[type-arg]
+    crypto: IdentifierCrypto
+    pool: ProcessPoolExecutor
+
+    async def upload(self, partner_id: uuid.UUID, path: Path, mode: str) -> tuple[float, str]:
+        """Stage and apply one file; returns (seconds, what the apply did)."""
+        upload_id, now = uuid.uuid4(), datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(IdentifierUpload.__table__),  # type: ignore[arg-type]
+                [
+                    {
+                        "id": upload_id,
+                        "partner_id": partner_id,
+                        "client_id": "c",
+                        "mode": mode,
+                        "format": "ndjson",
+                        "gzip": True,
+                        "status": "processing",
+                        "bytes": 0,
+                        "body_sha256": "",
+                        "rows_read": 0,
+                        "accepted": 0,
+                        "refused": 0,
+                        "created": 0,
+                        "updated": 0,
+                        "removed": 0,
+                        "attempts": 1,
+                        "created_at": now,
+                    }
+                ],
+            )
+        job = StagingJob(upload_id, partner_id, "ndjson", True, 1, 20_000, 1000)
+        start = time.perf_counter()
+        with path.open("rb") as body:
+            report = await asyncio.to_thread(
+                stage, self.engine, self.crypto, job, body, pool=self.pool
+            )
+        refuse_duplicates(self.engine, job, report)
+        staged = time.perf_counter()
+        with writing():
+            async with self.sessions() as session, apply_settings(session):
+                applier = UploadApplier(session, IdentifierService(session, self.crypto))
+                result = await applier.apply(
+                    job.stage_key,
+                    partner_id,
+                    mode,
+                    report.match_version,
+                    accepted_rows=report.accepted,
+                    sent_at=now,
+                )
+                await session.commit()
+        done = time.perf_counter()
+        await asyncio.to_thread(clear_staging_in_batches, self.engine, upload_id)
+        what = (
+            f"stage {staged - start:.1f} s, apply {done - staged:.1f} s: created "
+            f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}"
+        )
+        return done - start, what
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", default="sqlite", choices=("sqlite", "postgres"))
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    n, tenth = args.rows, args.rows // 10
+    base = write_file(f"replace-base-{n}.ndjson.gz", range(n))
+    snapshot = write_file(f"replace-snapshot-{n}.ndjson.gz", range(tenth, n + tenth))
+    tmp = Path(tempfile.mkdtemp())
+    url = create_database() if args.backend == "postgres" else f"sqlite:///{tmp}/hub.db"
+    upgrade(url)
+    crypto = IdentifierCrypto(load_keyring(tmp / "keyring.json", ""))
+    engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
+    writer_engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
+    async_engine = create_hub_async_engine(url)
+    pool = ProcessPoolExecutor(
+        2,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=watch_parent,
+        initargs=(os.getpid(),),
+    )
+    run = Run(engine, async_sessionmaker(async_engine, expire_on_commit=False), crypto, pool)
+    print(f"{args.backend}, {n:,} rows; the file keeps 90 % of the records, brings 10 % new")
+    try:
+        bystander = add_partner(engine, "bystander")
+        partners = {mode: add_partner(engine, mode) for mode in ("upsert", "replace")}
+        for partner_id in partners.values():
+            seconds, what = await run.upload(partner_id, base, "upsert")
+            print(f"  load {n:,} records: {seconds:.1f} s ({what})")
+        totals = {}
+        for mode, partner_id in partners.items():
+            writer = Writer(writer_engine, bystander)
+            thread = threading.Thread(target=writer.run)
+            thread.start()
+            try:
+                totals[mode], what = await run.upload(partner_id, snapshot, mode)
+            finally:
+                writer.stop.set()
+                thread.join()
+            print(
+                f"  {mode:>7}: {totals[mode]:.1f} s ({what}); concurrent writer: "
+                f"{len(writer.waits)} writes, longest wait {max(writer.waits):.2f} s"
+            )
+        print(f"  replace ÷ upsert: {totals['replace'] / totals['upsert']:.2f}")
+    finally:
+        pool.shutdown()
+        await async_engine.dispose()
+        engine.dispose()
+        writer_engine.dispose()
+        if args.backend == "postgres":
+            drop_database(url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

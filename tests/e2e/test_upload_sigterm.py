@@ -1,0 +1,111 @@
+"""SIGTERM while an upload is being applied: `hub serve` stops at once, the apply's
+transaction rolls back (the old records stay as they were), and the next process applies the
+upload exactly once. The apply is held open by a test-only pause (its writes done, not yet
+committed), so the signal lands mid-apply every time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
+from tests.conftest import ROOT, Hub, execute_sql, free_port, launch_hub
+
+HUB = str(Path(sys.executable).with_name("hub"))
+
+
+@pytest.fixture(scope="module")
+def api_only_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    data_dir = tmp_path_factory.mktemp(f"sigterm-{backend}")
+    with launch_hub(backend, data_dir, HUB_UPLOADS_PROCESS_IN_SERVE="false") as running:
+        yield running
+
+
+def start_processor(hub: Hub, **env: str) -> subprocess.Popen[bytes]:
+    port = free_port()
+    process = subprocess.Popen(
+        [HUB, "serve", "--port", str(port), "--no-worker"],
+        env={
+            **os.environ,
+            "HUB_CONFIG": str(ROOT / "config" / "test.toml"),
+            "HUB_DATABASE_URL": hub.database_url,
+            "HUB_SERVER_DATA_DIR": str(hub.data_dir),
+            "HUB_OAUTH_ISSUER": hub.url,
+            "HUB_UPLOADS_LEASE_SECONDS": "1.5",
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, "hub serve exited"
+        assert time.monotonic() < deadline, "hub serve did not start"
+        time.sleep(0.1)
+
+
+def status(hub: Hub, headers: dict[str, str], upload_id: str) -> dict[str, Any]:
+    return dict(hub.http.get(f"/v1/identifiers/uploads/{upload_id}", headers=headers).json())
+
+
+def test_sigterm_mid_apply_stops_the_hub_and_the_upload_resumes_once(api_only_hub: Hub) -> None:
+    hub = api_only_hub
+    partner, _, headers = hub.partner_with_token("airline")
+    processor = start_processor(hub)
+    try:
+        first = [email_record(f"t{i}", ref=f"old-{i}") for i in range(300)]
+        loaded = wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])
+        assert loaded["status"] == "completed", loaded
+    finally:
+        processor.kill()
+        processor.wait()
+    before = records_of(hub, partner["name"])
+    events_before = execute_sql(hub.database_url, "SELECT count(*) FROM consent_events")[0][0]
+
+    # A replace: t0-t99 go, t100-t299 move to a new ref, 500 people arrive.
+    snapshot = [email_record(f"t{i}", ref=f"new-{i}") for i in range(100, 800)]
+    upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
+    processor = start_processor(hub, HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS="600")
+    phases = []
+    deadline = time.monotonic() + 60
+    while (now := status(hub, headers, upload_id))["phase"] != "applying":
+        phases.append(now["phase"])
+        assert now["status"] in ("pending", "processing"), now
+        assert time.monotonic() < deadline, "the upload never reached its apply"
+        time.sleep(0.02)
+    assert set(phases) <= {None, "staging"}
+    processor.send_signal(signal.SIGTERM)
+    # It stops: neither the 600 s pause nor SQLite's 30 s busy timeout is waited out.
+    assert processor.wait(timeout=20) is not None
+    assert status(hub, headers, upload_id)["status"] == "processing"
+    assert records_of(hub, partner["name"]) == before, "a partial apply became visible"
+    events = execute_sql(hub.database_url, "SELECT count(*) FROM consent_events")[0][0]
+    assert events == events_before
+
+    processor = start_processor(hub)
+    try:
+        final = wait_for(hub, headers, upload_id, timeout=120)
+    finally:
+        processor.kill()
+        processor.wait()
+    assert final["status"] == "completed", final
+    assert (final["created"], final["matched"], final["removed"]) == (500, 200, 100)
+    assert (final["phase"], final["rows_read"]) == (None, 700)
+    assert set(records_of(hub, partner["name"])) == {f"new-{i}" for i in range(100, 800)}
+    # Applied once: a grant per new person, a withdrawal per moved-away or removed one.
+    events = execute_sql(hub.database_url, "SELECT count(*) FROM consent_events")[0][0]
+    assert events - events_before == 700 + 300
