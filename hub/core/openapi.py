@@ -1,0 +1,388 @@
+"""The OpenAPI document at /schema/openapi.json, made exact from the route handlers.
+
+Litestar derives paths, parameters and response bodies from the handlers' signatures. What a
+signature cannot say is added here, once, from the handlers themselves, so the document cannot
+drift from what the service does (DESIGN.md "HTTP API (v1)"):
+
+* security: the OAuth 2.0 client-credentials scheme, and each protected operation's scopes read
+  from its :class:`~hub.core.auth.ScopeGuard` guards (a guard's scopes are alternatives);
+* errors: every status the request pipeline can answer for an operation — 401/429 for a token
+  and its rate limit, 403 for a guard, 400/422 for input, 404 for an id in the path, 409 for a
+  write, 408/413/415 for a body, 503 for the database — as ``application/problem+json`` of one
+  ``Problem`` schema (RFC 9457);
+* bodies a handler decodes leniently so as to report every bad item (route opt
+  ``openapi_body``), forms (``openapi_form``), raw bodies (``content_types``), answers that are
+  not a typed return value (``openapi_response``) and other error shapes (``openapi_error``,
+  the OAuth endpoints' RFC 6749 errors).
+
+Route opts name msgspec types; their JSON schemas join the document's components.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.router import Router
+from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
+
+from hub.core.auth import ALL_SCOPES, ScopeGuard, requires_partner
+from hub.core.content_type import BODY_METHODS, CONTENT_TYPES_OPT
+from hub.core.errors import PROBLEM_JSON
+
+OPENAPI_BODY_OPT = "openapi_body"  # the JSON body's documented type (decoded leniently)
+OPENAPI_FORM_OPT = "openapi_form"  # an application/x-www-form-urlencoded body's fields
+OPENAPI_RESPONSE_OPT = "openapi_response"  # the success body's type, for Response[Any] handlers
+OPENAPI_ERROR_OPT = "openapi_error"  # the error body's type when it is not a problem detail
+OPENAPI_ALSO_AS_OPT = "openapi_also_as"  # other media types of the success body (CSV, NDJSON)
+
+SCHEME = "oauth2"
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+REF = "#/components/schemas/{name}"
+HTTP_METHODS = ("get", "put", "post", "patch", "delete")
+SCOPE_DESCRIPTIONS = {
+    "identifiers:write": "Send, update and erase the partner's own identifier records",
+    "overlap:read": "Read consented overlaps with partnered brands",
+    "offers:read": "Read joint offers and their audiences",
+    "offers:write": "Propose, approve and end joint offers",
+    "rewards:write": "Record reward events",
+    "rewards:read": "Read balances, the rewards feed and settlements",
+    "audit:read": "Read the audit entries that concern the partner",
+    "admin": "Coalition administration (coalition-admin clients only)",
+}
+assert set(SCOPE_DESCRIPTIONS) == set(ALL_SCOPES)
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "An RFC 9457 problem detail: what was wrong (detail) and how to fix it (fix).",
+    "required": ["type", "title", "status", "detail", "fix", "instance", "request_id"],
+    "properties": {
+        "type": {"type": "string", "examples": ["urn:hub:problem:invalid-input"]},
+        "title": {"type": "string", "examples": ["Input breaks a rule"]},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {
+            "type": "string",
+            "examples": ["1 of 2 records are invalid; nothing was stored."],
+        },
+        "fix": {"type": "string", "examples": ["Correct the fields listed in 'errors'."]},
+        "instance": {"type": "string", "description": "The request's path."},
+        "request_id": {"type": "string", "description": "Also in the x-request-id header."},
+        "errors": {
+            "type": "array",
+            "description": "Every bad item or field of the request.",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {
+                    "index": {"type": "integer", "description": "The item's position"},
+                    "field": {"type": "string", "description": "The field ('' for the item)"},
+                    "source": {"type": "string", "description": "body, query, path or header"},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+        "retry_after": {"type": "integer", "minimum": 1, "description": "429: seconds to wait"},
+    },
+}
+STATUS_DESCRIPTIONS = {
+    400: "The request is not of the documented shape (malformed JSON, a parameter of the wrong "
+    "type, a field missing or unknown).",
+    401: "No access token, or one that is invalid, expired or revoked (RFC 6750).",
+    403: "The token lacks the scope this operation needs, or acts for no partner where one is "
+    "needed, or the object is not the caller's to change.",
+    404: "No such object is visible to the caller.",
+    408: "The request body arrived too slowly.",
+    409: "The request conflicts with the current state (or with a concurrent request, or an "
+    "Idempotency-Key used for another request).",
+    413: "The request body (or its number of items) is over the limit.",
+    415: "The body is not in a media type this operation reads.",
+    422: "Well-formed input that breaks a rule; 'errors' lists every bad item and field.",
+    429: "The client is over its rate limit; retry after Retry-After seconds.",
+    503: "The database is busy or unreachable; nothing was changed. Retry after Retry-After.",
+}
+RETRY_AFTER = {"schema": {"type": "integer", "minimum": 1}, "required": True}
+WWW_AUTHENTICATE = {"schema": {"type": "string"}, "description": "RFC 6750 §3 challenge"}
+STATUS_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {**WWW_AUTHENTICATE, "required": True}},
+    403: {"WWW-Authenticate": WWW_AUTHENTICATE},
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
+}
+
+
+def guards_of(handler: HTTPRouteHandler) -> list[Any]:
+    """The handler's guards of every layer, as declared (Litestar wraps them to call them)."""
+    return [getattr(guard, "func", guard) for guard in handler.resolve_guards()]
+
+
+def scope_requirements(handler: HTTPRouteHandler) -> list[list[str]]:
+    """The scope sets any one of which lets a token through the handler's guards.
+
+    Each ScopeGuard is a choice among its scopes; several guards must all pass, so the
+    alternatives are their product (deduplicated, in the guards' order).
+    """
+    alternatives: list[list[str]] = [[]]
+    for guard in guards_of(handler):
+        if isinstance(guard, ScopeGuard):
+            alternatives = [
+                [*chosen, scope] if scope not in chosen else chosen
+                for chosen in alternatives
+                for scope in guard.any_of
+            ]
+    return alternatives
+
+
+def _error_statuses(
+    handler: HTTPRouteHandler, method: str, operation: dict[str, Any], protected: bool
+) -> set[int]:
+    parameters = operation.get("parameters", [])
+    has_body = "requestBody" in operation
+    writes = method.upper() in BODY_METHODS or method == "delete"
+    statuses = {503} if protected else set()
+    if protected:
+        statuses |= {401, 429}
+        if guards_of(handler) or writes:
+            statuses.add(403)
+        if writes:
+            statuses.add(409)
+        if method.upper() in BODY_METHODS:
+            statuses.add(415)
+    if parameters or has_body:
+        statuses |= {400, 422}
+    if any(p.get("in") == "path" for p in parameters):
+        statuses.add(404)
+    if has_body:
+        statuses |= {408, 413}
+    if writes and protected:
+        statuses.add(400)  # an Idempotency-Key of the wrong shape
+    return statuses
+
+
+class ExactDocument:
+    """Litestar's generated document, refined once per app from its route handlers."""
+
+    def __init__(self, public_prefixes: tuple[str, ...]) -> None:
+        self.public_prefixes = public_prefixes
+        self._document: dict[str, Any] | None = None
+
+    def of(self, app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
+        if self._document is None:
+            self._document = self.refine(app, generated)
+        return self._document
+
+    def refine(self, app: Litestar, generated: dict[str, Any]) -> dict[str, Any]:
+        document = copy.deepcopy(generated)
+        components = document.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        components["securitySchemes"] = {
+            SCHEME: {
+                "type": "oauth2",
+                "description": "OAuth 2.0 client credentials (RFC 6749 §4.4). Clients "
+                "authenticate with client_secret_basic, client_secret_post or private_key_jwt.",
+                "flows": {
+                    "clientCredentials": {
+                        "tokenUrl": "/oauth/token",
+                        "scopes": dict(SCOPE_DESCRIPTIONS),
+                    }
+                },
+            }
+        }
+        for path, method, handler in _operations(app):
+            operation = document["paths"].get(path, {}).get(method)
+            if operation is not None:
+                self._refine_operation(path, method, handler, operation, schemas)
+        _prune_unreferenced(document)
+        return document
+
+    def _refine_operation(
+        self,
+        path: str,
+        method: str,
+        handler: HTTPRouteHandler,
+        operation: dict[str, Any],
+        schemas: dict[str, Any],
+    ) -> None:
+        opt = handler.opt
+        protected = not path.startswith(self.public_prefixes)
+        if protected:
+            operation["security"] = [{SCHEME: scopes} for scopes in scope_requirements(handler)]
+            if requires_partner in guards_of(handler):
+                operation["description"] = (
+                    operation.get("description", "") + "\n\nActs for the token's partner: a "
+                    "coalition-admin token is refused (403)."
+                ).strip()
+        if OPENAPI_BODY_OPT in opt:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {JSON: {"schema": _schema_of(opt[OPENAPI_BODY_OPT], schemas)}},
+            }
+        if OPENAPI_FORM_OPT in opt:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {FORM: {"schema": _schema_of(opt[OPENAPI_FORM_OPT], schemas)}},
+            }
+        if CONTENT_TYPES_OPT in opt:
+            binary = {"type": "string", "description": "The file's bytes (gzip allowed)"}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {media: {"schema": binary} for media in opt[CONTENT_TYPES_OPT]},
+            }
+        responses = operation.setdefault("responses", {})
+        success = str(handler.status_code)
+        if OPENAPI_RESPONSE_OPT in opt:
+            responses[success] = {
+                "description": responses.get(success, {}).get("description", "OK"),
+                "content": {JSON: {"schema": _schema_of(opt[OPENAPI_RESPONSE_OPT], schemas)}},
+            }
+        for media in opt.get(OPENAPI_ALSO_AS_OPT, ()):
+            content = responses.setdefault(success, {"description": "OK"}).setdefault("content", {})
+            content[media] = {"schema": {"type": "string"}}
+        error_type = opt.get(OPENAPI_ERROR_OPT)
+        error_schema = _schema_of(error_type, schemas) if error_type else None
+        for status in sorted(_error_statuses(handler, method, operation, protected)):
+            responses[str(status)] = _error_response(status, error_schema)
+
+
+def _error_response(status: int, error_schema: dict[str, Any] | None) -> dict[str, Any]:
+    if error_schema is not None and status != 503:
+        # RFC 6749 §5.2 errors; a busy database is still a problem detail (app-wide handler).
+        return {
+            "description": STATUS_DESCRIPTIONS[status],
+            "content": {JSON: {"schema": error_schema}},
+        }
+    response: dict[str, Any] = {
+        "description": STATUS_DESCRIPTIONS[status],
+        "content": {PROBLEM_JSON: {"schema": {"$ref": REF.format(name="Problem")}}},
+    }
+    if status in STATUS_HEADERS:
+        response["headers"] = copy.deepcopy(STATUS_HEADERS[status])
+    return response
+
+
+def _operations(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for method, (handler, _) in route.route_handler_map.items():
+            if method.lower() in HTTP_METHODS and handler.resolve_include_in_schema():
+                yield route.path_format or "/", method.lower(), handler
+
+
+def _schema_of(type_: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    (schema,), components = msgspec.json.schema_components([type_], ref_template=REF)
+    schemas.update(components)
+    return dict(schema)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            yield ref.rsplit("/", 1)[-1]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _prune_unreferenced(document: dict[str, Any]) -> None:
+    """Drop component schemas nothing reaches (those a refinement replaced)."""
+    schemas = document["components"]["schemas"]
+    reached: set[str] = set()
+    pending = list(_refs(document["paths"]))
+    while pending:
+        name = pending.pop()
+        if name in reached or name not in schemas:
+            continue
+        reached.add(name)
+        pending.extend(_refs(schemas[name]))
+    for name in [n for n in schemas if n not in reached]:
+        del schemas[name]
+
+
+class ExactJsonRenderPlugin(JsonRenderPlugin):
+    """/schema/openapi.json: the refined document."""
+
+    def __init__(self, document: ExactDocument) -> None:
+        super().__init__()
+        self.document = document
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        exact = self.document.of(request.app, openapi_schema)
+        return self.render_json(request, exact)
+
+
+SWAGGER_ASSETS = "/assets"
+NO_FAVICON = "<link rel='icon' href='data:,'>"
+
+
+class OfflineSwaggerRenderPlugin(SwaggerRenderPlugin):
+    """/schema: Swagger UI served from the hub's own files (it must work with no internet)."""
+
+    def __init__(self, document: ExactDocument, schema_path: str, asset_dir: str) -> None:
+        base = f"{schema_path}{SWAGGER_ASSETS}"
+        super().__init__(
+            js_url=f"{base}/swagger-ui-bundle.js",
+            css_url=f"{base}/swagger-ui.css",
+            standalone_preset_js_url=f"{base}/swagger-ui-standalone-preset.js",
+            path="/swagger",
+            favicon=NO_FAVICON,
+        )
+        self.document = document
+        self.asset_dir = asset_dir
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, self.document.of(request.app, openapi_schema))
+
+    def receive_router(self, router: Router) -> None:
+        router.register(
+            create_static_files_router(
+                path=SWAGGER_ASSETS,
+                directories=[self.asset_dir],
+                include_in_schema=False,
+                send_as_attachment=False,
+            )
+        )
+
+
+def swagger_ui_assets() -> str:
+    """The folder of Swagger UI's JS and CSS, shipped by the swagger-ui-py package (found, not
+    imported: its module wires itself to web frameworks we do not use)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed; reinstall the hub's dependencies.")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "static")
+
+
+def render_plugins(
+    public_prefixes: Iterable[str], schema_path: str
+) -> list[JsonRenderPlugin | SwaggerRenderPlugin]:
+    document = ExactDocument(tuple(public_prefixes))
+    return [
+        OfflineSwaggerRenderPlugin(document, schema_path, swagger_ui_assets()),
+        ExactJsonRenderPlugin(document),
+    ]
+
+
+__all__ = [
+    "OPENAPI_ALSO_AS_OPT",
+    "OPENAPI_BODY_OPT",
+    "OPENAPI_ERROR_OPT",
+    "OPENAPI_FORM_OPT",
+    "OPENAPI_RESPONSE_OPT",
+    "ExactDocument",
+    "render_plugins",
+    "scope_requirements",
+]
