@@ -39,10 +39,12 @@ from hub.core.content_type import BODY_METHODS, CONTENT_TYPES_OPT
 from hub.core.errors import PROBLEM_JSON
 
 OPENAPI_BODY_OPT = "openapi_body"  # the JSON body's documented type (decoded leniently)
+OPENAPI_BODY_OPTIONAL_OPT = "openapi_body_optional"  # the body may be left out
 OPENAPI_FORM_OPT = "openapi_form"  # an application/x-www-form-urlencoded body's fields
 OPENAPI_RESPONSE_OPT = "openapi_response"  # the success body's type, for Response[Any] handlers
 OPENAPI_ERROR_OPT = "openapi_error"  # the error body's type when it is not a problem detail
 OPENAPI_ALSO_AS_OPT = "openapi_also_as"  # other media types of the success body (CSV, NDJSON)
+OPENAPI_STATUSES_OPT = "openapi_statuses"  # error statuses the pipeline's rules cannot foresee
 
 SCHEME = "oauth2"
 FORM = "application/x-www-form-urlencoded"
@@ -65,7 +67,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "Problem",
     "description": "An RFC 9457 problem detail: what was wrong (detail) and how to fix it (fix).",
-    "required": ["type", "title", "status", "detail", "fix", "instance", "request_id"],
+    "required": ["type", "title", "status", "detail", "fix"],
     "properties": {
         "type": {"type": "string", "examples": ["urn:hub:problem:invalid-input"]},
         "title": {"type": "string", "examples": ["Input breaks a rule"]},
@@ -149,6 +151,7 @@ def _error_statuses(
     has_body = "requestBody" in operation
     writes = method.upper() in BODY_METHODS or method == "delete"
     statuses = {503} if protected else set()
+    statuses |= set(handler.opt.get(OPENAPI_STATUSES_OPT, ()))
     if protected:
         statuses |= {401, 429}
         if guards_of(handler) or writes:
@@ -224,7 +227,7 @@ class ExactDocument:
                 ).strip()
         if OPENAPI_BODY_OPT in opt:
             operation["requestBody"] = {
-                "required": True,
+                "required": not opt.get(OPENAPI_BODY_OPTIONAL_OPT, False),
                 "content": {JSON: {"schema": _schema_of(opt[OPENAPI_BODY_OPT], schemas)}},
             }
         if OPENAPI_FORM_OPT in opt:
@@ -250,21 +253,40 @@ class ExactDocument:
             content[media] = {"schema": {"type": "string"}}
         error_type = opt.get(OPENAPI_ERROR_OPT)
         error_schema = _schema_of(error_type, schemas) if error_type else None
-        for status in sorted(_error_statuses(handler, method, operation, protected)):
+        statuses = (
+            set(opt.get(OPENAPI_STATUSES_OPT, ()))
+            if error_type
+            else _error_statuses(handler, method, operation, protected)
+        )
+        for status in sorted(statuses):
             responses[str(status)] = _error_response(status, error_schema)
+        for response in responses.values():
+            for media in response.get("content", {}).values():
+                media["schema"] = _without_any_branch(media.get("schema", {}))
+
+
+def _without_any_branch(schema: dict[str, Any]) -> dict[str, Any]:
+    """``T | Response[...]`` return types come out as ``oneOf [T, {}]``: a oneOf that nothing
+    matching T can satisfy. The other media types of such an answer are documented as such."""
+    branches = schema.get("oneOf")
+    if not branches or {} not in branches:
+        return schema
+    kept = [branch for branch in branches if branch != {}]
+    if len(kept) == 1:
+        return dict(kept[0])
+    return {**schema, "oneOf": kept}
 
 
 def _error_response(status: int, error_schema: dict[str, Any] | None) -> dict[str, Any]:
-    if error_schema is not None and status != 503:
-        # RFC 6749 §5.2 errors; a busy database is still a problem detail (app-wide handler).
-        return {
-            "description": STATUS_DESCRIPTIONS[status],
-            "content": {JSON: {"schema": error_schema}},
-        }
     response: dict[str, Any] = {
         "description": STATUS_DESCRIPTIONS[status],
         "content": {PROBLEM_JSON: {"schema": {"$ref": REF.format(name="Problem")}}},
     }
+    if error_schema is not None and status != 503:
+        # RFC 6749 §5.2 errors; a busy database is still a problem detail (app-wide handler).
+        response["content"] = {JSON: {"schema": error_schema}}
+        if status != 429:
+            return response
     if status in STATUS_HEADERS:
         response["headers"] = copy.deepcopy(STATUS_HEADERS[status])
     return response
@@ -279,7 +301,24 @@ def _operations(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
                 yield route.path_format or "/", method.lower(), handler
 
 
+class AnnotatedForm:
+    """A typing form (``Annotated[T, msgspec.Meta(...)]``) named in a route opt.
+
+    Litestar deep-copies route opts, and such forms cannot be copied: this holder is shared.
+    """
+
+    __slots__ = ("form",)
+
+    def __init__(self, form: Any) -> None:
+        self.form = form
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AnnotatedForm:
+        return self
+
+
 def _schema_of(type_: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(type_, AnnotatedForm):
+        type_ = type_.form
     (schema,), components = msgspec.json.schema_components([type_], ref_template=REF)
     schemas.update(components)
     return dict(schema)
@@ -379,9 +418,12 @@ def render_plugins(
 __all__ = [
     "OPENAPI_ALSO_AS_OPT",
     "OPENAPI_BODY_OPT",
+    "OPENAPI_BODY_OPTIONAL_OPT",
     "OPENAPI_ERROR_OPT",
     "OPENAPI_FORM_OPT",
     "OPENAPI_RESPONSE_OPT",
+    "OPENAPI_STATUSES_OPT",
+    "AnnotatedForm",
     "ExactDocument",
     "render_plugins",
     "scope_requirements",

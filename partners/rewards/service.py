@@ -36,13 +36,12 @@ from partners.rewards.models import (
     RewardEvent,
     RewardFeedReader,
 )
-from partners.rewards.schemas import BalanceOut, EventResult, EventsOut
+from partners.rewards.schemas import MAX_POINTS, BalanceOut, EventResult, EventsOut
 
 EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 READERS: Table = RewardFeedReader.__table__  # type: ignore[assignment]
 FIELDS = {"event_id", "id_type", "id_hash", "kind", "points", "occurred_at", "offer_id"}
-MAX_POINTS = 1_000_000_000
 # Activity is dated: nothing before the coalition's era, nothing more than a day ahead (clock
 # skew between a brand's systems and the hub, time zones); anything else is a bug or a trick.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
