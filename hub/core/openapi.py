@@ -47,6 +47,7 @@ OPENAPI_ALSO_AS_OPT = "openapi_also_as"  # other media types of the success body
 OPENAPI_STATUSES_OPT = "openapi_statuses"  # error statuses the pipeline's rules cannot foresee
 
 SCHEME = "oauth2"
+CLIENT_BASIC = "clientBasic"
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 REF = "#/components/schemas/{name}"
@@ -162,8 +163,8 @@ def _error_statuses(
             statuses.add(415)
     if parameters or has_body:
         statuses |= {400, 422}
-    if any(p.get("in") == "path" for p in parameters):
-        statuses.add(404)
+    if any(p.get("in") == "path" for p in parameters) or (protected and has_body):
+        statuses.add(404)  # an id in the path, or in the body, names no object visible
     if has_body:
         statuses |= {408, 413}
     if writes and protected:
@@ -201,6 +202,12 @@ class ExactDocument:
                 },
             }
         }
+        components["securitySchemes"][CLIENT_BASIC] = {
+            "type": "http",
+            "scheme": "basic",
+            "description": "client_secret_basic (RFC 6749 §2.3.1) on the OAuth endpoints; "
+            "client_secret_post and private_key_jwt send their credentials in the form instead.",
+        }
         for path, method, handler in _operations(app):
             operation = document["paths"].get(path, {}).get(method)
             if operation is not None:
@@ -225,18 +232,29 @@ class ExactDocument:
                     operation.get("description", "") + "\n\nActs for the token's partner: a "
                     "coalition-admin token is refused (403)."
                 ).strip()
+        decoded = _decoded_body_type(handler)
+        if decoded is not None and OPENAPI_BODY_OPT not in opt:
+            # The decoder's own schema: it says exactly what msgspec accepts (unknown fields
+            # refused, lengths and ranges), where Litestar's rendering of the Struct does not.
+            operation["requestBody"]["content"][JSON]["schema"] = _schema_of(decoded, schemas)
         if OPENAPI_BODY_OPT in opt:
             operation["requestBody"] = {
                 "required": not opt.get(OPENAPI_BODY_OPTIONAL_OPT, False),
                 "content": {JSON: {"schema": _schema_of(opt[OPENAPI_BODY_OPT], schemas)}},
             }
         if OPENAPI_FORM_OPT in opt:
+            # The client authenticates by Basic credentials or by fields of the form.
+            operation["security"] = [{CLIENT_BASIC: []}, {}]
             operation["requestBody"] = {
                 "required": True,
                 "content": {FORM: {"schema": _schema_of(opt[OPENAPI_FORM_OPT], schemas)}},
             }
         if CONTENT_TYPES_OPT in opt:
-            binary = {"type": "string", "description": "The file's bytes (gzip allowed)"}
+            binary = {
+                "type": "string",
+                "minLength": 1,
+                "description": "The file's bytes (Content-Encoding: gzip allowed)",
+            }
             operation["requestBody"] = {
                 "required": True,
                 "content": {media: {"schema": binary} for media in opt[CONTENT_TYPES_OPT]},
@@ -290,6 +308,14 @@ def _error_response(status: int, error_schema: dict[str, Any] | None) -> dict[st
     if status in STATUS_HEADERS:
         response["headers"] = copy.deepcopy(STATUS_HEADERS[status])
     return response
+
+
+def _decoded_body_type(handler: HTTPRouteHandler) -> type | None:
+    """The msgspec Struct a handler's JSON body is decoded into, if it is one."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    if data is None or not isinstance(data.type_, type):
+        return None
+    return data.type_ if issubclass(data.type_, msgspec.Struct) else None
 
 
 def _operations(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
