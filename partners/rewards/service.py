@@ -85,7 +85,7 @@ def check_event(index: int, item: Any) -> tuple[ValidEvent | None, list[dict[str
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= 200 or not event_id.isprintable():
         errors.append(_error(index, "event_id", "1 to 200 printable characters, unique per brand"))
     id_type = item.get("id_type")
-    if id_type not in ID_TYPE_CODES:
+    if not isinstance(id_type, str) or id_type not in ID_TYPE_CODES:  # a dict is unhashable
         errors.append(_error(index, "id_type", "email or phone"))
     digest = b""
     id_hash = item.get("id_hash")
