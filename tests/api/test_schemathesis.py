@@ -100,6 +100,7 @@ class World:
     partnership_id: str
     offer_id: str
     upload_id: str
+    cases: int = 0  # requests sent, for the run's record
 
     def throwaway_partner(self, category: str = "coffee") -> dict[str, Any]:
         return self.hub.create_partner(category)
@@ -277,6 +278,7 @@ def exercise(operation: APIOperation, mode: GenerationMode, world: World) -> Non
             if case.query and "cursor" in case.query:
                 del case.query["cursor"]
             transport = client_auth(case, world)
+        world.cases += 1
         case.call_and_validate(headers=headers_for(case, world), **transport)
 
     try:
@@ -287,7 +289,11 @@ def exercise(operation: APIOperation, mode: GenerationMode, world: World) -> Non
 
 
 def test_the_hub_keeps_its_openapi_contract(
-    api_schema: Any, world: World, subtests: pytest.Subtests
+    api_schema: Any,
+    world: World,
+    subtests: pytest.Subtests,
+    record_property: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) > 40  # the walker found the document's operations
@@ -295,3 +301,6 @@ def test_the_hub_keeps_its_openapi_contract(
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             with subtests.test(msg=f"{operation.label} {mode.value}"):
                 exercise(operation, mode, world)
+    record_property("schemathesis_cases", world.cases)
+    with capsys.disabled():
+        print(f"\nschemathesis: {world.cases} cases over {len(operations)} operations")
