@@ -259,6 +259,8 @@ class ExactDocument:
                 "required": True,
                 "content": {media: {"schema": binary} for media in opt[CONTENT_TYPES_OPT]},
             }
+        for parameter in operation.get("parameters", []):
+            parameter["schema"] = _parameter_schema(parameter.get("schema", {}))
         responses = operation.setdefault("responses", {})
         success = str(handler.status_code)
         if OPENAPI_RESPONSE_OPT in opt:
@@ -281,6 +283,24 @@ class ExactDocument:
         for response in responses.values():
             for media in response.get("content", {}).values():
                 media["schema"] = _without_any_branch(media.get("schema", {}))
+
+
+def _parameter_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's value as it travels: never null (an optional parameter is left out), and
+    a date-time may also be given as Unix time, which the decoder accepts."""
+    branches = schema.get("oneOf")
+    if branches is None:
+        return _with_unix_time(schema)
+    kept = [_with_unix_time(b) for b in branches if b.get("type") != "null"]
+    rest = {k: v for k, v in schema.items() if k != "oneOf"}
+    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "oneOf": kept}
+
+
+def _with_unix_time(schema: dict[str, Any]) -> dict[str, Any]:
+    if schema.get("format") != "date-time":
+        return schema
+    unix = {"type": "number", "description": "Unix time, in seconds"}
+    return {"anyOf": [schema, unix]}
 
 
 def _without_any_branch(schema: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from schemathesis.core.parameters import ParameterLocation
 from tests.api.matching_helpers import ALL, email, rec
 from tests.conftest import Hub, launch_hub
 
-EXAMPLES = int(os.environ.get("HUB_SCHEMATHESIS_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("HUB_SCHEMATHESIS_EXAMPLES", "20"))
 SEED = int(os.environ.get("HUB_SCHEMATHESIS_SEED", "20261203"))
 PARTNER_SCOPES = [
     "identifiers:write",
