@@ -91,7 +91,13 @@ class OverlapController(Controller):
         principal: NamedDependency[Principal],
         actor: NamedDependency[Actor],
         purpose: str = Parameter(pattern=PURPOSE_PATTERN),
-        by: str | None = Parameter(default=None, max_length=300),
+        by: str | None = Parameter(
+            default=None,
+            max_length=300,
+            pattern=r"^[^\x00-\x1f\x7f]*$",  # attribute names hold no control characters
+            description="Breakdown: self.<attribute>, partner.<attribute> or "
+            "<member id>.<attribute>, comma separated",
+        ),
     ) -> OverlapOut:
         service: OverlapService = state.overlap_service
         answer = await service.ask(

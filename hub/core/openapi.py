@@ -52,6 +52,8 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 REF = "#/components/schemas/{name}"
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
+# The Unix times a datetime can hold: years 1 to 9999 (narrowed a day each side for time zones).
+UNIX_TIME_RANGE = (-62135596800 + 86400, 253402300799 - 86400)
 SCOPE_DESCRIPTIONS = {
     "identifiers:write": "Send, update and erase the partner's own identifier records",
     "overlap:read": "Read consented overlaps with partnered brands",
@@ -299,7 +301,12 @@ def _parameter_schema(schema: dict[str, Any]) -> dict[str, Any]:
 def _with_unix_time(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("format") != "date-time":
         return schema
-    unix = {"type": "number", "description": "Unix time, in seconds"}
+    unix = {
+        "type": "number",
+        "minimum": UNIX_TIME_RANGE[0],
+        "maximum": UNIX_TIME_RANGE[1],
+        "description": "Unix time, in seconds",
+    }
     return {"anyOf": [schema, unix]}
 
 
