@@ -40,7 +40,7 @@ from hub.core.idempotency import IdempotencyMiddleware
 from hub.core.keyring import load_keyring
 from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
 from hub.core.metrics import metrics
-from hub.core.openapi import render_plugins
+from hub.core.openapi_pages import render_plugins
 from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
 from hub.jobs.controller import JobController

@@ -6,37 +6,33 @@ drift from what the service does (DESIGN.md "HTTP API (v1)"):
 
 * security: the OAuth 2.0 client-credentials scheme, and each protected operation's scopes read
   from its :class:`~hub.core.auth.ScopeGuard` guards (a guard's scopes are alternatives);
-* errors: every status the request pipeline can answer for an operation — 401/429 for a token
-  and its rate limit, 403 for a guard, 400/422 for input, 404 for an id in the path, 409 for a
-  write, 408/413/415 for a body, 503 for the database — as ``application/problem+json`` of one
-  ``Problem`` schema (RFC 9457);
+* errors: every status the request pipeline can answer for an operation — 401/429 for a
+  token and its rate limit, 403 for a guard, 400/422 for input, 404 for an id, 409 for a write,
+  408/413/415 for a body, 503 for the database — as ``application/problem+json`` of one
+  ``Problem`` schema (RFC 9457; hub/core/openapi_errors.py);
 * bodies a handler decodes leniently so as to report every bad item (route opt
   ``openapi_body``), forms (``openapi_form``), raw bodies (``content_types``), answers that are
   not a typed return value (``openapi_response``) and other error shapes (``openapi_error``,
   the OAuth endpoints' RFC 6749 errors).
 
-Route opts name msgspec types; their JSON schemas join the document's components.
+Route opts name msgspec types; their JSON schemas join the document's components. The pages
+serving the document are in hub/core/openapi_pages.py.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.router import Router
 from litestar.routes import HTTPRoute
-from litestar.static_files import create_static_files_router
 
 from hub.core.auth import ALL_SCOPES, ScopeGuard, requires_partner
 from hub.core.content_type import BODY_METHODS, CONTENT_TYPES_OPT
-from hub.core.errors import PROBLEM_JSON
+from hub.core.openapi_errors import PROBLEM_SCHEMA, error_response
 
 OPENAPI_BODY_OPT = "openapi_body"  # the JSON body's documented type (decoded leniently)
 OPENAPI_BODY_OPTIONAL_OPT = "openapi_body_optional"  # the body may be left out
@@ -65,64 +61,6 @@ SCOPE_DESCRIPTIONS = {
     "admin": "Coalition administration (coalition-admin clients only)",
 }
 assert set(SCOPE_DESCRIPTIONS) == set(ALL_SCOPES)
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "title": "Problem",
-    "description": "An RFC 9457 problem detail: what was wrong (detail) and how to fix it (fix).",
-    "required": ["type", "title", "status", "detail", "fix"],
-    "properties": {
-        "type": {"type": "string", "examples": ["urn:hub:problem:invalid-input"]},
-        "title": {"type": "string", "examples": ["Input breaks a rule"]},
-        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-        "detail": {
-            "type": "string",
-            "examples": ["1 of 2 records are invalid; nothing was stored."],
-        },
-        "fix": {"type": "string", "examples": ["Correct the fields listed in 'errors'."]},
-        "instance": {"type": "string", "description": "The request's path."},
-        "request_id": {"type": "string", "description": "Also in the x-request-id header."},
-        "errors": {
-            "type": "array",
-            "description": "Every bad item or field of the request.",
-            "items": {
-                "type": "object",
-                "required": ["field", "reason"],
-                "properties": {
-                    "index": {"type": "integer", "description": "The item's position"},
-                    "field": {"type": "string", "description": "The field ('' for the item)"},
-                    "source": {"type": "string", "description": "body, query, path or header"},
-                    "reason": {"type": "string"},
-                },
-            },
-        },
-        "retry_after": {"type": "integer", "minimum": 1, "description": "429: seconds to wait"},
-    },
-}
-STATUS_DESCRIPTIONS = {
-    400: "The request is not of the documented shape (malformed JSON, a parameter of the wrong "
-    "type, a field missing or unknown).",
-    401: "No access token, or one that is invalid, expired or revoked (RFC 6750).",
-    403: "The token lacks the scope this operation needs, or acts for no partner where one is "
-    "needed, or the object is not the caller's to change.",
-    404: "No such object is visible to the caller.",
-    408: "The request body arrived too slowly.",
-    409: "The request conflicts with the current state (or with a concurrent request, or an "
-    "Idempotency-Key used for another request).",
-    413: "The request body (or its number of items) is over the limit.",
-    415: "The body is not in a media type this operation reads.",
-    422: "Well-formed input that breaks a rule; 'errors' lists every bad item and field.",
-    429: "The client is over its rate limit; retry after Retry-After seconds.",
-    503: "The database is busy or unreachable; nothing was changed. Retry after Retry-After.",
-}
-RETRY_AFTER = {"schema": {"type": "integer", "minimum": 1}, "required": True}
-WWW_AUTHENTICATE = {"schema": {"type": "string"}, "description": "RFC 6750 §3 challenge"}
-STATUS_HEADERS: dict[int, dict[str, Any]] = {
-    401: {"WWW-Authenticate": {**WWW_AUTHENTICATE, "required": True}},
-    403: {"WWW-Authenticate": WWW_AUTHENTICATE},
-    429: {"Retry-After": RETRY_AFTER},
-    503: {"Retry-After": RETRY_AFTER},
-}
 
 
 def guards_of(handler: HTTPRouteHandler) -> list[Any]:
@@ -281,7 +219,7 @@ class ExactDocument:
             else _error_statuses(handler, method, operation, protected)
         )
         for status in sorted(statuses):
-            responses[str(status)] = _error_response(status, error_schema)
+            responses[str(status)] = error_response(status, error_schema)
         for response in responses.values():
             for media in response.get("content", {}).values():
                 media["schema"] = _without_any_branch(media.get("schema", {}))
@@ -320,21 +258,6 @@ def _without_any_branch(schema: dict[str, Any]) -> dict[str, Any]:
     if len(kept) == 1:
         return dict(kept[0])
     return {**schema, "oneOf": kept}
-
-
-def _error_response(status: int, error_schema: dict[str, Any] | None) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": STATUS_DESCRIPTIONS[status],
-        "content": {PROBLEM_JSON: {"schema": {"$ref": REF.format(name="Problem")}}},
-    }
-    if error_schema is not None and status != 503:
-        # RFC 6749 §5.2 errors; a busy database is still a problem detail (app-wide handler).
-        response["content"] = {JSON: {"schema": error_schema}}
-        if status != 429:
-            return response
-    if status in STATUS_HEADERS:
-        response["headers"] = copy.deepcopy(STATUS_HEADERS[status])
-    return response
 
 
 def _decoded_body_type(handler: HTTPRouteHandler) -> type | None:
@@ -404,70 +327,6 @@ def _prune_unreferenced(document: dict[str, Any]) -> None:
         del schemas[name]
 
 
-class ExactJsonRenderPlugin(JsonRenderPlugin):
-    """/schema/openapi.json: the refined document."""
-
-    def __init__(self, document: ExactDocument) -> None:
-        super().__init__()
-        self.document = document
-
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
-        exact = self.document.of(request.app, openapi_schema)
-        return self.render_json(request, exact)
-
-
-SWAGGER_ASSETS = "/assets"
-NO_FAVICON = "<link rel='icon' href='data:,'>"
-
-
-class OfflineSwaggerRenderPlugin(SwaggerRenderPlugin):
-    """/schema: Swagger UI served from the hub's own files (it must work with no internet)."""
-
-    def __init__(self, document: ExactDocument, schema_path: str, asset_dir: str) -> None:
-        base = f"{schema_path}{SWAGGER_ASSETS}"
-        super().__init__(
-            js_url=f"{base}/swagger-ui-bundle.js",
-            css_url=f"{base}/swagger-ui.css",
-            standalone_preset_js_url=f"{base}/swagger-ui-standalone-preset.js",
-            path="/swagger",
-            favicon=NO_FAVICON,
-        )
-        self.document = document
-        self.asset_dir = asset_dir
-
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
-        return super().render(request, self.document.of(request.app, openapi_schema))
-
-    def receive_router(self, router: Router) -> None:
-        router.register(
-            create_static_files_router(
-                path=SWAGGER_ASSETS,
-                directories=[self.asset_dir],
-                include_in_schema=False,
-                send_as_attachment=False,
-            )
-        )
-
-
-def swagger_ui_assets() -> str:
-    """The folder of Swagger UI's JS and CSS, shipped by the swagger-ui-py package (found, not
-    imported: its module wires itself to web frameworks we do not use)."""
-    spec = importlib.util.find_spec("swagger_ui")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("swagger-ui-py is not installed; reinstall the hub's dependencies.")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "static")
-
-
-def render_plugins(
-    public_prefixes: Iterable[str], schema_path: str
-) -> list[JsonRenderPlugin | SwaggerRenderPlugin]:
-    document = ExactDocument(tuple(public_prefixes))
-    return [
-        OfflineSwaggerRenderPlugin(document, schema_path, swagger_ui_assets()),
-        ExactJsonRenderPlugin(document),
-    ]
-
-
 __all__ = [
     "OPENAPI_ALSO_AS_OPT",
     "OPENAPI_BODY_OPT",
@@ -478,6 +337,5 @@ __all__ = [
     "OPENAPI_STATUSES_OPT",
     "AnnotatedForm",
     "ExactDocument",
-    "render_plugins",
     "scope_requirements",
 ]
