@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -213,7 +214,7 @@ def headers_for(case: Case, world: World) -> dict[str, str]:
         return {}
     partner_may = any("admin" not in scopes for scopes in alternatives)
     admin_may = any("admin" in scopes for scopes in alternatives)
-    if admin_may and (not partner_may or hash(repr(case.query)) % 2):
+    if admin_may and (not partner_may or zlib.crc32(repr(case.query).encode()) % 2):
         return world.hub.admin_headers()
     return world.airline_headers
 
