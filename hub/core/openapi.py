@@ -226,14 +226,12 @@ class ExactDocument:
 
 
 def _parameter_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A parameter's value as it travels: never null (an optional parameter is left out), and
-    a date-time may also be given as Unix time, which the decoder accepts."""
+    """A date-time parameter may also be given as Unix time, which the decoder accepts (and an
+    optional one as ``null``, which it reads as left out: the null branch stays)."""
     branches = schema.get("oneOf")
     if branches is None:
         return _with_unix_time(schema)
-    kept = [_with_unix_time(b) for b in branches if b.get("type") != "null"]
-    rest = {k: v for k, v in schema.items() if k != "oneOf"}
-    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "oneOf": kept}
+    return {**schema, "oneOf": [_with_unix_time(branch) for branch in branches]}
 
 
 def _with_unix_time(schema: dict[str, Any]) -> dict[str, Any]:
