@@ -59,7 +59,6 @@ from partners.partners.models import Partner
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 ASSERTION_ALGS = ["RS256", "PS256", "ES256", "EdDSA"]
-DESCRIBABLE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
 TOKEN_PATH, INTROSPECT_PATH, REVOKE_PATH = "/oauth/token", "/oauth/introspect", "/oauth/revoke"
 
 
@@ -255,6 +254,8 @@ class ThrottledError(OAuth2Error):  # type: ignore[misc]
 
 
 OAuthResponse = tuple[int, dict[str, Any], list[tuple[str, str]]]
+# What RFC 6749 §5.2 allows in error_description (authlib raises on anything else).
+DESCRIBABLE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
 
 
 class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
