@@ -15,7 +15,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,6 +41,7 @@ from hub.core.json_body import JsonBodyMiddleware
 from hub.core.keyring import load_keyring
 from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
 from hub.core.metrics import metrics
+from hub.core.openapi_pages import render_plugins
 from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
 from hub.jobs.controller import JobController
@@ -70,10 +70,11 @@ from partners.webhooks.controller import WebhookController
 
 log = structlog.get_logger("hub.app")
 # The admin console authenticates with its own session cookie (hub/console), never a token.
+SCHEMA_PATH = "/schema"
 PUBLIC_PREFIXES = (
     "/health/",
     "/metrics",
-    "/schema",
+    SCHEMA_PATH,
     "/oauth/",
     "/.well-known/",
     CONSOLE_PUBLIC_PREFIX,
@@ -337,8 +338,8 @@ def create_app(
             version="1.0.0",
             description="Consented overlaps, joint offers and coalition rewards between brands. "
             "Authenticate with OAuth 2.0 client credentials at /oauth/token.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            path=SCHEMA_PATH,
+            render_plugins=render_plugins(PUBLIC_PREFIXES, SCHEMA_PATH),
         ),
         debug=False,
     )

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.errors import PROBLEM_JSON
+from hub.core.openapi import OPENAPI_STATUSES_OPT
 
 INDEX_LINKS = {
     "api_reference": "/schema",
@@ -36,7 +37,12 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/health/ready", tags=["health"], summary="The hub can serve: the database answers")
+@get(
+    "/health/ready",
+    tags=["health"],
+    summary="The hub can serve: the database answers",
+    opt={OPENAPI_STATUSES_OPT: (503,)},
+)
 async def ready(db_session: NamedDependency[AsyncSession]) -> Response[dict[str, Any]]:
     try:
         await db_session.execute(text("SELECT 1"))

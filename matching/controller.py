@@ -26,6 +26,12 @@ from hub.core.auth import (
     requires_scope,
 )
 from hub.core.errors import BadRequest
+from hub.core.openapi import (
+    OPENAPI_ALSO_AS_OPT,
+    OPENAPI_BODY_OPT,
+    OPENAPI_BODY_OPTIONAL_OPT,
+    OPENAPI_STATUSES_OPT,
+)
 from hub.core.pagination import CursorParameter, LimitParameter, Page, check_limit
 from matching.matrix import MatrixCell, overlap_matrix
 from matching.offers import OfferService, to_out
@@ -86,7 +92,13 @@ class OverlapController(Controller):
         principal: NamedDependency[Principal],
         actor: NamedDependency[Actor],
         purpose: str = Parameter(pattern=PURPOSE_PATTERN),
-        by: str | None = Parameter(default=None, max_length=300),
+        by: str | None = Parameter(
+            default=None,
+            max_length=300,
+            pattern=r"^[^\x00-\x1f\x7f]*$",  # attribute names hold no control characters
+            description="Breakdown: self.<attribute>, partner.<attribute> or "
+            "<member id>.<attribute>, comma separated",
+        ),
     ) -> OverlapOut:
         service: OverlapService = state.overlap_service
         answer = await service.ask(
@@ -286,6 +298,7 @@ class OfferController(Controller):
         summary="Approve an offer as the other member (activates it)",
         description="The body may carry the approving member's own filters. Approving twice "
         "is harmless. Refused (422) when either side's audience is below min_audience.",
+        opt={OPENAPI_BODY_OPT: OfferApprove, OPENAPI_BODY_OPTIONAL_OPT: True},
     )
     async def approve(
         self,
@@ -335,6 +348,10 @@ class OfferController(Controller):
         description="Paginated JSON, or the whole audience with format=ndjson or format=csv "
         "(or Accept: application/x-ndjson / text/csv). 409 while the partnership is not "
         "active (suspended or ended): /audience/changes is still served.",
+        opt={
+            OPENAPI_ALSO_AS_OPT: ("application/x-ndjson", "text/csv"),
+            OPENAPI_STATUSES_OPT: (409,),
+        },
     )
     async def audience(
         self,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import dialect_insert
@@ -24,6 +24,8 @@ from partners.partnerships.models import Partnership
 Pair = tuple[UUID, UUID]  # smaller partner id first
 Versions = tuple[int, int]  # identifier_state.version of the pair's two sides, in pair order
 ANSWERS = MatrixAnswer.__table__
+
+PAIRS_PER_QUERY = 1000
 
 
 def pair_of(a: UUID, b: UUID) -> Pair:
@@ -65,10 +67,20 @@ async def stored_answers(
 ) -> dict[Pair, MatrixAnswer]:
     """The stored answers for ``purpose`` (of ``pairs`` only, when given)."""
     stmt = select(MatrixAnswer).where(MatrixAnswer.purpose == purpose)
-    if pairs is not None:
-        stmt = stmt.where(
-            tuple_(MatrixAnswer.partner_low, MatrixAnswer.partner_high).in_(list(pairs))
-        )
+    if pairs is None:
+        return await _answers(session, stmt)
+    wanted = list(pairs)
+    found: dict[Pair, MatrixAnswer] = {}
+    # A few hundred partners make tens of thousands of pairs: one row-value IN list that long
+    # exceeds PostgreSQL's stack depth (StatementTooComplex). Ask in slices.
+    for start in range(0, len(wanted), PAIRS_PER_QUERY):
+        pair_key = tuple_(MatrixAnswer.partner_low, MatrixAnswer.partner_high)
+        chunk = stmt.where(pair_key.in_(wanted[start : start + PAIRS_PER_QUERY]))
+        found.update(await _answers(session, chunk))
+    return found
+
+
+async def _answers(session: AsyncSession, stmt: Select[MatrixAnswer]) -> dict[Pair, MatrixAnswer]:
     rows = await session.scalars(stmt.execution_options(populate_existing=True))
     return {(row.partner_low, row.partner_high): row for row in rows}
 

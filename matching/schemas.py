@@ -15,7 +15,16 @@ Values = Annotated[
     list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
     msgspec.Meta(min_length=1, max_length=100),
 ]
-Filters = Annotated[dict[str, Values], msgspec.Meta(max_length=20)]
+Filters = Annotated[
+    dict[str, Values],
+    msgspec.Meta(max_length=20, examples=[{"tier": ["gold", "silver"], "city": ["Lisbon"]}]),
+]
+# msgspec's JSON schema leaves out what these decode as; the OpenAPI document needs it said.
+ByPartner = msgspec.Meta(
+    extra_json_schema={"propertyNames": {"format": "uuid"}},
+    description="Keyed by partner id",
+)
+Timestamp = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class CellOut(msgspec.Struct):
@@ -75,11 +84,11 @@ class MatrixOut(msgspec.Struct):
 class OfferCreate(msgspec.Struct, forbid_unknown_fields=True):
     partnership_id: UUID
     title: Title
-    points: dict[UUID, Points]
+    points: Annotated[dict[UUID, Points], ByPartner]
     description: Description = ""
-    filters: dict[UUID, Filters] | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    filters: Annotated[dict[UUID, Filters], ByPartner] | None = None
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
 
 
 class OfferApprove(msgspec.Struct, forbid_unknown_fields=True):

@@ -130,6 +130,9 @@ def _check_range(first: int, last: int | None) -> int:
 
 
 READERS = requires_any_scope(ADMIN_SCOPE, AUDIT_READ_SCOPE)
+# No stored value holds NUL, and PostgreSQL cannot even compare with one (a 400 from the
+# database on one backend only): the filters refuse it up front, and the document says so.
+NO_NUL = r"^[^\x00]*$"
 
 
 class AuditController(Controller):
@@ -150,14 +153,19 @@ class AuditController(Controller):
         principal: NamedDependency[Principal],
         limit: int = LimitParameter,
         cursor: str | None = CursorParameter,
-        action: str | None = Parameter(default=None, description="e.g. partner.suspended"),
+        action: str | None = Parameter(
+            default=None, pattern=NO_NUL, description="e.g. partner.suspended"
+        ),
         actor_name: Annotated[
-            str | None, QueryParameter(name="actor", description="e.g. client:cl_...")
+            str | None,
+            QueryParameter(name="actor", pattern=NO_NUL, description="e.g. client:cl_..."),
         ] = None,
-        target_id: str | None = Parameter(default=None),
-        partner_id: str | None = Parameter(default=None, description="The acting client's partner"),
+        target_id: str | None = Parameter(default=None, pattern=NO_NUL),
+        partner_id: str | None = Parameter(
+            default=None, pattern=NO_NUL, description="The acting client's partner"
+        ),
         concerns: str | None = Parameter(
-            default=None, description="Entries concerning this partner (admins)"
+            default=None, pattern=NO_NUL, description="Entries concerning this partner (admins)"
         ),
         since: datetime | None = Parameter(default=None),
         until: datetime | None = Parameter(default=None),

@@ -252,27 +252,39 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return user
 
 
-def requires_scope(scope: str) -> Guard:
-    """Guard: the token must carry ``scope``."""
+class ScopeGuard:
+    """Guard: the token must carry at least one of ``any_of``.
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if scope not in principal_of(connection).scopes:
-            raise Forbidden(f"This endpoint needs the '{scope}' scope.", scope=scope)
+    The scopes are data, not a closure, so the OpenAPI document reads each operation's security
+    requirement from its guards (hub/core/openapi.py) and the two cannot drift apart.
+    """
 
-    return guard
+    __slots__ = ("any_of",)
 
+    def __init__(self, *any_of: str) -> None:
+        self.any_of = any_of
 
-def requires_any_scope(*scopes: str) -> Guard:
-    """Guard: the token must carry at least one of ``scopes``."""
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if not set(scopes) & principal_of(connection).scopes:
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if set(self.any_of) & principal_of(connection).scopes:
+            return
+        if len(self.any_of) == 1:
             raise Forbidden(
-                f"This endpoint needs one of the scopes: {', '.join(scopes)}.",
-                scope=" ".join(scopes),
+                f"This endpoint needs the '{self.any_of[0]}' scope.", scope=self.any_of[0]
             )
+        raise Forbidden(
+            f"This endpoint needs one of the scopes: {', '.join(self.any_of)}.",
+            scope=" ".join(self.any_of),
+        )
 
-    return guard
+
+def requires_scope(scope: str) -> ScopeGuard:
+    """Guard: the token must carry ``scope``."""
+    return ScopeGuard(scope)
+
+
+def requires_any_scope(*scopes: str) -> ScopeGuard:
+    """Guard: the token must carry at least one of ``scopes``."""
+    return ScopeGuard(*scopes)
 
 
 requires_admin = requires_scope(ADMIN_SCOPE)

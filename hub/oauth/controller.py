@@ -12,10 +12,37 @@ from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException
 
 from hub.core.errors import HubError
+from hub.core.openapi import (
+    OPENAPI_ERROR_OPT,
+    OPENAPI_FORM_OPT,
+    OPENAPI_RESPONSE_OPT,
+    OPENAPI_STATUSES_OPT,
+)
+from hub.oauth.schemas import (
+    IntrospectionOut,
+    OAuthErrorOut,
+    RevocationOut,
+    TokenForm,
+    TokenLookupForm,
+    TokenOut,
+)
 from hub.oauth.server import HubAuthorizationServer, HubOAuth2Request, metadata
 
 FORM = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# 400 invalid_request/unsupported_grant_type/invalid_scope, 401 invalid_client, 408 and 413 for
+# the body, 429 for a client that failed authentication too often, 503 for a busy database.
+OAUTH_STATUSES = (400, 401, 408, 413, 429, 503)
+
+
+def documented(form: type, answer: type) -> dict[str, object]:
+    """Route opts documenting an OAuth endpoint: a form in, JSON out, RFC 6749 errors."""
+    return {
+        OPENAPI_FORM_OPT: form,
+        OPENAPI_RESPONSE_OPT: answer,
+        OPENAPI_ERROR_OPT: OAuthErrorOut,
+        OPENAPI_STATUSES_OPT: OAUTH_STATUSES,
+    }
 
 
 def oauth_error(status: int, error: str, description: str) -> Response[Any]:
@@ -96,6 +123,8 @@ class OAuthController(Controller):
 
     @post(
         "/oauth/token",
+        status_code=200,
+        opt=documented(TokenForm, TokenOut),
         summary="Client credentials grant (RFC 6749 §4.4)",
         description="Client authentication: client_secret_basic, client_secret_post or "
         "private_key_jwt (RFC 7523). Answers an RFC 9068 JWT access token.",
@@ -106,6 +135,8 @@ class OAuthController(Controller):
 
     @post(
         "/oauth/introspect",
+        status_code=200,
+        opt=documented(TokenLookupForm, IntrospectionOut),
         summary="Token introspection (RFC 7662)",
         description="A partner's client sees only its own tokens; others are 'active: false'.",
         request_max_body_size=16_384,
@@ -115,6 +146,8 @@ class OAuthController(Controller):
 
     @post(
         "/oauth/revoke",
+        status_code=200,
+        opt=documented(TokenLookupForm, RevocationOut),
         summary="Token revocation (RFC 7009)",
         description="Refused at once by this process and within seconds by every other.",
         request_max_body_size=16_384,

@@ -15,6 +15,7 @@ Differences from authlib's defaults, all deliberate:
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -266,6 +267,8 @@ class ThrottledError(OAuth2Error):  # type: ignore[misc]
 
 
 OAuthResponse = tuple[int, dict[str, Any], list[tuple[str, str]]]
+# What RFC 6749 §5.2 allows in error_description (authlib raises on anything else).
+DESCRIBABLE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
 
 
 class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
@@ -363,7 +366,13 @@ class HubAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def validate_requested_scope(self, scope: str | None) -> None:
         unknown = set((scope or "").split()) - set(ALL_SCOPES)
         if unknown:
-            raise InvalidScopeError(description=f"Unknown scope: {' '.join(sorted(unknown))}.")
+            # RFC 6749 §5.2 allows only printable ASCII but '"' and '\' in error_description
+            # (authlib raises on anything else): other names are not echoed.
+            shown = sorted(name for name in unknown if DESCRIBABLE.fullmatch(name))
+            raise InvalidScopeError(
+                description=f"Unknown scope: {' '.join(shown) or '(not printable ASCII)'}; "
+                f"the scopes are {' '.join(ALL_SCOPES)}."
+            )
 
     def authenticate_client(
         self, request: HubOAuth2Request, methods: list[str], endpoint: str = "token"

@@ -13,15 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.audit import Actor
 from hub.core.auth import Principal, requires_partner, requires_scope
 from hub.core.errors import InvalidInput, PayloadTooLarge
+from hub.core.openapi import OPENAPI_BODY_OPT, AnnotatedForm
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.schemas import (
     MAX_SYNC_BODY_BYTES,
     MAX_SYNC_RECORDS,
     ConsentsIn,
     ConsentsOut,
+    ConsentUpdatesBody,
     CountsOut,
+    EraseBody,
     EraseIn,
     EraseOut,
+    IdentifierRecordsBody,
     RecordsIn,
     UploadOut,
 )
@@ -71,6 +75,7 @@ class IdentifierController(Controller):
         status_code=200,
         request_max_body_size=MAX_SYNC_BODY_BYTES,
         summary="Upload up to 10,000 hashed identifier records (all or nothing)",
+        opt={OPENAPI_BODY_OPT: IdentifierRecordsBody},
     )
     async def upload(
         self,
@@ -96,6 +101,7 @@ class IdentifierController(Controller):
         status_code=200,
         request_max_body_size=MAX_SYNC_BODY_BYTES,
         summary="Set people's consents (all their records); withdrawals apply at once",
+        opt={OPENAPI_BODY_OPT: ConsentUpdatesBody},
     )
     async def consents(
         self,
@@ -137,6 +143,7 @@ class IdentifierController(Controller):
         status_code=200,
         request_max_body_size=MAX_SYNC_BODY_BYTES,
         summary="Erase people (by customer_ref) or records (by id_hash) everywhere",
+        opt={OPENAPI_BODY_OPT: AnnotatedForm(EraseBody)},
     )
     async def erase(
         self,

@@ -111,7 +111,7 @@ def check_record(index: int, raw: Any, errors: list[RecordError]) -> ValidRecord
             )
         )
     id_type = raw.get("id_type")
-    if id_type not in ID_TYPE_CODES:
+    if not isinstance(id_type, str) or id_type not in ID_TYPE_CODES:  # a dict is unhashable
         errors.append(RecordError(index, "id_type", "id_type must be 'email' or 'phone'"))
     digest = b""
     id_hash = raw.get("id_hash")

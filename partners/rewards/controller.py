@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.audit import Actor
 from hub.core.auth import Principal, requires_any_scope, requires_partner, requires_scope
 from hub.core.errors import BadRequest, InvalidInput, PayloadTooLarge
+from hub.core.openapi import OPENAPI_BODY_OPT, OPENAPI_STATUSES_OPT
 from hub.core.pagination import (
     CursorParameter,
     LimitParameter,
@@ -37,6 +38,7 @@ from partners.rewards.schemas import (
     EventsOut,
     FeedItem,
     FeedPage,
+    RewardEventsBody,
     SettlementLine,
     SettlementOut,
 )
@@ -66,6 +68,7 @@ class RewardController(Controller):
         status_code=200,
         request_max_body_size=MAX_EVENTS_BODY_BYTES,
         summary="Record up to 1,000 reward events (all or nothing, idempotent per event_id)",
+        opt={OPENAPI_BODY_OPT: RewardEventsBody},
     )
     async def events(
         self,
@@ -94,7 +97,8 @@ class RewardController(Controller):
         summary="A member's points as the caller may know them",
         description="Name the member by id_type and id_hash, or by the caller's own "
         "customer_ref. coalition_points is null unless the member consented to sharing "
-        "rewards with the caller.",
+        "rewards with the caller. 404 when the caller's brand holds no such member.",
+        opt={OPENAPI_STATUSES_OPT: (404,)},
     )
     async def balances(
         self,

@@ -3,13 +3,54 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
+from partners.identifiers.schemas import Digest, IdType
+
 MAX_EVENTS = 1000
 MAX_EVENTS_BODY_BYTES = 2 * 1024 * 1024
+MAX_POINTS = 1_000_000_000
+
+
+class RewardEventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One reward event of a member at the brand.
+
+    An earn or a redeem carries positive points, an adjustment non-zero points; only an earn
+    names an offer. Sending the same event_id again with the same event replays it.
+    """
+
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="The brand's own unique id of the event (idempotency).",
+            examples=["pos-2026-000042"],
+        ),
+    ]
+    id_type: IdType
+    id_hash: Digest
+    kind: Literal["earn", "redeem", "adjust"]
+    points: Annotated[int, msgspec.Meta(ge=-MAX_POINTS, le=MAX_POINTS, examples=[120])]
+    occurred_at: Annotated[
+        datetime,
+        msgspec.Meta(
+            description="When it happened, with its UTC offset; from 2000-01-01 to a day ahead.",
+            examples=["2026-05-04T10:15:00+00:00"],
+            extra_json_schema={"format": "date-time"},
+        ),
+    ]
+    offer_id: UUID | None = None
+
+
+class RewardEventsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Up to 1,000 events, applied all or none (any bad event: 422 listing every one)."""
+
+    events: Annotated[list[RewardEventIn], msgspec.Meta(max_length=MAX_EVENTS)]
 
 
 class EventsIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -36,13 +36,12 @@ from partners.rewards.models import (
     RewardEvent,
     RewardFeedReader,
 )
-from partners.rewards.schemas import BalanceOut, EventResult, EventsOut
+from partners.rewards.schemas import MAX_POINTS, BalanceOut, EventResult, EventsOut
 
 EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 READERS: Table = RewardFeedReader.__table__  # type: ignore[assignment]
 FIELDS = {"event_id", "id_type", "id_hash", "kind", "points", "occurred_at", "offer_id"}
-MAX_POINTS = 1_000_000_000
 # Activity is dated: nothing before the coalition's era, nothing more than a day ahead (clock
 # skew between a brand's systems and the hub, time zones); anything else is a bug or a trick.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -86,7 +85,7 @@ def check_event(index: int, item: Any) -> tuple[ValidEvent | None, list[dict[str
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= 200 or not event_id.isprintable():
         errors.append(_error(index, "event_id", "1 to 200 printable characters, unique per brand"))
     id_type = item.get("id_type")
-    if id_type not in ID_TYPE_CODES:
+    if not isinstance(id_type, str) or id_type not in ID_TYPE_CODES:  # a dict is unhashable
         errors.append(_error(index, "id_type", "email or phone"))
     digest = b""
     id_hash = item.get("id_hash")
