@@ -144,47 +144,51 @@ async def _audience_members(
     audience_table: Any,
 ) -> dict[int, tuple[bool, bool]]:
     """Per earn: (the earner's person is in its audience, the other member's side of the
-    group is in the other member's audience)."""
+    group is in the other member's audience). Three queries per offer named, whatever the
+    number of earns (a request holds up to 1,000)."""
     audience = audience_table.__table__
     out: dict[int, tuple[bool, bool]] = {}
-    for e in earns:
-        partnership = offers[e.offer_id][1]
+    for offer_id, (_, partnership) in offers.items():
+        named = [e for e in earns if e.offer_id == offer_id]
         other = next(m.partner_id for m in partnership.members if m.partner_id != partner_id)
-        mine = await session.scalar(
-            select(audience.c.customer_ref).where(
-                audience.c.offer_id == e.offer_id,
-                audience.c.partner_id == partner_id,
-                audience.c.customer_ref == e.record.customer_ref,
-            )
-        )
-        if mine is None:
-            out[e.index] = (False, False)
-            continue
-        # The earner's person's identifiers, then the other member's people holding them.
-        keys = [
-            (int(t), bytes(k))
-            for t, k in await session.execute(
-                select(RECORDS.c.id_type, RECORDS.c.match_key).where(
-                    RECORDS.c.partner_id == partner_id,
-                    RECORDS.c.customer_ref == e.record.customer_ref,
+        refs = sorted({e.record.customer_ref for e in named})
+        mine = set(
+            await session.scalars(
+                select(audience.c.customer_ref).where(
+                    audience.c.offer_id == offer_id,
+                    audience.c.partner_id == partner_id,
+                    audience.c.customer_ref.in_(refs),
                 )
             )
-        ]
-        theirs = await session.scalar(
-            select(audience.c.customer_ref)
-            .where(
-                audience.c.offer_id == e.offer_id,
-                audience.c.partner_id == other,
-                audience.c.customer_ref.in_(
-                    select(RECORDS.c.customer_ref).where(
-                        RECORDS.c.partner_id == other,
-                        tuple_(RECORDS.c.id_type, RECORDS.c.match_key).in_(keys),
-                    )
-                ),
-            )
-            .limit(1)
         )
-        out[e.index] = (True, theirs is not None)
+        # The earner's people's identifiers, then those the other member's audience holds.
+        keys_of: dict[str, set[tuple[int, bytes]]] = {ref: set() for ref in mine}
+        for ref, t, k in await session.execute(
+            select(RECORDS.c.customer_ref, RECORDS.c.id_type, RECORDS.c.match_key).where(
+                RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref.in_(sorted(mine))
+            )
+        ):
+            keys_of[ref].add((int(t), bytes(k)))
+        wanted = sorted({key for keys in keys_of.values() for key in keys})
+        theirs = set()
+        if wanted:
+            theirs = {
+                (int(t), bytes(k))
+                for t, k in await session.execute(
+                    select(RECORDS.c.id_type, RECORDS.c.match_key).where(
+                        RECORDS.c.partner_id == other,
+                        tuple_(RECORDS.c.id_type, RECORDS.c.match_key).in_(wanted),
+                        RECORDS.c.customer_ref.in_(
+                            select(audience.c.customer_ref).where(
+                                audience.c.offer_id == offer_id, audience.c.partner_id == other
+                            )
+                        ),
+                    )
+                )
+            }
+        for e in named:
+            ref = e.record.customer_ref
+            out[e.index] = (ref in mine, bool(keys_of.get(ref, set()) & theirs))
     return out
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Table, delete, func, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import dialect_insert, rowcount, writing
@@ -234,6 +234,7 @@ async def _withdrawal_batch(
         (c.partner_id, c.customer_ref): c.at for c in changes if c.withdrawn & ledger.SHARING
     }
     items: list[dict[str, Any]] = []
+    told: list[dict[str, Any]] = []  # the disclosures those items answer
     by_source: dict[UUID, list[str]] = defaultdict(list)
     for source, ref in withdrawn:
         by_source[source].append(ref)
@@ -280,15 +281,18 @@ async def _withdrawal_batch(
                         "created_at": now,
                     }
                 )
-                await session.execute(
-                    update(DISCLOSURES)
-                    .where(
-                        DISCLOSURES.c.reader_id == reader,
-                        DISCLOSURES.c.source_id == source,
-                        DISCLOSURES.c.member_id == member,
-                    )
-                    .values(withdrawn_at=now)
-                )
+                told.append({"r": reader, "s": source, "m": member, "at": now})
+    if told:
+        await session.execute(
+            update(DISCLOSURES)
+            .where(
+                DISCLOSURES.c.reader_id == bindparam("r"),
+                DISCLOSURES.c.source_id == bindparam("s"),
+                DISCLOSURES.c.member_id == bindparam("m"),
+            )
+            .values(withdrawn_at=bindparam("at")),
+            told,
+        )
     written = await _write_feed(session, items)
     await _enqueue_items(session, written, batch_items)
     return int(changes[-1].seq), len(changes), len(written)

@@ -31,6 +31,7 @@ from tests.conftest import (
     free_port,
     run_cli,
 )
+from tests.e2e.serving import wait_until_ready
 
 HUB = str(Path(sys.executable).with_name("hub"))
 TEST_CONFIG = str(ROOT / "config" / "test.toml")
@@ -176,17 +177,7 @@ def _serve(database_url: str, data_dir: Path, port: int, **env: str) -> subproce
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"hub serve did not start: {process.communicate()}")
-        time.sleep(0.1)
+    return wait_until_ready(process, port, timeout=60)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
 from tests.conftest import ROOT, Hub, execute_sql, free_port, launch_hub
+from tests.e2e.serving import wait_until_ready
 
 HUB = str(Path(sys.executable).with_name("hub"))
 
@@ -48,16 +48,7 @@ def start_processor(hub: Hub) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, "hub serve exited"
-        assert time.monotonic() < deadline, "hub serve did not start"
-        time.sleep(0.1)
+    return wait_until_ready(process, port)
 
 
 def children(pid: int) -> list[int]:
