@@ -70,6 +70,8 @@ from partners.partnerships.models import ENDED, Partnership
 PURPOSE_NOT_ALLOWED = "purpose-not-allowed"
 BUDGET_EXHAUSTED = "budget-exhausted"
 DIFFERENCING = "differencing"
+# Pairs answered per transaction: well under a second of SQLite's write lock each.
+PAIRS_PER_TRANSACTION = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +252,37 @@ async def _answer(
     default_min_audience: int,
     actor: Actor,
 ) -> dict[Pair, PairAnswer]:
-    """Answer the pairs ``due`` and store what was answered, in one transaction holding the
-    governing partnerships' row locks (two concurrent matrices cannot spend twice for one
-    version: the second finds the first one's answer stored)."""
+    """Answer the pairs ``due`` and store what was answered.
+
+    In transactions of at most :data:`PAIRS_PER_TRANSACTION` pairs, each holding the row locks
+    of its pairs' governing partnerships (two concurrent matrices cannot spend twice for one
+    version: the second finds the first one's answer stored). A matrix of a thousand partners
+    is half a million pairs: in one transaction it held SQLite's write lock for minutes, and
+    every other writer of the hub got a 503.
+    """
     loaded, counts = await _true_counts(service, purpose, due, governing)
+    answers: dict[Pair, PairAnswer] = {}
+    for start in range(0, len(due), PAIRS_PER_TRANSACTION):
+        chunk = due[start : start + PAIRS_PER_TRANSACTION]
+        answers.update(
+            await _answer_chunk(
+                service, purpose, chunk, governing, default_min_audience, actor, loaded, counts
+            )
+        )
+    return answers
+
+
+async def _answer_chunk(
+    service: OverlapService,
+    purpose: str,
+    due: Sequence[Pair],
+    governing: Mapping[Pair, Partnership],
+    default_min_audience: int,
+    actor: Actor,
+    loaded: Mapping[UUID, Loaded],
+    counts: Mapping[Pair, int],
+) -> dict[Pair, PairAnswer]:
+    """One transaction of :func:`_answer`."""
     answers: dict[Pair, PairAnswer] = {}
     with writing():
         async with service.session_maker() as session, session.begin():

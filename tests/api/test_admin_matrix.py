@@ -13,7 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
+from matching import matrix as matrix_module
 from tests.api.matching_helpers import Member, email, members, move_answers_back, overlap, rec
 from tests.conftest import Hub
 
@@ -215,3 +217,40 @@ def test_an_open_partnership_governs_the_pair_over_an_ended_one(hub: Hub) -> Non
     assert answer["partnership_id"] == proposed.json()["id"]
     assert answer["min_audience"] == 20
     assert answer["count"] == 60
+
+
+def test_a_large_matrix_is_answered_in_short_transactions(
+    hub: Hub, plus_seven: AddSeven, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers are stored a few pairs per transaction (a thousand partners are half a million
+    pairs: in one transaction SQLite's write lock was held for minutes), and a partnership
+    chunked apart from its pair still spends once per answer."""
+    monkeypatch.setattr(matrix_module, "PAIRS_PER_TRANSACTION", 2)
+    a, b, noisy = members(hub, epsilon=0.5, epsilon_budget=5.0, budget_period="day")
+    c, d, _ = members(hub)
+    shared(hub, a, b, "chunked-ab-", 30)
+    shared(hub, c, d, "chunked-cd-", 25)
+    engine = hub.app.state.overlap_service.session_maker.kw["bind"].sync_engine
+    commits: list[int] = []
+
+    def counted(_connection: Any) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", counted)
+    try:
+        body = matrix(hub)
+    finally:
+        event.remove(engine, "commit", counted)
+    entries = hub.as_admin("GET", "/v1/audit", params={"limit": 50}).json()["items"]
+    answered = next(e for e in entries if e["action"] == "overlap.matrix")["details"]["answered"]
+    assert answered >= 2
+    # One transaction per two pairs answered, and one for the matrix's own audit entry.
+    assert len(commits) >= -(-answered // 2) + 1
+    assert cell(body, a, b)["count"] == 30 + PLUS
+    assert cell(body, c, d)["count"] == 25
+    assert budget(hub, noisy)["queries"] == 1
+    # Both answers were stored: served again as they were, without spending.
+    again = matrix(hub)
+    assert cell(again, a, b) == cell(body, a, b)
+    assert cell(again, c, d) == cell(body, c, d)
+    assert budget(hub, noisy)["queries"] == 1
