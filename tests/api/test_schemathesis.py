@@ -18,7 +18,7 @@ import os
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis
@@ -102,9 +102,22 @@ class World:
     offer_id: str
     upload_id: str
     cases: int = 0  # requests sent, for the run's record
+    made: list[str] = field(default_factory=list)  # partners made for the current case
 
     def throwaway_partner(self, category: str = "coffee") -> dict[str, Any]:
-        return self.hub.create_partner(category)
+        partner = self.hub.create_partner(category)
+        self.made.append(str(partner["id"]))
+        return partner
+
+    def retire(self) -> None:
+        """Suspend the partners made for (or by) the case just sent: a long run makes thousands,
+        and every active partner is a row and a column of the admin's overlap matrix."""
+        for partner_id in self.made:
+            suspended = self.hub.as_admin(
+                "PATCH", f"/v1/partners/{partner_id}", json={"status": "suspended"}
+            )
+            assert suspended.status_code in (200, 404), suspended.text
+        self.made.clear()
 
     def throwaway_partnership(self) -> str:
         other = self.throwaway_partner()
