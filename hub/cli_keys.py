@@ -152,22 +152,31 @@ def keys_add_audit_key(as_json: bool) -> None:
     change_keyring("keys.audit_key_added", "audit", add, as_json)
 
 
+def add_version(kind: str, unfinished: str, as_json: bool) -> None:
+    """Add a match- or data-key version, refused while the last rotation of that kind is
+    unfinished (two live versions already)."""
+
+    def add(ring: Keyring) -> dict[str, Any]:
+        live: Callable[[], list[int]] = getattr(ring, f"live_{kind}_versions")
+        if len(live()) > 1:
+            raise CliError(f"a {kind}-key rotation is still unfinished: {unfinished}")
+        version = getattr(ring, f"add_{kind}_key")()
+        return {f"{kind}_version": version, "live_versions": live()}
+
+    change_keyring(f"keys.{kind}_key_added", kind, add, as_json)
+
+
 @keys.command("add-match-key")
 @json_option
 def keys_add_match_key(as_json: bool) -> None:
     """Add a match-key version; new records are keyed with it. Then run rotate-match-key
     (or let the match_key_rotation job do it)."""
-
-    def add(ring: Keyring) -> dict[str, Any]:
-        if len(ring.live_match_versions()) > 1:
-            raise CliError(
-                "a match-key rotation is still unfinished: run `hub admin keys rotate-match-key` "
-                "until it reports no record left, then add a new version"
-            )
-        version = ring.add_match_key()
-        return {"match_version": version, "live_versions": ring.live_match_versions()}
-
-    change_keyring("keys.match_key_added", "match", add, as_json)
+    add_version(
+        "match",
+        "run `hub admin keys rotate-match-key` until it reports no record left, "
+        "then add a new version",
+        as_json,
+    )
 
 
 @keys.command("add-data-key")
@@ -176,17 +185,12 @@ def keys_add_data_key(as_json: bool) -> None:
     """Add a data-key version; digests and webhook secrets are sealed with it from now on.
     The match_key_rotation job (or rotate-match-key) re-seals the stored ones, then retires
     the older version."""
-
-    def add(ring: Keyring) -> dict[str, Any]:
-        if len(ring.live_data_versions()) > 1:
-            raise CliError(
-                "a data-key rotation is still unfinished: run `hub admin keys rotate-match-key` "
-                "(or the match_key_rotation job) until nothing is left, then add a new version"
-            )
-        version = ring.add_data_key()
-        return {"data_version": version, "live_versions": ring.live_data_versions()}
-
-    change_keyring("keys.data_key_added", "data", add, as_json)
+    add_version(
+        "data",
+        "run `hub admin keys rotate-match-key` (or the match_key_rotation job) until nothing "
+        "is left, then add a new version",
+        as_json,
+    )
 
 
 @keys.command("rotate-match-key")
