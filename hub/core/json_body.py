@@ -9,7 +9,7 @@ whole (it is bounded by the route's body limit), checked, and replayed to the ha
 
 * the body is UTF-8 (RFC 8259 §8.1), so overlong forms, encoded surrogates and UTF-16 are 400s;
 * arrays and objects nest at most :data:`MAX_DEPTH` levels (no request shape needs more);
-* string escapes name no lone surrogate and no NUL;
+* string escapes name no lone surrogate and no NUL (well-formed JSON, so a 422);
 * the body is not compressed (the JSON endpoints read plain bodies; bulk data has uploads).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from hub.core.asgi import header
 from hub.core.content_type import BODY_METHODS, CONTENT_TYPES_OPT, JSON_TYPES
-from hub.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from hub.core.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 MAX_DEPTH = 32
 _OPENERS = (b"[", b"{")
@@ -99,7 +99,8 @@ async def _read_body(scope: Any, receive: Any) -> bytes | None:
 
 
 def check_json_body(body: bytes) -> None:
-    """Raise :class:`BadRequest` for a body no JSON decoder of the hub should be handed."""
+    """Raise :class:`BadRequest` for a body no JSON decoder of the hub should be handed, and
+    :class:`InvalidInput` for well-formed JSON whose strings the hub cannot store."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -116,7 +117,8 @@ def check_json_body(body: bytes) -> None:
         )
     bad_escape = unstorable_escape(body)
     if bad_escape is not None:
-        raise BadRequest(
+        # Well-formed JSON a schema allows, that no column can hold: a 422, not a 400.
+        raise InvalidInput(
             f"A JSON string holds {bad_escape}, which the hub cannot store.",
             fix="Remove NUL characters and unpaired UTF-16 surrogate escapes from the strings.",
         )

@@ -82,6 +82,8 @@ RAISED_LIMITS = {
     "HUB_LIMITS_BURST": "1000000",
     "HUB_OAUTH_FAILED_AUTH_LIMIT": "1000000",
     "HUB_OAUTH_FAILED_AUTH_LIMIT_PER_ADDRESS": "1000000",
+    # A long run outlives the default 15-minute tokens the world holds.
+    "HUB_OAUTH_ACCESS_TOKEN_TTL_SECONDS": "86400",
 }
 SAFE_JOB = "webhook_redelivery"
 RAW_MEDIA_TYPES = ("text/csv", "application/x-ndjson")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.core.errors import BadRequest
+from hub.core.errors import BadRequest, InvalidInput
 from hub.core.json_body import check_json_body, too_deep, unstorable_escape
 
 # Strings with brackets, quotes, backslashes and any code point, surrogates and NUL included.
@@ -69,13 +69,19 @@ def test_an_escape_is_unstorable_exactly_when_its_string_is(text: str) -> None:
         b'"\xed\xa0\x80"',  # a surrogate, encoded
         '{"a": 1}'.encode("utf-16"),
         b"[" * 33 + b"]" * 33,
-        b'["\\ud800"]',
-        b'["a\\u0000"]',
     ],
 )
 def test_bodies_no_decoder_should_see_are_bad_requests(body: bytes) -> None:
     with pytest.raises(BadRequest):
         check_json_body(body)
+
+
+@pytest.mark.parametrize("body", [b'["\\ud800"]', b'["a\\u0000"]', b'{"k": "\\udc00\\ud800"}'])
+def test_well_formed_strings_no_column_holds_are_unprocessable(body: bytes) -> None:
+    """Valid JSON that a schema's plain string allows: 422, as a rule the data breaks."""
+    with pytest.raises(InvalidInput) as refused:
+        check_json_body(body)
+    assert "cannot store" in refused.value.detail
 
 
 @pytest.mark.parametrize(
