@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import httpx
 import psycopg
 from locust.env import Environment
 
@@ -68,10 +69,15 @@ def run(options: Options) -> dict[str, Any]:
         set_world(world)
         samples, env = play(options, stack, world)
         log("load stopped; letting the jobs catch up")
-        caught_up = audit.catch_up(stack, coalition, options.catch_up_seconds)
-        refresh_uploads(stack, world)
-        log("auditing")
-        checks = audit.consistency(stack, coalition, world, receiver)
+        caught_up: dict[str, Any] = {}
+        try:
+            caught_up = audit.catch_up(stack, coalition, options.catch_up_seconds)
+            refresh_uploads(stack, world)
+            log("auditing")
+            checks = audit.consistency(stack, coalition, world, receiver)
+        except (psycopg.Error, httpx.HTTPError, RuntimeError, KeyError, ValueError) as exc:
+            # The load's numbers are kept; the audit that could not finish fails the run.
+            checks = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
         out = summarise(options, env, world, samples, stack, caught_up, checks)
     finally:
         codes = stack.stop(keep_db=options.keep_db)
