@@ -1,6 +1,6 @@
 """The numbers of a soak run: requests, failures and latency by route (Locust's own stats),
-statuses (5xx, 429), memory and connections per minute with the drift between minute 5 (or
-the first sample past a third of a short run) and the end, job runs, and the audit."""
+statuses (5xx, 429), memory and connections per minute with the drift between minute 5 (a
+third of a run shorter than 10 minutes) and the end, job runs, and the audit."""
 
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ def errors(env: Environment) -> list[dict[str, Any]]:
 
 
 def drift(samples: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
-    """RSS of each process at minute 5 (a third of a shorter run) and at the end."""
+    """RSS of each process at minute 5 (a third of a run shorter than 10 minutes) and at the
+    end."""
     if len(samples) < 2:
         return {}
-    mark = min(5.0, minutes / 3)
+    mark = 5.0 if minutes >= 10 else minutes / 3
     first = next((s for s in samples if s["minute"] >= mark), samples[0])
     last = samples[-1]
     out = {}
