@@ -58,6 +58,26 @@ def run_job(
     raise RuntimeError(f"no run of {name} finished within {timeout} s")
 
 
+QUIET = (
+    "SELECT (SELECT coalesce(max(id), 0) FROM reward_events), "
+    "(SELECT coalesce(max(seq), 0) FROM consent_events)"
+)
+
+
+def wait_for_quiet(conn: psycopg.Connection[Any], deadline: float, polls: int = 5) -> float:
+    """Until no request is still writing: the newest event and consent change unchanged
+    ``polls`` times in a row, 2 s apart (the users finish their last request before the load
+    stops, but a request a client gave up on may still commit: the sync must not be audited
+    before it)."""
+    started, same, last = time.monotonic(), 0, None
+    while same < polls and time.monotonic() < deadline:
+        now = conn.execute(QUIET).fetchone()
+        same = same + 1 if now == last else 0
+        last = now
+        time.sleep(2)
+    return round(time.monotonic() - started, 1)
+
+
 def catch_up(stack: Stack, coalition: Coalition, timeout: float) -> dict[str, Any]:
     """Uploads finished, the feeds synced to the last event, webhooks all sent."""
     out: dict[str, Any] = {}
@@ -67,6 +87,7 @@ def catch_up(stack: Stack, coalition: Coalition, timeout: float) -> dict[str, An
         f"Bearer {token(http, coalition.admin_id, coalition.admin_secret)}"
     )
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        out["quiet_after_seconds"] = wait_for_quiet(conn, deadline)
         while _scalar(
             conn,
             "SELECT count(*) FROM identifier_uploads WHERE status IN ('pending', 'processing')",

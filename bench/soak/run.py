@@ -36,6 +36,9 @@ class Options:
     pg_admin_url: str
     sample_seconds: float = 60.0
     catch_up_seconds: float = 600.0
+    # At the end a user finishes the request in progress (within this), so what the hub
+    # commits after the load stopped is what the users saw answered.
+    stop_timeout: float = 120.0
     keep_db: bool = False
 
 
@@ -90,7 +93,7 @@ def run(options: Options) -> dict[str, Any]:
 def play(options: Options, stack: Stack, world: World) -> tuple[list[dict[str, Any]], Environment]:
     classes = user_classes(world.mix, len(world.coalition.brands))
     users = sum(int(getattr(c, "fixed_count", 0)) for c in classes)
-    env = Environment(user_classes=classes)
+    env = Environment(user_classes=classes, stop_timeout=options.stop_timeout)
     runner = env.create_local_runner()
     samples: list[dict[str, Any]] = []
     started = time.monotonic()

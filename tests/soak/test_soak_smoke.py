@@ -88,8 +88,11 @@ def test_the_ledger_sums_to_zero_and_every_lot_agrees_with_its_postings(
 
 def test_every_event_is_in_exactly_one_feed_item_per_reader(report: dict[str, Any]) -> None:
     feeds = report["audit"]["feeds"]
-    assert feeds["reader_event_pairs_doubled"] == 0
-    assert feeds["stable_items_missing"] == 0, feeds["missing_sample"]
+    summary = {k: v for k, v in feeds.items() if k != "readers"}
+    assert feeds["reader_event_pairs_doubled"] == 0, summary
+    # Open (tests/rewards/test_sync_late_commit.py): a sync between two event requests that
+    # commit out of id order loses the first one's events, so this can fail until it is fixed.
+    assert feeds["stable_items_missing"] == 0, (summary, report["catch_up"])
     for code, reader in feeds["readers"].items():
         assert reader["api_items"] == reader["db_items"], code
         assert reader["api_items_repeated"] == 0, code
