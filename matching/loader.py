@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import shutil
 import threading
 from array import array
@@ -29,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import numpy as np
 from numpy.typing import NDArray
@@ -233,8 +234,10 @@ def _build(
 def _save(directory: Path, loaded: Loaded) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     name = f"v{loaded.version}-k{loaded.key_version}"
-    partial = directory / f".{name}.tmp"
-    partial.mkdir(exist_ok=True)
+    # A partial of its own: hub processes sharing the cache directory (scale-out on one host)
+    # may build the same version at once, and one's rename must not pull the other's files away.
+    partial = directory / f".{name}.{os.getpid()}-{uuid4().hex}.tmp"
+    partial.mkdir(parents=True)
     side = loaded.side
     arrays: dict[str, Any] = {
         "hi": side.hi,
@@ -253,10 +256,12 @@ def _save(directory: Path, loaded: Loaded) -> None:
         np.save(partial / f"{key}.npy", np.ascontiguousarray(column), allow_pickle=False)
     (partial / "meta.json").write_text(json.dumps(meta))
     target = directory / name
-    if target.exists():
-        shutil.rmtree(partial, ignore_errors=True)
-        return
-    partial.rename(target)  # whole or absent: a reader never sees half a version
+    try:
+        partial.rename(target)  # whole or absent: a reader never sees half a version
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)  # another process saved it first: the same
 
 
 def _open(directory: Path, partner_id: UUID, version: int, key_version: int) -> Loaded | None:

@@ -105,7 +105,10 @@ async def lock_members(session: AsyncSession, ids: Sequence[int]) -> None:
     """Serialise spending per member (PostgreSQL row locks, in id order: no deadlocks)."""
     if ids and session.get_bind().dialect.name == "postgresql":
         await session.execute(
-            select(MEMBERS.c.id).where(MEMBERS.c.id.in_(sorted(set(ids)))).with_for_update()
+            select(MEMBERS.c.id)
+            .where(MEMBERS.c.id.in_(sorted(set(ids))))
+            .order_by(MEMBERS.c.id)  # rows are locked as the plan emits them: in id order
+            .with_for_update()
         )
 
 
@@ -150,9 +153,11 @@ async def members_for(
             )
             found[keys[0]] = (old[0], newest)
     if fresh:
+        # In match-key order: two requests creating the same new members wait for each other
+        # in one order, never in a cycle (PostgreSQL's "deadlock detected" on the unique index).
         await session.execute(
             dialect_insert(session, MEMBERS).on_conflict_do_nothing(index_elements=["match_key"]),
-            list(fresh.values()),
+            [fresh[key] for key in sorted(fresh)],
         )
         created = await session.execute(
             select(MEMBERS.c.match_key, MEMBERS.c.id).where(MEMBERS.c.match_key.in_(list(fresh)))

@@ -1,0 +1,84 @@
+"""The numbers of a soak run: requests, failures and latency by route (Locust's own stats),
+statuses (5xx, 429), memory and connections per minute with the drift between minute 5 (a
+third of a run shorter than 10 minutes) and the end, job runs, and the audit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from locust.env import Environment
+
+
+def routes(env: Environment, statuses: dict[str, Counter[int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for (name, _method), entry in sorted(env.stats.entries.items()):
+        if not entry.num_requests:
+            continue
+        codes = statuses.get(name, Counter())
+        out[name] = {
+            "requests": entry.num_requests,
+            "failures": entry.num_failures,
+            "p50_ms": entry.get_response_time_percentile(0.5),
+            "p99_ms": entry.get_response_time_percentile(0.99),
+            "max_ms": round(entry.max_response_time or 0),
+            "status_5xx": sum(n for code, n in codes.items() if code >= 500),
+            "status_429": codes.get(429, 0),
+            "statuses": {str(code): n for code, n in sorted(codes.items())},
+        }
+    return out
+
+
+def errors(env: Environment) -> list[dict[str, Any]]:
+    return [
+        {"name": e.name, "error": str(e.error)[:300], "occurrences": e.occurrences}
+        for e in sorted(env.stats.errors.values(), key=lambda e: -e.occurrences)
+    ][:30]
+
+
+def drift(samples: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
+    """RSS of each process at minute 5 (a third of a run shorter than 10 minutes) and at the
+    end."""
+    if len(samples) < 2:
+        return {}
+    mark = 5.0 if minutes >= 10 else minutes / 3
+    first = next((s for s in samples if s["minute"] >= mark), samples[0])
+    last = samples[-1]
+    out = {}
+    for name, rss in last["rss"].items():
+        before = first["rss"][name]["rss_mb"]
+        out[name] = {
+            "from_minute": first["minute"],
+            "to_minute": last["minute"],
+            "rss_mb_from": before,
+            "rss_mb_to": rss["rss_mb"],
+            "drift_pct": round(100 * (rss["rss_mb"] - before) / before, 1) if before else None,
+        }
+    return out
+
+
+def text(report: dict[str, Any]) -> str:
+    """The report for a person (the JSON file holds everything)."""
+    lines = [
+        f"soak: {report['minutes']} min, mix {report['preset']}, git {report['git']}",
+        f"{'route':<48}{'reqs':>7}{'fail':>6}{'5xx':>5}{'429':>5}{'p50':>7}{'p99':>7}",
+    ]
+    for name, r in report["routes"].items():
+        lines.append(
+            f"{name[:47]:<48}{r['requests']:>7}{r['failures']:>6}{r['status_5xx']:>5}"
+            f"{r['status_429']:>5}{r['p50_ms']:>7.0f}{r['p99_ms']:>7.0f}"
+        )
+    lines.append(f"5xx: {report['status_5xx']}   429: {report['status_429']}")
+    for name, d in report["rss_drift"].items():
+        lines.append(
+            f"RSS {name}: {d['rss_mb_from']} MB (min {d['from_minute']}) -> {d['rss_mb_to']} MB "
+            f"(min {d['to_minute']}): {d['drift_pct']} %"
+        )
+    lines.append(f"PostgreSQL connections (max total): {report['pg_connections_max']}")
+    lines.append(f"job runs: {report['job_runs']}")
+    audit = report["audit"]
+    for part, result in audit.items():
+        if isinstance(result, dict):
+            lines.append(f"audit {part}: {'ok' if result.get('ok') else 'FAILED'}")
+    lines.append(f"AUDIT {'OK' if audit.get('ok') else 'FAILED'}")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Event requests of two brands naming the same new members at the same time, in opposite
+orders, on PostgreSQL: both are applied, none is refused by a deadlock (503), and the ledger
+balances. (The soak run found 503s here: new members were inserted in request order.)"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.api.matching_helpers import email, rec
+from tests.conftest import PG_URL, Hub, launch_hub
+from tests.rewards.helpers import SHARE, Brands, brands, ledger_problems
+
+pytestmark = pytest.mark.skipif(
+    not PG_URL, reason="row locks and deadlocks are PostgreSQL's: set HUB_TEST_POSTGRES_URL"
+)
+PEOPLE, ROUNDS = 400, 4
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with launch_hub("postgres", tmp_path_factory.mktemp("hub-postgres")) as running:
+        yield running
+
+
+def events(prefix: str, people: list[str]) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    return {
+        "events": [
+            {
+                "event_id": f"{prefix}-{n}",
+                "id_type": "email",
+                "id_hash": email(person),
+                "kind": "earn",
+                "points": 10,
+                "occurred_at": now,
+            }
+            for n, person in enumerate(people)
+        ]
+    }
+
+
+def test_two_brands_creating_the_same_members_at_once_never_deadlock(hub: Hub) -> None:
+    pair: Brands = brands(hub)
+    statuses: list[int] = []
+    for round_ in range(ROUNDS):
+        people = [f"race{round_}-{n}" for n in range(PEOPLE)]
+        for member, side in ((pair.a, "a"), (pair.b, "b")):
+            member.upload(hub, [rec(email(p), f"{side}-{p}", SHARE) for p in people])
+        start = threading.Barrier(2)
+
+        def post(member: Any, prefix: str, order: list[str], start: threading.Barrier) -> None:
+            body = events(prefix, order)
+            start.wait()
+            statuses.append(member.post(hub, "/v1/rewards/events", body).status_code)
+
+        threads = [
+            threading.Thread(target=post, args=(pair.a, f"a{round_}", people, start)),
+            threading.Thread(target=post, args=(pair.b, f"b{round_}", people[::-1], start)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200] * (2 * ROUNDS)
+    assert ledger_problems(hub.database_url) == []
