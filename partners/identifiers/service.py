@@ -16,7 +16,7 @@ from uuid import UUID
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.core import audit
+from hub.core import audit, horizon
 from hub.core.audit import Actor
 from hub.core.db import dialect_insert, rowcount
 from partners.identifiers.crypto import IdentifierCrypto
@@ -322,6 +322,7 @@ class IdentifierService:
             if change.granted or change.withdrawn
         ]
         if rows:
+            await horizon.inserting(self.session, horizon.CONSENT_EVENTS)
             await self.session.execute(EVENTS.insert(), rows)
 
     async def touch(self, partner_id: UUID) -> None:

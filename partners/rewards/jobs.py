@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.core import horizon
 from hub.core.db import dialect_insert, rowcount, writing
 from partners.identifiers.models import ConsentEvent, IdentifierRecord
 from partners.partnerships.models import ACTIVE, Partnership, PartnershipMember
@@ -84,8 +85,10 @@ async def _sync_batch(
     shares: dict[UUID, set[UUID]],
     batch_items: int,
     batch: int = SYNC_BATCH,
+    upto: int | None = None,
 ) -> tuple[int, int, int]:
-    """Feed items for the events after ``after``: (last event id, events, items written)."""
+    """Feed items for the events after ``after`` (up to ``upto``, the stream's committed
+    horizon: :mod:`hub.core.horizon`): (last event id, events, items written)."""
     events = (
         await session.execute(
             select(
@@ -99,7 +102,7 @@ async def _sync_batch(
                 MEMBERS.c.match_key,
             )
             .join(MEMBERS, MEMBERS.c.id == EVENTS.c.member_id)
-            .where(EVENTS.c.id > after)
+            .where(EVENTS.c.id > after, EVENTS.c.id <= upto if upto is not None else true())
             .order_by(EVENTS.c.id)
             .limit(batch)
         )
@@ -207,7 +210,11 @@ async def _enqueue_items(
 
 
 async def _withdrawal_batch(
-    session: AsyncSession, after: int, batch_items: int, batch: int = SYNC_BATCH
+    session: AsyncSession,
+    after: int,
+    batch_items: int,
+    batch: int = SYNC_BATCH,
+    upto: int | None = None,
 ) -> tuple[int, int, int]:
     """``withdrawn`` items for the consent events after ``after`` that withdrew
     ``rewards_sharing`` (by any path: a consent update, an upload, a moved key, an erasure):
@@ -223,7 +230,7 @@ async def _withdrawal_batch(
                 CONSENTS.c.withdrawn,
                 CONSENTS.c.at,
             )
-            .where(CONSENTS.c.seq > after)
+            .where(CONSENTS.c.seq > after, CONSENTS.c.seq <= upto if upto is not None else true())
             .order_by(CONSENTS.c.seq)
             .limit(batch)
         )
@@ -370,15 +377,33 @@ async def rewards_sync(ctx: JobContext) -> dict[str, int]:
     consent_after = int(ctx.cursor.get("consent", 0))
     counts = {"events": 0, "feed_items": 0, "consent_events": 0, "withdrawn_items": 0}
     batch_items = ctx.settings.webhooks.batch_items
+    # Read up to what is committed for good (a request that drew its ids first may commit
+    # last). A bulk upload holds the consent stream for its whole apply: that stream waits a
+    # second at most, then is read on the next run, so consent writers never queue behind.
+    events_upto = await horizon.committed_horizon(
+        ctx.session_maker, horizon.REWARD_EVENTS, EVENTS.c.id
+    )
+    consents_upto = await horizon.committed_horizon(
+        ctx.session_maker, horizon.CONSENT_EVENTS, CONSENTS.c.seq, wait_ms=1000
+    )
     while True:
         with writing():
             async with ctx.session_maker() as session:
                 consent_last, consents, withdrawn = await _withdrawal_batch(
-                    session, consent_after, batch_items, ctx.settings.rewards.sync_batch
+                    session,
+                    consent_after,
+                    batch_items,
+                    ctx.settings.rewards.sync_batch,
+                    consents_upto,
                 )
                 shares = await sharing_partners(session)
                 last, events, written = await _sync_batch(
-                    session, after, shares, batch_items, ctx.settings.rewards.sync_batch
+                    session,
+                    after,
+                    shares,
+                    batch_items,
+                    ctx.settings.rewards.sync_batch,
+                    events_upto,
                 )
                 if not events and not consents:
                     await session.rollback()

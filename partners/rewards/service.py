@@ -19,7 +19,7 @@ import msgspec
 from sqlalchemy import Table, case, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core import audit
+from hub.core import audit, horizon
 from hub.core.audit import Actor
 from hub.core.db import dialect_insert, writing
 from hub.core.errors import Conflict, InvalidInput, NotFound
@@ -327,6 +327,7 @@ class RewardService:
         if not events:
             return []
         now = datetime.now(UTC)
+        await horizon.inserting(self.session, horizon.REWARD_EVENTS)
         inserted = await self.session.execute(
             insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True),
             [

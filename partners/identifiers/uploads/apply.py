@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.core import horizon
 from hub.core.db import rowcount
 from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.service import EVENTS, RECORD_COLUMNS, RECORDS, IdentifierService
@@ -314,6 +315,7 @@ class UploadApplier:
             .subquery("per_person")
         )
         now = datetime.now(UTC)
+        await horizon.inserting(self.session, horizon.CONSENT_EVENTS)
         await self.session.execute(
             EVENTS.insert().from_select(
                 ["partner_id", "customer_ref", "granted", "withdrawn", "cause", "at"],
