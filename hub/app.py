@@ -55,7 +55,7 @@ from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
 from matching.engine import warm_up as engine_warm_up
 from matching.loader import ArrayCache
-from matching.offers import reconcile_active_offers
+from matching.offer_arms import reconcile_active_offers
 from matching.overlap import OverlapService
 from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto

@@ -56,6 +56,7 @@ def scene(hub: Hub) -> Scene:
             "title": "Fly and stay",
             "points": {a.id: 500, b.id: 500},
             "filters": {a.id: {"tier": ["gold"]}},
+            "holdout": 0,
         },
     )
     assert proposed.status_code == 201, proposed.text
