@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, and_, case, func, literal, select, union_all
+from sqlalchemy import Select, Table, and_, case, func, literal, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from matching.models import OfferAudience, OfferControl
@@ -66,14 +66,31 @@ def arm_figures_query(
             CONTROLS.c.offer_id == offer_id, CONTROLS.c.partner_id == side
         ),
     ).subquery("arms")
-    per_person = (
+    # Events are summed per ledger member first (an index range scan of the window, no
+    # join per event), then the members' sums are mapped to the side's people.
+    per_member = (
         select(
-            RECORDS.c.customer_ref.label("ref"),
+            EVENTS.c.member_id.label("member_id"),
             func.sum(EVENTS.c.points).label("points"),
             func.sum(func.coalesce(EVENTS.c.amount_minor, 0)).label("amount"),
         )
+        .where(
+            EVENTS.c.partner_id == side,
+            EVENTS.c.kind.in_((EARN, REDEEM)),
+            EVENTS.c.occurred_at >= window.start,
+            EVENTS.c.occurred_at < window.end,
+        )
+        .group_by(EVENTS.c.member_id)
+        .subquery("per_member")
+    )
+    per_person = (
+        select(
+            RECORDS.c.customer_ref.label("ref"),
+            func.sum(per_member.c.points).label("points"),
+            func.sum(per_member.c.amount).label("amount"),
+        )
         .select_from(
-            EVENTS.join(MEMBERS, MEMBERS.c.id == EVENTS.c.member_id).join(
+            per_member.join(MEMBERS, MEMBERS.c.id == per_member.c.member_id).join(
                 RECORDS,
                 and_(
                     RECORDS.c.partner_id == side,
@@ -82,24 +99,25 @@ def arm_figures_query(
                 ),
             )
         )
-        .where(
-            EVENTS.c.partner_id == side,
-            EVENTS.c.kind.in_((EARN, REDEEM)),
-            EVENTS.c.occurred_at >= window.start,
-            EVENTS.c.occurred_at < window.end,
-        )
         .group_by(RECORDS.c.customer_ref)
         .subquery("per_person")
     )
+    source: Any = arms.outerjoin(per_person, per_person.c.ref == arms.c.ref)
     segment: Any = literal(None)
     if segment_attribute is not None:
         # A person's value: the largest of their records' values (records of one person
         # normally agree; the choice is fixed so that the same data gives the same cells).
-        segment = (
-            select(func.max(RECORDS.c.attributes[segment_attribute].as_string()))
-            .where(RECORDS.c.partner_id == side, RECORDS.c.customer_ref == arms.c.ref)
-            .scalar_subquery()
+        values = (
+            select(
+                RECORDS.c.customer_ref.label("ref"),
+                func.max(RECORDS.c.attributes[segment_attribute].as_string()).label("value"),
+            )
+            .where(RECORDS.c.partner_id == side)
+            .group_by(RECORDS.c.customer_ref)
+            .subquery("values")
         )
+        source = source.outerjoin(values, values.c.ref == arms.c.ref)
+        segment = values.c.value
     segment = segment.label("segment")
     return (
         select(
@@ -110,7 +128,7 @@ def arm_figures_query(
             func.coalesce(func.sum(_clamped(per_person.c.points, points_cap)), 0),
             func.coalesce(func.sum(_clamped(per_person.c.amount, amount_cap)), 0),
         )
-        .select_from(arms.outerjoin(per_person, per_person.c.ref == arms.c.ref))
+        .select_from(source)
         .group_by(arms.c.arm, segment)
     )
 
@@ -128,7 +146,13 @@ async def arm_figures(
     segment_attribute: str | None = None,
 ) -> Figures:
     """Per arm (``treated``, ``control``) and segment (None without a breakdown), the TRUE
-    figures; both arms are always present (empty arms as zeros)."""
+    figures; both arms are always present (empty arms as zeros). Runs in the caller's
+    transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        # PostgreSQL's row estimates for these grouped joins are far too high, so its JIT
+        # compiles the plan for seconds while running it takes a fraction of that
+        # (bench/offer_results.py measures both): no JIT for this transaction.
+        await session.execute(text("SET LOCAL jit = off"))
     rows = await session.execute(
         arm_figures_query(offer_id, side, window, points_cap, amount_cap, segment_attribute)
     )
