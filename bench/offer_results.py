@@ -46,16 +46,16 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hub.core.audit import Actor  # noqa: E402
-from hub.core.db import create_hub_async_engine, create_hub_sync_engine  # noqa: E402
-from hub.migrate import upgrade  # noqa: E402
-from matching.measurement import Window, arm_figures_query  # noqa: E402
-from matching.models import Offer, OfferAudience, OfferControl, OfferResultAnswer  # noqa: E402
-from matching.results import OfferResultsService, window_of  # noqa: E402
-from partners.identifiers.models import IdentifierRecord  # noqa: E402
-from partners.partners.models import Partner  # noqa: E402
-from partners.partnerships.models import Partnership, PartnershipMember  # noqa: E402
-from partners.rewards.models import RewardEvent, RewardMember  # noqa: E402
+from hub.core.audit import Actor
+from hub.core.db import create_hub_async_engine, create_hub_sync_engine
+from hub.migrate import upgrade
+from matching.measurement import Window, arm_figures_query
+from matching.models import Offer, OfferAudience, OfferControl, OfferResultAnswer
+from matching.results import OfferResultsService, window_of
+from partners.identifiers.models import IdentifierRecord
+from partners.partners.models import Partner
+from partners.partnerships.models import Partnership, PartnershipMember
+from partners.rewards.models import RewardEvent, RewardMember
 
 GOAL_SECONDS = 5.0
 CHUNK = 50_000
