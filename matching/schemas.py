@@ -8,15 +8,17 @@ from uuid import UUID
 
 import msgspec
 
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Description = Annotated[str, msgspec.Meta(max_length=4000)]
+# The hub stores no NUL character (a 400 says so): the document says it too.
+NO_NUL = r"^[^\x00]*$"
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, msgspec.Meta(max_length=4000, pattern=NO_NUL)]
 Points = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 Values = Annotated[
-    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]],
     msgspec.Meta(min_length=1, max_length=100),
 ]
 Filters = Annotated[
-    dict[str, Values],
+    dict[Annotated[str, msgspec.Meta(pattern=NO_NUL)], Values],
     msgspec.Meta(max_length=20, examples=[{"tier": ["gold", "silver"], "city": ["Lisbon"]}]),
 ]
 # msgspec's JSON schema leaves out what these decode as; the OpenAPI document needs it said.
