@@ -406,3 +406,35 @@ def test_amount_minor_is_checked_and_part_of_the_events_identity(hub: Hub) -> No
     assert replay.status_code == 200
     other = w.a.post(hub, "/v1/rewards/events", {"events": [{**base, "amount_minor": 2000}]})
     assert other.status_code == 409, other.text
+
+
+def test_a_control_below_min_audience_keeps_the_offer_from_activating(hub: Hub) -> None:
+    pair = brands(hub, min_audience=10)
+    tag = uuid.uuid4().hex[:6]
+    for side, prefix in ((pair.a, "a"), (pair.b, "b")):
+        side.upload(hub, [rec(email(f"m{tag}{n}"), f"{prefix}-{tag}{n}", SHARE) for n in range(30)])
+    proposed = pair.a.post(
+        hub,
+        "/v1/offers",
+        {
+            "partnership_id": pair.partnership,
+            "title": f"tiny {tag}",
+            "points": {pair.a.id: 1, pair.b.id: 1},
+            "holdout": 0.1,  # about 3 of 30 held out: below min_audience
+        },
+    )
+    refused = pair.b.post(hub, f"/v1/offers/{proposed.json()['id']}/approve")
+    assert refused.status_code == 422, refused.text
+    assert "control group" in refused.json()["detail"]
+    assert pair.a.get(hub, f"/v1/offers/{proposed.json()['id']}").json()["status"] == "proposed"
+
+
+def test_results_are_not_served_while_the_partnership_is_not_active(hub: Hub) -> None:
+    w = world(hub, holdout=0.2, people=120)
+    changed = hub.as_admin(
+        "PATCH", f"/v1/partnerships/{w.partnership}", json={"status": "suspended"}
+    )
+    assert changed.status_code == 200, changed.text
+    refused = w.results(hub, w.a)
+    assert refused.status_code == 409, refused.text
+    assert "not active" in refused.json()["detail"]
