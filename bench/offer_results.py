@@ -363,6 +363,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--keep-db", action="store_true", help="keep the PostgreSQL database")
+    parser.add_argument("--sqlite-dir", default="", help="put (and keep) the SQLite file here")
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -376,7 +377,8 @@ def main() -> int:
     }
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{tmp}/bench.db" if backend == "sqlite" else create_pg(args.pg_url)
+            where = args.sqlite_dir or tmp
+            url = f"sqlite:///{where}/bench.db" if backend == "sqlite" else create_pg(args.pg_url)
             try:
                 upgrade(url)
                 loaded = load(url, d)
