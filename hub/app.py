@@ -55,8 +55,9 @@ from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
 from matching.engine import warm_up as engine_warm_up
 from matching.loader import ArrayCache
-from matching.offers import reconcile_active_offers
+from matching.offer_arms import reconcile_active_offers
 from matching.overlap import OverlapService
+from matching.results import OfferResultsService
 from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.uploads.controller import UploadController
@@ -281,6 +282,13 @@ def create_app(
             "array_cache": array_cache,
             "job_specs": job_specs(settings),
             "overlap_service": OverlapService(session_maker, array_cache, settings.matching),
+            "offer_results": OfferResultsService(
+                session_maker,
+                array_cache,
+                settings.matching.results_points_cap,
+                settings.matching.results_amount_cap_minor,
+                settings.matching.max_breakdown_answers,
+            ),
             "verifier": verifier,
             "rate_limiter": rate_limiter,
             "oauth_server": HubAuthorizationServer(

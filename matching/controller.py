@@ -36,6 +36,7 @@ from hub.core.pagination import CursorParameter, LimitParameter, Page, check_lim
 from matching.matrix import MatrixCell, overlap_matrix
 from matching.offers import OfferService, to_out
 from matching.overlap import OverlapService, budget_status
+from matching.results import OfferResultsService
 from matching.schemas import (
     AudienceChanges,
     AudienceItem,
@@ -46,6 +47,7 @@ from matching.schemas import (
     OfferApprove,
     OfferCreate,
     OfferOut,
+    OfferResultsOut,
     OverlapOut,
     PartnerRef,
 )
@@ -404,3 +406,39 @@ class OfferController(Controller):
         cursor: str | None = CursorParameter,
     ) -> AudienceChanges:
         return await offers.changes(offer_id, principal.partner, actor, cursor=cursor, limit=limit)
+
+    @get(
+        "/{offer_id:uuid}/results",
+        guards=[requires_any_scope(OFFERS_READ, OFFERS_WRITE, "admin")],
+        summary="Measured lift of an offer per side: treated against the held-out control",
+        description=(
+            "Per side over the offer's window (activation to ends_at or now, plus "
+            "attribution_days): each arm's people, responders (at least one earn or redeem at "
+            "that side), points and amount_minor sums (clamped per person), response rates, and "
+            "the absolute and relative lift with a 95% interval and a p-value (the method is "
+            "stated in the answer), computed from the released figures only. by=self.<attr> "
+            "adds the lift per value of the caller's own attribute. Counts below min_audience "
+            "are suppressed (complementary suppression included); with the partnership's "
+            "epsilon every figure is noised and one read spends epsilon from its budget (429 "
+            "when spent). The same question at the same data versions is served again free; "
+            "an answer differing from an earlier one by fewer than min_audience people is "
+            "refused (422 privacy-refusal). 409 while the offer was never activated or the "
+            "partnership is not active."
+        ),
+        opt={OPENAPI_STATUSES_OPT: (409, 422, 429)},
+    )
+    async def results(
+        self,
+        offer_id: FromPath[UUID],
+        state: State,
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+        by: str | None = Parameter(
+            default=None,
+            max_length=300,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="Segment breakdown: self.<attribute> (an admin: <member id>.<attribute>)",
+        ),
+    ) -> OfferResultsOut:
+        service: OfferResultsService = state.offer_results
+        return await service.read(offer_id, _caller(principal), by, actor)

@@ -1,5 +1,5 @@
 """Tables of the matching domain: answered overlap queries, the admin matrix's stored answers,
-joint offers and their audiences."""
+joint offers, their arms (audience = treated, controls) and their stored results answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.core.db import Base, JsonType
@@ -89,6 +89,14 @@ class Offer(UUIDv7AuditBase):
     # partner id -> identifier_state version the audience was last reconciled with
     reconciled: Mapped[dict[str, int]] = mapped_column(JsonType)
     audience_sizes: Mapped[dict[str, int]] = mapped_column(JsonType)  # partner id -> people
+    # Measurement (DESIGN.md "Offer measurement"): the share of matched groups held out as a
+    # control, the days after the window that still count, the HMAC key that assigns groups
+    # to arms (secret: with it, a member could tell which of its people are held out), and
+    # the control arm's size per side. Offers activated before holdouts existed: h = 0.
+    holdout: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    attribution_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    salt: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    control_sizes: Mapped[dict[str, int] | None] = mapped_column(JsonType, nullable=True)
 
 
 class OfferAudience(Base):
@@ -101,6 +109,39 @@ class OfferAudience(Base):
     )
     partner_id: Mapped[UUID] = mapped_column(primary_key=True)
     customer_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class OfferControl(Base):
+    """A member's people held out of an active offer (the control arm), stored at activation
+    beside the audience (the treated arm). Reconciliation only removes rows; no one is ever
+    added or moved between arms. Never served person by person: only its size and the
+    results' aggregates leave the hub."""
+
+    __tablename__ = "offer_controls"
+
+    offer_id: Mapped[UUID] = mapped_column(
+        ForeignKey("offers.id", ondelete="CASCADE"), primary_key=True
+    )
+    partner_id: Mapped[UUID] = mapped_column(primary_key=True)
+    customer_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class OfferResultAnswer(Base):
+    """A released results answer (suppressed and noised figures only), kept with the data
+    versions it was computed on: the same question at the same versions is served again as it
+    is, spending no epsilon. ``question`` is (side, breakdown, window); ``versions`` both
+    members' identifier versions and the newest event id of the sides."""
+
+    __tablename__ = "offer_result_answers"
+
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
+    offer_id: Mapped[UUID] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(String(500))
+    versions: Mapped[str] = mapped_column(String(200))
+    released: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    answered_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+
+    __table_args__ = (Index("ix_offer_result_answers_question", "offer_id", "question"),)
 
 
 class OfferAudienceChange(Base):

@@ -7,28 +7,33 @@
   the groups matched under ``joint_offers`` consent on both sides, restricted by its own
   filters. If either side's audience is below the partnership's ``min_audience`` the approval
   is refused and nothing changes.
-* The audience is fixed at activation (people matched later are not added). It only shrinks:
-  when a member's records change (consent withdrawal, erasure, a moved key), the audience is
-  reconciled with a fresh computation and whoever left it is removed and listed, for that
-  member only, in ``/audience/changes``. Reads reconcile first, and the hub's maintenance
-  loop reconciles active offers within seconds of a change.
+* An offer may hold out a share ``holdout`` of the matched groups as a control (default 0.1,
+  up to 0.5; 0 allowed): activation splits each side's eligible people into the treated arm
+  (the audience) and the control arm (:mod:`matching.offer_arms`), and needs the treated arm
+  and, with a holdout, the control arm to reach ``min_audience`` on each side. A member sees
+  only its own side's split sizes.
+* The arms are fixed at activation (people matched later are not added). They only shrink:
+  when a member's records change (consent withdrawal, erasure, a moved key), the arms are
+  reconciled with a fresh computation and whoever left the audience is removed and listed, for
+  that member only, in ``/audience/changes``. Reads reconcile first, and the hub's
+  maintenance loop reconciles active offers within seconds of a change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Table, and_, delete, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.audit import Actor, append
 from hub.core.db import writing
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.pagination import Page, paginate, read_after
-from matching import engine
 from matching.loader import ArrayCache, Loaded
 from matching.models import (
     ACTIVE,
@@ -38,6 +43,7 @@ from matching.models import (
     OfferAudience,
     OfferAudienceChange,
 )
+from matching.offer_arms import AUDIENCE, CONTROLS, assign_arms, insert_arm, reconcile_offer
 from matching.overlap import PrivacyRefusal
 from matching.schemas import (
     AudienceChange,
@@ -47,16 +53,12 @@ from matching.schemas import (
     OfferCreate,
     OfferOut,
 )
-from partners.identifiers.models import CONSENT_BITS, IdentifierState
 from partners.partnerships.models import ACTIVE as PARTNERSHIP_ACTIVE
 from partners.partnerships.models import ENDED as PARTNERSHIP_ENDED
 from partners.partnerships.models import Partnership, PartnershipMember
 from partners.partnerships.service import PartnershipService
 
-AUDIENCE: Table = OfferAudience.__table__  # type: ignore[assignment]
 CHANGES: Table = OfferAudienceChange.__table__  # type: ignore[assignment]
-JOINT_OFFERS = CONSENT_BITS["joint_offers"]
-INSERT_ROWS = 5_000
 
 
 def status_of(offer: Offer, now: datetime | None = None) -> str:
@@ -84,6 +86,11 @@ def to_out(offer: Offer, caller: UUID | None) -> OfferOut:
         created_at=offer.created_at,
         filters=dict(offer.filters.get(mine, {})) if mine else {},
         audience_size=offer.audience_sizes.get(mine) if mine else None,
+        holdout=offer.holdout,
+        attribution_days=offer.attribution_days,
+        control_size=(offer.control_sizes or {}).get(mine, 0 if offer.activated_at else None)
+        if mine
+        else None,
     )
 
 
@@ -200,6 +207,9 @@ class OfferService:
             filters={str(caller): {k: sorted(set(v)) for k, v in own.items()}} if own else {},
             starts_at=data.starts_at,
             ends_at=data.ends_at,
+            holdout=data.holdout,
+            attribution_days=data.attribution_days,
+            salt=secrets.token_bytes(32),
             status=PROPOSED,
             approvals={str(caller): datetime.now(UTC).isoformat()},
             reconciled={},
@@ -217,6 +227,8 @@ class OfferService:
                 partnership_id=str(partnership.id),
                 title=data.title,
                 points=offer.points,
+                holdout=data.holdout,
+                attribution_days=data.attribution_days,
             ),
         )
         await _audit_own_filters(self.session, actor, offer, caller, own)
@@ -253,15 +265,24 @@ class OfferService:
         if data.filters:
             _check_filters(loaded[caller], data.filters, "filters")
             filters[str(caller)] = {k: sorted(set(v)) for k, v in data.filters.items()}
-        audiences = await asyncio.to_thread(_audiences, loaded[a_id], loaded[b_id], filters)
-        sizes = {str(pid): len(refs) for pid, refs in audiences.items()}
-        if min(sizes.values()) < partnership.min_audience:
-            minimum = partnership.min_audience
+        salt = offer.salt or secrets.token_bytes(32)
+        arms = await asyncio.to_thread(
+            assign_arms, loaded[a_id], loaded[b_id], filters, salt, offer.holdout
+        )
+        sizes = {str(pid): len(arm.treated) for pid, arm in arms.items()}
+        control_sizes = {str(pid): len(arm.control) for pid, arm in arms.items()}
+        minimum = partnership.min_audience
+        too_small = min(sizes.values()) < minimum or (
+            offer.holdout > 0 and min(control_sizes.values()) < minimum
+        )
+        if too_small:
             await self._audit_refusal(actor, offer)  # expires the ORM objects
             raise PrivacyRefusal(
-                "The offer's audience is below the partnership's minimum audience of "
-                f"{minimum} on at least one side; it cannot be activated.",
-                fix="Loosen the filters or wait for more consented customers, then approve again.",
+                "The offer's audience (or, with a holdout, its control group) is below the "
+                f"partnership's minimum audience of {minimum} on at least one side; it cannot "
+                "be activated.",
+                fix="Loosen the filters, lower the holdout, or wait for more consented "
+                "customers, then propose or approve again.",
             )
         now = datetime.now(UTC)
         offer.filters = filters
@@ -269,9 +290,12 @@ class OfferService:
         offer.status = ACTIVE
         offer.activated_at = now
         offer.audience_sizes = sizes
+        offer.control_sizes = control_sizes
+        offer.salt = salt
         offer.reconciled = {str(pid): loaded[pid].version for pid in (a_id, b_id)}
-        for pid, refs in audiences.items():
-            await _insert_audience(self.session, offer.id, pid, refs)
+        for pid, arm in arms.items():
+            await insert_arm(self.session, AUDIENCE, offer.id, pid, arm.treated)
+            await insert_arm(self.session, CONTROLS, offer.id, pid, arm.control)
         members = (a_id, b_id)
         await append(
             self.session, actor.event("offer.approved", "offer", str(offer.id), concerns=members)
@@ -292,6 +316,7 @@ class OfferService:
                     concerns=[pid],
                     side=str(pid),
                     audience_size=sizes[str(pid)],
+                    control_size=control_sizes[str(pid)],
                 ),
             )
         await self.session.flush()
@@ -493,151 +518,3 @@ def _require_offers(partnership: Partnership) -> None:
             "This partnership does not allow joint offers.",
             fix="Ask the coalition admin for a partnership with the joint_offers purpose.",
         )
-
-
-def _audiences(
-    a: Loaded, b: Loaded, filters: Mapping[str, Mapping[str, Sequence[str]]]
-) -> dict[UUID, list[str]]:
-    groups = engine.match(a.side, b.side, JOINT_OFFERS)
-    result = {}
-    for which, loaded in (("a", a), ("b", b)):
-        own = filters.get(str(loaded.partner_id)) or None
-        people = engine.audience(groups, loaded.side, which, own)  # type: ignore[arg-type]
-        result[loaded.partner_id] = loaded.people.refs(people)
-    return result
-
-
-async def _insert_audience(
-    session: AsyncSession, offer_id: UUID, partner_id: UUID, refs: Sequence[str]
-) -> None:
-    for start in range(0, len(refs), INSERT_ROWS):
-        chunk = refs[start : start + INSERT_ROWS]
-        await session.execute(
-            insert(AUDIENCE),
-            [{"offer_id": offer_id, "partner_id": partner_id, "customer_ref": r} for r in chunk],
-        )
-
-
-async def reconcile_offer(
-    session_maker: async_sessionmaker[AsyncSession],
-    arrays: ArrayCache,
-    offer_id: UUID,
-    partnership: Partnership,
-) -> int:
-    """Remove from the offer's audiences whoever no longer belongs; how many were removed."""
-    a_id, b_id = (m.partner_id for m in partnership.members)
-    async with session_maker() as session:
-        versions = dict(
-            (
-                await session.execute(
-                    select(IdentifierState.partner_id, IdentifierState.version).where(
-                        IdentifierState.partner_id.in_((a_id, b_id))
-                    )
-                )
-            ).all()
-        )
-        reconciled = await session.scalar(select(Offer.reconciled).where(Offer.id == offer_id))
-    if reconciled is not None and all(
-        reconciled.get(str(pid)) == versions.get(pid, 0) for pid in (a_id, b_id)
-    ):
-        return 0
-    a, b = await asyncio.gather(arrays.get(a_id), arrays.get(b_id))
-    removed = 0
-    with writing():
-        async with session_maker() as session, session.begin():
-            offer = await session.scalar(
-                select(Offer)
-                .where(Offer.id == offer_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-            if offer is None or offer.activated_at is None:
-                return 0
-            if all(offer.reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
-                return 0  # someone else reconciled to these versions (or newer) meanwhile
-            audiences = await asyncio.to_thread(_audiences, a, b, offer.filters)
-            sizes = dict(offer.audience_sizes)
-            now = datetime.now(UTC)
-            for pid, refs in audiences.items():
-                current = set(refs)
-                held = set(
-                    await session.scalars(
-                        select(OfferAudience.customer_ref).where(
-                            OfferAudience.offer_id == offer_id, OfferAudience.partner_id == pid
-                        )
-                    )
-                )
-                gone = sorted(held - current)
-                for start in range(0, len(gone), INSERT_ROWS):
-                    chunk = gone[start : start + INSERT_ROWS]
-                    await session.execute(
-                        delete(AUDIENCE).where(
-                            and_(
-                                AUDIENCE.c.offer_id == offer_id,
-                                AUDIENCE.c.partner_id == pid,
-                                AUDIENCE.c.customer_ref.in_(chunk),
-                            )
-                        )
-                    )
-                    await session.execute(
-                        insert(CHANGES),
-                        [
-                            {
-                                "offer_id": offer_id,
-                                "partner_id": pid,
-                                "customer_ref": ref,
-                                "change": "removed",
-                                "at": now,
-                            }
-                            for ref in chunk
-                        ],
-                    )
-                sizes[str(pid)] = len(held) - len(gone)
-                removed += len(gone)
-            offer.reconciled = {str(x.partner_id): x.version for x in (a, b)}
-            offer.audience_sizes = sizes
-    return removed
-
-
-async def reconcile_offers(
-    session_maker: async_sessionmaker[AsyncSession], arrays: ArrayCache, offer_ids: Sequence[UUID]
-) -> None:
-    """Reconcile these offers (those ever activated) to their members' current records, in
-    sessions of their own: called before a request's own transaction starts (an earn under an
-    offer is funded only for the audience as it stands now)."""
-    if not offer_ids:
-        return
-    async with session_maker() as session:
-        rows = (
-            await session.execute(
-                select(Offer.id, Partnership)
-                .join(Partnership, Partnership.id == Offer.partnership_id)
-                .where(Offer.id.in_(sorted(set(offer_ids))), Offer.activated_at.is_not(None))
-            )
-        ).all()
-    for offer_id, partnership in rows:
-        await reconcile_offer(session_maker, arrays, offer_id, partnership)
-
-
-async def reconcile_active_offers(
-    session_maker: async_sessionmaker[AsyncSession], arrays: ArrayCache
-) -> int:
-    """Reconcile every active offer whose members' records changed (the maintenance loop)."""
-    async with session_maker() as session:
-        offers = (await session.scalars(select(Offer).where(Offer.status == ACTIVE))).all()
-        states: dict[UUID, int] = {
-            pid: version
-            for pid, version in await session.execute(
-                select(IdentifierState.partner_id, IdentifierState.version)
-            )
-        }
-        stale = []
-        for offer in offers:
-            if any(states.get(UUID(pid), 0) != v for pid, v in offer.reconciled.items()):
-                partnership = await session.get(Partnership, offer.partnership_id)
-                if partnership is not None:
-                    stale.append((offer.id, partnership))
-    removed = 0
-    for offer_id, partnership in stale:
-        removed += await reconcile_offer(session_maker, arrays, offer_id, partnership)
-    return removed

@@ -126,7 +126,7 @@ def _which(partnership: Partnership, member: UUID) -> Which:
     return "a" if partnership.members[0].partner_id == member else "b"
 
 
-def _check_attribute(loaded: Loaded, dimension: Dimension) -> None:
+def check_attribute(loaded: Loaded, dimension: Dimension) -> None:
     if dimension.attribute in loaded.over_quota:
         raise InvalidInput(
             f"Attribute {dimension.attribute!r} has more than 100 distinct values, which the "
@@ -207,7 +207,7 @@ class OverlapService:
         a, b = await asyncio.gather(self.arrays.get(a_id), self.arrays.get(b_id))
         try:
             for dim in dims:
-                _check_attribute(a if dim.member == a_id else b, dim)
+                check_attribute(a if dim.member == a_id else b, dim)
         except HubError as refusal:
             await self._audit_refusal(partnership, refusal, actor, params)
             raise

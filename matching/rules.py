@@ -73,6 +73,17 @@ Noise
     whether a cell is shown, or a question refused, tells something about the true counts
     that epsilon does not account for.
 
+Offer results
+    A results read (DESIGN.md "Offer measurement") releases, for both sides, both arms'
+    ``people`` and ``responders`` and their ``points`` and ``amount_minor`` sums, each sum
+    clamped per person at a configured cap C. The unit protected is one matched group, which
+    holds a person on each side: it moves one arm's people and responders on each side by at
+    most 1 each (L1 4 over the counts) and each side's sums by at most C (L1 2C). A segment
+    breakdown (one side's own attribute) adds that person's segment cell: +2 and +C. One read
+    spends the partnership's ``epsilon`` in total, split by :data:`RESULTS_EPSILON_SHARES`
+    (counts half, each sum a quarter), each part noised at its L1 sensitivity
+    (:func:`results_sensitivity`), so the read is epsilon-DP by composition.
+
 Budget
     Each answer that noises spends its ``epsilon`` from one budget per partnership and UTC
     calendar period (hour, day, week starting Monday 00:00, calendar month), whoever asks:
@@ -100,6 +111,7 @@ from typing import Any, Literal, Protocol
 import opendp.prelude as dp
 
 __all__ = [
+    "RESULTS_EPSILON_SHARES",
     "Answer",
     "Budget",
     "CellKey",
@@ -112,6 +124,7 @@ __all__ = [
     "default_noise",
     "differencing_violation",
     "period_bounds",
+    "results_sensitivity",
     "suppress_cells",
     "threshold",
 ]
@@ -402,6 +415,24 @@ def answer(
     flags = suppress_cells(cells, total, min_audience)
     ordered = sorted(cells, key=key_order)
     return Answer(shown_total, [(key, publish(cells[key], flags[key])) for key in ordered])
+
+
+ResultMeasure = Literal["counts", "points", "amount_minor"]
+RESULTS_EPSILON_SHARES: dict[ResultMeasure, float] = {
+    "counts": 0.5,
+    "points": 0.25,
+    "amount_minor": 0.25,
+}
+
+
+def results_sensitivity(measure: ResultMeasure, cap: int, *, segments: bool) -> int:
+    """L1 sensitivity of one results read's ``measure`` (see "Offer results" above): counts
+    4 (6 with a segment breakdown), sums 2 caps (3 with a breakdown)."""
+    if measure == "counts":
+        return 6 if segments else 4
+    if cap <= 0:
+        raise ValueError("a sum's per-person cap is positive")
+    return (3 if segments else 2) * cap
 
 
 @cache

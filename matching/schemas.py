@@ -8,15 +8,17 @@ from uuid import UUID
 
 import msgspec
 
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Description = Annotated[str, msgspec.Meta(max_length=4000)]
+# The hub stores no NUL character (a 400 says so): the document says it too.
+NO_NUL = r"^[^\x00]*$"
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, msgspec.Meta(max_length=4000, pattern=NO_NUL)]
 Points = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 Values = Annotated[
-    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]],
     msgspec.Meta(min_length=1, max_length=100),
 ]
 Filters = Annotated[
-    dict[str, Values],
+    dict[Annotated[str, msgspec.Meta(pattern=NO_NUL)], Values],
     msgspec.Meta(max_length=20, examples=[{"tier": ["gold", "silver"], "city": ["Lisbon"]}]),
 ]
 # msgspec's JSON schema leaves out what these decode as; the OpenAPI document needs it said.
@@ -89,6 +91,23 @@ class OfferCreate(msgspec.Struct, forbid_unknown_fields=True):
     filters: Annotated[dict[UUID, Filters], ByPartner] | None = None
     starts_at: Timestamp | None = None
     ends_at: Timestamp | None = None
+    holdout: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0.0,
+            le=0.5,
+            description="Share of the matched groups held out as a control (0 for none).",
+            examples=[0.1],
+        ),
+    ] = 0.1
+    attribution_days: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=90,
+            description="Days after the window's end whose activity still counts in results.",
+        ),
+    ] = 0
 
 
 class OfferApprove(msgspec.Struct, forbid_unknown_fields=True):
@@ -113,6 +132,10 @@ class OfferOut(msgspec.Struct):
     # Only the caller's own filters and audience size: never the other member's.
     filters: dict[str, list[str]]
     audience_size: int | None
+    holdout: float = 0.0
+    attribution_days: int = 0
+    # The caller's own control arm size (None before activation or for an admin).
+    control_size: int | None = None
 
 
 class AudienceItem(msgspec.Struct):
@@ -129,3 +152,54 @@ class AudienceChanges(msgspec.Struct):
     items: list[AudienceChange]
     next_cursor: str
     has_more: bool
+
+
+class ArmOut(msgspec.Struct):
+    """One arm's released figures: null with ``suppressed`` when below min_audience."""
+
+    people: int | None
+    responders: int | None
+    points: int | None
+    amount_minor: int | None
+    response_rate: float | None
+    suppressed: bool
+
+
+class LiftOut(msgspec.Struct):
+    """Treated minus control response rate, from the released figures only."""
+
+    absolute: float | None
+    absolute_ci: list[float] | None  # [low, high], 95 %
+    relative: float | None
+    relative_ci: list[float] | None
+    p_value: float | None
+    suppressed: bool
+
+
+class SideResultOut(msgspec.Struct):
+    partner_id: UUID
+    treated: ArmOut
+    control: ArmOut
+    lift: LiftOut
+    # With ?by=self.<attr> on the caller's side: one entry per value of the attribute.
+    segments: list[SegmentResultOut] | msgspec.UnsetType = msgspec.UNSET
+
+
+class SegmentResultOut(msgspec.Struct):
+    values: dict[str, str | None]
+    treated: ArmOut
+    control: ArmOut
+    lift: LiftOut
+
+
+class OfferResultsOut(msgspec.Struct):
+    offer_id: UUID
+    window_start: datetime
+    window_end: datetime  # ends_at (or now) plus attribution_days
+    holdout: float
+    min_audience: int
+    noise: bool
+    epsilon_spent: float  # what this read cost the partnership's budget (0: served again)
+    method: str
+    sides: list[SideResultOut]
+    answered_at: datetime

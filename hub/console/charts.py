@@ -1,4 +1,5 @@
-"""Charts drawn on the server: the geometry of an SVG bar chart and a heatmap's colour classes.
+"""Charts drawn on the server: the geometry of SVG bar and lift charts and a heatmap's colour
+classes.
 
 No JavaScript and no inline styles (the console's Content-Security-Policy forbids both): the
 templates write SVG elements from these numbers and colour by CSS class.
@@ -94,3 +95,102 @@ def heat_class(count: int | None, peak: int) -> str:
     if count is None or peak <= 0:
         return "heat-0"
     return f"heat-{min(HEAT_CLASSES - 1, int((HEAT_CLASSES - 1) * count / peak + 0.5))}"
+
+
+@dataclass(frozen=True, slots=True)
+class LiftRow:
+    """One line of a lift chart: a side (or segment) with its arms' rates and the lift."""
+
+    label: str
+    treated: float | None  # response rates (None: suppressed)
+    control: float | None
+    lift: float | None
+    low: float | None  # the lift's 95 % interval
+    high: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LiftMark:
+    y: float
+    label: str
+    treated_w: float | None  # bar widths in the rates panel
+    control_w: float | None
+    dot: float | None  # x of the lift, and its interval, in the lift panel
+    low: float | None
+    high: float | None
+    title: str
+
+
+@dataclass(slots=True)
+class LiftChart:
+    width: int
+    height: int
+    rate_x: float  # the rates panel starts here; the lift panel at lift_x
+    rate_w: float
+    lift_x: float
+    lift_w: float
+    zero: float  # x of a zero lift
+    rows: list[LiftMark] = field(default_factory=list)
+    rate_ticks: list[tuple[float, str]] = field(default_factory=list)
+    lift_ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+def lift_chart(rows: list[LiftRow], *, width: int = 880, row_height: int = 46) -> LiftChart:
+    """Per row: treated and control response rates as two bars on one axis from zero, and the
+    lift as a dot with its 95 % interval on an axis centred on zero (a whisker crossing the
+    zero line: not significant at 5 %)."""
+    label_w, gap, top = 180, 24, 18
+    rate_w = lift_w = (width - label_w - 2 * gap) / 2
+    rate_x, lift_x = label_w, label_w + rate_w + 2 * gap
+    peak_rate = max((r for row in rows for r in (row.treated, row.control) if r), default=0.0)
+    rate_max = _nice_ceiling(peak_rate * 100) / 100 if peak_rate else 1.0
+    spread = max(
+        (abs(v) for row in rows for v in (row.low, row.high, row.lift) if v is not None),
+        default=0.0,
+    )
+    lift_max = _nice_ceiling(spread * 100) / 100 if spread else 0.01
+    zero = lift_x + lift_w / 2
+    chart = LiftChart(
+        width=width,
+        height=top + row_height * max(1, len(rows)) + 24,
+        rate_x=rate_x,
+        rate_w=rate_w,
+        lift_x=lift_x,
+        lift_w=lift_w,
+        zero=round(zero, 2),
+    )
+
+    def rate(value: float | None) -> float | None:
+        return None if value is None else round(rate_w * min(value, rate_max) / rate_max, 2)
+
+    def lift_at(value: float | None) -> float | None:
+        if value is None:
+            return None
+        return round(zero + (lift_w / 2) * max(-1.0, min(1.0, value / lift_max)), 2)
+
+    for i, row in enumerate(rows):
+        shown = "suppressed" if row.lift is None else f"{row.lift * 100:+.2f} pts"
+        interval = (
+            f" (95% CI {row.low * 100:+.2f} to {row.high * 100:+.2f})"
+            if row.low is not None and row.high is not None
+            else ""
+        )
+        chart.rows.append(
+            LiftMark(
+                y=top + i * row_height,
+                label=row.label,
+                treated_w=rate(row.treated),
+                control_w=rate(row.control),
+                dot=lift_at(row.lift),
+                low=lift_at(row.low),
+                high=lift_at(row.high),
+                title=f"{row.label}: lift {shown}{interval}",
+            )
+        )
+    for k in range(5):
+        chart.rate_ticks.append(
+            (round(rate_x + rate_w * k / 4, 2), f"{rate_max * 100 * k / 4:.0f}%")
+        )
+        value = -lift_max + 2 * lift_max * k / 4
+        chart.lift_ticks.append((round(lift_x + lift_w * k / 4, 2), f"{value * 100:+.1f}"))
+    return chart

@@ -12,6 +12,7 @@ from litestar.template.config import TemplateConfig
 
 from hub.console.display import register_filters
 from hub.console.insights import InsightPages
+from hub.console.offer_page import OfferPages
 from hub.console.operations import OperationPages
 from hub.console.partners import PartnerPages
 from hub.console.partnerships import PartnershipPages
@@ -40,6 +41,7 @@ def console_router() -> Router:
             PartnerPages,
             PartnershipPages,
             InsightPages,
+            OfferPages,
         ],
         guards=[requires_console_session],
         dependencies={

@@ -131,3 +131,4 @@ OFFER_DESCRIPTION = (
 )
 OFFER_POINTS = {AIRLINE.key: 1000, HOTEL.key: 1000}
 OFFER_DAYS = 90
+OFFER_HOLDOUT = 0.1  # a tenth of the matched groups held out: the control the lift is measured on

@@ -35,7 +35,8 @@ from hub.core.db import create_hub_async_engine, create_hub_sync_engine, is_sqli
 from hub.core.keyring import Keyring, load_keyring
 from hub.core.secrets import SecretHasher
 from hub.demo import coalition, identifiers, rewards
-from hub.demo.brands import BRANDS, OFFER_POINTS, Brand
+from hub.demo.brands import BRANDS, HOTEL, OFFER_POINTS, Brand
+from hub.demo.campaign import campaign_events
 from hub.demo.people import Population, build_population
 from hub.jobs.models import REQUEST, JobRun
 from hub.jobs.registry import JOB_NAMES, job_specs
@@ -296,7 +297,14 @@ async def _record_rewards(
     ids: dict[str, UUID],
     stages: Stages,
 ) -> int:
-    plan = rewards.plan_rewards(population, options.seed, rewards.now_minute(), offer.id)
+    now = rewards.now_minute()
+    plan = rewards.plan_rewards(population, options.seed, now, offer.id)
+    async with res.sessions() as session:
+        # The hotel's customers answer the offer: more stays in the treated arm than in the
+        # control (a known true lift for the results page to find).
+        plan.credits[HOTEL.key] += await campaign_events(
+            session, res.crypto, population, offer, ids[HOTEL.key], options.seed, now
+        )
     window = (offer.id, offer.activated_at) if offer.activated_at else None
     with stages.stage("rewards", "reward activity", plan.total) as advance, writing():
         async with res.sessions() as session:
@@ -389,6 +397,10 @@ def _summary(
             "status": offer.status,
             "audience_sizes": {
                 by_id[UUID(pid)]: size for pid, size in dict(offer.audience_sizes).items()
+            },
+            "holdout": offer.holdout,
+            "control_sizes": {
+                by_id[UUID(pid)]: size for pid, size in dict(offer.control_sizes or {}).items()
             },
             "members": list(OFFER_POINTS),
         },

@@ -25,6 +25,7 @@ from hub.core.secrets import SecretHasher
 from hub.demo.brands import (
     OFFER_DAYS,
     OFFER_DESCRIPTION,
+    OFFER_HOLDOUT,
     OFFER_POINTS,
     OFFER_TITLE,
     PARTNERSHIPS,
@@ -158,6 +159,7 @@ async def ensure_offer(
                     description=OFFER_DESCRIPTION,
                     points={ids[key]: points for key, points in OFFER_POINTS.items()},
                     ends_at=datetime.now(UTC) + timedelta(days=OFFER_DAYS),
+                    holdout=OFFER_HOLDOUT,
                 ),
                 airline,
                 member_actor(airline),

@@ -25,7 +25,7 @@ from hub.core.pagination import (
     parse_seq,
     read_after,
 )
-from matching.offers import reconcile_offers
+from matching.offer_arms import reconcile_offers
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES
 from partners.kit import parse_digest

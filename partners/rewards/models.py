@@ -70,10 +70,16 @@ class RewardEvent(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("reward_members.id"))
     occurred_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     offer_id: Mapped[UUID | None] = mapped_column(nullable=True)
+    # The purchase value behind an earn or redeem (currency minor units): offer measurement
+    # aggregates only, never a ledger amount.
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     result: Mapped[dict[str, Any]] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
-    __table_args__ = (UniqueConstraint("partner_id", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("partner_id", "event_id"),
+        Index("ix_reward_events_partner_occurred", "partner_id", "occurred_at"),
+    )
 
 
 class RewardLot(Base):

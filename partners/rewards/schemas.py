@@ -45,6 +45,19 @@ class RewardEventIn(msgspec.Struct, forbid_unknown_fields=True):
         ),
     ]
     offer_id: UUID | None = None
+    amount_minor: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=0,
+                le=10**15,
+                description="The purchase value behind an earn or redeem, in currency minor "
+                "units; used only for offer measurement aggregates.",
+                examples=[4599],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RewardEventsBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -41,7 +41,17 @@ from partners.rewards.schemas import MAX_POINTS, BalanceOut, EventResult, Events
 EVENTS: Table = RewardEvent.__table__  # type: ignore[assignment]
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 READERS: Table = RewardFeedReader.__table__  # type: ignore[assignment]
-FIELDS = {"event_id", "id_type", "id_hash", "kind", "points", "occurred_at", "offer_id"}
+FIELDS = {
+    "event_id",
+    "id_type",
+    "id_hash",
+    "kind",
+    "points",
+    "occurred_at",
+    "offer_id",
+    "amount_minor",
+}
+MAX_AMOUNT_MINOR = 10**15  # a purchase of ten trillion in major units is a bug, not a sale
 # Activity is dated: nothing before the coalition's era, nothing more than a day ahead (clock
 # skew between a brand's systems and the hub, time zones); anything else is a bug or a trick.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -58,6 +68,7 @@ class ValidEvent:
     points: int
     occurred_at: datetime
     offer_id: UUID | None
+    amount_minor: int | None = None
 
     def body_sha256(self) -> str:
         """The event's meaning (a digest in hex or base64 is the same event)."""
@@ -70,6 +81,8 @@ class ValidEvent:
             self.occurred_at.astimezone(UTC).isoformat(),
             str(self.offer_id) if self.offer_id else None,
         ]
+        if self.amount_minor is not None:  # events sent before amounts existed keep their hash
+            canonical.append(self.amount_minor)
         return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
@@ -131,6 +144,13 @@ def check_event(index: int, item: Any) -> tuple[ValidEvent | None, list[dict[str
                 offer_id = UUID(str(item["offer_id"]))
             except ValueError:
                 errors.append(_error(index, "offer_id", "an offer id"))
+    amount = item.get("amount_minor")
+    if amount is not None and (type(amount) is not int or not 0 <= amount <= MAX_AMOUNT_MINOR):
+        errors.append(
+            _error(index, "amount_minor", "the purchase value in minor units: a whole number ≥ 0")
+        )
+    elif amount is not None and kind not in (EARN, REDEEM):
+        errors.append(_error(index, "amount_minor", "only an earn or a redeem carries an amount"))
     if errors:
         return None, errors
     assert isinstance(event_id, str)
@@ -138,7 +158,15 @@ def check_event(index: int, item: Any) -> tuple[ValidEvent | None, list[dict[str
     assert when is not None
     return (
         ValidEvent(
-            index, event_id, ID_TYPE_CODES[str(id_type)], digest, str(kind), points, when, offer_id
+            index,
+            event_id,
+            ID_TYPE_CODES[str(id_type)],
+            digest,
+            str(kind),
+            points,
+            when,
+            offer_id,
+            amount,
         ),
         [],
     )
@@ -340,6 +368,7 @@ class RewardService:
                     "member_id": member,
                     "occurred_at": e.occurred_at,
                     "offer_id": e.offer_id,
+                    "amount_minor": e.amount_minor,
                     "result": msgspec.to_builtins(results[e.event_id]),
                     "created_at": now,
                 }

@@ -56,6 +56,7 @@ def scene(hub: Hub) -> Scene:
             "title": "Fly and stay",
             "points": {a.id: 500, b.id: 500},
             "filters": {a.id: {"tier": ["gold"]}},
+            "holdout": 0,
         },
     )
     assert proposed.status_code == 201, proposed.text
@@ -135,9 +136,10 @@ def test_a_sides_filters_and_audience_size_reach_only_that_side(hub: Hub, scene:
     assert {by_seq[s]["action"] for s in a_only} == {"offer.filters_set", "offer.audience_fixed"}
     assert {by_seq[s]["action"] for s in b_only} == {"offer.filters_set", "offer.audience_fixed"}
     fixed = [by_seq[s] for s in a_only if by_seq[s]["action"] == "offer.audience_fixed"]
-    assert fixed[0]["details"] == {"side": scene.a.id, "audience_size": 30}
+    assert fixed[0]["details"] == {"side": scene.a.id, "audience_size": 30, "control_size": 0}
     shared = [e for e in a_reads if e["seq"] not in a_only]
     assert not any("audience_size" in json.dumps(e["details"]) for e in shared)
+    assert not any("control_size" in json.dumps(e["details"]) for e in shared)
     assert not any("tier" in json.dumps(e) or "city" in json.dumps(e) for e in shared)
 
 

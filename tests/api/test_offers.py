@@ -46,6 +46,7 @@ def propose(hub: Hub, proposer: Member, other: Member, partnership: str, **extra
             "partnership_id": partnership,
             "title": "Fly and stay: 2,000 bonus points",
             "points": {proposer.id: 1000, other.id: 1000},
+            "holdout": 0,  # audiences near min_audience: no control group unless asked
             **extra,
         },
     )

@@ -145,6 +145,7 @@ def propose_offer(hub: Hub, world: World, partnership_id: str) -> str:
             "partnership_id": partnership_id,
             "title": f"Fly and stay {uuid.uuid4().hex[:6]}",
             "points": {world.airline["id"]: 1000, world.hotel["id"]: 1000},
+            "holdout": 0,
         },
         headers=world.airline_headers,
     )

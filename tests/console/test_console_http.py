@@ -434,6 +434,7 @@ def test_a_partnerships_page_lists_its_offers_with_audience_sizes(
             "title": "Stay and fly: double points",
             "points": {a.id: 500, b.id: 500},
             "ends_at": "2099-01-31T00:00:00Z",
+            "holdout": 0,
         },
     )
     assert proposed.status_code == 201, proposed.text

@@ -46,6 +46,7 @@ class Demo:
     backend: str
     first: Result
     summary: dict[str, Any]
+    customers: int = CUSTOMERS
 
     def run(self) -> Result:
         env = {
@@ -54,7 +55,7 @@ class Demo:
             "HUB_SERVER_DATA_DIR": str(self.data_dir),
         }
         return CliRunner(env=env).invoke(
-            main, ["demo", "--customers", str(CUSTOMERS), "--json"], catch_exceptions=False
+            main, ["demo", "--customers", str(self.customers), "--json"], catch_exceptions=False
         )
 
     def partner(self, key: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -129,6 +130,7 @@ def test_demo_builds_the_coalition_and_reports_its_counts(demo: Demo) -> None:
     assert {p["status"] for p in summary["partnerships"]} == {"active"}
     offer = summary["offer"]
     assert offer["status"] == "active"
+    assert offer["holdout"] == 0.1
     assert set(offer["audience_sizes"]) == {"airline", "hotel"}
     assert min(offer["audience_sizes"].values()) >= 50
     assert summary["reward_events"] > 0

@@ -80,6 +80,7 @@ def offer_pair(hub: Hub, people: int = 12, **offer: Any) -> tuple[Brands, dict[s
             "partnership_id": pair.partnership,
             "title": "Fly and stay",
             "points": {pair.a.id: 300, pair.b.id: 100},
+            "holdout": 0,  # a small audience: no control group
             **offer,
         },
     )
@@ -240,6 +241,7 @@ def test_the_earner_funds_alone_when_the_other_sides_person_is_filtered_out(hub:
             "partnership_id": pair.partnership,
             "title": "Gold stays",
             "points": {pair.a.id: 300, pair.b.id: 100},
+            "holdout": 0,
         },
     ).json()
     approved = pair.b.post(

@@ -146,6 +146,7 @@ def test_offer_funded_earns_are_charged_to_the_funding_split(hub: Hub) -> None:
             "partnership_id": pair.partnership,
             "title": "Fly and stay",
             "points": {pair.a.id: 300, pair.b.id: 100},
+            "holdout": 0,  # a small audience: no control group
         },
     ).json()
     approved = pair.b.post(hub, f"/v1/offers/{offer['id']}/approve")

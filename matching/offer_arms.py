@@ -1,0 +1,243 @@
+"""A joint offer's two arms per side: computed once at activation, then only ever shrunk.
+
+* **At activation** each side's eligible people are its people in the groups matched under
+  ``joint_offers`` consent on both sides, restricted by its own filters. Every group is
+  assigned to the treated or the control arm by :mod:`matching.holdout` (HMAC of the offer's
+  salt and the group's smallest shared key, below the holdout share: control), and each
+  person is stored in the arm of their group: the audience table is the treated arm, the
+  controls table the control arm. Held-out people are in neither side's audience.
+* **Reconciliation** brings both arms in line with the members' current records: whoever is
+  no longer eligible (consent withdrawn, erased, a moved key) is removed from the arm they are
+  in. Nobody is added or moved between arms, so later rotations and group changes never
+  re-assign anyone. A person removed from the audience is listed, for that member only, in
+  ``/audience/changes``; a control person was never disclosed, so their removal is silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import Table, and_, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.db import writing
+from matching import engine, holdout
+from matching.loader import ArrayCache, Loaded
+from matching.models import ACTIVE, Offer, OfferAudience, OfferAudienceChange, OfferControl
+from partners.identifiers.models import CONSENT_BITS, IdentifierState
+from partners.partnerships.models import Partnership
+
+AUDIENCE: Table = OfferAudience.__table__  # type: ignore[assignment]
+CONTROLS: Table = OfferControl.__table__  # type: ignore[assignment]
+CHANGES: Table = OfferAudienceChange.__table__  # type: ignore[assignment]
+JOINT_OFFERS = CONSENT_BITS["joint_offers"]
+INSERT_ROWS = 5_000
+
+Filters = Mapping[str, Mapping[str, Sequence[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Arms:
+    """One side's people at activation: the treated arm (its audience) and the control arm."""
+
+    treated: list[str]
+    control: list[str]
+
+
+def eligible(a: Loaded, b: Loaded, filters: Filters) -> dict[UUID, list[str]]:
+    """Each side's people currently eligible for the offer (both arms together)."""
+    groups = engine.match(a.side, b.side, JOINT_OFFERS)
+    result = {}
+    for which, loaded in (("a", a), ("b", b)):
+        own = filters.get(str(loaded.partner_id)) or None
+        people = engine.audience(groups, loaded.side, which, own)  # type: ignore[arg-type]
+        result[loaded.partner_id] = loaded.people.refs(people)
+    return result
+
+
+def assign_arms(
+    a: Loaded, b: Loaded, filters: Filters, salt: bytes, share: float
+) -> dict[UUID, Arms]:
+    """Each side's eligible people split into arms by their group's holdout assignment."""
+    groups = engine.match(a.side, b.side, JOINT_OFFERS)
+    hi, lo = holdout.smallest_shared_keys(groups, a.side, b.side, JOINT_OFFERS)
+    held = holdout.held_out_groups(salt, hi, lo, share)
+    result = {}
+    for which, loaded in (("a", a), ("b", b)):
+        own = filters.get(str(loaded.partner_id)) or None
+        people = engine.audience(groups, loaded.side, which, own)  # type: ignore[arg-type]
+        control = holdout.held_out_people(groups, which, people, held)  # type: ignore[arg-type]
+        result[loaded.partner_id] = Arms(
+            treated=loaded.people.refs(people[~control]),
+            control=loaded.people.refs(people[control]),
+        )
+    return result
+
+
+async def insert_arm(
+    session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID, refs: Sequence[str]
+) -> None:
+    """Store one side's arm (the audience or the controls table), in chunks."""
+    for start in range(0, len(refs), INSERT_ROWS):
+        chunk = refs[start : start + INSERT_ROWS]
+        await session.execute(
+            insert(table),
+            [{"offer_id": offer_id, "partner_id": partner_id, "customer_ref": r} for r in chunk],
+        )
+
+
+async def _prune(
+    session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID, current: set[str]
+) -> tuple[list[str], int]:
+    """Delete from one side's arm whoever is not in ``current``: (removed, size left)."""
+    held = set(
+        await session.scalars(
+            select(table.c.customer_ref).where(
+                table.c.offer_id == offer_id, table.c.partner_id == partner_id
+            )
+        )
+    )
+    gone = sorted(held - current)
+    for start in range(0, len(gone), INSERT_ROWS):
+        chunk = gone[start : start + INSERT_ROWS]
+        await session.execute(
+            delete(table).where(
+                and_(
+                    table.c.offer_id == offer_id,
+                    table.c.partner_id == partner_id,
+                    table.c.customer_ref.in_(chunk),
+                )
+            )
+        )
+    return gone, len(held) - len(gone)
+
+
+async def reconcile_offer(
+    session_maker: async_sessionmaker[AsyncSession],
+    arrays: ArrayCache,
+    offer_id: UUID,
+    partnership: Partnership,
+) -> int:
+    """Remove from the offer's arms whoever no longer belongs; how many left the audiences."""
+    a_id, b_id = (m.partner_id for m in partnership.members)
+    async with session_maker() as session:
+        versions = dict(
+            (
+                await session.execute(
+                    select(IdentifierState.partner_id, IdentifierState.version).where(
+                        IdentifierState.partner_id.in_((a_id, b_id))
+                    )
+                )
+            ).all()
+        )
+        reconciled = await session.scalar(select(Offer.reconciled).where(Offer.id == offer_id))
+    if reconciled is not None and all(
+        reconciled.get(str(pid)) == versions.get(pid, 0) for pid in (a_id, b_id)
+    ):
+        return 0
+    a, b = await asyncio.gather(arrays.get(a_id), arrays.get(b_id))
+    removed = 0
+    with writing():
+        async with session_maker() as session, session.begin():
+            offer = await session.scalar(
+                select(Offer)
+                .where(Offer.id == offer_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if offer is None or offer.activated_at is None:
+                return 0
+            if all(offer.reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
+                return 0  # someone else reconciled to these versions (or newer) meanwhile
+            current = await asyncio.to_thread(eligible, a, b, offer.filters)
+            sizes = dict(offer.audience_sizes)
+            control_sizes = dict(offer.control_sizes or {})
+            now = datetime.now(UTC)
+            for pid, refs in current.items():
+                people = set(refs)
+                gone, sizes[str(pid)] = await _prune(session, AUDIENCE, offer_id, pid, people)
+                for start in range(0, len(gone), INSERT_ROWS):
+                    await session.execute(
+                        insert(CHANGES),
+                        [
+                            {
+                                "offer_id": offer_id,
+                                "partner_id": pid,
+                                "customer_ref": ref,
+                                "change": "removed",
+                                "at": now,
+                            }
+                            for ref in gone[start : start + INSERT_ROWS]
+                        ],
+                    )
+                removed += len(gone)
+                if offer.control_sizes is not None:
+                    _, control_sizes[str(pid)] = await _prune(
+                        session, CONTROLS, offer_id, pid, people
+                    )
+            offer.reconciled = {str(x.partner_id): x.version for x in (a, b)}
+            offer.audience_sizes = sizes
+            if offer.control_sizes is not None:
+                offer.control_sizes = control_sizes
+    return removed
+
+
+async def reconcile_offers(
+    session_maker: async_sessionmaker[AsyncSession], arrays: ArrayCache, offer_ids: Sequence[UUID]
+) -> None:
+    """Reconcile these offers (those ever activated) to their members' current records, in
+    sessions of their own: called before a request's own transaction starts (an earn under an
+    offer is funded only for the audience as it stands now)."""
+    if not offer_ids:
+        return
+    async with session_maker() as session:
+        rows = (
+            await session.execute(
+                select(Offer.id, Partnership)
+                .join(Partnership, Partnership.id == Offer.partnership_id)
+                .where(Offer.id.in_(sorted(set(offer_ids))), Offer.activated_at.is_not(None))
+            )
+        ).all()
+    for offer_id, partnership in rows:
+        await reconcile_offer(session_maker, arrays, offer_id, partnership)
+
+
+async def reconcile_active_offers(
+    session_maker: async_sessionmaker[AsyncSession], arrays: ArrayCache
+) -> int:
+    """Reconcile every active offer whose members' records changed (the maintenance loop)."""
+    async with session_maker() as session:
+        offers = (await session.scalars(select(Offer).where(Offer.status == ACTIVE))).all()
+        states: dict[UUID, int] = {
+            pid: version
+            for pid, version in await session.execute(
+                select(IdentifierState.partner_id, IdentifierState.version)
+            )
+        }
+        stale = []
+        for offer in offers:
+            if any(states.get(UUID(pid), 0) != v for pid, v in offer.reconciled.items()):
+                partnership = await session.get(Partnership, offer.partnership_id)
+                if partnership is not None:
+                    stale.append((offer.id, partnership))
+    removed = 0
+    for offer_id, partnership in stale:
+        removed += await reconcile_offer(session_maker, arrays, offer_id, partnership)
+    return removed
+
+
+__all__ = [
+    "AUDIENCE",
+    "CONTROLS",
+    "Arms",
+    "assign_arms",
+    "eligible",
+    "insert_arm",
+    "reconcile_active_offers",
+    "reconcile_offer",
+    "reconcile_offers",
+]
