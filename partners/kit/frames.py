@@ -145,7 +145,7 @@ def _strings(column: pd.Series) -> tuple[pa.Array | None, np.ndarray[Any, Any]]:
 
 def _is_text(column: pd.Series, array: pa.Array | None) -> np.ndarray[Any, Any]:
     if array is not None:
-        return array.is_valid().to_numpy(zero_copy_only=False)
+        return _mask(array.is_valid())
     return np.fromiter(
         (isinstance(v, str) for v in column.to_numpy(dtype=object)), dtype=bool, count=len(column)
     )
@@ -268,7 +268,7 @@ def _consents(column: pd.Series | None, count: int, out: _Refusals) -> np.ndarra
     reasons = np.array([reason or "" for reason, _ in verdicts], dtype=object)[codes]
     for reason in sorted({r for r, _ in verdicts if r}):
         out.add(reasons == reason, "consents", reason)
-    return cells
+    return np.asarray(cells, dtype=object)
 
 
 def _consent_cell(value: Any) -> tuple[str | None, str]:
