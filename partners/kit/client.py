@@ -93,6 +93,7 @@ class HubClient:
         timeout: float = 60.0,
         max_retries: int = 5,
         max_wait: float = 60.0,
+        token_leeway: int = 30,
         progress: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -111,6 +112,8 @@ class HubClient:
             "token_endpoint": token_endpoint,
             "grant_type": "client_credentials",
             "update_token": self._count_token,
+            # A token is renewed this many seconds before it expires.
+            "leeway": token_leeway,
         }
         if private_key is not None:
             key, algorithm = load_private_key(private_key)
