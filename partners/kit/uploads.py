@@ -115,6 +115,11 @@ def upload(
                 headers={
                     "Content-Type": MEDIA_TYPES[body.format],
                     "Content-Encoding": "gzip",
+                    # Announced, so the hub can refuse an oversized body before reading it.
+                    "Content-Length": str(body.size),
+                    # The hub may answer (429, 413) before reading the whole body: that
+                    # connection is not reused for the retry.
+                    "Connection": "close",
                 },
                 idempotency_key="auto",
             )
