@@ -10,7 +10,8 @@ contact-details detector unless it is plainly safe (:func:`plainly_no_contact`: 
 ``@``, fewer than ten digits...), a rule the tests check against the detector itself.
 
 The records frame has the hub's upload shape: ``id_type, id_hash, customer_ref, consents``
-(joined by ``|``) and ``attr.<name>`` columns, one row per identifier. Refused rows are in a
+(joined by ``|``) and ``attr.<name>`` columns, one row per identifier: the emails in input
+order, then the phones. Refused rows are in a
 second frame, ``row`` (the input's index label), ``field`` and ``reason``: never a value.
 """
 
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 
 from partners.kit.contact import looks_like_contact
 from partners.kit.files import ATTR_PREFIX, CONSENTS, MAX_ATTRIBUTES
-from partners.kit.normalize import BASE64, HEX
+from partners.kit.normalize import BASE64, GMAIL, HEX
 
 __all__ = [
     "HashedFrame",
@@ -204,20 +205,21 @@ def _normalise_emails(
     ats = np.asarray(pc.count_substring(lowered, "@").to_numpy(zero_copy_only=False))
     out.add(usable & (ats == 0), "email", "an email address needs an '@'")
     out.add(usable & (ats > 1), "email", "an email address has exactly one '@'")
-    split = pc.extract_regex(lowered, r"^(?P<local>[^@]*)@(?P<domain>(?s:.*))$")
-    local = pc.struct_field(split, "local").fill_null("")
-    domain = pc.utf8_rtrim(pc.struct_field(split, "domain").fill_null(""), " ")
+    # Rows without exactly one '@' are refused above; split the others at their '@'.
+    single = pc.if_else(pa.array(ats == 1), lowered, pa.scalar("@", pa.large_string()))
+    parts = pc.extract_regex(single, r"^(?P<local>[^@]*)@(?P<domain>(?s:.*))$")
+    local = pc.struct_field(parts, "local")
+    domain = pc.utf8_rtrim(pc.struct_field(parts, "domain"), " ")
     out.add(
         usable & _mask(pc.equal(domain, "")),
         "email",
         "an email address needs a domain after the '@'",
     )
-    gmail = pc.equal(domain, "gmail.com")
-    if _mask(gmail).any():
-        plain_local = pc.replace_substring(
-            pc.replace_substring_regex(local, r"\+(?s:.*)$", "", max_replacements=1), ".", ""
-        )
-        local = pc.if_else(gmail, plain_local, local)
+    gmail = _mask(pc.equal(domain, GMAIL))
+    if gmail.any():  # dots and any +suffix leave a gmail.com local part (UID2)
+        theirs = pc.split_pattern(local.filter(pa.array(gmail)), "+", max_splits=1)
+        plain = pc.replace_substring(pc.list_element(theirs, 0), ".", "")
+        local = pc.replace_with_mask(local, pa.array(gmail), plain)
     out.add(
         usable & _mask(pc.equal(local, "")),
         "email",
@@ -252,11 +254,25 @@ def _check_phones(
     return values
 
 
-def _consents(column: pd.Series | None, count: int, out: _Refusals) -> np.ndarray[Any, Any]:
+class _Coded(NamedTuple):
+    """A column of few distinct values: each row's code into ``values`` (None: empty)."""
+
+    codes: np.ndarray[Any, Any]
+    values: list[str | None]
+
+    def arrow(self, keep: np.ndarray[Any, Any]) -> pa.Array:
+        """The rows where ``keep``, as strings, built by Arrow from the codes."""
+        dictionary = pa.DictionaryArray.from_arrays(
+            pa.array(self.codes[keep], pa.int32()), pa.array(self.values, pa.large_string())
+        )
+        return dictionary.cast(pa.large_string())
+
+
+def _consents(column: pd.Series | None, count: int, out: _Refusals) -> _Coded:
     """Each row's consents as the hub's CSV cell (sorted, joined by '|'), checked once per
     distinct value."""
     if column is None:
-        return np.full(count, "", dtype=object)
+        return _Coded(np.zeros(count, dtype=np.int32), [""])
     values = column.to_numpy(dtype=object)
     try:
         codes, uniques = pd.factorize(values, use_na_sentinel=False)
@@ -264,11 +280,10 @@ def _consents(column: pd.Series | None, count: int, out: _Refusals) -> np.ndarra
     except TypeError:  # lists: unhashable, one verdict per row
         codes = np.arange(count)
         verdicts = [_consent_cell(v) for v in values.tolist()]
-    cells = np.array([cell for _, cell in verdicts], dtype=object)[codes]
     reasons = np.array([reason or "" for reason, _ in verdicts], dtype=object)[codes]
     for reason in sorted({r for r, _ in verdicts if r}):
         out.add(reasons == reason, "consents", reason)
-    return np.asarray(cells, dtype=object)
+    return _Coded(np.asarray(codes), [cell for _, cell in verdicts])
 
 
 def _consent_cell(value: Any) -> tuple[str | None, str]:
@@ -288,13 +303,13 @@ def _consent_cell(value: Any) -> tuple[str | None, str]:
     return None, "|".join(sorted(set(items)))
 
 
-def _attribute(
-    name: str, column: pd.Series, out: _Refusals
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """One attribute column as strings (None where empty), each distinct value checked once."""
+def _attribute(name: str, column: pd.Series, out: _Refusals) -> tuple[_Coded, np.ndarray[Any, Any]]:
+    """One attribute column (None where empty), each distinct value checked once; and where
+    a row has a value."""
     values = column.to_numpy(dtype=object)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    shown = np.empty(len(uniques) + 1, dtype=object)  # the last slot: empty
+    codes = np.where(codes < 0, len(uniques), codes)  # missing: the last slot, empty
+    shown: list[str | None] = [None] * (len(uniques) + 1)
     verdicts = np.zeros(len(uniques) + 1, dtype=np.int8)  # 0 ok, 1 not a string, 2 contact
     for i, value in enumerate(uniques.tolist()):
         if value == "":
@@ -310,8 +325,8 @@ def _attribute(
     field = f"attributes.{name}"
     out.add(row_verdicts == 1, field, "an attribute value must be a string")
     out.add(row_verdicts == 2, field, "the value looks like an email or phone number")
-    cells = shown[codes]
-    return cells, np.array([c is not None for c in cells], dtype=bool)
+    present = np.array([v is not None for v in shown], dtype=bool)[codes]
+    return _Coded(codes, shown), present
 
 
 def hash_frame(
@@ -362,7 +377,7 @@ def hash_frame(
     consent_cells = _consents(
         frame[consents] if consents is not None and consents in frame.columns else None, count, out
     )
-    attribute_cells: dict[str, np.ndarray[Any, Any]] = {}
+    attribute_cells: dict[str, _Coded] = {}
     filled = np.zeros(count, dtype=np.int64)
     for column, name in attribute_names.items():
         cells, present = _attribute(name, frame[column], out)
@@ -417,35 +432,28 @@ def _records(
     identifiers: dict[str, tuple[pa.Array, np.ndarray[Any, Any]]],
     keep: np.ndarray[Any, Any],
     refs: pa.Array,
-    consent_cells: np.ndarray[Any, Any],
-    attribute_cells: dict[str, np.ndarray[Any, Any]],
+    consent_cells: _Coded,
+    attribute_cells: dict[str, _Coded],
     encoding: str,
 ) -> pd.DataFrame:
-    """One record per kept identifier, in input order (a row's email before its phone)."""
+    """One record per kept identifier: the emails in input order, then the phones."""
     parts = []
-    for rank, (id_type, (normalised, usable)) in enumerate(identifiers.items()):
-        positions = np.flatnonzero(usable & keep)
-        taken = pa.array(positions)
-        digests = _sha256_each(normalised.take(taken))
-        encoded = encode_digests(digests, encoding) if len(positions) else np.array([], "S44")
+    for id_type, (normalised, usable) in identifiers.items():
+        chosen = usable & keep
+        mask = pa.array(chosen)
+        digests = _sha256_each(normalised.filter(mask))
+        encoded = encode_digests(digests, encoding) if chosen.any() else np.array([], "S44")
         columns = {
-            "id_type": pa.array(np.full(len(positions), id_type, dtype=object), pa.large_string()),
+            "id_type": pa.repeat(pa.scalar(id_type, pa.large_string()), int(chosen.sum())),
             "id_hash": _text_array(encoded).cast(pa.large_string()),
-            "customer_ref": refs.take(taken),
-            "consents": pa.array(consent_cells[positions], pa.large_string()),
-            **{
-                ATTR_PREFIX + n: pa.array(cells[positions], pa.large_string())
-                for n, cells in attribute_cells.items()
-            },
-            "_order": pa.array(positions * 2 + rank),
+            "customer_ref": refs.filter(mask),
+            "consents": consent_cells.arrow(chosen),
+            **{ATTR_PREFIX + n: cells.arrow(chosen) for n, cells in attribute_cells.items()},
         }
         parts.append(pa.table(columns))
     if not parts:
         return pd.DataFrame(columns=RECORD_COLUMNS)
-    table = pa.concat_tables(parts)
-    if len(parts) > 1:
-        table = table.take(pc.sort_indices(table["_order"]))
-    return table.drop(["_order"]).to_pandas(types_mapper=_STRINGS.get)
+    return pa.concat_tables(parts).to_pandas(types_mapper=_STRINGS.get)
 
 
 # -- files in and out --------------------------------------------------------------------------
