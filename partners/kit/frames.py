@@ -73,31 +73,32 @@ def plainly_no_contact(text: str) -> bool:
     return not ("at" in lowered and "dot" in lowered)
 
 
-def encode_digests(digests: bytes, encoding: str = BASE64) -> np.ndarray[Any, Any]:
-    """Concatenated 32-byte digests as an array of 44-byte base64 (or 64-byte hex) ASCII
-    values (numpy ``S44``/``S64``), encoded in numpy rather than one call per digest."""
-    raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 32)
-    count = raw.shape[0]
+def encode_digests(digests: bytes | list[bytes], encoding: str = BASE64) -> np.ndarray[Any, Any]:
+    """32-byte digests (concatenated, or a list) as an array of 44-byte base64 (or 64-byte
+    hex) ASCII values (numpy ``S44``/``S64``), encoded in one call rather than one per digest."""
+    listed = (
+        digests
+        if isinstance(digests, list)
+        else [digests[i : i + 32] for i in range(0, len(digests), 32)]
+    )
     if encoding == HEX:
-        return np.frombuffer(binascii.hexlify(digests), dtype="S64")
+        return np.frombuffer(binascii.hexlify(b"".join(listed)), dtype="S64")
     if encoding != BASE64:
         raise ValueError(f"encoding must be {BASE64!r} or {HEX!r}")
-    # 32 bytes and one zero byte are 11 whole groups of 3 bytes, so the padded digests encode
-    # as one base64 string, 44 characters each; the last of each, which encodes only the zero
-    # byte, becomes '=' (exactly the standard encoding of the 32 bytes).
-    padded = np.zeros((count, 33), dtype=np.uint8)
-    padded[:, :32] = raw
-    chars = np.frombuffer(base64.b64encode(padded.tobytes()), dtype=np.uint8).reshape(count, 44)
-    chars = chars.copy()
-    chars[:, 43] = ord("=")
-    return chars.view("S44").ravel()
+    # A digest and one zero byte are 11 whole groups of 3 bytes, so the digests joined by zero
+    # bytes encode as one base64 string, 44 characters each; the last of each, which encodes
+    # only the zero byte, becomes '=' (exactly the standard encoding of the 32 bytes).
+    chars = bytearray(base64.b64encode(b"\0".join(listed) + b"\0"))
+    table = np.frombuffer(chars, dtype=np.uint8).reshape(len(listed), 44)
+    table[:, 43] = ord("=")
+    return table.view("S44").ravel()
 
 
 def _text_array(encoded: np.ndarray[Any, Any]) -> pa.Array:
     """Fixed-width ASCII bytes as Arrow strings, without a Python object per value."""
     width = encoded.dtype.itemsize
     offsets = pa.py_buffer(np.arange(0, (len(encoded) + 1) * width, width, dtype=np.int32))
-    data = pa.py_buffer(encoded.tobytes())
+    data = pa.py_buffer(np.ascontiguousarray(encoded))  # no copy
     return pa.StringArray.from_buffers(len(encoded), offsets, data)
 
 
@@ -132,7 +133,7 @@ def _strings(column: pd.Series) -> tuple[pa.Array | None, np.ndarray[Any, Any]]:
     None), and where a value is present (not missing, not empty)."""
     values = column.to_numpy(dtype=object)
     try:
-        array = pa.array(values, type=pa.string(), from_pandas=True)
+        array = pa.array(values, type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         present = np.fromiter(
             (v is not None and v is not pd.NA and v == v and v != "" for v in values),
@@ -158,7 +159,7 @@ def _arrow(
     """The string values where ``mask`` holds (others empty), as an Arrow string array
     (``array``: the column already converted by :func:`_strings`)."""
     if array is not None:
-        array = array.cast(pa.large_string()).fill_null("")
+        array = array.fill_null("") if array.null_count else array
         return array if mask.all() else pc.if_else(pa.array(mask), array, "")
     values = column.to_numpy(dtype=object)
     if not mask.all():
@@ -176,11 +177,10 @@ def _check_refs(column: pd.Series, out: _Refusals) -> pa.Array:
     text = _is_text(column, array)
     refs = pc.utf8_trim_whitespace(_arrow(column, text, array))
     out.add(~text | _mask(pc.equal(refs, "")), "customer_ref", "customer_ref is required")
-    lowered = pc.ascii_lower(refs)
     plain = (
         _mask(pc.match_substring_regex(refs, "^" + _PLAIN.pattern + "$"))
         & ~_mask(pc.match_substring_regex(refs, "(?:[^0-9]*[0-9]){10}"))
-        & ~(_mask(pc.match_substring(lowered, "at")) & _mask(pc.match_substring(lowered, "dot")))
+        & ~_mask(pc.match_substring_regex(refs, "(?is)at.*dot|dot.*at"))
     )
     raw = column.to_numpy(dtype=object)
     ask = np.flatnonzero(text & ~plain)  # the contact detector reads the value as sent
@@ -201,15 +201,18 @@ def _normalise_emails(
     """Normalised addresses (UID2) where ``usable`` (a string is there); bad ones refused.
 
     ``ascii_lower`` changes ASCII letters only, as UID2 does (other scripts keep their case)."""
-    lowered = pc.ascii_lower(pc.utf8_ltrim(_arrow(column, usable, array), " "))
-    ats = np.asarray(pc.count_substring(lowered, "@").to_numpy(zero_copy_only=False))
-    out.add(usable & (ats == 0), "email", "an email address needs an '@'")
-    out.add(usable & (ats > 1), "email", "an email address has exactly one '@'")
-    # Rows without exactly one '@' are refused above; split the others at their '@'.
-    single = pc.if_else(pa.array(ats == 1), lowered, pa.scalar("@", pa.large_string()))
-    parts = pc.extract_regex(single, r"^(?P<local>[^@]*)@(?P<domain>(?s:.*))$")
+    lowered = pc.ascii_lower(pc.ascii_ltrim(_arrow(column, usable, array), " "))
+    # Exactly one '@' splits; the rare rows that do not are told apart below.
+    parts = pc.extract_regex(lowered, r"(?s)^(?P<local>[^@]*)@(?P<domain>[^@]*)$")
+    unsplit = usable & _mask(parts.is_null())
+    if unsplit.any():
+        ats = np.zeros(len(usable), dtype=np.int64)
+        rows = np.flatnonzero(unsplit)
+        ats[rows] = pc.count_substring(lowered.take(pa.array(rows)), "@").to_numpy()
+        out.add(unsplit & (ats == 0), "email", "an email address needs an '@'")
+        out.add(unsplit & (ats > 1), "email", "an email address has exactly one '@'")
     local = pc.struct_field(parts, "local")
-    domain = pc.utf8_rtrim(pc.struct_field(parts, "domain"), " ")
+    domain = pc.ascii_rtrim(pc.struct_field(parts, "domain"), " ")
     out.add(
         usable & _mask(pc.equal(domain, "")),
         "email",
@@ -413,9 +416,9 @@ def _attribute_columns(frame: pd.DataFrame, attributes: Sequence[str] | None) ->
     return chosen
 
 
-def _sha256_each(texts: pa.Array) -> bytes:
-    """The SHA-256 of each string, concatenated: read from the Arrow buffers as bytes, so no
-    Python string is made or encoded per value."""
+def _sha256_each(texts: pa.Array) -> list[bytes]:
+    """The SHA-256 of each string: read from the Arrow buffers as bytes, so no Python string
+    is made or encoded per value."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = texts.cast(pa.large_string())
@@ -425,7 +428,7 @@ def _sha256_each(texts: pa.Array) -> bytes:
     bounds = np.frombuffer(offsets, dtype=np.int64)[: len(texts) + 1].tolist()
     blob = data.to_pybytes() if data is not None else b""
     sha256 = hashlib.sha256
-    return b"".join([sha256(blob[a:b]).digest() for a, b in itertools.pairwise(bounds)])
+    return [sha256(blob[a:b]).digest() for a, b in itertools.pairwise(bounds)]
 
 
 def _records(
