@@ -195,8 +195,7 @@ def _write_ndjson(records: Any, stream: IO[str]) -> None:
     import json
 
     attributes = [c for c in records.columns if c.startswith("attr.")]
-    for row in records.itertuples(index=False):
-        values = row._asdict()
+    for values in records.to_dict("records"):  # (itertuples would rename "attr.*")
         record: dict[str, Any] = {
             "id_type": values["id_type"],
             "id_hash": values["id_hash"],
