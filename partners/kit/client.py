@@ -22,12 +22,22 @@ import json
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client, OAuthError
+from authlib.deprecate import AuthlibDeprecationWarning
+
+with warnings.catch_warnings():
+    # authlib 1.9 warns, on every import, that its httpx integration will move to the
+    # "httpx2" package; it runs on httpx itself meanwhile. Only that announcement is hidden
+    # (the filter is set after authlib.deprecate's own "always" one, so it wins).
+    warnings.filterwarnings(
+        "ignore", message="The httpx module is deprecated", category=AuthlibDeprecationWarning
+    )
+    from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jwk
 

@@ -282,6 +282,12 @@ def test_events_feed_balances_and_settlement_statements(hub: Hub) -> None:
     assert [(r["from_partner_name"], r["to_partner_name"], r["points"]) for r in exported] == [
         (airline.name, hotel.name, "70")
     ]
+    raw_csv = hub.http.get(
+        f"/v1/rewards/settlements/{statement.id}",
+        headers={**hotel.headers, "Accept": "text/csv"},
+    )
+    assert raw_csv.headers["content-type"].startswith("text/csv")
+    assert raw_csv.text.splitlines()[0].startswith("settlement_id,period_start,period_end")
     frame = hotel.kit.settlements_frame()
     assert statement.id in set(frame["settlement_id"])
 
