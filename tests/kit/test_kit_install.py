@@ -1,6 +1,7 @@
 """`pip install ./partners/kit` works alone: in a fresh virtual environment with none of the
 hub's packages, the kit imports, hashes the published UID2 vectors, builds its client and runs
-`hubkit hash`. (pip reaches the package index for httpx, authlib, joserfc and rich.)"""
+`hubkit hash`; and the hub's own wheel leaves partners/kit out and depends on the kit.
+(pip reaches the package index for httpx, authlib, joserfc, rich and setuptools.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,31 @@ def test_the_kit_installs_alone_and_hashes_the_uid2_vectors(tmp_path: Path) -> N
         "id_type,id_hash,customer_ref,consents",
         "email,1hFzBkhe0OUK+rOshx6Y+BaZFR8wKBUn1j/18jNlbGk=,c1,analytics",
     ]
+
+
+@pytest.mark.slow
+def test_the_hubs_wheel_leaves_the_kit_out_and_depends_on_it(tmp_path: Path) -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    source = tmp_path / "hub"
+    for name in filter(None, tracked):
+        path = Path(name.decode())
+        if (ROOT / path).is_file():
+            (source / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / path, source / path)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", "dist", "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (source / "dist").glob("coalition_hub-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = next(archive.read(n).decode() for n in names if n.endswith("/METADATA"))
+    assert "partners/rewards/statements.py" in names
+    assert not [n for n in names if n.startswith("partners/kit/")]
+    assert "Requires-Dist: coalition-hub-kit[pandas]==0.1.0" in metadata.splitlines()
