@@ -316,3 +316,13 @@ def test_the_digest_column_is_arrow_strings_and_writes_as_csv() -> None:
     buffer = io.StringIO()
     records.to_csv(buffer, index=False)
     assert buffer.getvalue().count("\n") == 2001
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(texts, min_size=1, max_size=40))
+def test_references_are_refused_exactly_when_the_detector_refuses_them(refs: list[str]) -> None:
+    """The frame's shortcut runs in Arrow, not through plainly_no_contact: same answers."""
+    frame = pd.DataFrame({"customer_ref": refs, "email": "a@b.org"})
+    _, expected_refused = per_row(frame)
+    _, got_refused = by_frame(frame)
+    assert got_refused == expected_refused
