@@ -4,7 +4,8 @@ phone numbers on the brand's side, and talk to the hub.
 * :mod:`partners.kit.normalize` -- UID2's public rules (profile ``uid2``), standard library only;
   :mod:`partners.kit.files` hashes CSV/NDJSON files row by row, :mod:`partners.kit.contact`
   spots raw contact details.
-* :func:`hash_frame` (:mod:`partners.kit.frames`, the ``pandas`` extra) hashes a DataFrame.
+* :func:`hash_frame` (:mod:`partners.kit.frames`, the ``pandas`` extra) hashes a DataFrame;
+  :mod:`partners.kit.frame_files` reads customer files into frames and writes upload CSV.
 * :class:`HubClient` (:mod:`partners.kit.client`) -- the API on authlib's OAuth 2.0 client,
   with typed errors (:mod:`partners.kit.errors`), uploads (:mod:`partners.kit.uploads`) and
   webhook verification (:mod:`partners.kit.webhooks`); ``hubkit`` is its command.

@@ -165,7 +165,8 @@ def _hash_table(
     encoding: str,
     on_error: Callable[[RowError], None],
 ) -> HashReport:
-    from partners.kit.frames import hash_frame, read_table, upload_csv_chunks
+    from partners.kit.frame_files import read_table, upload_csv_chunks
+    from partners.kit.frames import hash_frame
 
     try:
         frame = read_table(source)

@@ -169,7 +169,7 @@ def _prepare(source: UploadSource, allow_refused: bool, columns: dict[str, Any])
         return _frame_body(source, allow_refused, columns)
     path = Path(source)
     if path.name.lower().endswith(TABLE_SUFFIXES):
-        from partners.kit.frames import read_table
+        from partners.kit.frame_files import read_table
 
         return _frame_body(read_table(path), allow_refused, columns)
     fmt = detect_format(path.name)
@@ -236,7 +236,8 @@ def _hash_file(path: Path, fmt: str, allow_refused: bool) -> _Body:
 
 
 def _frame_body(frame: pd.DataFrame, allow_refused: bool, columns: dict[str, Any]) -> _Body:
-    from partners.kit.frames import gzip_chunks, hash_frame, upload_csv_chunks
+    from partners.kit.frame_files import gzip_chunks, upload_csv_chunks
+    from partners.kit.frames import hash_frame
 
     if "id_hash" in frame.columns:
         records = frame

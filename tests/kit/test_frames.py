@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from partners.kit import hash_identifier, looks_like_contact
 from partners.kit.files import InvalidRow, parse_person
-from partners.kit.frames import encode_digests, hash_frame, plainly_no_contact, read_table
+from partners.kit.frame_files import read_table
+from partners.kit.frames import encode_digests, hash_frame, plainly_no_contact
 from partners.kit.normalize import InvalidIdentifier
 from tests.kit.uid2_vectors import EMAIL_INVALID, EMAIL_VALID, PHONE_INVALID, PHONE_VALID
 from tests.unit.contact_corpus import PASSED, REFUSED
