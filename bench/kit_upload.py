@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ class Hub:
         self.server.wait(timeout=30)
         if self.backend == "postgres":
             drop_database(self.database_url)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def by_client(hub_: Hub, frame: Any, creds: dict[str, str]) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def main() -> int:
             rounds.append(result)
     finally:
         hub_.stop()
-        raw.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     best = {case: min(r[case]["seconds"] for r in rounds) for case in ("client", "cli_curl")}
     summary = {
         "rows": args.rows,
