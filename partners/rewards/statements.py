@@ -33,6 +33,7 @@ from partners.rewards.schemas import (
 )
 
 READ = "rewards:read"
+MAX_ID = 2**63 - 1
 CSV_COLUMNS = (
     "settlement_id",
     "period_start",
@@ -171,7 +172,10 @@ class SettlementController(Controller):
         request: Request[Any, Any, Any],
         format: str | None = Parameter(default=None, pattern="^(json|csv)$"),
     ) -> SettlementStatement | Response[str]:
-        settlement = await db_session.get(RewardSettlement, settlement_id)
+        # Ids are BIGINTs: one outside their range names no statement (and must not reach
+        # the database, which would refuse the query itself).
+        in_range = 1 <= settlement_id <= MAX_ID
+        settlement = await db_session.get(RewardSettlement, settlement_id) if in_range else None
         lines = visible_lines(settlement, principal) if settlement is not None else []
         if settlement is None or (not principal.is_admin and not lines):
             raise NotFound(

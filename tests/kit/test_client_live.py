@@ -304,8 +304,9 @@ def test_events_feed_balances_and_settlement_statements(hub: Hub) -> None:
         assert (airline.name, hotel.name, "70") in {
             (r["from_partner_name"], r["to_partner_name"], r["points"]) for r in whole
         }
-        with pytest.raises(NotFound):
-            admin.settlement(10**9)
+        for unknown in (10**9, 2**63, 10**30, 0, -1):  # beyond a BIGINT too: 404, not 500
+            with pytest.raises(NotFound):
+                admin.settlement(unknown)
 
 
 def test_offer_results_come_back_as_a_frame(hub: Hub) -> None:
