@@ -6,9 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck check bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml partners/kit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The partner kit first (its own distribution, in this repo): the hub depends on it, and
+	# pip must find it installed rather than look for it on a package index.
+	$(BIN)/pip install --quiet -e "./partners/kit[pandas]"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

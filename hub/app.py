@@ -66,7 +66,8 @@ from partners.identifiers.uploads.spool import remove_abandoned_bodies
 from partners.me import me, me_cache
 from partners.partners.controller import PartnerController
 from partners.partnerships.controller import PartnershipController
-from partners.rewards.controller import RewardController, SettlementController
+from partners.rewards.controller import RewardController
+from partners.rewards.statements import SettlementController
 from partners.webhooks.controller import WebhookController
 
 log = structlog.get_logger("hub.app")

@@ -1,6 +1,6 @@
 """The ``hub`` command: serve, worker, db upgrade, admin (bootstrap, partners, clients,
-partnerships, keys, audit, users), demo and hash. Tables for people, ``--json`` for scripts;
-errors as one line and a non-zero exit.
+partnerships, keys, audit, users), demo, and the partner side's hash, upload and status.
+Tables for people, ``--json`` for scripts; errors as one line and a non-zero exit.
 
 This module puts the commands together; what they share is in ``hub.cli_common``, which
 imports none of them, so the ``hub/cli*.py`` modules import each other without a cycle.
@@ -19,7 +19,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub import cli_admin, cli_hash, cli_keys
+from hub import cli_admin, cli_keys, cli_kit
 from hub.cli_common import (
     CLI_ACTOR,
     CliError,
@@ -186,7 +186,8 @@ def bootstrap(name: str, as_json: bool) -> None:
 for _group in cli_admin.GROUPS:
     admin.add_command(_group)
 admin.add_command(cli_keys.keys)
-main.add_command(cli_hash.hash_command)
+for _command in cli_kit.COMMANDS:
+    main.add_command(_command)
 
 
 # -- demo -----------------------------------------------------------------------------------

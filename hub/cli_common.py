@@ -1,7 +1,7 @@
 """What every ``hub`` command shares: settings, one transaction per command, tables or JSON,
 one-line errors, and the check that the database is there and migrated.
 
-It imports none of the command modules (``hub.cli``, ``cli_admin``, ``cli_hash``,
+It imports none of the command modules (``hub.cli``, ``cli_admin``, ``cli_kit``,
 ``cli_keys``): they all import it, and ``hub.cli`` puts their commands together
 (tests/unit/test_architecture.py keeps the ``hub/cli*.py`` imports free of cycles).
 """

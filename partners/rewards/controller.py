@@ -1,4 +1,5 @@
-"""``/v1/rewards``: reward events, balances, the shared-activity feed and settlements."""
+"""``/v1/rewards``: reward events, balances and the shared-activity feed (settlement
+statements are in :mod:`partners.rewards.statements`)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor
-from hub.core.auth import Principal, requires_any_scope, requires_partner, requires_scope
+from hub.core.auth import Principal, requires_partner, requires_scope
 from hub.core.errors import BadRequest, InvalidInput, PayloadTooLarge
 from hub.core.openapi import OPENAPI_BODY_OPT, OPENAPI_STATUSES_OPT
 from hub.core.pagination import (
     CursorParameter,
     LimitParameter,
-    Page,
     decode_cursor,
-    paginate,
     parse_seq,
     read_after,
 )
@@ -29,7 +28,7 @@ from matching.offer_arms import reconcile_offers
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES
 from partners.kit import parse_digest
-from partners.rewards.models import RewardFeedItem, RewardSettlement
+from partners.rewards.models import RewardFeedItem
 from partners.rewards.schemas import (
     MAX_EVENTS,
     MAX_EVENTS_BODY_BYTES,
@@ -39,8 +38,6 @@ from partners.rewards.schemas import (
     FeedItem,
     FeedPage,
     RewardEventsBody,
-    SettlementLine,
-    SettlementOut,
 )
 from partners.rewards.service import RewardService, check_events, remember_read
 
@@ -178,54 +175,4 @@ class RewardController(Controller):
             ],
             next_cursor=position,
             has_more=more,
-        )
-
-
-class SettlementController(Controller):
-    path = "/v1/rewards/settlements"
-    tags = ["rewards"]
-
-    @get(
-        "/",
-        guards=[requires_any_scope(READ, "admin")],
-        summary="Closed settlement statements (partners: the lines that involve them)",
-    )
-    async def settlements(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        principal: NamedDependency[Principal],
-        limit: int = LimitParameter,
-        cursor: str | None = CursorParameter,
-    ) -> Page[SettlementOut]:
-        mine = None if principal.is_admin else str(principal.partner)
-
-        def statement(s: RewardSettlement) -> SettlementOut:
-            return SettlementOut(
-                id=s.id,
-                period_start=s.period_start,
-                period_end=s.period_end,
-                currency=s.currency,
-                point_value_minor=s.point_value_minor,
-                closed_at=s.closed_at,
-                lines=[
-                    SettlementLine(
-                        from_partner_id=UUID(line["from"]),
-                        to_partner_id=UUID(line["to"]),
-                        points=line["points"],
-                        amount_minor=line["amount_minor"],
-                    )
-                    for line in s.lines
-                    if mine is None or mine in (line["from"], line["to"])
-                ],
-            )
-
-        return await paginate(
-            db_session,
-            select(RewardSettlement),
-            RewardSettlement.id,
-            cursor=cursor,
-            limit=limit,
-            to_item=statement,
-            parse_key=parse_seq,
-            descending=True,
         )

@@ -123,3 +123,24 @@ class SettlementOut(msgspec.Struct):
     point_value_minor: int
     closed_at: datetime
     lines: list[SettlementLine]
+
+
+class StatementLine(msgspec.Struct):
+    from_partner_id: UUID
+    from_partner_name: str
+    to_partner_id: UUID
+    to_partner_name: str
+    points: int
+    amount_minor: int
+
+
+class SettlementStatement(msgspec.Struct):
+    """One statement read by id: its lines name both partners (the finance export)."""
+
+    id: int
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    point_value_minor: int
+    closed_at: datetime
+    lines: list[StatementLine]
