@@ -220,16 +220,11 @@ class OfferResults:
     def to_pandas(self) -> pd.DataFrame:
         """One row per side (per segment with ``by=``), the arms' figures and the lift
         flattened to columns such as ``treated.people`` or ``lift.absolute``."""
-        sides = self.raw.get("sides")
-        if isinstance(sides, dict):
-            sides = [{"partner_id": key, **value} for key, value in sides.items()]
-        if not isinstance(sides, list):
-            return frame_of([self.raw])
         rows: list[dict[str, Any]] = []
-        for side in sides:
-            segments = side.get("breakdown") or side.get("segments")
-            shared = {k: v for k, v in side.items() if k not in ("breakdown", "segments")}
-            if isinstance(segments, list) and segments:
+        for side in self.raw["sides"]:
+            segments = side.get("segments")
+            shared = {k: v for k, v in side.items() if k != "segments"}
+            if segments:
                 rows += [{**shared, **segment} for segment in segments]
             else:
                 rows.append(shared)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from joserfc.jwk import RSAKey
@@ -310,21 +309,32 @@ def test_events_feed_balances_and_settlement_statements(hub: Hub) -> None:
 
 
 def test_offer_results_come_back_as_a_frame(hub: Hub) -> None:
-    paths = hub.http.get("/schema/openapi.json").json()["paths"]
-    if "/v1/offers/{offer_id}/results" not in paths:
-        pytest.skip("GET /v1/offers/{id}/results is not served by this hub yet (issue 16)")
     airline, hotel = brand(hub, "airline"), brand(hub, "hotel")
     pid = partnership(hub, airline, hotel, ["analytics", "joint_offers"])
-    airline.kit.upload(customers("a", 60, 0))
-    hotel.kit.upload(customers("h", 60, 0))
+    airline.kit.upload(customers("a", 300, 0, tier=["gold", "silver"]))
+    hotel.kit.upload(customers("h", 300, 0))
     offer = airline.kit.post(
         "/v1/offers",
-        {"partnership_id": pid, "title": "Measured", "points": {airline.id: 10, hotel.id: 10}},
+        {
+            "partnership_id": pid,
+            "title": "Measured",
+            "points": {airline.id: 10, hotel.id: 10},
+            "holdout": 0.3,
+        },
     )
     hotel.kit.post(f"/v1/offers/{offer['id']}/approve", creates=False)
     results = airline.kit.offer_results(offer["id"])
     raw = hub.http.get(f"/v1/offers/{offer['id']}/results", headers=airline.headers).json()
-    assert results.raw.keys() == raw.keys()
-    frame = results.to_pandas()
-    assert len(frame) >= 1
-    assert isinstance(frame, pd.DataFrame)
+    assert results.raw == raw  # the second read is the stored answer, served again
+    frame = results.to_pandas().set_index("partner_id")
+    assert set(frame.index) == {airline.id, hotel.id}
+    for side in raw["sides"]:
+        row = frame.loc[side["partner_id"]]
+        assert row["treated.people"] == side["treated"]["people"]
+        assert row["control.people"] == side["control"]["people"]
+        assert row["treated.people"] + row["control.people"] == 300  # everyone, in one arm
+        assert row["lift.p_value"] == side["lift"]["p_value"] or side["lift"]["suppressed"]
+    segments = airline.kit.offer_results(offer["id"], by="self.tier").to_pandas()
+    mine = segments[segments["partner_id"] == airline.id]
+    assert sorted(mine["values.self.tier"]) == ["gold", "silver"]
+    assert mine["treated.people"].sum() + mine["control.people"].sum() == 300

@@ -1,8 +1,8 @@
-"""Found by the soak (issue 19), fixed by :mod:`hub.core.horizon`: on PostgreSQL, ``rewards_sync`` keeps a cursor
-on ``reward_events.id``, but a request draws its events' ids when it inserts them, not when it
-commits. A request that drew its ids first and commits after a faster one (whose ids are
-higher) was skipped for good by a sync that ran in between: its events never reached the
-feeds. Now the sync reads only up to the stream's committed horizon.
+"""Found by the soak (issue 19), fixed by :mod:`hub.core.horizon`. On PostgreSQL,
+``rewards_sync`` keeps a cursor on ``reward_events.id``, but a request draws its events' ids
+when it inserts them, not when it commits. A request that drew its ids first and committed
+after a faster one (whose ids are higher) was skipped for good by a sync that ran in between:
+its events never reached the feeds. Now the sync reads only up to the committed horizon.
 
 Played with real requests: a redeem is held (the test holds a row lock on the lot it spends)
 after it inserted its event, while an earn for someone else commits and a sync runs."""
