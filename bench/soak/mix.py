@@ -71,7 +71,7 @@ PRESETS: dict[str, Mix] = {
     ),
     "smoke": Mix(
         event_requests=3.0,
-        replay_every=4,
+        replay_every=2,  # a brand's second request: a one-minute run always replays
         overlaps=4.0,
         audience_reads=2.0,
         feed_reads=4.0,
