@@ -101,8 +101,10 @@ def test_a_token_signed_by_the_hub_with_valid_claims_is_accepted(hub: Hub, partn
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"exp": int(time.time()) - 300}, "expired"),
-        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        # Times as offsets from when the test runs (not when it is collected: a long run
+        # outlived a fixed "ten minutes from now").
+        ({"exp": -300}, "expired"),
+        ({"nbf": 600}, "not yet valid"),
         ({"iss": "https://attacker.example"}, "wrong issuer"),
         ({"aud": "https://another-api.example"}, "wrong audience"),
     ],
@@ -111,7 +113,9 @@ def test_claims_the_hub_would_never_issue_are_refused(
     hub: Hub, partner: Any, change: dict[str, Any], reason: str
 ) -> None:
     p, c = partner
-    claims = {**valid_claims(hub, c["client_id"], p["id"]), **change}
+    now = int(time.time())
+    timed = {k: now + v if k in ("exp", "nbf") else v for k, v in change.items()}
+    claims = {**valid_claims(hub, c["client_id"], p["id"]), **timed}
     status, body, challenge = me_status(hub, sign_with_hub_key(hub, claims))
     assert status == 401, reason
     assert body["type"] == "urn:hub:problem:unauthorized"
