@@ -113,10 +113,15 @@ def test_a_time_without_zone_is_read_as_utc(hub: Hub) -> None:
     assert response.json()["items"]
 
 
-@pytest.mark.parametrize("name", ["nul\x00name", "tab\tname", "bell\x07"])
-def test_control_characters_in_names_are_400(hub: Hub, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "status"),
+    # NUL is refused by the body check before any field (no column can store it): 422, as for
+    # every string of every body; other control characters by the name's own rule.
+    [("nul\x00name", 422), ("tab\tname", 400), ("bell\x07", 400)],
+)
+def test_control_characters_in_names_are_refused(hub: Hub, name: str, status: int) -> None:
     response = hub.as_admin("POST", "/v1/partners", json={"name": name, "category": "airline"})
-    assert response.status_code == 400
+    assert response.status_code == status, response.text
 
 
 def test_nul_in_a_query_filter_is_a_4xx_not_a_500(hub: Hub) -> None:

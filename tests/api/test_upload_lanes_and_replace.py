@@ -120,9 +120,17 @@ def test_a_replace_removing_thousands_of_records_removes_exactly_those(
 
 @pytest.fixture(scope="module")
 def pausing_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    """Every apply holds its transaction open 3 s before it commits (test-only setting)."""
+    """Every apply holds its transaction open 3 s before it commits (test-only setting).
+    The tests poll an upload's phase closely: a busy machine's slow staging must not exhaust
+    the per-client rate limit."""
     data_dir = tmp_path_factory.mktemp(f"pausing-{backend}")
-    with launch_hub(backend, data_dir, HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS="3") as running:
+    with launch_hub(
+        backend,
+        data_dir,
+        HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS="3",
+        HUB_LIMITS_REQUESTS_PER_MINUTE="100000",
+        HUB_LIMITS_BURST="10000",
+    ) as running:
         yield running
 
 

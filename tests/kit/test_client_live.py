@@ -127,6 +127,7 @@ def test_a_dataframe_goes_up_hashed_and_comes_back_as_overlap_and_audience(
             "partnership_id": pid,
             "title": "Fly and stay",
             "points": {airline.id: 500, hotel.id: 500},
+            "holdout": 0,  # a small audience: no control group to keep above min_audience
         },
     )
     hotel.kit.post(f"/v1/offers/{offer['id']}/approve", creates=False)
