@@ -264,6 +264,12 @@ def _save(directory: Path, loaded: Loaded) -> None:
         shutil.rmtree(partial, ignore_errors=True)  # another process saved it first: the same
 
 
+# numpy reads an .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
+# safe in concurrent threads ("SystemError: AST constructor recursion depth mismatch", seen when
+# the admin matrix opened several partners' arrays at once): one header at a time.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 def _open(directory: Path, partner_id: UUID, version: int, key_version: int) -> Loaded | None:
     path = directory / f"v{version}-k{key_version}"
     if not path.is_dir():
@@ -272,7 +278,8 @@ def _open(directory: Path, partner_id: UUID, version: int, key_version: int) -> 
         meta = json.loads((path / "meta.json").read_text())
 
         def arr(name: str) -> Any:
-            return np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            with _NPY_HEADER_LOCK:
+                return np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
 
         attributes = {
             attr: Attribute(np.asarray(arr(spec["array"])), tuple(spec["values"]))

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from hub.core.db import create_hub_sync_engine
+from partners.identifiers.uploads.staging import UPLOADS
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
 from tests.conftest import Hub, execute_sql, launch_hub
 
@@ -124,14 +128,16 @@ def pausing_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     The tests poll an upload's phase closely: a busy machine's slow staging must not exhaust
     the per-client rate limit."""
     data_dir = tmp_path_factory.mktemp(f"pausing-{backend}")
-    with launch_hub(
-        backend,
-        data_dir,
-        HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS="3",
-        HUB_LIMITS_REQUESTS_PER_MINUTE="100000",
-        HUB_LIMITS_BURST="10000",
-    ) as running:
-        yield running
+    # The processor reads the pause from the process environment (the hub runs in-process).
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS", "3")
+        with launch_hub(
+            backend,
+            data_dir,
+            HUB_LIMITS_REQUESTS_PER_MINUTE="100000",
+            HUB_LIMITS_BURST="10000",
+        ) as running:
+            yield running
 
 
 def test_a_withdrawal_and_an_erasure_sent_mid_apply_are_not_lost(pausing_hub: Hub) -> None:
@@ -143,10 +149,25 @@ def test_a_withdrawal_and_an_erasure_sent_mid_apply_are_not_lost(pausing_hub: Hu
     # The brand's snapshot (sent first) still grants cust-mid1 and names cust-mid2.
     snapshot = [email_record(f"mid{i}") for i in range(50)]
     upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
-    deadline = time.monotonic() + 60
-    while status_of(hub, headers, upload_id)["phase"] != "applying":
-        assert time.monotonic() < deadline, "the upload never reached its apply"
-        time.sleep(0.02)
+    # The phase read from the database itself: a status request may queue behind the apply's
+    # write lock on SQLite and answer only once it is over.
+    engine = create_hub_sync_engine(hub.database_url, writer=False)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            with engine.connect() as conn:
+                status, phase = conn.execute(
+                    select(UPLOADS.c.status, UPLOADS.c.phase).where(
+                        UPLOADS.c.id == uuid.UUID(upload_id)
+                    )
+                ).one()
+            if phase == "applying":
+                break
+            assert status in ("pending", "processing"), status  # not ended before its apply
+            assert time.monotonic() < deadline, f"the upload never reached its apply: {status}"
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
 
     answers: dict[str, Any] = {}
 
