@@ -115,6 +115,24 @@ def _check_filters(loaded: Loaded, filters: Mapping[str, Sequence[str]], field: 
         )
 
 
+async def offer_for(
+    session: AsyncSession, offer_id: UUID, caller: UUID | None, *, lock: bool = False
+) -> tuple[Offer, Partnership]:
+    """The offer and its partnership as the member ``caller`` (None: an admin) may see them;
+    anyone else gets the 404 an unknown offer gets. Read afresh (with ``lock``, locked)."""
+    stmt = select(Offer).where(Offer.id == offer_id).execution_options(populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update()
+    offer = await session.scalar(stmt)
+    if offer is None:
+        raise NotFound(f"No offer {offer_id} visible to you.")
+    try:
+        partnership = await PartnershipService(session).get_for(offer.partnership_id, caller)
+    except NotFound:
+        raise NotFound(f"No offer {offer_id} visible to you.") from None
+    return offer, partnership
+
+
 class OfferService:
     def __init__(
         self,
@@ -132,17 +150,7 @@ class OfferService:
         self, session: AsyncSession, offer_id: UUID, caller: UUID | None, *, lock: bool = False
     ) -> tuple[Offer, Partnership]:
         """The offer as its partnership's member ``caller`` (None: an admin) may see it."""
-        stmt = select(Offer).where(Offer.id == offer_id)
-        if lock:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        offer = await session.scalar(stmt)
-        if offer is None:
-            raise NotFound(f"No offer {offer_id} visible to you.")
-        try:
-            partnership = await PartnershipService(session).get_for(offer.partnership_id, caller)
-        except NotFound:
-            raise NotFound(f"No offer {offer_id} visible to you.") from None
-        return offer, partnership
+        return await offer_for(session, offer_id, caller, lock=lock)
 
     async def page(self, caller: UUID | None, *, cursor: str | None, limit: int) -> Page[OfferOut]:
         stmt = select(Offer)

@@ -34,12 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.audit import Actor, append
 from hub.core.db import writing
-from hub.core.errors import Conflict, HubError, InvalidInput, NotFound
+from hub.core.errors import Conflict, HubError, InvalidInput
 from matching import lift, rules
 from matching.loader import ArrayCache
 from matching.measurement import CONTROL, TREATED, Figures, Window, arm_figures, arm_total
 from matching.models import Offer, OfferResultAnswer, OverlapQuery
 from matching.offer_arms import reconcile_offer
+from matching.offers import offer_for
 from matching.overlap import (
     Dimension,
     PrivacyRefusal,
@@ -59,7 +60,6 @@ from matching.result_rules import (
 from matching.schemas import ArmOut, LiftOut, OfferResultsOut, SegmentResultOut, SideResultOut
 from partners.identifiers.models import IdentifierState
 from partners.partnerships.models import ACTIVE, ENDED, Partnership
-from partners.partnerships.service import PartnershipService
 from partners.rewards.models import RewardEvent
 
 PURPOSE = "offer_results"  # the overlap_queries rows of results reads (budget, differencing)
@@ -88,7 +88,7 @@ class OfferResultsService:
         self, offer_id: UUID, caller: UUID | None, by: str | None, actor: Actor
     ) -> OfferResultsOut:
         async with self.session_maker() as session:
-            offer, partnership = await _offer_for(session, offer_id, caller)
+            offer, partnership = await offer_for(session, offer_id, caller)
         params = {"by": by or ""}
         try:
             dimension = await self._question(offer, partnership, caller, by)
@@ -103,7 +103,7 @@ class OfferResultsService:
         with writing():
             async with self.session_maker() as session, session.begin():
                 await lock_partnerships(session, [partnership.id])
-                offer, partnership = await _offer_for(session, offer_id, caller)
+                offer, partnership = await offer_for(session, offer_id, caller)
                 versions = await _versions(session, partnership)
                 stored = await session.scalar(
                     select(OfferResultAnswer.released)
@@ -243,22 +243,6 @@ class OfferResultsService:
         with writing():
             async with self.session_maker() as session, session.begin():
                 await append(session, _refused_event(actor, offer, partnership, refusal, params))
-
-
-async def _offer_for(
-    session: AsyncSession, offer_id: UUID, caller: UUID | None
-) -> tuple[Offer, Partnership]:
-    """The offer and its partnership as ``caller`` may see them (others: 404, as offers)."""
-    offer = await session.scalar(
-        select(Offer).where(Offer.id == offer_id).execution_options(populate_existing=True)
-    )
-    if offer is None:
-        raise NotFound(f"No offer {offer_id} visible to you.")
-    try:
-        partnership = await PartnershipService(session).get_for(offer.partnership_id, caller)
-    except NotFound:
-        raise NotFound(f"No offer {offer_id} visible to you.") from None
-    return offer, partnership
 
 
 def window_of(offer: Offer, now: datetime) -> Window:
