@@ -183,7 +183,8 @@ class Run:
         staged = time.perf_counter()
         # The processor's own apply: slices into a new generation, the flip, the tidying.
         claim = Claim(upload_id, partner_id, "c", mode, "ndjson", True, 1, now)
-        await self.processor._apply(claim, report)
+        processor = self.processor
+        await processor._apply(claim, report)
         with self.engine.connect() as conn:
             result = conn.execute(
                 select(UPLOADS.c.created, UPLOADS.c.updated, UPLOADS.c.removed).where(
@@ -194,7 +195,9 @@ class Run:
         await asyncio.to_thread(clear_staging_in_batches, self.engine, upload_id)
         what = (
             f"stage {staged - start:.1f} s, apply {done - staged:.1f} s: created "
-            f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}"
+            f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}; "
+            f"longest apply transaction {processor.longest_step:.2f} s "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in processor.step_seconds.items())})"
         )
         return done - start, what
 

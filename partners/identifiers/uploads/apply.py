@@ -338,7 +338,14 @@ class SliceApplier:
         )
         if faceless:
             return None, UNREADABLE_PERSON
-        types = select(t.c.id_type).where(in_upload, t.c.id_type.is_not(None)).distinct()
+        # The id types present, read once (a list, not a subquery each statement evaluates).
+        types = list(
+            (
+                await self.session.scalars(
+                    select(t.c.id_type).where(in_upload, t.c.id_type.is_not(None)).distinct()
+                )
+            ).all()
+        )
 
         # One equality per NOT EXISTS: the database turns each into an anti-join (a hash join
         # on PostgreSQL, the staging index (stage_key, id_type, match_key) on SQLite). (With
@@ -360,7 +367,7 @@ class SliceApplier:
         conditions = [
             self._visible(RECORDS),
             RECORDS.c.retired.is_(None),
-            RECORDS.c.id_type.in_(types),
+            RECORDS.c.id_type.in_(sorted(types)),
             ~held(t.c.match_key),
             RECORDS.c.customer_ref.not_in(kept_people),
         ]

@@ -1,19 +1,25 @@
-"""The upload processor: claims waiting uploads, stages them, applies them whole.
+"""The upload processor: claims waiting uploads, stages them, applies them in slices.
 
 Uploads are processed in lanes, at most ``uploads.lanes`` at once, one partner per lane: a
 partner's uploads run one after another in the order they were sent, and a partner with a
 huge upload in progress never holds back another partner's, whose upload gets a lane of its
 own (its claim passes over partners with an upload in progress in any process). Staging is
-done in short transactions of ``uploads.batch_rows`` rows, so two lanes interleave.
+done in short transactions of ``uploads.batch_rows`` rows, and the apply in short
+transactions of ``uploads.apply_slice_rows`` staged rows, so lanes interleave and no
+transaction holds SQLite's write lock for long.
+
+The apply writes a new generation of the partner's records that no reader sees until one
+small transaction (the flip) makes it current; then the replaced rows are deleted and the
+upload's consent events published, by slices (``phase``: ``staging``, ``applying``,
+``tidying``; ``applied`` counts the rows written). See ``uploads.generation``.
 
 A claim is a lease on the upload's row (``attempts`` raised, ``lease_until`` set) renewed
-while the work goes on. A process killed anywhere leaves the previous records intact: staging
-happens outside the records, and the apply is one transaction. Once the lease runs out, any
-processor resumes the upload from its spooled body (staging starts again from scratch);
-after ``max_attempts`` claims the upload fails with the reason. On shutdown (SIGTERM) the
-lanes are cancelled and a statement in progress is interrupted: the apply rolls back and the
-upload resumes from its body on restart. ``phase`` (``staging``, ``applying``) tells a caller
-where its upload is.
+while the work goes on. A process killed anywhere leaves the current records intact: before
+the flip, the next attempt discards the unfinished generation and applies the upload again
+from its spooled body (staging starts again from scratch); after it, only the tidying is
+left and the next claim does just that. After ``max_attempts`` claims the upload fails with
+the reason. On shutdown (SIGTERM) the lanes stop at their next slice, a statement in progress
+is interrupted, and the upload resumes on restart.
 """
 
 from __future__ import annotations
@@ -35,13 +41,13 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Engine, and_, exists, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
-from hub.core.db import writing
+from hub.core.db import SQLITE_WRITER_GAP_SECONDS, writing
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.records import STATE
 from partners.identifiers.uploads import generation
@@ -168,13 +174,16 @@ class UploadProcessor:
         # Driver connections of the applies in progress, interrupted on shutdown.
         self._applying: set[Any] = set()
         self._lanes: dict[UUID, asyncio.Task[None]] = {}
+        # The longest write transaction of an apply so far (seconds): what a benchmark reports.
+        self.longest_step = 0.0
+        self.step_seconds: dict[str, float] = {}  # the longest of each kind of step
         # TEST ONLY: awaited between two slices of an apply (a test writes meanwhile).
         self.between_slices: Callable[[], Awaitable[None]] | None = None
 
     def stop(self) -> None:
-        """On shutdown: a staging thread stops at its next batch, an apply in progress is
-        interrupted (its transaction rolls back, the records stay as they were) and the
-        upload resumes from its spooled body once its lease runs out (as after a crash)."""
+        """On shutdown: a staging thread stops at its next batch, an apply in progress stops
+        in its slice (the slice's transaction rolls back; the current records are untouched
+        before the flip) and the upload resumes once its lease runs out (as after a crash)."""
         self._stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -264,7 +273,10 @@ class UploadProcessor:
         try:
             await self._process(claim)
         except LeaseLost:
-            log.warning("upload taken over by another process", upload_id=str(claim.upload_id))
+            if self._stopping.is_set():
+                log.info("upload interrupted by shutdown", upload_id=str(claim.upload_id))
+            else:
+                log.warning("upload taken over by another process", upload_id=str(claim.upload_id))
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -549,13 +561,16 @@ class UploadProcessor:
             return await self._step(claim, remove_all)
         after: tuple[int, bytes] | None = None
         rows = max(self.settings.apply_slice_rows, 1)
+        removal: ColumnElement[bool] | None = None
         while True:
 
             async def remove(session: AsyncSession, after: Any = after) -> Any:
+                nonlocal removal
                 step = applier(session)
-                removal, notice = await step.removal()
-                if removal is None:
-                    return None, 0, notice
+                if removal is None:  # the condition is the same for every slice
+                    removal, notice = await step.removal()
+                    if removal is None:
+                        return None, 0, notice
                 upto = await step.next_record_bound(after, rows)
                 return upto, await step.remove(removal, after, upto), None
 
@@ -646,6 +661,7 @@ class UploadProcessor:
         resumes later) when the process is shutting down; interrupted on shutdown."""
         if self._stopping.is_set():
             raise LeaseLost(str(claim.upload_id))
+        started = time.perf_counter()
         with writing():
             async with self.sessions() as session:
                 raw = await (await session.connection()).get_raw_connection()
@@ -655,6 +671,14 @@ class UploadProcessor:
                     await session.commit()
                 finally:
                     self._applying.discard(raw.driver_connection)
+        took = time.perf_counter() - started
+        self.longest_step = max(self.longest_step, took)
+        name = getattr(work, "__name__", "step")
+        self.step_seconds[name] = max(self.step_seconds.get(name, 0.0), took)
+        if self.sync_engine.dialect.name == "sqlite":
+            # Leave the write lock free a moment: a writer waiting on SQLite's busy handler
+            # polls every 100 ms at most, and would never see it free between two steps.
+            await asyncio.sleep(SQLITE_WRITER_GAP_SECONDS)
         return value
 
     async def _progress(self, session: AsyncSession, claim: Claim, rows: int) -> None:
