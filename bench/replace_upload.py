@@ -43,7 +43,8 @@ from hub.settings import UploadSettings
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierState
 from partners.identifiers.uploads.models import IdentifierUpload
-from partners.identifiers.uploads.processor import Claim, UploadProcessor
+from partners.identifiers.uploads.processor import UploadProcessor
+from partners.identifiers.uploads.sliced import Claim
 from partners.identifiers.uploads.staging import (
     UPLOADS,
     StagingJob,
@@ -196,8 +197,8 @@ class Run:
         what = (
             f"stage {staged - start:.1f} s, apply {done - staged:.1f} s: created "
             f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}; "
-            f"longest apply transaction {processor.longest_step:.2f} s "
-            f"({', '.join(f'{k} {v:.2f}' for k, v in processor.step_seconds.items())})"
+            f"longest apply transaction {processor.applier.longest_step:.2f} s "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in processor.applier.step_seconds.items())})"
         )
         return done - start, what
 

@@ -30,45 +30,35 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 from uuid import UUID
 
 import structlog
-from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select, text, update
+from sqlalchemy import Engine, and_, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
-from hub.core.db import SQLITE_WRITER_GAP_SECONDS, writing
+from hub.core.db import writing
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.records import STATE
-from partners.identifiers.uploads import generation
-from partners.identifiers.uploads.apply import (
-    ApplyResult,
-    SliceApplier,
-    apply_settings,
-    erased_notice,
-)
 from partners.identifiers.uploads.erasures import forget_erasures
 from partners.identifiers.uploads.models import (
-    APPLYING,
-    COMPLETED,
     FAILED,
     PENDING,
     PROCESSING,
-    REPLACE,
     STAGING,
     TIDYING,
 )
 from partners.identifiers.uploads.rows import UnreadableBody
+from partners.identifiers.uploads.sliced import (
+    Claim,
+    SlicedApply,
+)
 from partners.identifiers.uploads.spool import spool_path, sweep
 from partners.identifiers.uploads.staging import (
     UPLOADS,
@@ -78,14 +68,10 @@ from partners.identifiers.uploads.staging import (
     clear_staging_in_batches,
     refuse_duplicates,
     stage,
-    stage_key,
     watch_parent,
 )
 
-# Uploads of at least this many rows refresh the table's planner statistics.
-ANALYZE_AFTER_ROWS = 50_000
 log = structlog.get_logger("hub.uploads")
-T = TypeVar("T")
 SWEEP_EVERY_SECONDS = 300
 
 
@@ -114,41 +100,6 @@ class UploadSettings(Protocol):
     def apply_slice_rows(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class Claim:
-    upload_id: UUID
-    partner_id: UUID
-    client_id: str
-    mode: str
-    fmt: str
-    compressed: bool
-    attempt: int
-    sent_at: datetime
-    # Its flip committed before its process stopped: only the tidying is left.
-    tidying: bool = False
-
-
-def interrupt_statement(connection: Any) -> None:
-    """End the statement running on an asyncio driver connection: SQLite's interrupt (safe
-    from any thread) or PostgreSQL's cancel request. The statement fails, its transaction
-    rolls back."""
-    sqlite = getattr(connection, "_connection", None)  # aiosqlite wraps a sqlite3 connection
-    try:
-        if sqlite is not None:
-            sqlite.interrupt()
-        else:
-            connection.cancel()
-    except Exception:  # already closed or finished: nothing left to stop
-        log.debug("could not interrupt an apply", exc_info=True)
-
-
-def apply_pause_for_tests() -> float:
-    """TEST ONLY: seconds the apply waits between two slices, its pending generation partly
-    written and invisible (``HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS``): lets a test write to the
-    partner, or stop a hub, mid-apply."""
-    return float(os.environ.get("HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS", "0"))
-
-
 class UploadFailed(Exception):
     """The upload cannot be applied; the message is its ``error`` for the partner."""
 
@@ -171,14 +122,10 @@ class UploadProcessor:
         self.wake = asyncio.Event()
         self._stopping = threading.Event()
         self._pool: ProcessPoolExecutor | None = None
-        # Driver connections of the applies in progress, interrupted on shutdown.
-        self._applying: set[Any] = set()
         self._lanes: dict[UUID, asyncio.Task[None]] = {}
-        # The longest write transaction of an apply so far (seconds): what a benchmark reports.
-        self.longest_step = 0.0
-        self.step_seconds: dict[str, float] = {}  # the longest of each kind of step
-        # TEST ONLY: awaited between two slices of an apply (a test writes meanwhile).
-        self.between_slices: Callable[[], Awaitable[None]] | None = None
+        self.applier = SlicedApply(
+            sessions, sync_engine.dialect.name, crypto, settings.apply_slice_rows, self._stopping
+        )
 
     def stop(self) -> None:
         """On shutdown: a staging thread stops at its next batch, an apply in progress stops
@@ -187,8 +134,7 @@ class UploadProcessor:
         self._stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        for connection in list(self._applying):
-            interrupt_statement(connection)
+        self.applier.interrupt()
         # Lanes first: an apply's open transaction would keep the claim loop waiting on
         # SQLite's write lock (for the whole busy timeout) before it could see its own end.
         for task in self._lanes.values():
@@ -383,7 +329,7 @@ class UploadProcessor:
     async def _process(self, claim: Claim) -> None:
         path = spool_path(self.spool_dir, claim.upload_id)
         if claim.tidying:
-            await self._resume_tidying(claim)
+            await self.applier.resume_tidying(claim)
             await asyncio.to_thread(self._clean_up, claim.upload_id, path)
             return
         job = StagingJob(
@@ -462,265 +408,7 @@ class UploadProcessor:
             # A match key was added while this upload was staged: stage it again under the
             # new version (the next claim does), rather than apply keys of the old one.
             raise LeaseLost(str(claim.upload_id))
-        await self._enter_phase(claim, APPLYING)
-        partner_id = claim.partner_id
-        current = await self._settle(claim)
-        pending = await self._step(
-            claim, lambda session: generation.open_generation(session, partner_id, current)
-        )
-        if self.sync_engine.dialect.name == "postgresql":
-            await self._analyze("identifier_staging")  # freshly copied: give the planner sizes
-        applier = partial(
-            SliceApplier,
-            stage_key=stage_key(claim.upload_id, claim.attempt),
-            partner_id=partner_id,
-            current=current,
-            pending=pending,
-            match_version=report.match_version,
-            sent_at=claim.sent_at,
-            with_previous_keys=report.with_previous_keys,
-        )
-        result = await self._write_slices(claim, applier)
-        if claim.mode == REPLACE:
-            removed, notice = await self._remove(claim, applier)
-            result.removed = removed
-            result.notice = " ".join(filter(None, [notice, result.notice]))
-        if result.skipped:
-            result.notice = " ".join(filter(None, [result.notice, erased_notice(result.skipped)]))
-        await self._step(claim, lambda session: self._flip(session, claim, report, pending, result))
-        await self._tidy(claim, pending)
-        await self._finish(claim)
-        if report.accepted >= ANALYZE_AFTER_ROWS:
-            await self._analyze("identifier_records")
-
-    async def _settle(self, claim: Claim) -> int:
-        """The partner's current generation, after tidying what an earlier apply left (its
-        tidying interrupted) and discarding what an attempt that never flipped wrote."""
-        partner_id = claim.partner_id
-
-        async def settle(session: AsyncSession) -> tuple[int, int]:
-            current, _ = await generation.lock_state(session, partner_id)
-            done = await generation.tidy_slice(session, partner_id, current)
-            done += await generation.discard_slice(session, partner_id, current)
-            if not done:
-                await session.execute(
-                    update(STATE).where(STATE.c.partner_id == partner_id).values(pending=None)
-                )
-            return current, done
-
-        while True:
-            current, done = await self._step(claim, settle)
-            if not done:
-                return current
-
-    async def _write_slices(
-        self, claim: Claim, applier: Callable[[AsyncSession], SliceApplier]
-    ) -> ApplyResult:
-        result = ApplyResult(created=0, updated=0, removed=0, notice=None)
-        match_version = self.crypto.keys.match_version
-        after = 0
-        rows = max(self.settings.apply_slice_rows, 1)
-        while True:
-
-            async def write(session: AsyncSession, after: int = after) -> int | None:
-                if self.crypto.keys.match_version != match_version:
-                    # A match key was added meanwhile: this generation (invisible) is
-                    # discarded and the upload staged again under the new version.
-                    raise LeaseLost(str(claim.upload_id))
-                step = applier(session)
-                upto = await step.next_bound(after, rows)
-                if upto is None:
-                    return None
-                accepted, matched, skipped = await step.upsert_slice(after, upto)
-                result.created += accepted - matched
-                result.updated += matched
-                result.skipped += skipped
-                await self._progress(session, claim, accepted + skipped)
-                return upto
-
-            bound = await self._step(claim, write)
-            if bound is None:
-                return result
-            after = bound
-            await self._between_slices()
-
-    async def _remove(
-        self, claim: Claim, applier: Callable[[AsyncSession], SliceApplier]
-    ) -> tuple[int, str | None]:
-        """``replace``: retire the current records the upload no longer holds. PostgreSQL in
-        one statement (its other writers do not wait for it), SQLite by slices of records."""
-        removed = 0
-        if self.sync_engine.dialect.name == "postgresql":
-
-            async def remove_all(session: AsyncSession) -> tuple[int, str | None]:
-                async with apply_settings(session):
-                    step = applier(session)
-                    removal, notice = await step.removal()
-                    return (0 if removal is None else await step.remove(removal)), notice
-
-            return await self._step(claim, remove_all)
-        after: tuple[int, bytes] | None = None
-        rows = max(self.settings.apply_slice_rows, 1)
-        removal: ColumnElement[bool] | None = None
-        while True:
-
-            async def remove(session: AsyncSession, after: Any = after) -> Any:
-                nonlocal removal
-                step = applier(session)
-                if removal is None:  # the condition is the same for every slice
-                    removal, notice = await step.removal()
-                    if removal is None:
-                        return None, 0, notice
-                upto = await step.next_record_bound(after, rows)
-                return upto, await step.remove(removal, after, upto), None
-
-            upto, count, notice = await self._step(claim, remove)
-            removed += count
-            if upto is None:
-                return removed, notice
-            after = upto
-            await self._between_slices()
-
-    async def _flip(
-        self,
-        session: AsyncSession,
-        claim: Claim,
-        report: StageReport,
-        pending: int,
-        result: ApplyResult,
-    ) -> None:
-        """The one small transaction that makes the upload's generation current, with the
-        upload's figures and its audit entry."""
-        await generation.lock_state(session, claim.partner_id)
-        await generation.flip(session, claim.partner_id, pending, claim.sent_at)
-        actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
-        await audit.append(
-            session,
-            actor.event(
-                "identifiers.upload_applied",
-                "identifier_upload",
-                str(claim.upload_id),
-                mode=claim.mode,
-                rows_read=report.rows_read,
-                accepted=report.accepted,
-                refused=report.refused,
-                created=result.created,
-                updated=result.updated,
-                removed=result.removed,
-                skipped=result.skipped,
-            ),
-        )
-        await self._update_claimed(
-            session,
-            claim,
-            phase=TIDYING,
-            rows_read=report.rows_read,
-            accepted=report.accepted,
-            refused=report.refused,
-            created=result.created,
-            updated=result.updated,
-            removed=result.removed,
-            skipped=result.skipped,
-            notice=result.notice or None,
-        )
-
-    async def _tidy(self, claim: Claim, generation_now: int) -> None:
-        """After the flip: retired rows deleted and consent changes published, by slices."""
-        partner_id = claim.partner_id
-        done = 1
-        while done:
-            done = await self._step(
-                claim, lambda session: generation.tidy_slice(session, partner_id, generation_now)
-            )
-
-    async def _finish(self, claim: Claim) -> None:
-        async def finish(session: AsyncSession) -> None:
-            await self._update_claimed(
-                session,
-                claim,
-                status=COMPLETED,
-                phase=None,
-                lease_until=None,
-                finished_at=datetime.now(UTC),
-            )
-
-        await self._step(claim, finish)
-
-    async def _resume_tidying(self, claim: Claim) -> None:
-        """An upload whose flip committed before its process stopped: only its tidying is
-        left (its figures are stored), never a second apply."""
-        async with self.sessions() as session:
-            current = await session.scalar(
-                select(STATE.c.generation).where(STATE.c.partner_id == claim.partner_id)
-            )
-        await self._tidy(claim, int(current or 0))
-        await self._finish(claim)
-
-    async def _step(self, claim: Claim, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """One short write transaction of an apply: ``work``, then commit. Stops (the upload
-        resumes later) when the process is shutting down; interrupted on shutdown."""
-        if self._stopping.is_set():
-            raise LeaseLost(str(claim.upload_id))
-        started = time.perf_counter()
-        with writing():
-            async with self.sessions() as session:
-                raw = await (await session.connection()).get_raw_connection()
-                self._applying.add(raw.driver_connection)
-                try:
-                    value = await work(session)
-                    await session.commit()
-                finally:
-                    self._applying.discard(raw.driver_connection)
-        took = time.perf_counter() - started
-        self.longest_step = max(self.longest_step, took)
-        name = getattr(work, "__name__", "step")
-        self.step_seconds[name] = max(self.step_seconds.get(name, 0.0), took)
-        if self.sync_engine.dialect.name == "sqlite":
-            # Leave the write lock free a moment: a writer waiting on SQLite's busy handler
-            # polls every 100 ms at most, and would never see it free between two steps.
-            await asyncio.sleep(SQLITE_WRITER_GAP_SECONDS)
-        return value
-
-    async def _progress(self, session: AsyncSession, claim: Claim, rows: int) -> None:
-        """Count a slice's rows on the upload (the status shows it), checking the claim."""
-        await self._update_claimed(session, claim, applied=UPLOADS.c.applied + rows)
-
-    async def _update_claimed(self, session: AsyncSession, claim: Claim, **values: Any) -> None:
-        done = await session.execute(
-            update(UPLOADS)
-            .where(UPLOADS.c.id == claim.upload_id, UPLOADS.c.attempts == claim.attempt)
-            .values(**values)
-        )
-        if getattr(done, "rowcount", 0) != 1:
-            await session.rollback()
-            raise LeaseLost(str(claim.upload_id))
-
-    async def _between_slices(self) -> None:
-        """Between two slices: other writers take SQLite's lock; tests may pause here."""
-        pause = apply_pause_for_tests()
-        if pause:
-            await asyncio.sleep(pause)
-        if self.between_slices is not None:
-            await self.between_slices()
-        await asyncio.sleep(0)
-
-    async def _enter_phase(self, claim: Claim, phase: str) -> None:
-        with writing():
-            async with self.sessions() as session:
-                await self._update_claimed(session, claim, phase=phase, applied=0)
-                await session.commit()
-
-    async def _analyze(self, table: str) -> None:
-        """Fresh planner statistics on PostgreSQL: without them it takes a freshly loaded
-        table for a tiny one and filters key lookups (the rewards sync's, for one) instead of
-        using the primary key (measured: 9 ms instead of 100 ms to 2 s)."""
-        try:
-            async with self.sessions() as session:
-                if session.get_bind().dialect.name == "postgresql":
-                    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                    await session.execute(text(f"ANALYZE {table}"))
-        except Exception:  # the upload is applied either way; autovacuum analyzes later
-            log.warning("could not refresh planner statistics", table=table, exc_info=True)
+        await self.applier.run(claim, report)
 
     async def _finish_failed(
         self, session: AsyncSession, upload_id: UUID, partner_id: UUID, attempt: int, reason: str
