@@ -166,9 +166,7 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
         name=partner["name"],
     )
     assert leftovers[0][0] == 0
-    assert execute_sql(hub.database_url, "SELECT count(*) FROM identifier_pending_events") == [
-        (0,)
-    ]
+    assert execute_sql(hub.database_url, "SELECT count(*) FROM identifier_pending_events") == [(0,)]
     sync = hub.http.post(
         "/v1/identifiers",
         json={"records": [email_record("m850", ref="sync-m850")]},

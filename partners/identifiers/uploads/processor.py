@@ -30,9 +30,11 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 from uuid import UUID
@@ -328,9 +330,11 @@ class UploadProcessor:
 
     async def _process(self, claim: Claim) -> None:
         path = spool_path(self.spool_dir, claim.upload_id)
+        # An upload's staging rows and spooled body go before it is marked finished: a caller
+        # that sees it completed (or failed) sees nothing of it left behind.
+        clean_up = partial(asyncio.to_thread, self._clean_up, claim.upload_id, path)
         if claim.tidying:
-            await self.applier.resume_tidying(claim)
-            await asyncio.to_thread(self._clean_up, claim.upload_id, path)
+            await self.applier.resume_tidying(claim, before_finish=clean_up)
             return
         job = StagingJob(
             upload_id=claim.upload_id,
@@ -346,7 +350,7 @@ class UploadProcessor:
             report = await asyncio.to_thread(self._stage, job, path)
             staged = time.perf_counter()
             self._check_refused_share(report)
-            await self._apply(claim, report)
+            await self._apply(claim, report, before_finish=clean_up)
             log.info(
                 "upload applied",
                 upload_id=str(claim.upload_id),
@@ -359,13 +363,13 @@ class UploadProcessor:
             reason = str(exc)
             if isinstance(exc, UnreadableBody):
                 reason = f"The body cannot be read: {reason}. Nothing was applied."
+            await clean_up()
             with writing():
                 async with self.sessions() as session:
                     await self._finish_failed(
                         session, claim.upload_id, claim.partner_id, claim.attempt, reason
                     )
                     await session.commit()
-        await asyncio.to_thread(self._clean_up, claim.upload_id, path)
 
     def _stage(self, job: StagingJob, path: Path) -> StageReport:
         try:
@@ -403,12 +407,17 @@ class UploadProcessor:
                 "file again."
             )
 
-    async def _apply(self, claim: Claim, report: StageReport) -> None:
+    async def _apply(
+        self,
+        claim: Claim,
+        report: StageReport,
+        before_finish: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         if self.crypto.keys.match_version != report.match_version:
             # A match key was added while this upload was staged: stage it again under the
             # new version (the next claim does), rather than apply keys of the old one.
             raise LeaseLost(str(claim.upload_id))
-        await self.applier.run(claim, report)
+        await self.applier.run(claim, report, before_finish=before_finish)
 
     async def _finish_failed(
         self, session: AsyncSession, upload_id: UUID, partner_id: UUID, attempt: int, reason: str

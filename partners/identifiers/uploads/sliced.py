@@ -110,7 +110,12 @@ class SlicedApply:
         for connection in list(self._applying):
             interrupt_statement(connection)
 
-    async def run(self, claim: Claim, report: StageReport) -> None:
+    async def run(
+        self,
+        claim: Claim,
+        report: StageReport,
+        before_finish: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         """Apply the staged upload: slices, removal (``replace``), flip, tidying, done."""
         await self._enter_phase(claim, APPLYING)
         partner_id = claim.partner_id
@@ -139,6 +144,8 @@ class SlicedApply:
             result.notice = " ".join(filter(None, [result.notice, erased_notice(result.skipped)]))
         await self._step(claim, lambda session: self._flip(session, claim, report, pending, result))
         await self._tidy(claim, pending)
+        if before_finish is not None:
+            await before_finish()
         await self._finish(claim)
         if report.accepted >= ANALYZE_AFTER_ROWS:
             await self._analyze("identifier_records")
@@ -296,7 +303,9 @@ class SlicedApply:
 
         await self._step(claim, finish)
 
-    async def resume_tidying(self, claim: Claim) -> None:
+    async def resume_tidying(
+        self, claim: Claim, before_finish: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
         """An upload whose flip committed before its process stopped: only its tidying is
         left (its figures are stored), never a second apply."""
         async with self.sessions() as session:
@@ -304,6 +313,8 @@ class SlicedApply:
                 select(STATE.c.generation).where(STATE.c.partner_id == claim.partner_id)
             )
         await self._tidy(claim, int(current or 0))
+        if before_finish is not None:
+            await before_finish()
         await self._finish(claim)
 
     async def _step(self, claim: Claim, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
