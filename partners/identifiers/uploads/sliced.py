@@ -156,10 +156,11 @@ class SlicedApply:
         partner_id = claim.partner_id
 
         async def settle(session: AsyncSession) -> tuple[int, int]:
-            current, _ = await generation.lock_state(session, partner_id)
+            current, pending = await generation.lock_state(session, partner_id)
             done = await generation.tidy_slice(session, partner_id, current)
-            done += await generation.discard_slice(session, partner_id, current)
-            if not done:
+            if pending is not None:  # an attempt that never flipped: undo what it wrote
+                done += await generation.discard_slice(session, partner_id, current)
+            if not done and pending is not None:
                 await session.execute(
                     update(STATE).where(STATE.c.partner_id == partner_id).values(pending=None)
                 )
