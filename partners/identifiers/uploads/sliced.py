@@ -73,11 +73,13 @@ def interrupt_statement(connection: Any) -> None:
         log.debug("could not interrupt an apply", exc_info=True)
 
 
-def apply_pause_for_tests() -> float:
+def apply_pause_for_tests(after: str = "SLICE") -> float:
     """TEST ONLY: seconds the apply waits between two slices, its pending generation partly
-    written and invisible (``HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS``): lets a test write to the
-    partner, or stop a hub, mid-apply."""
-    return float(os.environ.get("HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS", "0"))
+    written and invisible (``HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS``), or after its flip, before
+    it tidies (``HUB_UPLOADS_TEST_FLIP_PAUSE_SECONDS``): lets a test write to the partner, or
+    stop a hub, in either phase."""
+    variable = "APPLY" if after == "SLICE" else after
+    return float(os.environ.get(f"HUB_UPLOADS_TEST_{variable}_PAUSE_SECONDS", "0"))
 
 
 class SlicedApply:
@@ -143,6 +145,9 @@ class SlicedApply:
         if result.skipped:
             result.notice = " ".join(filter(None, [result.notice, erased_notice(result.skipped)]))
         await self._step(claim, lambda session: self._flip(session, claim, report, pending, result))
+        pause = apply_pause_for_tests(after="FLIP")
+        if pause:
+            await asyncio.sleep(pause)
         await self._tidy(claim, pending)
         if before_finish is not None:
             await before_finish()
