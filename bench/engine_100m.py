@@ -326,7 +326,7 @@ def measure_duckdb(repeat: int) -> dict[str, Any]:
         a, b = open_sides()
         con = duckdb.connect()
         con.execute("SET threads = 2")
-        con.execute("SET memory_limit = '14GB'")
+        con.execute("SET memory_limit = '10GB'")
         con.execute(f"SET temp_directory = '{RESULTS / 'duckdb_tmp'}'")
         start = time.perf_counter()
         for name, side in (("a", a), ("b", b)):
