@@ -86,7 +86,7 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
         + [email_record(f"m{i}", ref=f"cust-m{i}") for i in range(100, 900)]
         + [email_record(f"n{i}", ref=f"cust-n{i}") for i in range(100)]
     )
-    os.environ[PAUSE] = "0.5"
+    os.environ[PAUSE] = "2"  # long enough for the writes below to land before slice 9
     try:
         upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
         deadline = time.monotonic() + 120

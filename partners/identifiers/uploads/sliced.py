@@ -10,10 +10,12 @@ Every step checks the claim (``attempts``): a process that lost its lease stops 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -22,7 +24,7 @@ from uuid import UUID
 
 import structlog
 from sqlalchemy import ColumnElement, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
@@ -31,6 +33,8 @@ from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.records import STATE
 from partners.identifiers.uploads import generation
 from partners.identifiers.uploads.apply import (
+    SQLITE_APPLY_CACHE,
+    SQLITE_DEFAULT_CACHE,
     ApplyResult,
     SliceApplier,
     apply_settings,
@@ -43,6 +47,10 @@ from partners.identifiers.uploads.staging import UPLOADS, LeaseLost, StageReport
 ANALYZE_AFTER_ROWS = 50_000
 log = structlog.get_logger("hub.uploads")
 T = TypeVar("T")
+# The connection an apply in progress (one per lane: a task of its own) runs its steps on.
+_CONNECTION: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
+    "apply_connection", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,15 @@ class SlicedApply:
         before_finish: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """Apply the staged upload: slices, removal (``replace``), flip, tidying, done."""
+        async with self._connection():
+            await self._run(claim, report, before_finish)
+
+    async def _run(
+        self,
+        claim: Claim,
+        report: StageReport,
+        before_finish: Callable[[], Awaitable[object]] | None,
+    ) -> None:
         await self._enter_phase(claim, APPLYING)
         partner_id = claim.partner_id
         current = await self._settle(claim)
@@ -323,6 +340,33 @@ class SlicedApply:
             await before_finish()
         await self._finish(claim)
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[None]:
+        """One connection for all the steps of an apply (each its own transaction on it). On
+        SQLite it gets a page cache that holds the indexes being written (its default, 2 MB,
+        made a slice into a 1M-record table take 2.5 s instead of a fraction of one); the
+        cache is the connection's own, and put back before it returns to the pool."""
+        engine = self.sessions.kw["bind"]
+        async with engine.connect() as connection:
+            if self.dialect == "sqlite":
+                await connection.exec_driver_sql(f"PRAGMA cache_size = {SQLITE_APPLY_CACHE}")
+                await connection.commit()
+            token = _CONNECTION.set(connection)
+            try:
+                yield
+            finally:
+                _CONNECTION.reset(token)
+                if self.dialect == "sqlite":
+                    await connection.rollback()
+                    await connection.exec_driver_sql(f"PRAGMA cache_size = {SQLITE_DEFAULT_CACHE}")
+                    await connection.commit()
+
+    def _session(self) -> AsyncSession:
+        connection = _CONNECTION.get()
+        if connection is None:  # outside run(): a pooled connection per step
+            return self.sessions()
+        return AsyncSession(bind=connection, expire_on_commit=False)
+
     async def _step(self, claim: Claim, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """One short write transaction of an apply: ``work``, then commit. Stops (the upload
         resumes later) when the process is shutting down; interrupted on shutdown."""
@@ -330,7 +374,7 @@ class SlicedApply:
             raise LeaseLost(str(claim.upload_id))
         started = time.perf_counter()
         with writing():
-            async with self.sessions() as session:
+            async with self._session() as session:
                 raw = await (await session.connection()).get_raw_connection()
                 self._applying.add(raw.driver_connection)
                 try:
