@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +20,13 @@ from partners.identifiers.uploads.staging import UPLOADS
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
 from tests.conftest import Hub, execute_sql, launch_hub
 
-PAUSE = "HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS"
+GATE = "HUB_UPLOADS_TEST_APPLY_GATE"
 
 
 @pytest.fixture(scope="module")
 def sliced_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    """Slices of 100 staged rows; the test sets a pause between slices while it runs (the
-    in-process processor reads it from the environment at each slice)."""
+    """Slices of 100 staged rows. Between two slices the apply waits while a gate file
+    exists (test-only; the in-process processor reads its path from the environment)."""
     data_dir = tmp_path_factory.mktemp(f"sliced-{backend}")
     with (
         pytest.MonkeyPatch.context() as env,
@@ -37,7 +38,7 @@ def sliced_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             HUB_LIMITS_BURST="10000",
         ) as running,
     ):
-        env.setenv(PAUSE, "0")
+        env.setenv(GATE, str(data_dir / "gate"))
         yield running
 
 
@@ -74,6 +75,7 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
     sliced_hub: Hub,
 ) -> None:
     hub = sliced_hub
+    gate = Path(os.environ[GATE])
     partner, _, headers = hub.partner_with_token("airline")
     first = [email_record(f"m{i}", ref=f"cust-m{i}") for i in range(1_000)]
     loaded = wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])
@@ -86,7 +88,7 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
         + [email_record(f"m{i}", ref=f"cust-m{i}") for i in range(100, 900)]
         + [email_record(f"n{i}", ref=f"cust-n{i}") for i in range(100)]
     )
-    os.environ[PAUSE] = "2"  # long enough for the writes below to land before slice 9
+    gate.touch()  # the apply stops after its first slice until the writes below are done
     try:
         upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
         deadline = time.monotonic() + 120
@@ -131,18 +133,31 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
         )
         assert erased_new.status_code == 200, erased_new.text
         progress = upload_row(hub, upload_id)
-        assert progress.phase == "applying", "the apply ended before the writes: test too slow"
-        assert 0 < progress.applied < len(snapshot)
+        assert progress.phase == "applying", "the apply ended before the writes"
+        assert progress.applied == 100  # one slice written, held at the gate
+        # Slices are ranges of staging ids, whose order need not be the file's (PostgreSQL's
+        # parsing processes copy in parallel): which erased rows had been written already?
+        staged = dict(
+            execute_sql(
+                hub.database_url,
+                "SELECT customer_ref, id FROM identifier_staging WHERE stage_key LIKE :key",
+                key=f"{upload_id}.%",
+            )
+        )
+        first_slice = min(staged.values()) + 99
+        written = {ref for ref in ("cust-m860", "cust-n50") if staged[ref] <= first_slice}
     finally:
-        os.environ[PAUSE] = "0"
+        gate.unlink()
 
     done = wait_for(hub, headers, upload_id, timeout=120)
     assert done["status"] == "completed", done
+    # A row erased before its slice is skipped; one written before its erasure was created
+    # (or matched) and then erased.
     assert (done["created"], done["matched"], done["removed"], done["skipped"]) == (
-        99,
-        899,
+        99 + ("cust-n50" in written),
+        899 + ("cust-m860" in written),
         100,
-        2,
+        2 - len(written),
     )
     assert done["applied"] == len(snapshot)
     records = records_of(hub, partner["name"])

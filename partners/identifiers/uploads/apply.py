@@ -28,7 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     Text,
     and_,
-    case,
+    bindparam,
     cast,
     exists,
     func,
@@ -37,7 +37,6 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
-    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -144,23 +143,29 @@ class SliceApplier:
             or_(r.c.retired.is_(None), r.c.retired > self.current),
         )
 
-    async def next_bound(self, after: int, rows: int) -> int | None:
-        """The staging id that ends the slice of up to ``rows`` staged rows after ``after``."""
-        ids = (
-            select(STAGING.c.id)
-            .where(STAGING.c.stage_key == self.stage_key, STAGING.c.id > after)
-            .order_by(STAGING.c.id)
-            .limit(rows)
-            .subquery()
-        )
-        bound = await self.session.scalar(select(func.max(ids.c.id)))
-        return None if bound is None else int(bound)
+    async def id_range(self) -> tuple[int, int] | None:
+        """The first and last staging ids of the upload (read once). Slices are ranges of
+        ids: looking for "the next N rows of this upload" each time sorted the upload's rows
+        again on SQLite (its staging index leads with stage_key), once per slice."""
+        low, high = (
+            await self.session.execute(
+                select(func.min(STAGING.c.id), func.max(STAGING.c.id)).where(
+                    STAGING.c.stage_key == self.stage_key
+                )
+            )
+        ).one()
+        return None if low is None else (int(low), int(high))
 
     async def upsert_slice(self, after: int, upto: int) -> tuple[int, int, int]:
         """Write the accepted staged rows with ids in (after, upto]: new and changed records
         under the pending generation, the records they replace retired by it, their consent
         changes pending. Returns (accepted, matched, skipped): matched rows met a current
         record (changed or not); skipped ones name something erased since the upload was sent.
+
+        One join of the slice with the current records, read into Python (at most a slice of
+        rows), decides everything; the writes are by primary key. (Set-based statements that
+        joined the records again let SQLite walk all the partner's records once per slice:
+        2.6 s a slice at 300k records.)
         """
         s = STAGING.alias("s")
         accepted = and_(
@@ -185,33 +190,72 @@ class SliceApplier:
         same_key = and_(
             self._visible(r), r.c.id_type == s.c.id_type, r.c.match_key == s.c.match_key
         )
-        total, matched = (
+        met = (
             await self.session.execute(
-                select(func.count(), func.count(r.c.match_key))
+                select(
+                    s.c.customer_ref,
+                    s.c.consents,
+                    cast(s.c.attributes, Text),
+                    r.c.id_type,
+                    r.c.match_key,
+                    r.c.generation,
+                    r.c.customer_ref,
+                    r.c.consents,
+                    cast(r.c.attributes, Text),
+                )
                 .select_from(s.outerjoin(r, same_key))
                 .where(accepted)
             )
-        ).one()
-        await self._pending_changes(s, r, same_key, accepted, matched=bool(matched))
-        now = datetime.now(UTC)
-        if matched:
-            changed = or_(
-                RECORDS.c.customer_ref != s.c.customer_ref,
-                RECORDS.c.consents != s.c.consents,
-                cast(RECORDS.c.attributes, Text).is_distinct_from(cast(s.c.attributes, Text)),
+        ).all()
+        changes: dict[str, list[int]] = {}
+
+        def change(ref: str, granted: int, withdrawn: int) -> None:
+            if granted or withdrawn:
+                both = changes.setdefault(ref, [0, 0])
+                both[0] |= granted
+                both[1] |= withdrawn
+
+        replaced = []
+        matched = 0
+        for ref, consents, attributes, id_type, key, generation, old_ref, old, old_attrs in met:
+            if key is None:  # a new record
+                change(ref, consents, 0)
+                continue
+            matched += 1
+            if old_ref != ref:  # moved to another person
+                change(ref, consents, 0)
+                change(old_ref, 0, old)
+            else:
+                change(ref, consents & ~old, old & ~consents)
+            if old_ref != ref or old != consents or old_attrs != attributes:
+                replaced.append({"t": id_type, "k": key, "g": generation})
+        if changes:
+            await self.session.execute(
+                PENDING_EVENTS.insert(),
+                [
+                    {
+                        "partner_id": self.partner_id,
+                        "generation": self.pending,
+                        "customer_ref": ref,
+                        "granted": granted & ~withdrawn,
+                        "withdrawn": withdrawn,
+                    }
+                    for ref, (granted, withdrawn) in changes.items()
+                ],
             )
+        if replaced:
             await self.session.execute(
                 update(RECORDS)
                 .where(
-                    self._visible(RECORDS),
-                    RECORDS.c.retired.is_(None),
-                    RECORDS.c.id_type == s.c.id_type,
-                    RECORDS.c.match_key == s.c.match_key,
-                    accepted,
-                    changed,
+                    RECORDS.c.partner_id == self.partner_id,
+                    RECORDS.c.id_type == bindparam("t"),
+                    RECORDS.c.match_key == bindparam("k"),
+                    RECORDS.c.generation == bindparam("g"),
                 )
-                .values(retired=self.pending)
+                .values(retired=self.pending),
+                replaced,
             )
+        now = datetime.now(UTC)
         rows = select(
             literal(self.partner_id, RECORDS.c.partner_id.type),
             s.c.id_type,
@@ -234,25 +278,26 @@ class SliceApplier:
                     r.c.match_key == s.c.match_key,
                 )
             )
-        await self.session.execute(
-            RECORDS.insert().from_select(
-                [
-                    "partner_id",
-                    "id_type",
-                    "match_key",
-                    "generation",
-                    "key_version",
-                    "digest_enc",
-                    "data_version",
-                    "customer_ref",
-                    "consents",
-                    "attributes",
-                    "updated_at",
-                ],
-                rows,
+        if len(met) > matched or replaced:
+            await self.session.execute(
+                RECORDS.insert().from_select(
+                    [
+                        "partner_id",
+                        "id_type",
+                        "match_key",
+                        "generation",
+                        "key_version",
+                        "digest_enc",
+                        "data_version",
+                        "customer_ref",
+                        "consents",
+                        "attributes",
+                        "updated_at",
+                    ],
+                    rows,
+                )
             )
-        )
-        return int(total), int(matched), skipped
+        return len(met), matched, skipped
 
     async def _rekey_previous_version(self, s: Any, accepted: Any) -> None:
         """During a match-key rotation: move the current records this slice names to the
@@ -269,42 +314,6 @@ class SliceApplier:
             )
             .values(match_key=s.c.match_key, key_version=self.match_version)
         )
-
-    async def _pending_changes(
-        self, s: Any, r: Any, same_key: Any, accepted: Any, *, matched: bool
-    ) -> None:
-        """The consent changes of this slice, per record: new records grant, changed ones
-        grant and withdraw the difference, moved ones withdraw from their old person."""
-        if not matched:
-            parts: list[Any] = [
-                select(
-                    s.c.customer_ref.label("ref"), s.c.consents.label("g"), literal(0).label("w")
-                ).where(accepted)
-            ]
-        else:
-            new = r.c.match_key.is_(None)
-            moved = r.c.customer_ref != s.c.customer_ref
-            parts = [
-                select(
-                    s.c.customer_ref.label("ref"),
-                    case(
-                        (new, s.c.consents),
-                        (moved, s.c.consents),
-                        else_=s.c.consents.bitwise_and(r.c.consents.bitwise_not()),
-                    ).label("g"),
-                    case(
-                        (new, 0),
-                        (moved, 0),
-                        else_=r.c.consents.bitwise_and(s.c.consents.bitwise_not()),
-                    ).label("w"),
-                )
-                .select_from(s.outerjoin(r, same_key))
-                .where(accepted),
-                select(r.c.customer_ref, literal(0), r.c.consents)
-                .select_from(s.join(r, same_key))
-                .where(accepted, moved),
-            ]
-        await self._pend(union_all(*parts).subquery("changes"))
 
     async def _pend(self, changes: Any) -> None:
         await self.session.execute(

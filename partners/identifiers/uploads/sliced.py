@@ -90,6 +90,12 @@ def apply_pause_for_tests(after: str = "SLICE") -> float:
     return float(os.environ.get(f"HUB_UPLOADS_TEST_{variable}_PAUSE_SECONDS", "0"))
 
 
+def _wait_for_gate(gate: str, stopping: threading.Event) -> None:
+    """TEST ONLY: wait until the file ``gate`` is gone (or the process stops)."""
+    while os.path.exists(gate) and not stopping.wait(0.05):
+        pass
+
+
 class SlicedApply:
     """The apply of one process's uploads (one per lane at a time)."""
 
@@ -198,31 +204,33 @@ class SlicedApply:
     ) -> ApplyResult:
         result = ApplyResult(created=0, updated=0, removed=0, notice=None)
         match_version = self.crypto.keys.match_version
-        after = 0
-        rows = max(self.slice_rows, 1)
-        while True:
 
-            async def write(session: AsyncSession, after: int = after) -> int | None:
+        async def ids(session: AsyncSession) -> tuple[int, int] | None:
+            return await applier(session).id_range()
+
+        found = await self._step(claim, ids)
+        if found is None:
+            return result
+        low, high = found
+        after = low - 1
+        while after < high:
+            upto = min(after + self.slice_rows, high)
+
+            async def write(session: AsyncSession, after: int = after, upto: int = upto) -> None:
                 if self.crypto.keys.match_version != match_version:
                     # A match key was added meanwhile: this generation (invisible) is
                     # discarded and the upload staged again under the new version.
                     raise LeaseLost(str(claim.upload_id))
-                step = applier(session)
-                upto = await step.next_bound(after, rows)
-                if upto is None:
-                    return None
-                accepted, matched, skipped = await step.upsert_slice(after, upto)
+                accepted, matched, skipped = await applier(session).upsert_slice(after, upto)
                 result.created += accepted - matched
                 result.updated += matched
                 result.skipped += skipped
                 await self._progress(session, claim, accepted + skipped)
-                return upto
 
-            bound = await self._step(claim, write)
-            if bound is None:
-                return result
-            after = bound
+            await self._step(claim, write)
+            after = upto
             await self._between_slices()
+        return result
 
     async def _remove(
         self, claim: Claim, applier: Callable[[AsyncSession], SliceApplier]
@@ -411,6 +419,10 @@ class SlicedApply:
         pause = apply_pause_for_tests()
         if pause:
             await asyncio.sleep(pause)
+        # TEST ONLY: while the file HUB_UPLOADS_TEST_APPLY_GATE names exists, wait.
+        gate = os.environ.get("HUB_UPLOADS_TEST_APPLY_GATE")
+        if gate:
+            await asyncio.to_thread(_wait_for_gate, gate, self._stopping)
         if self.between_slices is not None:
             await self.between_slices()
         await asyncio.sleep(0)
