@@ -414,15 +414,62 @@ class SliceApplier:
         if upto is not None:
             conditions.append(key <= tuple_(*upto))
         where = and_(*conditions)
-        await self._pend(
-            select(
-                RECORDS.c.customer_ref.label("ref"),
-                literal(0).label("g"),
-                RECORDS.c.consents.label("w"),
+        if after is None and upto is None:  # all at once (PostgreSQL): set-based
+            await self._pend(
+                select(
+                    RECORDS.c.customer_ref.label("ref"),
+                    literal(0).label("g"),
+                    RECORDS.c.consents.label("w"),
+                )
+                .where(where)
+                .subquery("changes")
             )
-            .where(where)
-            .subquery("changes")
+            return rowcount(
+                await self.session.execute(
+                    update(RECORDS).where(where).values(retired=self.pending)
+                )
+            )
+        # A slice (SQLite): the anti-join once, into Python; the writes by primary key.
+        gone = (
+            await self.session.execute(
+                select(
+                    RECORDS.c.id_type,
+                    RECORDS.c.match_key,
+                    RECORDS.c.generation,
+                    RECORDS.c.customer_ref,
+                    RECORDS.c.consents,
+                ).where(where)
+            )
+        ).all()
+        if not gone:
+            return 0
+        withdrawn: dict[str, int] = {}
+        for *_, ref, consents in gone:
+            withdrawn[ref] = withdrawn.get(ref, 0) | consents
+        if any(withdrawn.values()):
+            await self.session.execute(
+                PENDING_EVENTS.insert(),
+                [
+                    {
+                        "partner_id": self.partner_id,
+                        "generation": self.pending,
+                        "customer_ref": ref,
+                        "granted": 0,
+                        "withdrawn": mask,
+                    }
+                    for ref, mask in withdrawn.items()
+                    if mask
+                ],
+            )
+        await self.session.execute(
+            update(RECORDS)
+            .where(
+                RECORDS.c.partner_id == self.partner_id,
+                RECORDS.c.id_type == bindparam("t"),
+                RECORDS.c.match_key == bindparam("k"),
+                RECORDS.c.generation == bindparam("g"),
+            )
+            .values(retired=self.pending),
+            [{"t": t, "k": k, "g": g} for t, k, g, _, _ in gone],
         )
-        return rowcount(
-            await self.session.execute(update(RECORDS).where(where).values(retired=self.pending))
-        )
+        return len(gone)
