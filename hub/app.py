@@ -40,6 +40,7 @@ from hub.core.logging import SAFE_METHODS, configure_logging
 from hub.core.metrics import metrics
 from hub.core.openapi_pages import render_plugins
 from hub.core.request import RequestMiddleware
+from hub.core.responses import HubResponse
 from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
 from hub.jobs.controller import JobController
@@ -333,6 +334,7 @@ def create_app(
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
         exception_handlers=EXCEPTION_HANDLERS,
+        response_class=HubResponse,  # plain JSON answers skip Litestar's header machinery
         logging_config=None,  # configure_logging owns it: every line JSON, no second format
         template_config=console_template_config(),
         request_max_body_size=settings.server.max_json_body_bytes,
