@@ -4,14 +4,18 @@ Companion to bench/auth_layer.py. It calls the ASGI apps directly (no socket, no
 HTTP parsing), one request after another on uvloop, and reports the CPU time per request of
 
   bare          bench/bare_app.py, GET /bench/bare
-  hub-live      the hub app, GET /health/live (public path: whole middleware stack, no auth)
-  hub-claims    the hub app, GET /bench/claims (whole stack with bearer auth) -- the "auth" case
-  ...-no-X      the same with the Prometheus and/or request-context middleware replaced by a
-                pass-through (bench/hub_bench_app.build; hub/ itself is not changed)
+  bare-claims   a bare Litestar app (no middleware) with a route shaped like /bench/claims
+                (takes the scope, returns a token's ten claims): what the route itself costs
+  bare-claims-hubresponse  the same with the hub's response class (hub.core.responses): what
+                the hub's request middleware costs is hub-claims minus this
+  hub-live      the hub app, GET /health/live (public path: whole request path, no auth)
+  hub-claims    the hub app, GET /bench/claims (whole path with bearer auth) -- the "auth" case
+  hub-me        the hub app, GET /v1/me for a partner's token (read cache warm) -- the "me" case
 
 and, as micro-benchmarks, the auth layer's own functions (bearer_token, TokenVerifier.verify on
-a cached token, ClientRateLimiter.check). The hub runs on a throw-away SQLite file (these routes
-never read the database; the lifespan's revocation refresh does, once a second).
+a cached token, ClientRateLimiter.check). The hub runs on a throw-away SQLite file (only the
+lifespan's revocation refresh and /v1/me's read cache read it, once a second each; the job
+scheduler is off).
 
     .venv/bin/python bench/asgi_breakdown.py [--requests 20000] [--repeat 5]
 
@@ -36,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import uvloop  # noqa: E402
-from litestar import Litestar  # noqa: E402
+from litestar import Litestar, get  # noqa: E402
+from litestar.types import Scope  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 
@@ -113,27 +118,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "HUB_LOGGING_ACCESS_LOG": "false",
             "HUB_LIMITS_REQUESTS_PER_MINUTE": "100000000",
             "HUB_LIMITS_BURST": "100000000",
+            "HUB_JOBS_RUN_IN_SERVE": "false",  # no scheduler ticks in the measured process
         }
     )
     os.environ.pop("HUB_CONFIG", None)
     from bench.bare_app import app as bare_app
     from bench.hub_bench_app import build
+    from bench.me_breakdown import make_partner
     from hub.core.auth import bearer_token
     from hub.migrate import upgrade
     from hub.oauth.tokens import AccessTokenIssuer
 
     upgrade(os.environ["HUB_DATABASE_URL"])
-    variants: list[tuple[str, Litestar, str]] = [("bare", bare_app, "/bench/bare")]
-    for ablate, suffix in [
-        (frozenset(), ""),
-        (frozenset({"request_context"}), "-no-request-context"),
-    ]:
-        app = build(ablate)
-        variants.append((f"hub-live{suffix}", app, "/health/live"))
-        variants.append((f"hub-claims{suffix}", app, "/bench/claims"))
-
-    first_hub = variants[1][1]
-    state = first_hub.state
+    hub = build()
+    state = hub.state
     issuer = AccessTokenIssuer(
         state.keyring,
         issuer=state.settings.oauth.issuer,
@@ -143,15 +141,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     token = issuer.issue("cl_bench", "01a20934-00ef-70af-bcfd-b7336d5444d4", "overlap:read")[
         "access_token"
     ]
+    partner_id = await make_partner(os.environ["HUB_DATABASE_URL"])
+    me_token = issuer.issue("cl_bench", str(partner_id), "overlap:read")["access_token"]
+    claims = state.verifier.verify(token).claims
+
+    def claims_handler() -> Any:
+        # A new handler object per app: Litestar memoizes a handler's response path on it, so
+        # two apps sharing one handler would share its response class too.
+        @get("/bench/claims")
+        async def bare_claims(scope: Scope) -> dict[str, Any]:
+            return claims
+
+        return bare_claims
+
+    bare_claims_app = Litestar(route_handlers=[claims_handler()], debug=False)
+    variants: list[tuple[str, Litestar, str, str]] = [
+        ("bare", bare_app, "/bench/bare", token),
+        ("bare-claims", bare_claims_app, "/bench/claims", token),
+    ]
+    try:  # absent before the hub had its own response class: measure older trees too
+        from hub.core.responses import HubResponse
+
+        bare_claims_hub_response = Litestar(
+            route_handlers=[claims_handler()], response_class=HubResponse, debug=False
+        )
+        variants.append(
+            ("bare-claims-hubresponse", bare_claims_hub_response, "/bench/claims", token)
+        )
+    except ImportError:
+        pass
+    variants += [
+        ("hub-live", hub, "/health/live", token),
+        ("hub-claims", hub, "/bench/claims", token),
+        ("hub-me", hub, "/v1/me", me_token),
+    ]
 
     results: dict[str, Any] = {"requests": {}, "functions": {}}
-    apps = {id(app): app for _, app, _ in variants}
+    apps = {id(app): app for _, app, _, _ in variants}
     lifespans = [app.lifespan() for app in apps.values()]
     for cm in lifespans:
         await cm.__aenter__()
     try:
-        for name, app, path in variants:
-            cpu, status = await per_request_cpu(app, path, token, args.requests, args.repeat)
+        for name, app, path, bearer in variants:
+            cpu, status = await per_request_cpu(app, path, bearer, args.requests, args.repeat)
             if status != 200:
                 raise RuntimeError(f"{name}: GET {path} answered {status}")
             results["requests"][name] = round(cpu, 1)

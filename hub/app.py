@@ -25,8 +25,7 @@ from hub.console.router import (
     console_template_config,
 )
 from hub.core.audit_controller import AuditController
-from hub.core.auth import BearerAuthMiddleware, ClientRateLimiter, TokenVerifier
-from hub.core.content_type import ContentTypeMiddleware
+from hub.core.auth import ClientRateLimiter, TokenVerifier
 from hub.core.db import (
     create_hub_async_engine,
     create_hub_sync_engine,
@@ -36,12 +35,12 @@ from hub.core.db import (
 )
 from hub.core.deps import COMMON_DEPENDENCIES
 from hub.core.errors import EXCEPTION_HANDLERS
-from hub.core.idempotency import IdempotencyMiddleware
-from hub.core.json_body import JsonBodyMiddleware
 from hub.core.keyring import load_keyring
-from hub.core.logging import SAFE_METHODS, RequestContextMiddleware, configure_logging
+from hub.core.logging import SAFE_METHODS, configure_logging
 from hub.core.metrics import metrics
 from hub.core.openapi_pages import render_plugins
+from hub.core.request import RequestMiddleware
+from hub.core.responses import HubResponse
 from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
 from hub.jobs.controller import JobController
@@ -321,20 +320,21 @@ def create_app(
             *extra_route_handlers,
         ],
         middleware=[
-            DefineMiddleware(RequestContextMiddleware, access_log=settings.logging.access_log),
+            # One plain ASGI middleware: request id, authentication and rate limit, metrics,
+            # access log; and for requests with a body the 415, JSON body and idempotency
+            # checks (hub/core/request.py).
             DefineMiddleware(
-                BearerAuthMiddleware,
+                RequestMiddleware,
                 verifier=verifier,
                 rate_limiter=rate_limiter,
                 public_prefixes=PUBLIC_PREFIXES,
                 public_paths=PUBLIC_PATHS,
+                access_log=settings.logging.access_log,
             ),
-            ContentTypeMiddleware,
-            JsonBodyMiddleware,
-            IdempotencyMiddleware,
         ],
         dependencies={**COMMON_DEPENDENCIES, "db_session": Provide(provide_db_session)},
         exception_handlers=EXCEPTION_HANDLERS,
+        response_class=HubResponse,  # plain JSON answers skip Litestar's header machinery
         logging_config=None,  # configure_logging owns it: every line JSON, no second format
         template_config=console_template_config(),
         request_max_body_size=settings.server.max_json_body_bytes,

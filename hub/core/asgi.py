@@ -11,3 +11,11 @@ def header(scope: Any, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def header_bytes(scope: Any, name: bytes) -> bytes | None:
+    """The first value of header ``name`` as the raw bytes ASGI gives, or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None

@@ -17,9 +17,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
 
-from hub.core.asgi import header
+from hub.core.asgi import header_bytes
 from hub.core.errors import Forbidden, TooManyRequests, Unauthorized
 from hub.core.keyring import SIGNING_ALG, Keyring
 from hub.core.revocations import RevocationCache
@@ -194,59 +193,39 @@ class ClientRateLimiter:
 
 def bearer_token(scope: Any) -> str:
     """The bearer token of an ASGI request (RFC 6750 §2.1)."""
-    authorization = header(scope, b"authorization")
+    authorization = header_bytes(scope, b"authorization")
+    if authorization is None:
+        raise Unauthorized(
+            "This endpoint needs an access token and the request carried none.", error=None
+        )
+    return parse_bearer(authorization)
+
+
+def parse_bearer(authorization: bytes) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value (RFC 6750 §2.1)."""
     if not authorization:
         raise Unauthorized(
             "This endpoint needs an access token and the request carried none.", error=None
         )
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    token = token.strip()
+    if not token or scheme.lower() != "bearer":
         raise Unauthorized(
             "The Authorization header must be 'Bearer <access token>'.", error="invalid_request"
         )
-    return str(token.strip())
-
-
-class BearerAuthMiddleware:
-    """Authenticates every request outside the public paths; rate-limits per client.
-
-    A plain ASGI middleware: the verified claims come from the verifier's cache, so a request
-    costs a dictionary lookup, a few set lookups and the rate-limit bucket.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        verifier: TokenVerifier,
-        rate_limiter: ClientRateLimiter,
-        public_prefixes: tuple[str, ...] = (),
-        public_paths: frozenset[str] = frozenset(),
-    ) -> None:
-        self.app = app
-        self.verifier = verifier
-        self.rate_limiter = rate_limiter
-        self.public_prefixes = public_prefixes
-        self.public_paths = public_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        http: Any = scope
-        path = http["path"] if http["type"] == "http" else ""
-        if not path or path in self.public_paths or path.startswith(self.public_prefixes):
-            await self.app(scope, receive, send)
-            return
-        principal = self.verifier.verify(bearer_token(http))
-        self.rate_limiter.check(principal.client_id)
-        http.setdefault("state", {})["client_id"] = principal.client_id
-        http["user"] = principal
-        http["auth"] = principal
-        await self.app(scope, receive, send)
+    return token
 
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    user = connection.scope.get("user")
+    return principal_of_scope(connection.scope)
+
+
+def principal_of_scope(scope: Any) -> Principal:
+    """The caller's principal, which the request middleware put in the ASGI scope."""
+    user = scope.get("user")
     if not isinstance(user, Principal):
         raise Unauthorized("This endpoint needs an access token.", error=None)
     return user

@@ -1,10 +1,10 @@
 """Prometheus metrics: requests, latency and errors by route.
 
-The request-context middleware records every request with :func:`observe`. Requests are
-handled on the event loop's single thread, so the counts live in plain lists (no lock per
-increment, unlike prometheus_client's own metric objects, which take one per counter and per
-histogram bucket); a custom collector turns them into the usual families when ``/metrics`` is
-scraped.
+The request middleware (hub.core.request) records every request in its route's counters.
+Requests are handled on the event loop's single thread, so the counts live in plain lists (no
+lock per increment, unlike prometheus_client's own metric objects, which take one per counter
+and per histogram bucket); a custom collector turns them into the usual families when
+``/metrics`` is scraped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
-class _Route:
+class RouteCounters:
     """Counts of one (method, route): requests by status, and the latency histogram."""
 
     __slots__ = ("buckets", "by_status", "total_seconds")
@@ -30,17 +30,27 @@ class _Route:
         self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
         self.total_seconds = 0.0
 
+    def observe(self, status: int, seconds: float) -> None:
+        by_status = self.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.total_seconds += seconds
 
-_routes: dict[tuple[str, str], _Route] = {}
+
+_routes: dict[tuple[str, str], RouteCounters] = {}
+
+
+def counters(method: str, path: str) -> RouteCounters:
+    """The counters of (method, route), created on first use; callers may keep them (the
+    request middleware keeps its route's, so a request costs no label lookup)."""
+    route = _routes.get((method, path))
+    if route is None:
+        route = _routes[(method, path)] = RouteCounters()
+    return route
 
 
 def observe(method: str, path: str, status: int, seconds: float) -> None:
-    route = _routes.get((method, path))
-    if route is None:
-        route = _routes[(method, path)] = _Route()
-    route.by_status[status] = route.by_status.get(status, 0) + 1
-    route.buckets[bisect_left(BUCKETS, seconds)] += 1
-    route.total_seconds += seconds
+    counters(method, path).observe(status, seconds)
 
 
 class RequestCollector(Collector):

@@ -53,6 +53,18 @@ class ReadCache(Generic[K, V]):
         self._generation = _generation
         self._loading: dict[K, tuple[int, asyncio.Future[V]]] = {}
 
+    def fresh(self, key: K) -> V | None:
+        """The entry of ``key`` if it may still be served, else None (no load, no await: the
+        hot path of a hit; :meth:`get` on a miss)."""
+        if self._generation != _generation:
+            self._entries.clear()
+            self._generation = _generation
+            return None
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         now = time.monotonic()
         if self._generation != _generation:
