@@ -11,6 +11,7 @@ checks them against what the test itself sent, so that two equal wrong answers f
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from matching.models import Offer, OfferResultFill, OfferResultTotal
 from matching.result_totals import bounds
 from matching.results import window_of
 from partners.partnerships.models import PartnershipMember
-from tests.api.test_offer_results import World, side_of, world
+from tests.api.test_offer_results import PEOPLE, World, side_of, world
 from tests.conftest import Hub
 from tests.rewards.helpers import event, ledger_problems, send
 
@@ -149,6 +150,21 @@ def approve(hub: Hub, w: World, offer: dict[str, Any]) -> dict[str, Any]:
     return dict(response.json())
 
 
+def filled_at(hub: Hub, offer_id: str) -> list[datetime]:
+    engine = create_hub_sync_engine(hub.database_url)
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.scalars(
+                    select(OfferResultFill.filled_at)
+                    .where(OfferResultFill.offer_id == UUID(offer_id))
+                    .order_by(OfferResultFill.partner_id)
+                )
+            )
+    finally:
+        engine.dispose()
+
+
 def kept_events(hub: Hub, offer_id: str, side: str) -> int:
     engine = create_hub_sync_engine(hub.database_url)
     try:
@@ -190,7 +206,10 @@ def test_totals_equal_the_events_late_ahead_outside_and_uncounted_kinds(hub: Hub
     # The dated-ahead events are in the totals (taken out by the read while they are ahead).
     counted = 60 + 15 + 10 + 2
     assert kept_events(hub, w.offer["id"], w.a.id) == counted + 5
+    filled = filled_at(hub, w.offer["id"])  # at activation, both sides
+    assert len(filled) == 2
     api_agrees(hub, w, w.a)  # the API's figures are the same
+    assert filled_at(hub, w.offer["id"]) == filled  # read from the totals kept, not refilled
     assert ledger_problems(hub.database_url) == []
 
 
@@ -280,3 +299,47 @@ def test_an_offer_without_totals_is_filled_at_its_first_read_and_erasure_counts(
     assert refused.status_code == 422, refused.text
     assert "differ from an earlier answer" in refused.json()["detail"]
     assert equal_totals(hub, w.offer["id"])[w.a.id] == (175, 1750)
+
+
+def test_totals_stay_exact_while_events_arrive_during_a_fill_and_an_end(hub: Hub) -> None:
+    """Events sent from three threads while one offer is filled by its first read and another
+    is ended: the fill and the close wait for the inserters in flight and hold the next ones
+    back (PostgreSQL), so nothing is counted twice or lost."""
+    w = world(hub)
+    other = approve(hub, w, propose(hub, w))
+    engine = create_hub_sync_engine(hub.database_url)
+    try:
+        with engine.begin() as conn:
+            offer_id = UUID(w.offer["id"])
+            conn.execute(delete(OfferResultTotal).where(OfferResultTotal.offer_id == offer_id))
+            conn.execute(delete(OfferResultFill).where(OfferResultFill.offer_id == offer_id))
+    finally:
+        engine.dispose()
+    failures: list[str] = []
+
+    def sender(first: int) -> None:
+        for k in range(6):
+            now = datetime.now(UTC)
+            body = [earn(w, (first + k * 7 + j) % PEOPLE, 3, now) for j in range(150)]
+            body += [earn(w, j, 2, now + timedelta(hours=1)) for j in range(first, first + 5)]
+            response = send(hub, w.a, body)
+            if response.status_code != 200:
+                failures.append(response.text)
+
+    threads = [threading.Thread(target=sender, args=(n * 50,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    read = w.results(hub)
+    ended = w.a.post(hub, f"/v1/offers/{other['id']}/end")
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert read.status_code == 200, read.text
+    assert ended.status_code == 200, ended.text
+    for offer in (w.offer["id"], other["id"]):
+        responders, points = equal_totals(hub, offer)[w.a.id]
+        assert responders > 0
+        assert points > 0
+    # Every event sent is in the open offer's totals (its fill and the threads together).
+    assert kept_events(hub, w.offer["id"], w.a.id) == 3 * 6 * 155
