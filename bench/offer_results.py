@@ -4,20 +4,31 @@ SQL aggregate it needs, measured in the same run on the same database.
 
 Cases (each the median of ``--rounds`` runs, after one unmeasured warm-up):
 
-* ``bare``: the aggregate alone (:func:`matching.measurement.arm_figures_query`, both sides,
-  executed and fetched: one row per arm), nothing else;
-* ``read``: :meth:`matching.results.OfferResultsService.read` as the endpoint calls it: offer
-  and partnership, reconciliation check, partnership lock, versions, budget, the aggregate,
-  differencing against earlier answers, release, lift, the stored answer and the audit entry,
-  committed (the stored answer is deleted between rounds so every round computes);
-* ``segments-bare``: the aggregate with ``by=self.tier`` (one correlated lookup per person);
-* ``numpy`` (the alternative the design asked to measure): fetch one row per event of the
-  window (ref index, arm, points, amount) and aggregate with numpy (``np.bincount``), once.
+* ``bare``: the full aggregate over the window's raw events, the reference
+  (:func:`matching.measurement.arm_figures_query` with ``EVENTS_SOURCE``, both sides,
+  executed and fetched: one row per arm), nothing else -- what the read ran before migration
+  0022;
+* ``bare-totals``: the same figures from the running totals (``matching.result_totals``: one
+  row per member with events in the window), with the read's look for events dated ahead;
+  checked equal to ``bare``;
+* ``read``: :meth:`matching.results.OfferResultsService.read` as the endpoint calls it (from
+  the totals): offer and partnership, reconciliation check, the totals' fill check,
+  partnership lock, versions, budget, the aggregate, differencing against earlier answers,
+  release, lift, the stored answer and the audit entry, committed (the stored answer is
+  deleted between rounds so every round computes);
+* ``segments-bare`` / ``segments-bare-totals``: both aggregates with ``by=self.tier``, once;
+* ``fill``: filling the totals from the raw events once, after the load (what the first read
+  of an offer activated before 0022 does; offers activated since are kept from activation);
+* with ``--numpy``: fetch one row per event of the window (ref index, arm, points, amount)
+  and aggregate with numpy (``np.bincount``), once; with ``--jit``: ``bare`` with
+  PostgreSQL's JIT on, once.
 
 Data, written straight into the tables (COPY on PostgreSQL, executemany on SQLite): partner A
 with 1M identifier records and ledger members; 900k people treated and 100k control (10 %
 holdout); 30 % of the treated and 28 % of the control respond; 5M earns spread over their
-responders, all in the window; partner B has the same arms sizes and no events.
+responders, all in the window; partner B has the same arms sizes and no events. The rows are
+written straight into the tables, so the totals are then filled by the fill path the read
+uses (``ensure_filled``), timed as ``fill``.
 
 Run: ``.venv/bin/python bench/offer_results.py`` (``--people``/``--events`` to scale down,
 ``--backends sqlite`` for one backend, ``--pg-url`` for another server). Prints JSON and writes
