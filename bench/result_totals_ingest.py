@@ -11,7 +11,9 @@ every round of the same run (each case first in turn; one unmeasured warm-up rou
   (one INSERT … SELECT … ON CONFLICT DO UPDATE per request, every event in every window).
 
 ``before`` sends as the three-offer brand (same data, same people). Median events/s per case
-over ``--rounds``; ratios against ``before``. Writes bench/results/result_totals_ingest.json.
+over ``--rounds``; ratios against ``before``; and, less exposed to the machine's load, the
+time spent inside ``add_applied`` per request (timed in the hub's process) against the
+request's time. Writes bench/results/result_totals_ingest.json.
 
     .venv/bin/python bench/result_totals_ingest.py --rounds 5 --requests 8
 """
@@ -67,7 +69,17 @@ def run(backend: str, people: int, rounds: int, requests: int, seed: int) -> dic
             "3 offers": (three, True),
         }
         kept = result_totals.add_applied
+        spent: list[float] = []  # seconds inside add_applied, per request of a measured case
+
+        async def timed_add(*args: Any, **kwargs: Any) -> None:
+            began = time.perf_counter()
+            try:
+                await kept(*args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - began)
+
         rates: dict[str, list[float]] = {name: [] for name in cases}
+        inside: dict[str, list[float]] = {name: [] for name in cases}
         names = list(cases)
         for round_ in range(rounds + 1):  # round 0 warms up, unmeasured
             order = names[round_ % 4 :] + names[: round_ % 4]  # each case in each position
@@ -87,7 +99,8 @@ def run(backend: str, people: int, rounds: int, requests: int, seed: int) -> dic
                     ]
                     for _ in range(requests)
                 ]
-                result_totals.add_applied = kept if totals else _no_totals  # type: ignore[assignment]
+                result_totals.add_applied = timed_add if totals else _no_totals  # type: ignore[assignment]
+                spent.clear()
                 try:
                     began = time.perf_counter()
                     for body in bodies:
@@ -95,6 +108,7 @@ def run(backend: str, people: int, rounds: int, requests: int, seed: int) -> dic
                         assert response.status_code == 200, response.text
                     if round_:
                         rates[name].append(1000 * requests / (time.perf_counter() - began))
+                        inside[name].append(1000 * sum(spent) / requests)
                 finally:
                     result_totals.add_applied = kept
         base = statistics.median(rates["before"])
@@ -102,6 +116,8 @@ def run(backend: str, people: int, rounds: int, requests: int, seed: int) -> dic
             name: {
                 "events_per_second": statistics.median(values),
                 "ratio_to_before": statistics.median(values) / base,
+                "totals_ms_per_request": statistics.median(inside[name]),
+                "request_ms": 1000 * 1000 / statistics.median(values),
                 "rounds": values,
             }
             for name, values in rates.items()

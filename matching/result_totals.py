@@ -129,27 +129,43 @@ async def add_applied(
         return
     for start in range(0, len(refs), 1000):
         batch = list(refs[start : start + 1000])
+        # The batch's own rows first (by primary key, nothing else to choose from), then
+        # the fills: planned the other way (SQLite without statistics does), every window
+        # would be range-scanned for each request.
+        applied = (
+            select(
+                EVENTS.c.partner_id,
+                EVENTS.c.member_id,
+                EVENTS.c.kind,
+                EVENTS.c.occurred_at,
+                EVENTS.c.points,
+                EVENTS.c.amount_minor,
+            )
+            .where(EVENTS.c.id.in_(batch))
+            .cte("applied")
+            .prefix_with("MATERIALIZED")
+        )
         rows = (
             select(
                 FILLS.c.offer_id,
-                EVENTS.c.partner_id,
-                EVENTS.c.member_id,
+                applied.c.partner_id,
+                applied.c.member_id,
                 func.count(),
-                func.sum(EVENTS.c.points),
-                func.sum(func.coalesce(EVENTS.c.amount_minor, 0)),
+                func.sum(applied.c.points),
+                func.sum(func.coalesce(applied.c.amount_minor, 0)),
             )
             .select_from(
-                EVENTS.join(
+                applied.join(
                     FILLS,
                     and_(
-                        FILLS.c.partner_id == EVENTS.c.partner_id,
-                        EVENTS.c.occurred_at >= FILLS.c.opens,
-                        or_(FILLS.c.closes.is_(None), EVENTS.c.occurred_at < FILLS.c.closes),
+                        FILLS.c.partner_id == applied.c.partner_id,
+                        applied.c.occurred_at >= FILLS.c.opens,
+                        or_(FILLS.c.closes.is_(None), applied.c.occurred_at < FILLS.c.closes),
                     ),
                 )
             )
-            .where(_counted(EVENTS.c.partner_id == partner_id, EVENTS.c.id.in_(batch)))
-            .group_by(FILLS.c.offer_id, EVENTS.c.partner_id, EVENTS.c.member_id)
+            .where(applied.c.partner_id == partner_id, applied.c.kind.in_((EARN, REDEEM)))
+            .group_by(FILLS.c.offer_id, applied.c.partner_id, applied.c.member_id)
         )
         await _upsert(session, rows)
 
