@@ -3,7 +3,8 @@
 A partner holds N records; the file holds N rows: 90 % of those records unchanged and 10 %
 new people, so a ``replace`` removes 10 % of the records and an ``upsert`` removes none. Each
 mode runs on its own partner loaded with the same N records, in the same run, in-process
-(stage, then apply in one transaction, as the upload processor does). Meanwhile a thread
+(stage, then the upload processor's own apply: slices of 10,000 staged rows into a new
+generation of the partner's records, the flip, the tidying). Meanwhile a thread
 writes one small row a time on its own connection (another partner's change counter, as a
 consent update would) and records how long each write waited: on SQLite that is the longest
 hold of the write lock.
@@ -31,19 +32,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bench.bulk_upload import RESULTS, create_database, drop_database
-from hub.core.db import create_hub_async_engine, create_hub_sync_engine, writing
+from hub.core.db import create_hub_async_engine, create_hub_sync_engine
 from hub.core.keyring import load_keyring
 from hub.migrate import upgrade
+from hub.settings import UploadSettings
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierState
-from partners.identifiers.service import IdentifierService
-from partners.identifiers.uploads.apply import UploadApplier, apply_settings
 from partners.identifiers.uploads.models import IdentifierUpload
+from partners.identifiers.uploads.processor import UploadProcessor
+from partners.identifiers.uploads.sliced import Claim
 from partners.identifiers.uploads.staging import (
+    UPLOADS,
     StagingJob,
     clear_staging_in_batches,
     refuse_duplicates,
@@ -135,6 +138,13 @@ class Run:
     sessions: async_sessionmaker  # type: ignore[type-arg]
     crypto: IdentifierCrypto
     pool: ProcessPoolExecutor
+    spool: Path
+
+    @property
+    def processor(self) -> UploadProcessor:
+        return UploadProcessor(
+            self.sessions, self.engine, self.crypto, UploadSettings(), self.spool
+        )
 
     async def upload(self, partner_id: uuid.UUID, path: Path, mode: str) -> tuple[float, str]:
         """Stage and apply one file; returns (seconds, what the apply did)."""
@@ -172,23 +182,23 @@ class Run:
             )
         refuse_duplicates(self.engine, job, report)
         staged = time.perf_counter()
-        with writing():
-            async with self.sessions() as session, apply_settings(session):
-                applier = UploadApplier(session, IdentifierService(session, self.crypto))
-                result = await applier.apply(
-                    job.stage_key,
-                    partner_id,
-                    mode,
-                    report.match_version,
-                    accepted_rows=report.accepted,
-                    sent_at=now,
+        # The processor's own apply: slices into a new generation, the flip, the tidying.
+        claim = Claim(upload_id, partner_id, "c", mode, "ndjson", True, 1, now)
+        processor = self.processor
+        await processor._apply(claim, report)
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                select(UPLOADS.c.created, UPLOADS.c.updated, UPLOADS.c.removed).where(
+                    UPLOADS.c.id == upload_id
                 )
-                await session.commit()
+            ).one()
         done = time.perf_counter()
         await asyncio.to_thread(clear_staging_in_batches, self.engine, upload_id)
         what = (
             f"stage {staged - start:.1f} s, apply {done - staged:.1f} s: created "
-            f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}"
+            f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}; "
+            f"longest apply transaction {processor.applier.longest_step:.2f} s "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in processor.applier.step_seconds.items())})"
         )
         return done - start, what
 
@@ -214,7 +224,13 @@ async def main() -> None:
         initializer=watch_parent,
         initargs=(os.getpid(),),
     )
-    run = Run(engine, async_sessionmaker(async_engine, expire_on_commit=False), crypto, pool)
+    run = Run(
+        engine,
+        async_sessionmaker(async_engine, expire_on_commit=False),
+        crypto,
+        pool,
+        tmp / "spool",
+    )
     print(f"{args.backend}, {n:,} rows; the file keeps 90 % of the records, brings 10 % new")
     try:
         bystander = add_partner(engine, "bystander")

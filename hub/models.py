@@ -9,7 +9,12 @@ from hub.jobs.models import JobLease, JobRun, JobRunRequest
 from hub.oauth.models import AuthFailure, UsedAssertion
 from matching.models import MatrixAnswer, Offer, OfferAudience, OfferAudienceChange, OverlapQuery
 from partners.clients.models import OAuthClient
-from partners.identifiers.models import ConsentEvent, IdentifierRecord, IdentifierState
+from partners.identifiers.models import (
+    ConsentEvent,
+    IdentifierRecord,
+    IdentifierState,
+    PendingConsentEvent,
+)
 from partners.identifiers.uploads.models import IdentifierUpload, StagedRecord, UploadError
 from partners.partners.models import Partner
 from partners.partnerships.models import Partnership, PartnershipMember
@@ -50,6 +55,7 @@ __all__ = [
     "Partner",
     "Partnership",
     "PartnershipMember",
+    "PendingConsentEvent",
     "Revocation",
     "RewardDisclosure",
     "RewardEvent",

@@ -125,6 +125,8 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     spool_dir: str = ""
     refused_limit: float = 0.01
     batch_rows: int = 20_000
+    # Staged rows written per apply transaction (a slice): SQLite's write lock is held that long.
+    apply_slice_rows: int = 10_000
     max_error_rows: int = 100_000
     poll_seconds: float = 1.0
     lease_seconds: float = 120.0
@@ -243,6 +245,7 @@ AT_LEAST_ONE = {
     "uploads.max_bytes",
     "uploads.spool_bytes_per_partner",
     "uploads.batch_rows",
+    "uploads.apply_slice_rows",
     "uploads.max_attempts",
 }
 AT_MOST = {"server.port": 65535, "uploads.refused_limit": 1}

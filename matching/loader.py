@@ -41,6 +41,7 @@ from hub.core.db import reading
 from matching.engine import Attribute, Side, make_side
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
+from partners.identifiers.records import current as current_records
 
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
@@ -146,7 +147,7 @@ def _build(
     """
     total = int(
         conn.execute(
-            select(func.count()).select_from(RECORDS).where(RECORDS.c.partner_id == partner_id)
+            select(func.count()).select_from(RECORDS).where(current_records(RECORDS, partner_id))
         ).scalar_one()
     )
     keyer = crypto.keyer(key_version)
@@ -173,7 +174,7 @@ def _build(
             RECORDS.c.consents,
             cast(RECORDS.c.attributes, Text),
         )
-        .where(RECORDS.c.partner_id == partner_id)
+        .where(current_records(RECORDS, partner_id))
         .order_by(ref_column, RECORDS.c.updated_at)
     )
     n = 0

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from matching.models import OfferAudience, OfferControl, OfferResultTotal
 from matching.result_rules import ArmTruth
 from partners.identifiers.models import IdentifierRecord
+from partners.identifiers.records import current
 from partners.rewards.models import EARN, REDEEM, RewardEvent, RewardMember
 
 AUDIENCE: Table = OfferAudience.__table__  # type: ignore[assignment]
@@ -114,7 +115,7 @@ def arm_figures_query(
             per_member.join(MEMBERS, MEMBERS.c.id == per_member.c.member_id).join(
                 RECORDS,
                 and_(
-                    RECORDS.c.partner_id == side,
+                    current(RECORDS, side),
                     RECORDS.c.id_type == MEMBERS.c.id_type,
                     RECORDS.c.match_key == MEMBERS.c.match_key,
                 ),
@@ -135,7 +136,7 @@ def arm_figures_query(
                 RECORDS.c.customer_ref.label("ref"),
                 func.max(RECORDS.c.attributes[segment_attribute].as_string()).label("value"),
             )
-            .where(RECORDS.c.partner_id == side)
+            .where(current(RECORDS, side))
             .group_by(RECORDS.c.customer_ref)
             .subquery("values")
         )

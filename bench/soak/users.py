@@ -11,6 +11,7 @@ by another brand's customer_ref counts as a leak.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import random
 import re
@@ -440,9 +441,13 @@ class Console(HttpUser):
             if got.status_code != 303:
                 got.failure(f"sign-in answered {got.status_code}")
 
+    # Pages in turn (shared by every console user), not at random: a short run with a few
+    # views still opens each page.
+    turns = itertools.count()
+
     @task
     def view(self) -> None:
-        page = random.choice(CONSOLE_PAGES)
+        page = CONSOLE_PAGES[next(Console.turns) % len(CONSOLE_PAGES)]
         name = f"GET {page} (console)"
         with self.client.get(page, name=name, allow_redirects=False, catch_response=True) as got:
             world().statuses[name][got.status_code] += 1

@@ -53,6 +53,14 @@ class BadRequest(HubError):
     fix = "Send a JSON body of the documented shape (see /schema)."
 
 
+class ClientClosedRequest(BadRequest):
+    """The client closed the connection before its body was read (nobody gets the answer; it
+    is a 4xx in the metrics and the log, not an unhandled error)."""
+
+    slug, title = "client-closed-request", "Connection closed before the body arrived"
+    fix = "Send the request again; nothing of this one was kept."
+
+
 class InvalidInput(HubError):
     """Well-formed input that breaks a rule (422)."""
 

@@ -35,6 +35,7 @@ from hub.demo.brands import CITIES, TIERS
 from hub.demo.people import CustomerBase, Population
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES
+from partners.identifiers.records import current
 from partners.identifiers.service import EVENTS, RECORD_COLUMNS, RECORDS, IdentifierService
 from partners.identifiers.uploads.apply import apply_settings
 
@@ -188,7 +189,7 @@ async def _write(
 
 async def record_count(session: AsyncSession, partner_id: UUID) -> int:
     found = await session.scalar(
-        select(func.count()).select_from(RECORDS).where(RECORDS.c.partner_id == partner_id)
+        select(func.count()).select_from(RECORDS).where(current(RECORDS, partner_id))
     )
     return int(found or 0)
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -60,13 +61,26 @@ def big_pk() -> Any:
 
 
 class IdentifierRecord(Base):
+    """One identifier of a person, in a generation of the partner's records.
+
+    A record counts (is *current*) when ``generation`` is at most the partner's current
+    generation and it is not ``retired`` by then (``partners.identifiers.records.current``
+    says so in SQL; every reader goes through it). A bulk upload writes its new and changed
+    records under the next generation and retires the ones they replace or remove; one small
+    transaction then makes that generation current. Outside an apply a key has one row.
+    """
+
     __tablename__ = "identifier_records"
 
-    # The identity of a record is its key: (partner, id type, match key). No surrogate id:
-    # one index fewer to write for every record of a bulk upload.
+    # The identity of a record is its key: (partner, id type, match key) and its generation.
+    # No surrogate id: one index fewer to write for every record of a bulk upload.
     partner_id: Mapped[UUID] = mapped_column(primary_key=True)
     id_type: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     match_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, default=0, server_default="0"
+    )
+    retired: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     key_version: Mapped[int] = mapped_column(SmallInteger)
     digest_enc: Mapped[bytes] = mapped_column(LargeBinary(64))
     data_version: Mapped[int] = mapped_column(SmallInteger)
@@ -75,7 +89,16 @@ class IdentifierRecord(Base):
     attributes: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
-    __table_args__ = (Index("ix_identifier_records_person", "partner_id", "customer_ref"),)
+    __table_args__ = (
+        Index("ix_identifier_records_person", "partner_id", "customer_ref"),
+        Index(
+            "ix_identifier_records_retired",
+            "partner_id",
+            "retired",
+            postgresql_where=text("retired IS NOT NULL"),
+            sqlite_where=text("retired IS NOT NULL"),
+        ),
+    )
 
 
 class ConsentEvent(Base):
@@ -110,6 +133,27 @@ class IdentifierState(Base):
     )
     version: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+    # The current generation of the partner's records, and the one a bulk upload is writing.
+    generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    pending: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class PendingConsentEvent(Base):
+    """A consent change of a bulk upload being applied, per slice: after the flip they are
+    folded per person into ``consent_events`` (a withdrawal or erasure meanwhile takes its
+    grants back first). ``generation`` is the upload's: a later one belongs to an attempt
+    that never flipped and is discarded."""
+
+    __tablename__ = "identifier_pending_events"
+
+    id: Mapped[int] = mapped_column(big_pk(), primary_key=True, autoincrement=True)
+    partner_id: Mapped[UUID] = mapped_column()
+    generation: Mapped[int] = mapped_column(BigInteger)
+    customer_ref: Mapped[str] = mapped_column(String(200))
+    granted: Mapped[int] = mapped_column(SmallInteger)
+    withdrawn: Mapped[int] = mapped_column(SmallInteger)
+
+    __table_args__ = (Index("ix_identifier_pending_events_person", "partner_id", "customer_ref"),)
 
 
 class IdentifierErasure(Base):

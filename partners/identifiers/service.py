@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit, horizon
 from hub.core.audit import Actor
 from hub.core.db import dialect_insert, rowcount
+from hub.core.errors import Conflict
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import (
     CONSENT_BITS,
@@ -27,15 +28,19 @@ from partners.identifiers.models import (
     IdentifierRecord,
     IdentifierState,
 )
+from partners.identifiers.records import PENDING_EVENTS, current, unsettled
 from partners.identifiers.validation import ValidRecord
 from partners.rewards.erasure import forget_in_rewards
 
 CHUNK = 500  # keys per IN (...) lookup
+BUSY_RETRY_SECONDS = 5  # Retry-After of an upsert refused while a bulk upload is applied
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 ERASURES: Table = IdentifierErasure.__table__  # type: ignore[assignment]
-RECORD_COLUMNS = tuple(RECORDS.c.keys())  # every column of a record, in table order
+# The columns a new record is written with, in table order (its generation is 0 by default:
+# current for every partner, see partners.identifiers.records).
+RECORD_COLUMNS = tuple(c.name for c in RECORDS.c if c.name not in ("generation", "retired"))
 
 
 @dataclass
@@ -69,8 +74,20 @@ class IdentifierService:
     async def upsert(
         self, partner_id: UUID, records: Sequence[ValidRecord], actor: Actor
     ) -> UpsertResult:
-        """Create or update ``records``; a known key with another customer_ref moves to it."""
+        """Create or update ``records``; a known key with another customer_ref moves to it.
+
+        Refused (409) while a bulk upload of the partner is being applied: written now, these
+        records would be overwritten by the older snapshot at its flip, or would overwrite it.
+        """
         await self.touch(partner_id)
+        if await unsettled(self.session, partner_id):
+            raise Conflict(
+                "A bulk upload is being applied to your identifier records; records sent now "
+                "would be overwritten by it (or overwrite it).",
+                fix="Retry after the number of seconds in Retry-After; GET "
+                "/v1/identifiers/uploads lists your uploads and their phase.",
+                headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
+            )
         keys = self.crypto.keys
         current = keys.match_version
         match_keys = [self.crypto.match_key(r.digest, current) for r in records]
@@ -109,18 +126,39 @@ class IdentifierService:
             else:
                 changes[record.customer_ref].granted |= record.consents & ~before[1]
                 changes[record.customer_ref].withdrawn |= before[1] & ~record.consents
-        if rows:
-            insert = self.insert_into(RECORDS)
-            statement = insert.on_conflict_do_update(
-                index_elements=["partner_id", "id_type", "match_key"],
-                set_={
-                    "customer_ref": insert.excluded.customer_ref,
-                    "consents": insert.excluded.consents,
-                    "attributes": insert.excluded.attributes,
-                    "updated_at": insert.excluded.updated_at,
-                },
+        # Outside an apply a key has one row (of whatever generation): known keys are
+        # updated in place, new ones inserted under generation 0, current for every partner.
+        known = [row for row in rows if (row["id_type"], row["match_key"]) in existing]
+        new = [row for row in rows if (row["id_type"], row["match_key"]) not in existing]
+        if known:
+            await self.session.execute(
+                update(RECORDS)
+                .where(
+                    RECORDS.c.partner_id == bindparam("p"),
+                    RECORDS.c.id_type == bindparam("t"),
+                    RECORDS.c.match_key == bindparam("k"),
+                )
+                .values(
+                    customer_ref=bindparam("customer_ref"),
+                    consents=bindparam("consents"),
+                    attributes=bindparam("attributes"),
+                    updated_at=bindparam("updated_at"),
+                ),
+                [
+                    {
+                        "p": row["partner_id"],
+                        "t": row["id_type"],
+                        "k": row["match_key"],
+                        "customer_ref": row["customer_ref"],
+                        "consents": row["consents"],
+                        "attributes": row["attributes"],
+                        "updated_at": row["updated_at"],
+                    }
+                    for row in known
+                ],
             )
-            await self.session.execute(statement, rows)
+        if new:
+            await self.session.execute(RECORDS.insert(), new)
         await self._record_changes(partner_id, changes, "upload")
         await audit.append(
             self.session,
@@ -182,7 +220,7 @@ class IdentifierService:
                     RECORDS.c.consents,
                     RECORDS.c.attributes,
                 ).where(
-                    RECORDS.c.partner_id == partner_id,
+                    current(RECORDS, partner_id),
                     RECORDS.c.match_key.in_([k for _, k in chunk]),
                 )
             )
@@ -197,27 +235,29 @@ class IdentifierService:
         updated, customer_refs without records)."""
         await self.touch(partner_id)
         refs = [ref for ref, _ in updates]
-        current: dict[str, list[int]] = defaultdict(list)
+        held: dict[str, list[int]] = defaultdict(list)
         for chunk in _chunks(refs):
             rows = await self.session.execute(
                 select(RECORDS.c.customer_ref, RECORDS.c.consents).where(
-                    RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref.in_(chunk)
+                    current(RECORDS, partner_id), RECORDS.c.customer_ref.in_(chunk)
                 )
             )
             for ref, consents in rows:
-                current[ref].append(consents)
+                held[ref].append(consents)
         changes: dict[str, _Change] = defaultdict(_Change)
         params = []
         records = 0
         for ref, mask in updates:
-            if ref not in current:
+            if ref not in held:
                 continue
-            records += len(current[ref])
-            for before in current[ref]:
+            records += len(held[ref])
+            for before in held[ref]:
                 changes[ref].granted |= mask & ~before
                 changes[ref].withdrawn |= before & ~mask
             params.append({"p": partner_id, "r": ref, "c": mask, "u": datetime.now(UTC)})
         if params:
+            # Every generation: a bulk upload being applied keeps the new consents (and its
+            # rows written after this are corrected at its flip, see uploads.generation).
             await self.session.execute(
                 update(RECORDS)
                 .where(
@@ -226,8 +266,9 @@ class IdentifierService:
                 .values(consents=bindparam("c"), updated_at=bindparam("u")),
                 params,
             )
+        await self._take_back_pending_grants(partner_id, changes)
         await self._record_changes(partner_id, changes, "update")
-        unknown = [ref for ref, _ in updates if ref not in current]
+        unknown = [ref for ref, _ in updates if ref not in held]
         withdrawn = sum(1 for c in changes.values() if c.withdrawn)
         await audit.append(
             self.session,
@@ -275,6 +316,7 @@ class IdentifierService:
         removed = rowcount(result)
         everything = sum(CONSENT_BITS.values())
         changes = {ref: _Change(withdrawn=everything) for ref in people}
+        await self._take_back_pending_grants(partner_id, changes)
         await self._record_changes(partner_id, changes, "erasure")
         await audit.append(
             self.session,
@@ -305,6 +347,32 @@ class IdentifierService:
         ]
         if rows:
             await self.session.execute(ERASURES.insert(), rows)
+
+    async def _take_back_pending_grants(
+        self, partner_id: UUID, changes: dict[str, _Change]
+    ) -> None:
+        """A withdrawal wins over the grants a bulk upload has computed but not yet published
+        (they would reach consent_events after this withdrawal, and undo it for readers)."""
+        params = [
+            {"p": partner_id, "r": ref, "keep": sum(CONSENT_BITS.values()) & ~change.withdrawn}
+            for ref, change in changes.items()
+            if change.withdrawn
+        ]
+        if not params:
+            return
+        if not await self.session.scalar(
+            select(exists().where(PENDING_EVENTS.c.partner_id == partner_id))
+        ):
+            return
+        await self.session.execute(
+            update(PENDING_EVENTS)
+            .where(
+                PENDING_EVENTS.c.partner_id == bindparam("p"),
+                PENDING_EVENTS.c.customer_ref == bindparam("r"),
+            )
+            .values(granted=PENDING_EVENTS.c.granted.bitwise_and(bindparam("keep"))),
+            params,
+        )
 
     async def _record_changes(
         self, partner_id: UUID, changes: dict[str, _Change], cause: str
@@ -347,7 +415,7 @@ class IdentifierService:
         records, people = (
             await self.session.execute(
                 select(func.count(), func.count(func.distinct(RECORDS.c.customer_ref))).where(
-                    RECORDS.c.partner_id == partner_id
+                    current(RECORDS, partner_id)
                 )
             )
         ).one()

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.errors import InvalidInput
 from partners.identifiers.models import IdentifierRecord
+from partners.identifiers.records import current
 
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 LATE_DAYS = 7
@@ -165,7 +166,7 @@ async def _audience_members(
         keys_of: dict[str, set[tuple[int, bytes]]] = {ref: set() for ref in mine}
         for ref, t, k in await session.execute(
             select(RECORDS.c.customer_ref, RECORDS.c.id_type, RECORDS.c.match_key).where(
-                RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref.in_(sorted(mine))
+                current(RECORDS, partner_id), RECORDS.c.customer_ref.in_(sorted(mine))
             )
         ):
             keys_of[ref].add((int(t), bytes(k)))
@@ -176,7 +177,7 @@ async def _audience_members(
                 (int(t), bytes(k))
                 for t, k in await session.execute(
                     select(RECORDS.c.id_type, RECORDS.c.match_key).where(
-                        RECORDS.c.partner_id == other,
+                        current(RECORDS, other),
                         tuple_(RECORDS.c.id_type, RECORDS.c.match_key).in_(wanted),
                         RECORDS.c.customer_ref.in_(
                             select(audience.c.customer_ref).where(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core import horizon
 from hub.core.db import dialect_insert, rowcount, writing
 from partners.identifiers.models import ConsentEvent, IdentifierRecord
+from partners.identifiers.records import current
 from partners.partnerships.models import ACTIVE, Partnership, PartnershipMember
 from partners.rewards import ledger
 from partners.rewards.models import (
@@ -125,6 +126,7 @@ async def _sync_batch(
             rows = await session.execute(
                 select(RECORDS.c.partner_id, RECORDS.c.match_key, RECORDS.c.customer_ref).where(
                     RECORDS.c.partner_id.in_(sorted(partners)),
+                    current(RECORDS),
                     RECORDS.c.id_type == id_type,
                     RECORDS.c.match_key.in_(key_list[start : start + 500]),
                     RECORDS.c.consents.op("&")(ledger.SHARING) != 0,
@@ -250,7 +252,7 @@ async def _withdrawal_batch(
             still_shared = (
                 select(RECORDS.c.match_key)
                 .where(
-                    RECORDS.c.partner_id == source,
+                    current(RECORDS, source),
                     RECORDS.c.match_key == MEMBERS.c.match_key,
                     RECORDS.c.consents.op("&")(ledger.SHARING) != 0,
                 )

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.db import dialect_insert
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import CONSENT_BITS, IdentifierRecord
+from partners.identifiers.records import current
 from partners.rewards.funding import HeldRecord
 from partners.rewards.models import (
     COALITION,
@@ -183,7 +184,7 @@ async def records_at(
             select(
                 RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.customer_ref, RECORDS.c.consents
             ).where(
-                RECORDS.c.partner_id == partner_id,
+                current(RECORDS, partner_id),
                 RECORDS.c.match_key.in_(wanted[start : start + 1000]),
             )
         )
@@ -201,7 +202,7 @@ async def consented_at(
     """Whether the partner holds a record of this identifier with rewards_sharing consent."""
     mask = await session.scalar(
         select(RECORDS.c.consents).where(
-            RECORDS.c.partner_id == partner_id,
+            current(RECORDS, partner_id),
             RECORDS.c.id_type == id_type,
             RECORDS.c.match_key.in_([k for _, k in keys]),
         )
@@ -562,6 +563,8 @@ async def tombstone_unheld(session: AsyncSession, members: Sequence[int] | None 
         select(MEMBERS.c.id)
         .where(
             MEMBERS.c.tombstoned_at.is_(None),
+            # All generations: a record an upload is writing (not current yet) still holds
+            # its member.
             ~select(RECORDS.c.match_key).where(RECORDS.c.match_key == MEMBERS.c.match_key).exists(),
         )
         .order_by(MEMBERS.c.id)

@@ -25,6 +25,7 @@ from hub.core.db import dialect_insert, writing
 from hub.core.errors import Conflict, InvalidInput, NotFound
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_CODES, IdentifierRecord
+from partners.identifiers.records import current
 from partners.kit import parse_digest
 from partners.rewards import funding, ledger
 from partners.rewards.models import (
@@ -411,7 +412,7 @@ class RewardService:
         else:
             rows = await session.execute(
                 select(RECORDS.c.match_key, RECORDS.c.consents).where(
-                    RECORDS.c.partner_id == partner_id, RECORDS.c.customer_ref == customer_ref
+                    current(RECORDS, partner_id), RECORDS.c.customer_ref == customer_ref
                 )
             )
             by_key = {bytes(k): bool(c & ledger.SHARING) for k, c in rows}

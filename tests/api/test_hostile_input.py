@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -490,3 +491,48 @@ def test_a_hostile_oauth_request_is_an_rfc6749_error(hub: Hub, case: str, path: 
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"] in RFC6749_ERRORS, response.text
     assert table_counts(hub.database_url) == before
+
+
+def test_an_upload_whose_client_hangs_up_mid_body_is_a_4xx_and_keeps_nothing(
+    hub: Hub, world: World
+) -> None:
+    """A client that goes away mid-body (a crash, a timeout of its own) costs the hub nothing:
+    no spool file, no row, and no 5xx in the metrics (it was logged as an unhandled error)."""
+
+    def server_errors() -> float:
+        text = hub.http.get("/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("hub_requests_total{")
+            and 'path="/v1/identifiers/uploads"' in line
+            and 'status_code="5' in line
+        )
+
+    def client_errors() -> float:
+        text = hub.http.get("/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("hub_requests_total{")
+            and 'path="/v1/identifiers/uploads"' in line
+            and 'status_code="400"' in line
+        )
+
+    before, files = table_counts(hub.database_url), spooled(hub)
+    errors_before, refused_before = server_errors(), client_errors()
+    head = (
+        f"POST /v1/identifiers/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {NDJSON}\r\nContent-Length: 100000\r\n"
+        f"Authorization: {world.partner_headers['Authorization']}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", hub.server.port), timeout=10) as conn:
+        conn.sendall(head.encode() + ndjson([email_record("gone")]))
+        time.sleep(0.3)  # the hub is reading the body when the client goes
+    deadline = time.monotonic() + 10
+    while client_errors() == refused_before:
+        assert time.monotonic() < deadline, "the hub never finished the abandoned request"
+        time.sleep(0.05)
+    assert server_errors() == errors_before
+    assert table_counts(hub.database_url) == before
+    assert spooled(hub) == files

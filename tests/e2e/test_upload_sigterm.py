@@ -1,7 +1,7 @@
-"""SIGTERM while an upload is being applied: `hub serve` stops at once, the apply's
-transaction rolls back (the old records stay as they were), and the next process applies the
-upload exactly once. The apply is held open by a test-only pause (its writes done, not yet
-committed), so the signal lands mid-apply every time."""
+"""SIGTERM while an upload is being applied: `hub serve` stops at once, and the next process
+finishes the upload exactly once: before the flip the old records stay current and the
+unfinished generation is discarded; after it only the tidying is left. A test-only pause
+(between two slices, or after the flip) makes the signal land in that phase every time."""
 
 from __future__ import annotations
 
@@ -53,9 +53,22 @@ def status(hub: Hub, headers: dict[str, str], upload_id: str) -> dict[str, Any]:
     return dict(hub.http.get(f"/v1/identifiers/uploads/{upload_id}", headers=headers).json())
 
 
-def test_sigterm_mid_apply_stops_the_hub_and_the_upload_resumes_once(api_only_hub: Hub) -> None:
+@pytest.mark.parametrize(
+    ("pause", "phase"),
+    [
+        ("HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS", "applying"),
+        ("HUB_UPLOADS_TEST_FLIP_PAUSE_SECONDS", "tidying"),
+    ],
+    ids=["between-slices", "after-the-flip"],
+)
+def test_sigterm_mid_apply_stops_the_hub_and_the_upload_resumes_once(
+    api_only_hub: Hub, pause: str, phase: str
+) -> None:
+    """Stopped between two slices, the unfinished generation is discarded and the upload
+    applied again; stopped after its flip, only its tidying is left and it is not applied a
+    second time. Either way: the records once, the consent events once."""
     hub = api_only_hub
-    partner, _, headers = hub.partner_with_token("airline")
+    partner, _, headers = hub.partner_with_token(f"airline-{phase}")
     processor = start_processor(hub)
     try:
         first = [email_record(f"t{i}", ref=f"old-{i}") for i in range(300)]
@@ -70,22 +83,26 @@ def test_sigterm_mid_apply_stops_the_hub_and_the_upload_resumes_once(api_only_hu
     # A replace: t0-t99 go, t100-t299 move to a new ref, 500 people arrive.
     snapshot = [email_record(f"t{i}", ref=f"new-{i}") for i in range(100, 800)]
     upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
-    processor = start_processor(hub, HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS="600")
+    processor = start_processor(hub, **{pause: "600"})
     phases = []
     deadline = time.monotonic() + 60
-    while (now := status(hub, headers, upload_id))["phase"] != "applying":
+    while (now := status(hub, headers, upload_id))["phase"] != phase:
         phases.append(now["phase"])
         assert now["status"] in ("pending", "processing"), now
-        assert time.monotonic() < deadline, "the upload never reached its apply"
+        assert time.monotonic() < deadline, f"the upload never reached {phase}"
         time.sleep(0.02)
-    assert set(phases) <= {None, "staging"}
+    assert set(phases) <= {None, "staging", "applying"}
     processor.send_signal(signal.SIGTERM)
     # It stops: neither the 600 s pause nor SQLite's 30 s busy timeout is waited out.
     assert processor.wait(timeout=20) is not None
     assert status(hub, headers, upload_id)["status"] == "processing"
-    assert records_of(hub, partner["name"]) == before, "a partial apply became visible"
+    snapshot_refs = {f"new-{i}" for i in range(100, 800)}
+    if phase == "applying":
+        assert records_of(hub, partner["name"]) == before, "a partial apply became visible"
+    else:  # flipped: the new records are current, all of them
+        assert set(records_of(hub, partner["name"])) == snapshot_refs
     events = execute_sql(hub.database_url, "SELECT count(*) FROM consent_events")[0][0]
-    assert events == events_before
+    assert events == events_before  # published by the tidying, which has not run
 
     processor = start_processor(hub)
     try:
@@ -96,7 +113,7 @@ def test_sigterm_mid_apply_stops_the_hub_and_the_upload_resumes_once(api_only_hu
     assert final["status"] == "completed", final
     assert (final["created"], final["matched"], final["removed"]) == (500, 200, 100)
     assert (final["phase"], final["rows_read"]) == (None, 700)
-    assert set(records_of(hub, partner["name"])) == {f"new-{i}" for i in range(100, 800)}
+    assert set(records_of(hub, partner["name"])) == snapshot_refs
     # Applied once: a grant per new person, a withdrawal per moved-away or removed one.
     events = execute_sql(hub.database_url, "SELECT count(*) FROM consent_events")[0][0]
     assert events - events_before == 700 + 300

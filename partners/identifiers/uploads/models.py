@@ -32,7 +32,7 @@ from partners.identifiers.models import big_pk, utc_now
 
 PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
 # Phases of an upload being processed (``phase`` is NULL before its claim and once finished).
-STAGING, APPLYING = "staging", "applying"
+STAGING, APPLYING, TIDYING = "staging", "applying", "tidying"
 UPSERT, REPLACE = "upsert", "replace"
 NDJSON, CSV = "ndjson", "csv"
 
@@ -54,6 +54,8 @@ class IdentifierUpload(Base):
     body_sha256: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Staged rows written so far by the apply (slice by slice; none are visible before it ends).
+    applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     accepted: Mapped[int] = mapped_column(BigInteger, default=0)
     refused: Mapped[int] = mapped_column(BigInteger, default=0)
     created: Mapped[int] = mapped_column(BigInteger, default=0)

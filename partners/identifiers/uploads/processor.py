@@ -1,19 +1,25 @@
-"""The upload processor: claims waiting uploads, stages them, applies them whole.
+"""The upload processor: claims waiting uploads, stages them, applies them in slices.
 
 Uploads are processed in lanes, at most ``uploads.lanes`` at once, one partner per lane: a
 partner's uploads run one after another in the order they were sent, and a partner with a
 huge upload in progress never holds back another partner's, whose upload gets a lane of its
 own (its claim passes over partners with an upload in progress in any process). Staging is
-done in short transactions of ``uploads.batch_rows`` rows, so two lanes interleave.
+done in short transactions of ``uploads.batch_rows`` rows, and the apply in short
+transactions of ``uploads.apply_slice_rows`` staged rows, so lanes interleave and no
+transaction holds SQLite's write lock for long.
+
+The apply writes a new generation of the partner's records that no reader sees until one
+small transaction (the flip) makes it current; then the replaced rows are deleted and the
+upload's consent events published, by slices (``phase``: ``staging``, ``applying``,
+``tidying``; ``applied`` counts the rows written). See ``uploads.generation``.
 
 A claim is a lease on the upload's row (``attempts`` raised, ``lease_until`` set) renewed
-while the work goes on. A process killed anywhere leaves the previous records intact: staging
-happens outside the records, and the apply is one transaction. Once the lease runs out, any
-processor resumes the upload from its spooled body (staging starts again from scratch);
-after ``max_attempts`` claims the upload fails with the reason. On shutdown (SIGTERM) the
-lanes are cancelled and a statement in progress is interrupted: the apply rolls back and the
-upload resumes from its body on restart. ``phase`` (``staging``, ``applying``) tells a caller
-where its upload is.
+while the work goes on. A process killed anywhere leaves the current records intact: before
+the flip, the next attempt discards the unfinished generation and applies the upload again
+from its spooled body (staging starts again from scratch); after it, only the tidying is
+left and the next claim does just that. After ``max_attempts`` claims the upload fails with
+the reason. On shutdown (SIGTERM) the lanes stop at their next slice, a statement in progress
+is interrupted, and the upload resumes on restart.
 """
 
 from __future__ import annotations
@@ -24,16 +30,17 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Engine, and_, exists, or_, select, text, update
+from sqlalchemy import Engine, and_, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,18 +48,19 @@ from hub.core import audit
 from hub.core.audit import Actor
 from hub.core.db import writing
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.service import IdentifierService
-from partners.identifiers.uploads.apply import UploadApplier, apply_settings
 from partners.identifiers.uploads.erasures import forget_erasures
 from partners.identifiers.uploads.models import (
-    APPLYING,
-    COMPLETED,
     FAILED,
     PENDING,
     PROCESSING,
     STAGING,
+    TIDYING,
 )
 from partners.identifiers.uploads.rows import UnreadableBody
+from partners.identifiers.uploads.sliced import (
+    Claim,
+    SlicedApply,
+)
 from partners.identifiers.uploads.spool import spool_path, sweep
 from partners.identifiers.uploads.staging import (
     UPLOADS,
@@ -62,12 +70,9 @@ from partners.identifiers.uploads.staging import (
     clear_staging_in_batches,
     refuse_duplicates,
     stage,
-    stage_key,
     watch_parent,
 )
 
-# Uploads of at least this many rows refresh the table's planner statistics.
-ANALYZE_AFTER_ROWS = 50_000
 log = structlog.get_logger("hub.uploads")
 SWEEP_EVERY_SECONDS = 300
 
@@ -93,38 +98,8 @@ class UploadSettings(Protocol):
     def erasure_hold_minutes(self) -> float: ...
     @property
     def lanes(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class Claim:
-    upload_id: UUID
-    partner_id: UUID
-    client_id: str
-    mode: str
-    fmt: str
-    compressed: bool
-    attempt: int
-    sent_at: datetime
-
-
-def interrupt_statement(connection: Any) -> None:
-    """End the statement running on an asyncio driver connection: SQLite's interrupt (safe
-    from any thread) or PostgreSQL's cancel request. The statement fails, its transaction
-    rolls back."""
-    sqlite = getattr(connection, "_connection", None)  # aiosqlite wraps a sqlite3 connection
-    try:
-        if sqlite is not None:
-            sqlite.interrupt()
-        else:
-            connection.cancel()
-    except Exception:  # already closed or finished: nothing left to stop
-        log.debug("could not interrupt an apply", exc_info=True)
-
-
-def apply_pause_for_tests() -> float:
-    """TEST ONLY: seconds the apply waits, its writes done and not committed, before it
-    commits (``HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS``): lets a test stop a hub mid-apply."""
-    return float(os.environ.get("HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS", "0"))
+    @property
+    def apply_slice_rows(self) -> int: ...
 
 
 class UploadFailed(Exception):
@@ -149,20 +124,19 @@ class UploadProcessor:
         self.wake = asyncio.Event()
         self._stopping = threading.Event()
         self._pool: ProcessPoolExecutor | None = None
-        # Driver connections of the applies in progress, interrupted on shutdown.
-        self._applying: set[Any] = set()
         self._lanes: dict[UUID, asyncio.Task[None]] = {}
-        self._sqlite_applies = asyncio.Lock()
+        self.applier = SlicedApply(
+            sessions, sync_engine.dialect.name, crypto, settings.apply_slice_rows, self._stopping
+        )
 
     def stop(self) -> None:
-        """On shutdown: a staging thread stops at its next batch, an apply in progress is
-        interrupted (its transaction rolls back, the records stay as they were) and the
-        upload resumes from its spooled body once its lease runs out (as after a crash)."""
+        """On shutdown: a staging thread stops at its next batch, an apply in progress stops
+        in its slice (the slice's transaction rolls back; the current records are untouched
+        before the flip) and the upload resumes once its lease runs out (as after a crash)."""
         self._stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        for connection in list(self._applying):
-            interrupt_statement(connection)
+        self.applier.interrupt()
         # Lanes first: an apply's open transaction would keep the claim loop waiting on
         # SQLite's write lock (for the whole busy timeout) before it could see its own end.
         for task in self._lanes.values():
@@ -247,7 +221,10 @@ class UploadProcessor:
         try:
             await self._process(claim)
         except LeaseLost:
-            log.warning("upload taken over by another process", upload_id=str(claim.upload_id))
+            if self._stopping.is_set():
+                log.info("upload interrupted by shutdown", upload_id=str(claim.upload_id))
+            else:
+                log.warning("upload taken over by another process", upload_id=str(claim.upload_id))
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -285,6 +262,7 @@ class UploadProcessor:
                             UPLOADS.c.attempts,
                             UPLOADS.c.sent_at,
                             UPLOADS.c.created_at,
+                            UPLOADS.c.phase,
                         )
                         .where(eligible)
                         .order_by(UPLOADS.c.created_at)
@@ -311,7 +289,7 @@ class UploadProcessor:
                     .where(UPLOADS.c.id == row.id)
                     .values(
                         status=PROCESSING,
-                        phase=STAGING,
+                        phase=TIDYING if row.phase == TIDYING else STAGING,
                         attempts=attempt,
                         lease_until=now + timedelta(seconds=self.settings.lease_seconds),
                         started_at=now,
@@ -327,6 +305,7 @@ class UploadProcessor:
             row.gzip,
             attempt,
             row.sent_at or row.created_at,
+            tidying=row.phase == TIDYING,
         )
 
     async def _heartbeat(self, claim: Claim) -> None:
@@ -351,6 +330,12 @@ class UploadProcessor:
 
     async def _process(self, claim: Claim) -> None:
         path = spool_path(self.spool_dir, claim.upload_id)
+        # An upload's staging rows and spooled body go before it is marked finished: a caller
+        # that sees it completed (or failed) sees nothing of it left behind.
+        clean_up = partial(asyncio.to_thread, self._clean_up, claim.upload_id, path)
+        if claim.tidying:
+            await self.applier.resume_tidying(claim, before_finish=clean_up)
+            return
         job = StagingJob(
             upload_id=claim.upload_id,
             partner_id=claim.partner_id,
@@ -365,7 +350,7 @@ class UploadProcessor:
             report = await asyncio.to_thread(self._stage, job, path)
             staged = time.perf_counter()
             self._check_refused_share(report)
-            await self._apply(claim, report)
+            await self._apply(claim, report, before_finish=clean_up)
             log.info(
                 "upload applied",
                 upload_id=str(claim.upload_id),
@@ -378,13 +363,13 @@ class UploadProcessor:
             reason = str(exc)
             if isinstance(exc, UnreadableBody):
                 reason = f"The body cannot be read: {reason}. Nothing was applied."
+            await clean_up()
             with writing():
                 async with self.sessions() as session:
                     await self._finish_failed(
                         session, claim.upload_id, claim.partner_id, claim.attempt, reason
                     )
                     await session.commit()
-        await asyncio.to_thread(self._clean_up, claim.upload_id, path)
 
     def _stage(self, job: StagingJob, path: Path) -> StageReport:
         try:
@@ -422,111 +407,17 @@ class UploadProcessor:
                 "file again."
             )
 
-    async def _apply(self, claim: Claim, report: StageReport) -> None:
+    async def _apply(
+        self,
+        claim: Claim,
+        report: StageReport,
+        before_finish: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         if self.crypto.keys.match_version != report.match_version:
             # A match key was added while this upload was staged: stage it again under the
             # new version (the next claim does), rather than apply keys of the old one.
             raise LeaseLost(str(claim.upload_id))
-        async with self._apply_turn():
-            await self._enter_phase(claim, APPLYING)
-            actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
-            with writing():
-                async with self.sessions() as session, apply_settings(session):
-                    raw = await (await session.connection()).get_raw_connection()
-                    self._applying.add(raw.driver_connection)
-                    try:
-                        await self._apply_in(session, claim, report, actor)
-                    finally:
-                        self._applying.discard(raw.driver_connection)
-        if report.accepted >= ANALYZE_AFTER_ROWS:
-            await self._refresh_statistics()
-
-    def _apply_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """On SQLite, one apply at a time in this process: an apply holds the write lock, and
-        a second one queued on it would give up after the busy timeout (and spend one of its
-        upload's attempts); queued here, it waits as long as it takes."""
-        if self.sync_engine.dialect.name == "sqlite":
-            return self._sqlite_applies
-        return contextlib.nullcontext()
-
-    async def _enter_phase(self, claim: Claim, phase: str) -> None:
-        with writing():
-            async with self.sessions() as session:
-                entered = await session.execute(
-                    update(UPLOADS)
-                    .where(UPLOADS.c.id == claim.upload_id, UPLOADS.c.attempts == claim.attempt)
-                    .values(phase=phase)
-                )
-                if getattr(entered, "rowcount", 0) != 1:
-                    raise LeaseLost(str(claim.upload_id))
-                await session.commit()
-
-    async def _refresh_statistics(self) -> None:
-        """After a large upload, fresh planner statistics: without them PostgreSQL takes a
-        freshly loaded table for a tiny one and filters key lookups (the rewards sync's, for
-        one) instead of using the primary key (measured: 9 ms instead of 100 ms to 2 s)."""
-        try:
-            async with self.sessions() as session:
-                if session.get_bind().dialect.name == "postgresql":
-                    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                    await session.execute(text("ANALYZE identifier_records"))
-        except Exception:  # the upload is applied either way; autovacuum analyzes later
-            log.warning("could not refresh planner statistics after an upload", exc_info=True)
-
-    async def _apply_in(
-        self, session: AsyncSession, claim: Claim, report: StageReport, actor: Actor
-    ) -> None:
-        service = IdentifierService(session, self.crypto)
-        result = await UploadApplier(session, service).apply(
-            stage_key(claim.upload_id, claim.attempt),
-            claim.partner_id,
-            claim.mode,
-            report.match_version,
-            accepted_rows=report.accepted,
-            sent_at=claim.sent_at,
-            with_previous_keys=report.with_previous_keys,
-        )
-        await audit.append(
-            session,
-            actor.event(
-                "identifiers.upload_applied",
-                "identifier_upload",
-                str(claim.upload_id),
-                mode=claim.mode,
-                rows_read=report.rows_read,
-                accepted=report.accepted,
-                refused=report.refused,
-                created=result.created,
-                updated=result.updated,
-                removed=result.removed,
-                skipped=result.skipped,
-            ),
-        )
-        pause = apply_pause_for_tests()
-        if pause:
-            await asyncio.sleep(pause)
-        done = await session.execute(
-            update(UPLOADS)
-            .where(UPLOADS.c.id == claim.upload_id, UPLOADS.c.attempts == claim.attempt)
-            .values(
-                status=COMPLETED,
-                phase=None,
-                rows_read=report.rows_read,
-                accepted=report.accepted,
-                refused=report.refused,
-                created=result.created,
-                updated=result.updated,
-                removed=result.removed,
-                skipped=result.skipped,
-                notice=result.notice,
-                lease_until=None,
-                finished_at=datetime.now(UTC),
-            )
-        )
-        if getattr(done, "rowcount", 0) != 1:
-            await session.rollback()
-            raise LeaseLost(str(claim.upload_id))
-        await session.commit()
+        await self.applier.run(claim, report, before_finish=before_finish)
 
     async def _finish_failed(
         self, session: AsyncSession, upload_id: UUID, partner_id: UUID, attempt: int, reason: str

@@ -11,13 +11,17 @@ import msgspec
 class UploadOut(msgspec.Struct):
     id: UUID
     status: str
-    # While processing: "staging" (reading and checking rows), then "applying".
+    # While processing: "staging" (reading and checking rows), "applying" (writing a new
+    # generation of the records, invisible until it is complete), then "tidying" (the new
+    # records are current; the replaced ones are deleted and consent events published).
     phase: str | None
     mode: str
     format: str
     gzip: bool
     bytes: int
     rows_read: int
+    # Accepted rows the apply has written so far (slice by slice): progress while "applying".
+    applied: int
     accepted: int
     refused: int
     created: int

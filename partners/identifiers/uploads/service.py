@@ -38,6 +38,7 @@ def _out(upload: IdentifierUpload) -> UploadOut:
         gzip=upload.gzip,
         bytes=upload.bytes,
         rows_read=upload.rows_read,
+        applied=upload.applied,
         accepted=upload.accepted,
         refused=upload.refused,
         created=upload.created,

@@ -24,7 +24,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, select, text, update
 
-from hub.core.db import rowcount
+from hub.core.db import leave_write_lock, rowcount
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import ID_TYPE_NAMES
 from partners.identifiers.uploads.models import NDJSON, IdentifierUpload, StagedRecord, UploadError
@@ -384,6 +384,7 @@ def clear_staging_in_batches(engine: Engine, upload_id: UUID) -> int:
         in_range = and_(STAGING.c.id >= start, STAGING.c.id < start + CLEAR_BATCH_ROWS, mine)
         with engine.begin() as connection:
             removed += rowcount(connection.execute(delete(STAGING).where(in_range)))
+        leave_write_lock(engine)
     return removed
 
 
@@ -450,6 +451,7 @@ def stage(
             if kept:
                 connection.execute(ERRORS.insert(), kept)
             _record_progress(connection, job, report)
+        leave_write_lock(engine)
     return report
 
 

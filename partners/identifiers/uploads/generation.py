@@ -1,0 +1,213 @@
+"""A partner's next generation of records: opened, flipped to current, tidied (see records.py).
+
+Each function is one short transaction's work (the caller owns it), so that on SQLite no step
+holds the write lock for long. The lifecycle of a bulk apply:
+
+1. :func:`open_generation`: the partner's ``pending`` generation is set (after what an
+   interrupted attempt left of an earlier one is discarded by :func:`discard_slice`).
+2. The upload's slices write rows under it and retire the rows they replace (apply.py).
+3. :func:`flip`: the withdrawals and erasures made since the upload was sent are applied to the
+   new rows (again: they reached the old ones already), then the generation becomes current.
+4. :func:`tidy_slice` until it returns 0: the retired rows go, and the upload's consent
+   changes are folded per person into ``consent_events``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import and_, delete, func, literal, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core import horizon
+from hub.core.db import dialect_insert, rowcount
+from partners.identifiers.models import CONSENT_BITS
+from partners.identifiers.records import PENDING_EVENTS, RECORDS, STATE
+from partners.identifiers.service import ERASURES, EVENTS
+from partners.identifiers.uploads.apply import bit_or
+
+TIDY_ROWS = 10_000
+EVERY_CONSENT = sum(CONSENT_BITS.values())
+
+
+async def lock_state(session: AsyncSession, partner_id: UUID) -> tuple[int, int | None]:
+    """The partner's (current, pending) generations, its state row locked for the
+    transaction (created if missing). On SQLite the write transaction already excludes every
+    other writer."""
+    insert = dialect_insert(session, STATE)
+    await session.execute(
+        insert.values(
+            partner_id=partner_id, version=0, updated_at=datetime.now(UTC)
+        ).on_conflict_do_nothing(index_elements=["partner_id"])
+    )
+    row = (
+        await session.execute(
+            select(STATE.c.generation, STATE.c.pending)
+            .where(STATE.c.partner_id == partner_id)
+            .with_for_update()
+        )
+    ).one()
+    return int(row.generation), row.pending
+
+
+async def discard_slice(session: AsyncSession, partner_id: UUID, generation: int) -> int:
+    """Undo up to TIDY_ROWS of what an attempt that never flipped wrote beyond
+    ``generation`` (the current one): its rows, its retirements, its consent changes.
+    Returns how many rows it changed (0: nothing is left)."""
+    later = and_(RECORDS.c.partner_id == partner_id, RECORDS.c.generation > generation)
+    key = tuple_(RECORDS.c.partner_id, RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.generation)
+    some = select(*key.clauses).where(later).limit(TIDY_ROWS)
+    done = rowcount(await session.execute(delete(RECORDS).where(key.in_(some))))
+    retired = and_(
+        RECORDS.c.partner_id == partner_id,
+        RECORDS.c.retired.is_not(None),
+        RECORDS.c.retired > generation,
+    )
+    some = select(*key.clauses).where(retired).limit(TIDY_ROWS)
+    done += rowcount(
+        await session.execute(update(RECORDS).where(key.in_(some)).values(retired=None))
+    )
+    done += rowcount(
+        await session.execute(
+            delete(PENDING_EVENTS).where(
+                PENDING_EVENTS.c.partner_id == partner_id,
+                PENDING_EVENTS.c.generation > generation,
+            )
+        )
+    )
+    return done
+
+
+async def open_generation(session: AsyncSession, partner_id: UUID, generation: int) -> int:
+    """Mark ``generation + 1`` as the one being written; returns it."""
+    pending = generation + 1
+    await session.execute(
+        update(STATE).where(STATE.c.partner_id == partner_id).values(pending=pending)
+    )
+    return pending
+
+
+async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: datetime) -> int:
+    """Make ``pending`` current, after applying to its rows what happened since ``sent_at``.
+
+    An erasure since then removes the new rows it names (the slices left out what was erased
+    before they ran; this catches the rest). A withdrawal since then (a consent update or an
+    erasure, net of any later grant) is taken off the new rows of that person and off the
+    grants the upload has yet to publish. Returns the number of rows these touched."""
+    touched = 0
+    since = and_(ERASURES.c.partner_id == partner_id, ERASURES.c.erased_at >= sent_at)
+    refs = select(ERASURES.c.customer_ref).where(since, ERASURES.c.customer_ref.is_not(None))
+    keys = select(ERASURES.c.match_key).where(since, ERASURES.c.match_key.is_not(None))
+    new_rows = and_(RECORDS.c.partner_id == partner_id, RECORDS.c.generation == pending)
+    touched += rowcount(
+        await session.execute(
+            delete(RECORDS).where(
+                new_rows, RECORDS.c.customer_ref.in_(refs) | RECORDS.c.match_key.in_(keys)
+            )
+        )
+    )
+    withdrawals = await _net_withdrawals(session, partner_id, sent_at)
+    for ref, withdrawn in withdrawals.items():
+        touched += rowcount(
+            await session.execute(
+                update(RECORDS)
+                .where(new_rows, RECORDS.c.customer_ref == ref)
+                .values(consents=RECORDS.c.consents.bitwise_and(EVERY_CONSENT & ~withdrawn))
+            )
+        )
+        await session.execute(
+            update(PENDING_EVENTS)
+            .where(
+                PENDING_EVENTS.c.partner_id == partner_id,
+                PENDING_EVENTS.c.customer_ref == ref,
+            )
+            .values(granted=PENDING_EVENTS.c.granted.bitwise_and(EVERY_CONSENT & ~withdrawn))
+        )
+    await session.execute(
+        update(STATE)
+        .where(STATE.c.partner_id == partner_id)
+        .values(
+            generation=pending,
+            pending=None,
+            version=STATE.c.version + 1,
+            updated_at=datetime.now(UTC),
+        )
+    )
+    return touched
+
+
+async def _net_withdrawals(
+    session: AsyncSession, partner_id: UUID, sent_at: datetime
+) -> dict[str, int]:
+    """Per person, the consents withdrawn since ``sent_at`` by consent updates and erasures
+    and not granted again afterwards (the upload's own events are not published yet)."""
+    rows = await session.execute(
+        select(EVENTS.c.customer_ref, EVENTS.c.granted, EVENTS.c.withdrawn)
+        .where(
+            EVENTS.c.partner_id == partner_id,
+            EVENTS.c.at >= sent_at,
+            EVENTS.c.cause.in_(("update", "erasure")),
+        )
+        .order_by(EVENTS.c.seq)
+    )
+    net: dict[str, int] = {}
+    for ref, granted, withdrawn in rows:
+        net[ref] = (net.get(ref, 0) | withdrawn) & ~granted
+    return {ref: mask for ref, mask in net.items() if mask}
+
+
+async def tidy_slice(session: AsyncSession, partner_id: UUID, generation: int) -> int:
+    """One slice of the tidying after a flip: up to TIDY_ROWS retired rows deleted, or the
+    pending consent changes of up to TIDY_ROWS people published (one event per person: the
+    grants net of the withdrawals). Returns how many rows it handled (0: all tidy)."""
+    key = tuple_(RECORDS.c.partner_id, RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.generation)
+    retired = and_(
+        RECORDS.c.partner_id == partner_id,
+        RECORDS.c.retired.is_not(None),
+        RECORDS.c.retired <= generation,
+    )
+    some = select(*key.clauses).where(retired).limit(TIDY_ROWS)
+    done = rowcount(await session.execute(delete(RECORDS).where(key.in_(some))))
+    if done:
+        return done
+    mine = and_(
+        PENDING_EVENTS.c.partner_id == partner_id, PENDING_EVENTS.c.generation <= generation
+    )
+    refs = (
+        select(PENDING_EVENTS.c.customer_ref)
+        .where(mine)
+        .order_by(PENDING_EVENTS.c.customer_ref)
+        .limit(TIDY_ROWS)
+        .subquery()
+    )
+    last = await session.scalar(select(func.max(refs.c.customer_ref)))
+    if last is None:
+        return 0
+    batch = and_(mine, PENDING_EVENTS.c.customer_ref <= last)
+    dialect = session.get_bind().dialect.name
+    per_person = (
+        select(
+            PENDING_EVENTS.c.customer_ref.label("ref"),
+            bit_or(PENDING_EVENTS.c.granted, dialect).label("g"),
+            bit_or(PENDING_EVENTS.c.withdrawn, dialect).label("w"),
+        )
+        .where(batch)
+        .group_by(PENDING_EVENTS.c.customer_ref)
+        .subquery("per_person")
+    )
+    await horizon.inserting(session, horizon.CONSENT_EVENTS)
+    await session.execute(
+        EVENTS.insert().from_select(
+            ["partner_id", "customer_ref", "granted", "withdrawn", "cause", "at"],
+            select(
+                literal(partner_id, EVENTS.c.partner_id.type),
+                per_person.c.ref,
+                per_person.c.g.bitwise_and(per_person.c.w.bitwise_not()),
+                per_person.c.w,
+                literal("upload"),
+                literal(datetime.now(UTC), EVENTS.c.at.type),
+            ).where((per_person.c.g != 0) | (per_person.c.w != 0)),
+        )
+    )
+    return rowcount(await session.execute(delete(PENDING_EVENTS).where(batch))) or 1

@@ -1,0 +1,176 @@
+"""A bulk upload is applied in slices into a new generation of the partner's records: readers
+see none of it until the flip, and what the partner (or a hostile one) does meanwhile is not
+lost at the flip: withdrawals and erasures win, a synchronous write is refused, not undone."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from hub.core.db import create_hub_sync_engine
+from partners.identifiers.uploads.staging import UPLOADS
+from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
+from tests.conftest import Hub, execute_sql, launch_hub
+
+PAUSE = "HUB_UPLOADS_TEST_APPLY_PAUSE_SECONDS"
+
+
+@pytest.fixture(scope="module")
+def sliced_hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """Slices of 100 staged rows; the test sets a pause between slices while it runs (the
+    in-process processor reads it from the environment at each slice)."""
+    data_dir = tmp_path_factory.mktemp(f"sliced-{backend}")
+    with (
+        pytest.MonkeyPatch.context() as env,
+        launch_hub(
+            backend,
+            data_dir,
+            HUB_UPLOADS_APPLY_SLICE_ROWS="100",
+            HUB_LIMITS_REQUESTS_PER_MINUTE="100000",
+            HUB_LIMITS_BURST="10000",
+        ) as running,
+    ):
+        env.setenv(PAUSE, "0")
+        yield running
+
+
+def upload_row(hub: Hub, upload_id: str) -> Any:
+    """The upload's status, phase and progress read from the database itself."""
+    engine = create_hub_sync_engine(hub.database_url, writer=False)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(UPLOADS.c.status, UPLOADS.c.phase, UPLOADS.c.applied).where(
+                    UPLOADS.c.id == uuid.UUID(upload_id)
+                )
+            ).one()
+    finally:
+        engine.dispose()
+
+
+def folded_consents(hub: Hub, partner_name: str) -> dict[str, int]:
+    """Each person's consents as a reader of consent events sees them: every event applied
+    in order (grants then withdrawals of each)."""
+    rows = execute_sql(
+        hub.database_url,
+        "SELECT e.customer_ref, e.granted, e.withdrawn FROM consent_events e "
+        "JOIN partners p ON p.id = e.partner_id WHERE p.name = :name ORDER BY e.seq",
+        name=partner_name,
+    )
+    state: dict[str, int] = defaultdict(int)
+    for ref, granted, withdrawn in rows:
+        state[ref] = (state[ref] | granted) & ~withdrawn
+    return {ref: mask for ref, mask in state.items() if mask}
+
+
+def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_meanwhile(
+    sliced_hub: Hub,
+) -> None:
+    hub = sliced_hub
+    partner, _, headers = hub.partner_with_token("airline")
+    first = [email_record(f"m{i}", ref=f"cust-m{i}") for i in range(1_000)]
+    loaded = wait_for(hub, headers, send(hub, headers, ndjson(first)).json()["id"])
+    assert loaded["status"] == "completed", loaded
+
+    # The snapshot: m0-m99 move to new people, m100-m899 stay, m900-m999 go, n0-n99 arrive.
+    # Ten slices of 100 rows, in file order.
+    snapshot = (
+        [email_record(f"m{i}", ref=f"moved-m{i}") for i in range(100)]
+        + [email_record(f"m{i}", ref=f"cust-m{i}") for i in range(100, 900)]
+        + [email_record(f"n{i}", ref=f"cust-n{i}") for i in range(100)]
+    )
+    os.environ[PAUSE] = "2"  # long enough for the writes below to land before slice 9
+    try:
+        upload_id = send(hub, headers, ndjson(snapshot), mode="replace").json()["id"]
+        deadline = time.monotonic() + 120
+        while True:
+            row = upload_row(hub, upload_id)
+            if row.phase == "applying" and row.applied > 0:
+                break
+            assert row.status in ("pending", "processing"), row
+            assert time.monotonic() < deadline, f"the upload never began its apply: {row}"
+            time.sleep(0.02)
+
+        # Mid-apply, readers see the old records, all of them.
+        summary = hub.http.get("/v1/identifiers/summary", headers=headers)
+        assert summary.status_code == 200, summary.text
+        assert summary.json()["records"] == 1_000
+        assert set(records_of(hub, partner["name"])) == {f"cust-m{i}" for i in range(1_000)}
+
+        # A synchronous write would be overwritten by the older snapshot: refused, with when
+        # to retry, and nothing written.
+        sync = hub.http.post(
+            "/v1/identifiers",
+            json={"records": [email_record("m850", ref="sync-m850")]},
+            headers=headers,
+        )
+        assert sync.status_code == 409, sync.text
+        assert sync.headers["content-type"].startswith("application/problem+json")
+        assert int(sync.headers["Retry-After"]) >= 1
+        # A withdrawal and erasures of people whose rows come in later slices.
+        withdrawal = hub.http.post(
+            "/v1/identifiers/consents",
+            json={"updates": [{"customer_ref": "cust-m850", "consents": ["analytics"]}]},
+            headers=headers,
+        )
+        assert withdrawal.status_code == 200, withdrawal.text
+        erased = hub.http.post(
+            "/v1/identifiers/erase", json={"customer_refs": ["cust-m860"]}, headers=headers
+        )
+        assert erased.json() == {"records_removed": 1, "people": 1}
+        # A person only the upload holds: nothing current to erase, yet the erasure wins.
+        erased_new = hub.http.post(
+            "/v1/identifiers/erase", json={"customer_refs": ["cust-n50"]}, headers=headers
+        )
+        assert erased_new.status_code == 200, erased_new.text
+        progress = upload_row(hub, upload_id)
+        assert progress.phase == "applying", "the apply ended before the writes: test too slow"
+        assert 0 < progress.applied < len(snapshot)
+    finally:
+        os.environ[PAUSE] = "0"
+
+    done = wait_for(hub, headers, upload_id, timeout=120)
+    assert done["status"] == "completed", done
+    assert (done["created"], done["matched"], done["removed"], done["skipped"]) == (
+        99,
+        899,
+        100,
+        2,
+    )
+    assert done["applied"] == len(snapshot)
+    records = records_of(hub, partner["name"])
+    expected = (
+        {f"moved-m{i}" for i in range(100)}
+        | {f"cust-m{i}" for i in range(100, 900)}
+        | {f"cust-n{i}" for i in range(100)}
+    ) - {"cust-m860", "cust-n50"}
+    assert set(records) == expected
+    assert records["cust-m850"][1] == 1, "the withdrawal of joint_offers was undone at the flip"
+    assert all(consents == 3 for ref, (_, consents, _) in records.items() if ref != "cust-m850")
+    # What a reader of consent events concludes equals the records, person by person.
+    assert folded_consents(hub, partner["name"]) == {
+        ref: consents for ref, (_, consents, _) in records.items()
+    }
+    # Tidy: no retired or pending row is left, and the sync write can go now.
+    leftovers = execute_sql(
+        hub.database_url,
+        "SELECT count(*) FROM identifier_records r JOIN partners p ON p.id = r.partner_id "
+        "WHERE p.name = :name AND r.retired IS NOT NULL",
+        name=partner["name"],
+    )
+    assert leftovers[0][0] == 0
+    assert execute_sql(hub.database_url, "SELECT count(*) FROM identifier_pending_events") == [(0,)]
+    sync = hub.http.post(
+        "/v1/identifiers",
+        json={"records": [email_record("m850", ref="sync-m850")]},
+        headers=headers,
+    )
+    assert sync.status_code == 200, sync.text
+    assert "sync-m850" in records_of(hub, partner["name"])
