@@ -1,7 +1,7 @@
 """offer result totals: each offer side's window events summed per ledger member as applied
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-03
 
 * ``offer_result_fills``: the offer sides whose totals are kept, with the window's bounds
@@ -20,8 +20,8 @@ import advanced_alchemy.types
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0022"
-down_revision: str | None = "0021"
+revision: str = "0023"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
