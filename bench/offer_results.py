@@ -4,20 +4,31 @@ SQL aggregate it needs, measured in the same run on the same database.
 
 Cases (each the median of ``--rounds`` runs, after one unmeasured warm-up):
 
-* ``bare``: the aggregate alone (:func:`matching.measurement.arm_figures_query`, both sides,
-  executed and fetched: one row per arm), nothing else;
-* ``read``: :meth:`matching.results.OfferResultsService.read` as the endpoint calls it: offer
-  and partnership, reconciliation check, partnership lock, versions, budget, the aggregate,
-  differencing against earlier answers, release, lift, the stored answer and the audit entry,
-  committed (the stored answer is deleted between rounds so every round computes);
-* ``segments-bare``: the aggregate with ``by=self.tier`` (one correlated lookup per person);
-* ``numpy`` (the alternative the design asked to measure): fetch one row per event of the
-  window (ref index, arm, points, amount) and aggregate with numpy (``np.bincount``), once.
+* ``bare``: the full aggregate over the window's raw events, the reference
+  (:func:`matching.measurement.arm_figures_query` with ``EVENTS_SOURCE``, both sides,
+  executed and fetched: one row per arm), nothing else -- what the read ran before migration
+  0022;
+* ``bare-totals``: the same figures from the running totals (``matching.result_totals``: one
+  row per member with events in the window), with the read's look for events dated ahead;
+  checked equal to ``bare``;
+* ``read``: :meth:`matching.results.OfferResultsService.read` as the endpoint calls it (from
+  the totals): offer and partnership, reconciliation check, the totals' fill check,
+  partnership lock, versions, budget, the aggregate, differencing against earlier answers,
+  release, lift, the stored answer and the audit entry, committed (the stored answer is
+  deleted between rounds so every round computes);
+* ``segments-bare`` / ``segments-bare-totals``: both aggregates with ``by=self.tier``, once;
+* ``fill``: filling the totals from the raw events once, after the load (what the first read
+  of an offer activated before 0022 does; offers activated since are kept from activation);
+* with ``--numpy``: fetch one row per event of the window (ref index, arm, points, amount)
+  and aggregate with numpy (``np.bincount``), once; with ``--jit``: ``bare`` with
+  PostgreSQL's JIT on, once.
 
 Data, written straight into the tables (COPY on PostgreSQL, executemany on SQLite): partner A
 with 1M identifier records and ledger members; 900k people treated and 100k control (10 %
 holdout); 30 % of the treated and 28 % of the control respond; 5M earns spread over their
-responders, all in the window; partner B has the same arms sizes and no events.
+responders, all in the window; partner B has the same arms sizes and no events. The rows are
+written straight into the tables, so the totals are then filled by the fill path the read
+uses (``ensure_filled``), timed as ``fill``.
 
 Run: ``.venv/bin/python bench/offer_results.py`` (``--people``/``--events`` to scale down,
 ``--backends sqlite`` for one backend, ``--pg-url`` for another server). Prints JSON and writes
@@ -49,8 +60,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hub.core.audit import Actor
 from hub.core.db import create_hub_async_engine, create_hub_sync_engine
 from hub.migrate import upgrade
-from matching.measurement import Window, arm_figures_query
-from matching.models import Offer, OfferAudience, OfferControl, OfferResultAnswer
+from matching.measurement import EVENTS_SOURCE, Window, arm_figures_query, totals_source
+from matching.models import (
+    Offer,
+    OfferAudience,
+    OfferControl,
+    OfferResultAnswer,
+    OfferResultFill,
+)
+from matching.result_totals import bounds, ensure_filled
 from matching.results import OfferResultsService, window_of
 from partners.identifiers.models import IdentifierRecord
 from partners.partners.models import Partner
@@ -83,6 +101,17 @@ class Data:
         self.b = uuid.uuid4()
         self.partnership = uuid.uuid4()
         self.offer = uuid.uuid4()
+
+    def adopt(self, url: str) -> None:
+        """Measure a database loaded by an earlier run (its ids; same seed, same data)."""
+        engine = create_hub_sync_engine(url)
+        with engine.connect() as conn:
+            self.offer = conn.execute(select(Offer.id)).scalar_one()
+            self.a = conn.execute(select(RewardEvent.partner_id).limit(1)).scalar_one()
+            self.b = conn.execute(
+                select(Partner.id).where(Partner.id != self.a).limit(1)
+            ).scalar_one()
+        engine.dispose()
 
 
 def _rows_records(d: Data, partner: uuid.UUID) -> Any:
@@ -195,6 +224,7 @@ def load(url: str, d: Data) -> float:
         for table, rows in tables:
             for chunk in _chunks(rows):
                 with engine.begin() as conn:
+                    conn.exec_driver_sql("PRAGMA cache_size = -1000000")  # 1 GB for the load
                     conn.execute(insert(table), chunk)  # type: ignore[arg-type]
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
@@ -228,13 +258,18 @@ def _copy(url: str, tables: list[tuple[Any, Any]]) -> None:
             conn.commit()
 
 
-async def measure(url: str, d: Data, rounds: int) -> dict[str, Any]:
+async def measure(
+    url: str, d: Data, rounds: int, *, numpy: bool = False, jit: bool = False
+) -> dict[str, Any]:
     engine = create_hub_async_engine(url)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     service = OfferResultsService(session_maker, None, 10_000, 100_000, 1000)  # type: ignore[arg-type]
     actor = Actor(name="bench", partner_id=str(d.a))
 
-    async def bare(segments: bool = False, jit_off: bool = True) -> Any:
+    async def bare(segments: bool = False, jit_off: bool = True, reference: bool = True) -> Any:
+        """The aggregate alone: from the window's raw events (``reference``, the full
+        aggregate the read used before the running totals) or from the running totals as
+        the read now does (with its look for events dated ahead)."""
         async with session_maker() as session, session.begin():
             offer = await session.get(Offer, d.offer)
             assert offer is not None
@@ -243,8 +278,13 @@ async def measure(url: str, d: Data, rounds: int) -> dict[str, Any]:
                 await session.execute(text("SET LOCAL jit = off"))  # as arm_figures does
             rows = []
             for side in (d.a, d.b):
+                source = (
+                    EVENTS_SOURCE
+                    if reference
+                    else await totals_source(session, side, window, bounds(offer)[1])
+                )
                 query = arm_figures_query(
-                    d.offer, side, window, 10_000, 100_000, "tier" if segments else None
+                    d.offer, side, window, 10_000, 100_000, "tier" if segments else None, source
                 )
                 rows += (await session.execute(query)).all()
             return rows
@@ -264,25 +304,39 @@ async def measure(url: str, d: Data, rounds: int) -> dict[str, Any]:
             times.append(time.perf_counter() - began)
         return times, result
 
+    async with session_maker() as session, session.begin():  # a fill of its own each run
+        await session.execute(delete(OfferResultFill).where(OfferResultFill.offer_id == d.offer))
+    began = time.perf_counter()
+    await ensure_filled(session_maker, d.offer, datetime.now(UTC))  # as a first read would
+    fill_seconds = time.perf_counter() - began
     bare_times, bare_rows = await timed(bare, rounds)
+    totals_times, totals_rows = await timed(lambda: bare(reference=False), rounds)
     read_times, answer = await timed(read, rounds)
-    segment_times, _ = await timed(lambda: bare(True), 1)
+    segment_times, segment_rows = await timed(lambda: bare(True), 1)
+    segment_totals_times, segment_totals_rows = await timed(lambda: bare(True, reference=False), 1)
     jit_times: list[float] = []
-    if url.startswith("postgresql"):
+    if jit and url.startswith("postgresql"):
         jit_times, _ = await timed(lambda: bare(False, jit_off=False), 1)
-    numpy_seconds = await numpy_pipeline(session_maker, d)
+    numpy_seconds = await numpy_pipeline(session_maker, d) if numpy else None
     await engine.dispose()
     side = next(s for s in answer.sides if s.partner_id == d.a)
     truth = {str(r[0]): (int(r[2]), int(r[3])) for r in bare_rows[:2]}
     return {
+        "fill_seconds": fill_seconds,
         "bare_seconds": statistics.median(bare_times),
+        "bare_totals_seconds": statistics.median(totals_times),
         "read_seconds": statistics.median(read_times),
         "ratio_read_to_bare": statistics.median(read_times) / statistics.median(bare_times),
         "segments_bare_seconds": segment_times[0],
+        "segments_bare_totals_seconds": segment_totals_times[0],
         "bare_with_jit_seconds": jit_times[0] if jit_times else None,
         "numpy_fetch_and_aggregate_seconds": numpy_seconds,
-        "rounds": {"bare": bare_times, "read": read_times},
+        "rounds": {"bare": bare_times, "bare_totals": totals_times, "read": read_times},
         "check": {
+            "totals_equal_reference": sorted(map(tuple, totals_rows))
+            == sorted(map(tuple, bare_rows)),
+            "segment_totals_equal_reference": sorted(map(tuple, segment_totals_rows), key=repr)
+            == sorted(map(tuple, segment_rows), key=repr),
             "true_people_responders_a": truth,
             "released_treated": [side.treated.people, side.treated.responders],
             "released_control": [side.control.people, side.control.responders],
@@ -363,7 +417,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--keep-db", action="store_true", help="keep the PostgreSQL database")
+    parser.add_argument("--numpy", action="store_true", help="also time the numpy alternative")
+    parser.add_argument("--jit", action="store_true", help="also time PostgreSQL with its JIT")
     parser.add_argument("--sqlite-dir", default="", help="put (and keep) the SQLite file here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the SQLite file in --sqlite-dir again"
+    )
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -380,9 +439,13 @@ def main() -> int:
             where = args.sqlite_dir or tmp
             url = f"sqlite:///{where}/bench.db" if backend == "sqlite" else create_pg(args.pg_url)
             try:
-                upgrade(url)
-                loaded = load(url, d)
-                result = asyncio.run(measure(url, d, args.rounds))
+                loaded = None
+                if args.reuse and backend == "sqlite" and Path(where, "bench.db").exists():
+                    d.adopt(url)
+                else:
+                    upgrade(url)
+                    loaded = load(url, d)
+                result = asyncio.run(measure(url, d, args.rounds, numpy=args.numpy, jit=args.jit))
                 result["load_seconds"] = loaded
                 result["meets_goal"] = result["read_seconds"] < GOAL_SECONDS
                 report[backend] = result

@@ -9,7 +9,17 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.core.db import Base, JsonType
@@ -142,6 +152,50 @@ class OfferResultAnswer(Base):
     answered_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
     __table_args__ = (Index("ix_offer_result_answers_question", "offer_id", "question"),)
+
+
+class OfferResultFill(Base):
+    """One side of an activated offer whose events in the window are kept summed per ledger
+    member as they are applied (:class:`OfferResultTotal`, :mod:`matching.result_totals`):
+    ``opens`` is the window's start, ``closes`` its last bound (the offer's end plus its
+    attribution days; None while the offer has no end). An offer side without a row is
+    filled from ``reward_events`` before its first results read."""
+
+    __tablename__ = "offer_result_fills"
+
+    offer_id: Mapped[UUID] = mapped_column(
+        ForeignKey("offers.id", ondelete="CASCADE"), primary_key=True
+    )
+    partner_id: Mapped[UUID] = mapped_column(primary_key=True)
+    opens: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    closes: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    filled_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+
+    __table_args__ = (Index("ix_offer_result_fills_partner", "partner_id"),)
+
+
+class OfferResultTotal(Base):
+    """A ledger member's earn and redeem events at one side of an offer with ``occurred_at``
+    in the offer's window ``[opens, closes)``: how many, their points and their amounts. Kept
+    in the transaction that applies the events; the results read maps members to people at
+    read time (records change), so erasure and reconciliation need nothing here."""
+
+    __tablename__ = "offer_result_totals"
+
+    offer_id: Mapped[UUID] = mapped_column(primary_key=True)
+    partner_id: Mapped[UUID] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["offer_id", "partner_id"],
+            ["offer_result_fills.offer_id", "offer_result_fills.partner_id"],
+            ondelete="CASCADE",
+        ),
+    )
 
 
 class OfferAudienceChange(Base):

@@ -34,6 +34,7 @@ from hub.core.audit import Actor, append
 from hub.core.db import writing
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hub.core.pagination import Page, paginate, read_after
+from matching import result_totals
 from matching.loader import ArrayCache, Loaded
 from matching.models import (
     ACTIVE,
@@ -304,6 +305,9 @@ class OfferService:
         for pid, arm in arms.items():
             await insert_arm(self.session, AUDIENCE, offer.id, pid, arm.treated)
             await insert_arm(self.session, CONTROLS, offer.id, pid, arm.control)
+        # The results' running totals start now (the window opens now: events dated ahead at
+        # most); the inserters of events wait from here to this request's commit.
+        await result_totals.fill(self.session, offer, (a_id, b_id), now)
         members = (a_id, b_id)
         await append(
             self.session, actor.event("offer.approved", "offer", str(offer.id), concerns=members)
@@ -339,6 +343,7 @@ class OfferService:
             return offer
         offer.status = ENDED
         offer.ends_at = now
+        await result_totals.close(self.session, offer)
         await append(
             self.session,
             actor.event(

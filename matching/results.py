@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core.audit import Actor, append
 from hub.core.db import writing
 from hub.core.errors import Conflict, HubError, InvalidInput
-from matching import lift, rules
+from matching import lift, result_totals, rules
 from matching.loader import ArrayCache
 from matching.measurement import CONTROL, TREATED, Figures, Window, arm_figures, arm_total
 from matching.models import Offer, OfferResultAnswer, OverlapQuery
@@ -75,6 +75,7 @@ class OfferResultsService:
         history: int,
         *,
         noise: rules.NoiseMechanism | None = None,
+        reference: bool = False,
     ) -> None:
         self.session_maker = session_maker
         self.arrays = arrays
@@ -83,6 +84,9 @@ class OfferResultsService:
         self.history = history
         # OpenDP's discrete Laplace; tests put a seeded stub here (OpenDP cannot be seeded).
         self.noise: rules.NoiseMechanism = noise or rules.default_noise()
+        # True: the figures from the window's raw events (the reference the running totals
+        # must equal; tests and bench/offer_results.py compare the two).
+        self.reference = reference
 
     async def read(
         self, offer_id: UUID, caller: UUID | None, by: str | None, actor: Actor
@@ -97,6 +101,7 @@ class OfferResultsService:
             raise
         await reconcile_offer(self.session_maker, self.arrays, offer.id, partnership)
         now = datetime.now(UTC)
+        await result_totals.ensure_filled(self.session_maker, offer.id, now)
         window = window_of(offer, now)
         question = _question_key(offer, dimension, window)
         refusal: HubError | None = None
@@ -198,7 +203,15 @@ class OfferResultsService:
         for side in members:
             attribute = dimension.attribute if dimension and dimension.member == side else None
             figures[side] = await arm_figures(
-                session, offer.id, side, window, self.points_cap, self.amount_cap, attribute
+                session,
+                offer.id,
+                side,
+                window,
+                self.points_cap,
+                self.amount_cap,
+                attribute,
+                closes=result_totals.bounds(offer)[1],
+                reference=self.reference,
             )
         counts = _true_counts(figures, dimension)
         if refusal := await _differencing(session, partnership, question, counts, self.history):
@@ -248,11 +261,8 @@ class OfferResultsService:
 def window_of(offer: Offer, now: datetime) -> Window:
     """``[max(activated_at, starts_at), (ends_at or now) + attribution_days)``, never past
     now (activity not yet sent cannot count)."""
-    assert offer.activated_at is not None
-    start = max(offer.activated_at, offer.starts_at) if offer.starts_at else offer.activated_at
-    if offer.ends_at is None:
-        return Window(start, now)
-    return Window(start, min(offer.ends_at + timedelta(days=offer.attribution_days), now))
+    start, closes = result_totals.bounds(offer)
+    return Window(start, now if closes is None else min(closes, now))
 
 
 def _question_key(offer: Offer, dimension: Dimension | None, window: Window) -> str:

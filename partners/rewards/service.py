@@ -376,7 +376,13 @@ class RewardService:
                 for e, member in zip(events, members, strict=True)
             ],
         )
-        return [int(i) for i in inserted.scalars()]
+        refs = [int(i) for i in inserted.scalars()]
+        # Offer results' running totals, in this transaction (matching owns them; imported
+        # here as funding imports the offers: matching imports rewards' tables).
+        from matching.result_totals import add_applied
+
+        await add_applied(self.session, partner_id, refs, min(e.occurred_at for e in events))
+        return refs
 
     async def balance(
         self,
