@@ -133,6 +133,8 @@ class SliceApplier:
         self.match_version = match_version
         self.sent_at = sent_at
         self.with_previous_keys = with_previous_keys
+        # The people whose row was refused (a sliced removal keeps their records).
+        self.kept_people: set[str] = set()
 
     def _visible(self, r: Any) -> ColumnElement[bool]:
         """Current records of the partner as of the generation being replaced (the pending
@@ -329,7 +331,9 @@ class SliceApplier:
             )
         )
 
-    async def removal(self) -> tuple[ColumnElement[bool] | None, str | None]:
+    async def removal(
+        self, *, sliced: bool = False
+    ) -> tuple[ColumnElement[bool] | None, str | None]:
         """Which current records a ``replace`` removes: those of the id types present that
         the upload does not hold, except records of people (or identifiers) whose row was
         refused. None (and a notice) when a refused row names no one."""
@@ -378,8 +382,13 @@ class SliceApplier:
             RECORDS.c.retired.is_(None),
             RECORDS.c.id_type.in_(sorted(types)),
             ~held(t.c.match_key),
-            RECORDS.c.customer_ref.not_in(kept_people),
         ]
+        if sliced:
+            # By slices, the set would be built again for every slice, each time from all
+            # the upload's staged rows (2 s a slice at 1M): read once, applied in Python.
+            self.kept_people = set((await self.session.scalars(kept_people)).all())
+        else:
+            conditions.append(RECORDS.c.customer_ref.not_in(kept_people))
         if self.with_previous_keys:  # mid-rotation: a record still under the previous version
             conditions.append(~held(t.c.prev_key))
         return and_(*conditions), None
@@ -404,9 +413,13 @@ class SliceApplier:
         removal: ColumnElement[bool],
         after: tuple[int, bytes] | None = None,
         upto: tuple[int, bytes] | None = None,
+        kept: frozenset[str] | set[str] = frozenset(),
+        *,
+        at_once: bool = False,
     ) -> int:
         """Retire the records ``removal`` names (within the key range (after, upto] if
-        given) and pend their consent withdrawals. Returns how many."""
+        given), except those of ``kept`` people, and pend their consent withdrawals. Returns
+        how many."""
         conditions = [removal]
         key = tuple_(RECORDS.c.id_type, RECORDS.c.match_key)
         if after is not None:
@@ -414,7 +427,7 @@ class SliceApplier:
         if upto is not None:
             conditions.append(key <= tuple_(*upto))
         where = and_(*conditions)
-        if after is None and upto is None:  # all at once (PostgreSQL): set-based
+        if at_once:  # PostgreSQL: one set-based statement (``removal`` keeps the refused)
             await self._pend(
                 select(
                     RECORDS.c.customer_ref.label("ref"),
@@ -430,8 +443,9 @@ class SliceApplier:
                 )
             )
         # A slice (SQLite): the anti-join once, into Python; the writes by primary key.
-        gone = (
-            await self.session.execute(
+        gone = [
+            row
+            for row in await self.session.execute(
                 select(
                     RECORDS.c.id_type,
                     RECORDS.c.match_key,
@@ -440,7 +454,8 @@ class SliceApplier:
                     RECORDS.c.consents,
                 ).where(where)
             )
-        ).all()
+            if row.customer_ref not in kept
+        ]
         if not gone:
             return 0
         withdrawn: dict[str, int] = {}

@@ -244,23 +244,27 @@ class SlicedApply:
                 async with apply_settings(session):
                     step = applier(session)
                     removal, notice = await step.removal()
-                    return (0 if removal is None else await step.remove(removal)), notice
+                    if removal is None:
+                        return 0, notice
+                    return await step.remove(removal, at_once=True), notice
 
             return await self._step(claim, remove_all)
         after: tuple[int, bytes] | None = None
         rows = max(self.slice_rows, 1)
         removal: ColumnElement[bool] | None = None
+        kept: set[str] = set()
         while True:
 
             async def remove(session: AsyncSession, after: Any = after) -> Any:
-                nonlocal removal
+                nonlocal removal, kept
                 step = applier(session)
-                if removal is None:  # the condition is the same for every slice
-                    removal, notice = await step.removal()
+                if removal is None:  # the same for every slice
+                    removal, notice = await step.removal(sliced=True)
                     if removal is None:
                         return None, 0, notice
+                    kept = step.kept_people
                 upto = await step.next_record_bound(after, rows)
-                return upto, await step.remove(removal, after, upto), None
+                return upto, await step.remove(removal, after, upto, kept=kept), None
 
             upto, count, notice = await self._step(claim, remove)
             removed += count
