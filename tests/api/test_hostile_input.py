@@ -499,25 +499,22 @@ def test_an_upload_whose_client_hangs_up_mid_body_is_a_4xx_and_keeps_nothing(
     """A client that goes away mid-body (a crash, a timeout of its own) costs the hub nothing:
     no spool file, no row, and no 5xx in the metrics (it was logged as an unhandled error)."""
 
-    def server_errors() -> float:
+    def answered(status: str) -> float:
+        """Requests to the upload route answered with a status starting with ``status``."""
         text = hub.http.get("/metrics").text
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
             if line.startswith("hub_requests_total{")
             and 'path="/v1/identifiers/uploads"' in line
-            and 'status_code="5' in line
+            and f'status_code="{status}' in line
         )
 
+    def server_errors() -> float:
+        return answered("5")
+
     def client_errors() -> float:
-        text = hub.http.get("/metrics").text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("hub_requests_total{")
-            and 'path="/v1/identifiers/uploads"' in line
-            and 'status_code="400"' in line
-        )
+        return answered("400")
 
     before, files = table_counts(hub.database_url), spooled(hub)
     errors_before, refused_before = server_errors(), client_errors()

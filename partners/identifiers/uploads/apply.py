@@ -246,17 +246,7 @@ class SliceApplier:
                 ],
             )
         if replaced:
-            await self.session.execute(
-                update(RECORDS)
-                .where(
-                    RECORDS.c.partner_id == self.partner_id,
-                    RECORDS.c.id_type == bindparam("t"),
-                    RECORDS.c.match_key == bindparam("k"),
-                    RECORDS.c.generation == bindparam("g"),
-                )
-                .values(retired=self.pending),
-                replaced,
-            )
+            await self._retire(replaced)
         now = datetime.now(UTC)
         rows = select(
             literal(self.partner_id, RECORDS.c.partner_id.type),
@@ -300,6 +290,21 @@ class SliceApplier:
                 )
             )
         return len(met), matched, skipped
+
+    async def _retire(self, keys: list[dict[str, Any]]) -> None:
+        """Mark the rows with these keys (``t``, ``k``, ``g``) retired by the pending
+        generation: current until the flip, gone after it."""
+        await self.session.execute(
+            update(RECORDS)
+            .where(
+                RECORDS.c.partner_id == self.partner_id,
+                RECORDS.c.id_type == bindparam("t"),
+                RECORDS.c.match_key == bindparam("k"),
+                RECORDS.c.generation == bindparam("g"),
+            )
+            .values(retired=self.pending),
+            keys,
+        )
 
     async def _rekey_previous_version(self, s: Any, accepted: Any) -> None:
         """During a match-key rotation: move the current records this slice names to the
@@ -476,15 +481,5 @@ class SliceApplier:
                     if mask
                 ],
             )
-        await self.session.execute(
-            update(RECORDS)
-            .where(
-                RECORDS.c.partner_id == self.partner_id,
-                RECORDS.c.id_type == bindparam("t"),
-                RECORDS.c.match_key == bindparam("k"),
-                RECORDS.c.generation == bindparam("g"),
-            )
-            .values(retired=self.pending),
-            [{"t": t, "k": k, "g": g} for t, k, g, _, _ in gone],
-        )
+        await self._retire([{"t": t, "k": k, "g": g} for t, k, g, _, _ in gone])
         return len(gone)

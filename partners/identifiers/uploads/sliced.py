@@ -286,6 +286,15 @@ class SlicedApply:
         await generation.lock_state(session, claim.partner_id)
         await generation.flip(session, claim.partner_id, pending, claim.sent_at)
         actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
+        figures: dict[str, Any] = {
+            "rows_read": report.rows_read,
+            "accepted": report.accepted,
+            "refused": report.refused,
+            "created": result.created,
+            "updated": result.updated,
+            "removed": result.removed,
+            "skipped": result.skipped,
+        }
         await audit.append(
             session,
             actor.event(
@@ -293,27 +302,11 @@ class SlicedApply:
                 "identifier_upload",
                 str(claim.upload_id),
                 mode=claim.mode,
-                rows_read=report.rows_read,
-                accepted=report.accepted,
-                refused=report.refused,
-                created=result.created,
-                updated=result.updated,
-                removed=result.removed,
-                skipped=result.skipped,
+                **figures,
             ),
         )
         await self._update_claimed(
-            session,
-            claim,
-            phase=TIDYING,
-            rows_read=report.rows_read,
-            accepted=report.accepted,
-            refused=report.refused,
-            created=result.created,
-            updated=result.updated,
-            removed=result.removed,
-            skipped=result.skipped,
-            notice=result.notice or None,
+            session, claim, phase=TIDYING, notice=result.notice or None, **figures
         )
 
     async def _tidy(self, claim: Claim, generation_now: int) -> None:
