@@ -250,7 +250,9 @@ class SlicedApply:
 
             return await self._step(claim, remove_all)
         after: tuple[int, bytes] | None = None
-        rows = max(self.slice_rows, 1)
+        # Half a slice of records: a removal slice costs about twice an upsert slice (the
+        # anti-join against every staged row), and each is one hold of SQLite's lock.
+        rows = max(self.slice_rows // 2, 1)
         removal: ColumnElement[bool] | None = None
         kept: set[str] = set()
         while True:
