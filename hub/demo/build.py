@@ -180,7 +180,9 @@ async def _build(
         loaded = await _load_identifiers(res, population, existing, ids, stages)
         with stages.stage("partnerships", "partnerships"), writing():
             async with res.sessions() as session:
-                partnerships = await coalition.ensure_partnerships(session, settings, ids)
+                partnerships = await coalition.ensure_partnerships(
+                    session, settings, ids, options.customers
+                )
                 await session.commit()
         with stages.stage("offer", "joint offer and its audiences"), writing():
             offer = await coalition.ensure_offer(res.sessions, res.arrays, partnerships[0], ids)

@@ -8,6 +8,7 @@ partnership by its pair, the offer by its title, so running the demo again never
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,9 +124,23 @@ async def ensure_partnership(
 
 
 async def ensure_partnerships(
-    session: AsyncSession, settings: Settings, ids: dict[str, UUID]
+    session: AsyncSession, settings: Settings, ids: dict[str, UUID], customers: int
 ) -> list[Partnership]:
-    return [await ensure_partnership(session, settings, plan, ids) for plan in PARTNERSHIPS]
+    """The demo's partnerships. A small demo (under 5,000 customers a brand) asks a smaller
+    minimum audience, a hundredth of its customers and at least the floor: with a 10 %
+    holdout the offer's control group of a 3,000-customer demo is about 60 people, and a
+    random salt put it under 50 now and then (the offer then cannot activate)."""
+    plans = [
+        dataclasses.replace(
+            plan,
+            min_audience=max(
+                settings.partnerships.floor_min_audience,
+                min(plan.min_audience, customers // 100),
+            ),
+        )
+        for plan in PARTNERSHIPS
+    ]
+    return [await ensure_partnership(session, settings, plan, ids) for plan in plans]
 
 
 OFFER_BACKDATE_DAYS = 8
