@@ -116,6 +116,12 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
         assert sync.status_code == 409, sync.text
         assert sync.headers["content-type"].startswith("application/problem+json")
         assert int(sync.headers["Retry-After"]) >= 1
+        # Another partner is not held back by this partner's upload: its write goes through.
+        _, _, other = hub.partner_with_token("hotel")
+        theirs = hub.http.post(
+            "/v1/identifiers", json={"records": [email_record("m850", ref="h-1")]}, headers=other
+        )
+        assert theirs.status_code == 200, theirs.text
         # A withdrawal and erasures of people whose rows come in later slices.
         withdrawal = hub.http.post(
             "/v1/identifiers/consents",
