@@ -239,6 +239,8 @@ def create_app(
         settings.database_url,
         echo=settings.database.echo,
         pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        pool_timeout=settings.database.pool_timeout_seconds,
         busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
     )
 
@@ -255,6 +257,7 @@ def create_app(
     read_engine = create_hub_sync_engine(
         settings.database_url,
         busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
+        pool_size=3,  # the loader's builds run on threads
         writer=False,
     )
     array_cache = ArrayCache(

@@ -36,7 +36,14 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True):
     url: str = ""
     echo: bool = False
-    pool_size: int = 20
+    # PostgreSQL: one process's request pool (steady, and extra under a burst). A process
+    # opens at most pool_size + max_overflow + 9 connections (its two small synchronous
+    # pools), plus one per upload parsing process: keep the sum over the hub's processes under
+    # the server's max_connections.
+    pool_size: int = 10
+    max_overflow: int = 5
+    # How long a request waits for a free connection before it is answered 503.
+    pool_timeout_seconds: float = 10.0
     sqlite_busy_timeout_ms: int = 30_000
 
 

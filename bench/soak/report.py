@@ -74,7 +74,10 @@ def text(report: dict[str, Any]) -> str:
             f"RSS {name}: {d['rss_mb_from']} MB (min {d['from_minute']}) -> {d['rss_mb_to']} MB "
             f"(min {d['to_minute']}): {d['drift_pct']} %"
         )
-    lines.append(f"PostgreSQL connections (max total): {report['pg_connections_max']}")
+    lines.append(
+        f"PostgreSQL connections (max total): {report['pg_connections_max']}"
+        f" (samples refused a connection: {report.get('pg_connections_refused', 0)})"
+    )
     lines.append(f"job runs: {report['job_runs']}")
     audit = report["audit"]
     for part, result in audit.items():

@@ -159,6 +159,8 @@ def summarise(
         "samples": samples,
         "rss_drift": report.drift(samples, options.minutes),
         "pg_connections_max": max(s["pg_connections"]["total"] for s in samples),
+        # Samples for which PostgreSQL had no connection left ("too many clients").
+        "pg_connections_refused": sum(1 for s in samples if "refused" in s["pg_connections"]),
         "processes_alive_throughout": all(all(s["alive"].values()) for s in samples),
         "job_runs": {f"{name}:{status}": int(n) for name, status, n in jobs},
         "catch_up": caught_up,

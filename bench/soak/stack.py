@@ -159,12 +159,16 @@ class Stack:
 
     # -- sampling ------------------------------------------------------------------------
     def connections(self) -> dict[str, int]:
-        """Backends connected to the run's database, by state."""
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() GROUP BY 1"
-            ).fetchall()
+        """Backends connected to the run's database, by state (``refused`` when the server
+        had no connection left for the sampler: the finding, not the end of the run)."""
+        try:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() GROUP BY 1"
+                ).fetchall()
+        except psycopg.OperationalError:
+            return {"refused": 1, "total": -1}
         out = {str(state): int(n) for state, n in rows}
         out["total"] = sum(out.values())
         return out

@@ -21,6 +21,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect, Template
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from hub.console.sessions import COOKIE, SignedIn, load_session, touch_session
 from hub.core.audit import Actor
@@ -187,7 +188,9 @@ def hub_error(request: Request[Any, Any, Any], exc: HubError) -> Response[Any]:
     )
 
 
-def database_error(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
+def database_error(
+    request: Request[Any, Any, Any], exc: OperationalError | PoolTimeout
+) -> Response[Any]:
     """A database busy past its wait (SQLite held by a long write) is the API's 503, as a
     page: signing in or posting a form then says to wait, not a JSON problem or a 500."""
     unavailable = database_unavailable(request, exc)
@@ -245,6 +248,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     CsrfRefused: csrf_refused,
     HubError: hub_error,
     OperationalError: database_error,
+    PoolTimeout: database_error,
     HTTPException: http_error,
     Exception: unexpected_error,
 }

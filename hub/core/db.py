@@ -38,6 +38,9 @@ metadata = orm_registry.metadata
 # lock free between two transactions that follow each other at once (measured: a concurrent
 # writer waited 2 s behind a sliced apply whose transactions took at most 0.7 s).
 SQLITE_WRITER_GAP_SECONDS = 0.12
+# PostgreSQL: the extra connections of a synchronous pool, and how long its users wait for one.
+SYNC_POOL_OVERFLOW = 2
+POOL_TIMEOUT_SECONDS = 10.0
 
 
 def leave_write_lock(engine: Engine) -> None:
@@ -115,7 +118,13 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int, always_immediate: bo
 
 
 def create_hub_async_engine(
-    url: str, *, echo: bool = False, pool_size: int = 10, busy_timeout_ms: int = 5000
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 10,
+    max_overflow: int = 5,
+    pool_timeout: float = POOL_TIMEOUT_SECONDS,
+    busy_timeout_ms: int = 5000,
 ) -> AsyncEngine:
     ensure_sqlite_dir(url)
     if is_sqlite(url):
@@ -127,14 +136,15 @@ def create_hub_async_engine(
         echo=echo,
         pool_size=pool_size,
         pool_pre_ping=True,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         # Never put row values (identifiers, secrets' hashes) into error messages and logs.
         hide_parameters=True,
     )
 
 
 def create_hub_sync_engine(
-    url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5, writer: bool = True
+    url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 2, writer: bool = True
 ) -> Engine:
     """A small synchronous engine for code that cannot await (authlib's hooks, migrations),
     or, with ``writer=False``, for long reads in a thread (the matching engine's loader)."""
@@ -148,7 +158,8 @@ def create_hub_sync_engine(
         normalise_url(url),
         pool_size=pool_size,
         pool_pre_ping=True,
-        max_overflow=pool_size,
+        max_overflow=SYNC_POOL_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
         hide_parameters=True,
     )
 

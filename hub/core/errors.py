@@ -17,6 +17,7 @@ from advanced_alchemy.exceptions import NotFoundError as RepositoryNotFound
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("hub.errors")
@@ -231,16 +232,22 @@ def data_error_handler(request: Request[Any, Any, Any], exc: DataError) -> Respo
 
 
 def database_unavailable(
-    request: Request[Any, Any, Any], exc: OperationalError
+    request: Request[Any, Any, Any], exc: OperationalError | PoolTimeout
 ) -> ServiceUnavailable | None:
     """The 503 for a database busy past the wait it allows (an embedded SQLite database
-    holding a long write, such as a large upload being applied) or unreachable: nothing was
-    written. None for SQLite's own mistakes (a missing table...), reported with the same
-    class: those are bugs. (The console renders the same 503 as a page.)"""
-    sqlite_busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
-    if type(exc.orig).__module__.startswith("sqlite3") and not sqlite_busy:
-        return None
-    log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
+    holding a long write, such as a large upload being applied), unreachable, or with no
+    free connection in this process's pool (a burst beyond ``database.pool_size`` +
+    ``max_overflow``): nothing was written. None for SQLite's own mistakes (a missing
+    table...), reported with the same class: those are bugs. (The console renders the same
+    503 as a page.)"""
+    if isinstance(exc, PoolTimeout):
+        error = "PoolTimeout"
+    else:
+        sqlite_busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+        if type(exc.orig).__module__.startswith("sqlite3") and not sqlite_busy:
+            return None
+        error = type(exc.orig).__name__
+    log.warning("database unavailable", error=error, path=request.url.path)
     return ServiceUnavailable(
         "The database is busy or unreachable; nothing was changed.",
         fix="Retry after the number of seconds in Retry-After.",
@@ -249,7 +256,7 @@ def database_unavailable(
 
 
 def operational_error_handler(
-    request: Request[Any, Any, Any], exc: OperationalError
+    request: Request[Any, Any, Any], exc: OperationalError | PoolTimeout
 ) -> Response[Any]:
     unavailable = database_unavailable(request, exc)
     if unavailable is None:
@@ -287,6 +294,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     RepositoryNotFound: not_found_handler,
     DataError: data_error_handler,
     OperationalError: operational_error_handler,
+    PoolTimeout: operational_error_handler,
     Exception: unexpected_error_handler,
 }
 

@@ -101,6 +101,7 @@ async def run_worker(settings: Settings, keyring: Keyring) -> None:
     engine = create_hub_async_engine(
         settings.database_url,
         pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
         busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
