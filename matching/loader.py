@@ -38,6 +38,7 @@ from sqlalchemy import Table, Text, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from hub.core.db import reading
+from hub.core.memory import release_free_memory
 from matching.engine import Attribute, Side, make_side
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
@@ -341,9 +342,14 @@ class ArrayCache:
             loaded = _open(directory, partner_id, version, key_version)
             if loaded is None:
                 side, people, over = _build(conn, partner_id, self.crypto, key_version)
-                loaded = Loaded(partner_id, version, key_version, side, people, over)
+                built = Loaded(partner_id, version, key_version, side, people, over)
                 self.builds += 1
-                _save(directory, loaded)
+                _save(directory, built)
+                # Served from the files just written (memory-mapped: page cache the
+                # processes share, not each one's heap), and the build's heap handed back.
+                loaded = _open(directory, partner_id, version, key_version) or built
+                del side, people, built
+                release_free_memory()
         self._remember(loaded)
         self._discard_files(partner_id, keep=(version, key_version))
         return loaded

@@ -3,11 +3,14 @@ thresholds, complementary suppression, noise budgets, differencing, isolation an
 
 from __future__ import annotations
 
+import mmap
 import re
 import time
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
+import numpy as np
 import pytest
 
 from tests.api.matching_helpers import (
@@ -321,3 +324,30 @@ def test_arrays_in_use_are_rebuilt_after_a_change_before_anyone_asks(hub: Hub) -
         time.sleep(0.1)
     assert names
     assert names != [built]
+
+
+def _file_backed(array: Any) -> bool:
+    """True when the array's memory is a mapping of a file (its chain of bases holds one)."""
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def test_arrays_built_for_a_question_are_served_from_their_files(hub: Hub) -> None:
+    """A build's arrays are answered from the memory-mapped files it saved (page cache the
+    hub's processes share), not kept as heap copies in each process (the soak's serve
+    processes grew to 1.8 GB)."""
+    a, b, partnership = members(hub)
+    a.upload(hub, [rec(email(f"f{n}"), f"a{n}") for n in range(30)])
+    b.upload(hub, [rec(email(f"f{n}"), f"b{n}") for n in range(30)])
+    cache = hub.app.state.array_cache
+    builds = cache.builds
+    assert overlap(hub, a, partnership).json()["count"] == 30
+    assert cache.builds > builds  # built for this question, not found on disk
+    for member in (a, b):
+        loaded = cache._memory[UUID(member.id)]
+        side = loaded.side
+        for array in (side.hi, side.lo, side.person, side.consent):
+            assert _file_backed(array)

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core import audit
 from hub.core.audit import Actor
 from hub.core.db import writing
+from hub.core.memory import release_free_memory
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.uploads.erasures import forget_erasures
 from partners.identifiers.uploads.models import (
@@ -351,6 +352,7 @@ class UploadProcessor:
             staged = time.perf_counter()
             self._check_refused_share(report)
             await self._apply(claim, report, before_finish=clean_up)
+            release_free_memory()  # the slices' rows: glibc would keep them in its arenas
             log.info(
                 "upload applied",
                 upload_id=str(claim.upload_id),
