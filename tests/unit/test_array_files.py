@@ -11,8 +11,8 @@ from uuid import uuid4
 
 import numpy as np
 
+from matching.array_files import Loaded, People, open_version, save
 from matching.engine import Attribute, make_side
-from matching.loader import Loaded, People, _open, _save
 
 SAVERS, ROUNDS, ROWS = 4, 15, 20_000
 
@@ -39,19 +39,19 @@ def test_processes_saving_the_same_version_at_once_all_succeed(tmp_path: Path) -
         arrays = loaded(version)
         start = threading.Barrier(SAVERS)
 
-        def save(arrays: Loaded = arrays, start: threading.Barrier = start) -> None:
+        def saver(arrays: Loaded = arrays, start: threading.Barrier = start) -> None:
             start.wait()
             try:
-                _save(tmp_path, arrays)
+                save(tmp_path, arrays)
             except OSError as exc:
                 failures.append(exc)
 
-        threads = [threading.Thread(target=save) for _ in range(SAVERS)]
+        threads = [threading.Thread(target=saver) for _ in range(SAVERS)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        reread = _open(tmp_path, arrays.partner_id, version, 1)
+        reread = open_version(tmp_path, arrays.partner_id, version, 1)
         assert reread is not None
         assert np.array_equal(reread.side.hi, arrays.side.hi)
         assert reread.people.ref(ROWS - 1) == f"c{ROWS - 1}"
