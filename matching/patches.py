@@ -50,6 +50,10 @@ from partners.identifiers.records import current
 
 log = structlog.get_logger("hub.matching")
 CHUNK = 500  # customer_refs per IN (...) lookup
+# How long a change's answer waits for a build of the same partner in this process (a
+# question's, an upload's) before it gives up patching: a build of millions of records takes
+# seconds to minutes, and the build (or the apply's check after it) catches up by itself.
+PATCH_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,14 +228,27 @@ class ArrayPatcher:
 
     async def _patch(self, change: RecordsChanged, attributes: dict[str, dict[str, str]]) -> None:
         try:
-            async with self.cache.lock(change.partner_id):
-                await asyncio.to_thread(self.patch_now, change, attributes)
+            await self._patch_when_free(change, attributes)
         except Exception:  # committed either way: the next question builds the arrays
             log.warning(
                 "could not patch a partner's arrays",
                 partner_id=str(change.partner_id),
                 exc_info=True,
             )
+
+    async def _patch_when_free(
+        self, change: RecordsChanged, attributes: dict[str, dict[str, str]]
+    ) -> None:
+        lock = self.cache.lock(change.partner_id)
+        try:
+            await asyncio.wait_for(lock.acquire(), PATCH_WAIT_SECONDS)
+        except TimeoutError:  # a build is under way: it, or the question after it, catches up
+            await asyncio.to_thread(self.forget_older, change)
+            return
+        try:
+            await asyncio.to_thread(self.patch_now, change, attributes)
+        finally:
+            lock.release()
 
     def patch_now(
         self, change: RecordsChanged, attributes: Mapping[str, Mapping[str, str]]
@@ -265,6 +282,14 @@ class ArrayPatcher:
             cache.patches += 1
             cache.remember(patch.loaded)
         finally:
-            if erasure:  # the erased customer_refs leave memory and disk before the answer
-                cache.forget(partner_id, before=version)
-                discard_older(directory, version, key_version)
+            self.forget_older(change)
+
+    def forget_older(self, change: RecordsChanged) -> None:
+        """After an erasure: the older versions leave memory and disk (with the erased
+        people's ``customer_ref``) before the erasure is answered."""
+        if not (change.erased_people or change.erased_keys):
+            return
+        cache = self.cache
+        cache.forget(change.partner_id, before=change.version)
+        key_version = cache.crypto.keys.match_version
+        discard_older(cache.directory(change.partner_id), change.version, key_version)

@@ -127,11 +127,14 @@ def split(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     one data directory (shared storage), no maintenance on either."""
     data_dir = tmp_path_factory.mktemp(f"split-{backend}")
     with launch_hub(backend, data_dir, HUB_UPLOADS_PROCESS_IN_SERVE="false", **QUIET) as front:
-        worker = start_hub(front.database_url, data_dir, **QUIET)
+        worker = Hub(
+            start_hub(front.database_url, data_dir, **QUIET), front.database_url, data_dir, "", ""
+        )
         try:
-            yield front, Hub(worker, front.database_url, data_dir, "", "")
+            yield front, worker
         finally:
-            worker.stop()
+            worker.http.close()
+            worker.server.stop()
 
 
 def test_an_upload_applied_by_another_process_leaves_files_this_one_opens(
