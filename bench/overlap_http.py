@@ -293,15 +293,22 @@ def ask(http: httpx.Client, creds: Creds, pid: str, by: str | None) -> tuple[flo
     return time.perf_counter() - start, got
 
 
-def applied_lines(log_path: Path) -> dict[str, dict[str, Any]]:
-    """The server's "upload applied" log lines (JSON), by upload id."""
-    found: dict[str, dict[str, Any]] = {}
-    for line in log_path.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict) and entry.get("event") == "upload applied":
-                found[entry["upload_id"]] = entry
-    return found
+def applied_line(log_path: Path, upload_id: str) -> dict[str, Any]:
+    """The server's "upload applied" log line (JSON) of one upload: logged just after the
+    upload turned completed, so it may take a moment to appear."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("upload_id") == upload_id
+                    and (entry.get("event") == "upload applied")
+                ):
+                    return entry
+        time.sleep(0.1)
+    return {}
 
 
 def change_then_ask(
@@ -412,7 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for side, path in (("a", path_a), ("b", path_b)):
                 log(f"{backend}: uploading {path.name}")
                 up = upload(http, members[side]["creds"], path)
-                line = applied_lines(data_dir / "server.log").get(up["id"], {})
+                line = applied_line(data_dir / "server.log", up["id"])
                 for key in ("stage_seconds", "apply_seconds", "arrays_seconds"):
                     up[key] = line.get(key)
                 log(f"{backend}: upload {side}: {up}")
@@ -508,7 +515,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 logs += (data_dir / name).read_text()
         result["server_errors"] = [
-            line[:300] for line in logs.splitlines() if "Traceback" in line or " 500 " in line
+            line[:4000] for line in logs.splitlines() if "Traceback" in line or " 500 " in line
         ][:20]
         if backend == "postgres":
             drop_database(database_url)
