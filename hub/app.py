@@ -29,7 +29,9 @@ from hub.core.auth import ClientRateLimiter, TokenVerifier
 from hub.core.db import (
     create_hub_async_engine,
     create_hub_sync_engine,
+    drop_after_commit,
     is_sqlite,
+    run_after_commit,
     sync_sessionmaker,
     writing,
 )
@@ -56,6 +58,7 @@ from matching.engine import warm_up as engine_warm_up
 from matching.loader import ArrayCache
 from matching.offer_arms import reconcile_active_offers
 from matching.overlap import OverlapService
+from matching.patches import ArrayPatcher
 from matching.results import OfferResultsService
 from partners.identifiers.controller import IdentifierController
 from partners.identifiers.crypto import IdentifierCrypto
@@ -103,6 +106,9 @@ async def provide_db_session(
 
     Reads (GET/HEAD) on PostgreSQL run in autocommit: no BEGIN and COMMIT round trips, each
     statement sees committed data. Nothing a read does needs a multi-statement snapshot.
+
+    Work the handler arranged for after the commit (``hub.core.db.after_commit``: a consent
+    change's arrays) runs here too, so the answer is sent after it.
     """
     async with state.session_maker() as session:
         if request.method in SAFE_METHODS and state.database_is_postgres:
@@ -110,9 +116,11 @@ async def provide_db_session(
         try:
             yield session
         except BaseException:
+            drop_after_commit(session)
             await session.rollback()
             raise
         await session.commit()
+        await run_after_commit(session)
 
 
 async def _refresh_forever(app: Litestar) -> None:
@@ -279,10 +287,16 @@ def create_app(
             "engine": engine,
             "session_maker": session_maker,
             "upload_processor": UploadProcessor(
-                session_maker, sync_engine, identifier_crypto, settings.uploads, settings.spool_dir
+                session_maker,
+                sync_engine,
+                identifier_crypto,
+                settings.uploads,
+                settings.spool_dir,
+                arrays=array_cache,
             ),
             "read_engine": read_engine,
             "array_cache": array_cache,
+            "array_patcher": ArrayPatcher(array_cache),
             "job_specs": job_specs(settings),
             "overlap_service": OverlapService(session_maker, array_cache, settings.matching),
             "offer_results": OfferResultsService(

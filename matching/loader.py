@@ -4,16 +4,25 @@ A partner's records become one :class:`~matching.engine.Side` (sorted 128-bit ke
 index per record, consent masks, per-person attribute codes) plus the table of its people's
 ``customer_ref``\\ s. Arrays are built for a *version*: the partner's change counter
 (``identifier_state.version``, raised by every upload, consent change, erasure and re-keying)
-and the keyring's newest match-key version. They are kept in memory (a small LRU) and in files
-under ``<data_dir>/arrays/<partner>/`` so a restarted process starts warm; a request checks the
-counter (one indexed read) and rebuilds only when it moved.
+and the keyring's newest match-key version. The counter and the rows are read in one snapshot
+(:func:`_snapshot`), so files never carry a version they do not match. Arrays are kept in
+memory (a small LRU) and in files under ``<data_dir>/arrays/<partner>/`` (``array_files``),
+shared by every hub process; a request checks the counter (one indexed read) and opens or
+builds only when it moved.
+
+Who builds them: the apply of a bulk upload, before the upload is reported ``completed``
+(:meth:`ArrayCache.prepare`, called by the upload processor); a consent change or an erasure
+patches the previous version's arrays before it is answered (``matching.patches``); what
+neither covers (a synchronous upsert, a re-keying batch, a patch that could not be made) is
+built by the first question, or by the hub's maintenance after a quiet interval.
 
 During a match-key rotation, records still under an older version are decrypted and keyed
 under the newest one here, so both sides of a merge always use the same key version.
 
 Erasure reaches the arrays through the counter: a changed counter makes the cached arrays
-unusable at once, and :meth:`ArrayCache.discard_stale` (run by the hub every few seconds and
-after every rebuild) deletes the older files and memory copies.
+unusable at once; the erasure's patch deletes the older files, and
+:meth:`ArrayCache.discard_stale` (run by the hub every few seconds) deletes whatever else is
+stale, on disk and in memory.
 """
 
 from __future__ import annotations
@@ -21,24 +30,29 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
-import shutil
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import numpy as np
-from numpy.typing import NDArray
-from sqlalchemy import Table, Text, cast, func, select
+from sqlalchemy import ColumnElement, Table, Text, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from hub.core.db import reading
 from hub.core.memory import release_free_memory
+from matching.array_files import (
+    Loaded,
+    People,
+    discard_older,
+    open_version,
+    save,
+)
 from matching.engine import Attribute, Side, make_side
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
@@ -48,61 +62,45 @@ RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 FETCH_ROWS = 50_000
 MAX_ATTRIBUTE_VALUES = 100  # DESIGN "Quotas": at most 100 distinct values per attribute
+# How many times the apply of an upload builds again when a change moved the counter during
+# its build (a consent change's patch usually catches up first).
+PREPARE_ATTEMPTS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class People:
-    """A side's ``customer_ref`` per person index, stored as one UTF-8 blob and offsets."""
-
-    blob: bytes
-    offsets: NDArray[np.int64]  # len = people + 1
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def ref(self, index: int) -> str:
-        return self.blob[self.offsets[index] : self.offsets[index + 1]].decode()
-
-    def refs(self, indices: Iterable[int]) -> list[str]:
-        return [self.ref(int(i)) for i in indices]
-
-    @classmethod
-    def of(cls, refs: list[str]) -> People:
-        encoded = [r.encode() for r in refs]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
-        return cls(b"".join(encoded), offsets)
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read transaction that sees one state of the database from its first statement to
+    its last, so the counter it reads labels exactly the rows it streams. SQLite's read
+    transaction (WAL) does this by itself; PostgreSQL's default, READ COMMITTED, takes a new
+    snapshot per statement (a consent change committed between the counter and the rows
+    would be saved under the older version), hence REPEATABLE READ there."""
+    # A read: on SQLite it must not queue for the write lock its own caller may hold.
+    with reading(), engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        yield conn
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """One partner's arrays at one version."""
+def person_order(dialect: str) -> list[ColumnElement[Any]]:
+    """The order rows are read in: by person (``customer_ref``, bytewise as Python compares
+    strings), then by when each record changed, then by key (records changed together, as a
+    consent update changes them, still come in one order)."""
+    ref_column: Any = RECORDS.c.customer_ref
+    if dialect == "postgresql":
+        ref_column = ref_column.collate("C")  # bytewise, like SQLite and Python
+    return [ref_column, RECORDS.c.updated_at, RECORDS.c.id_type, RECORDS.c.match_key]
 
-    partner_id: UUID
-    version: int
-    key_version: int
-    side: Side
-    people: People
-    # Attributes with more distinct values than the quota: not usable for breakdowns or filters.
-    over_quota: frozenset[str]
 
-    def index_of(self, refs: Iterable[str]) -> NDArray[np.int32]:
-        """Person indices of ``refs`` (unknown refs are skipped); people are sorted by ref."""
-        wanted = sorted(set(refs))
-        found = []
-        lo = 0
-        n = len(self.people)
-        for ref in wanted:
-            hi = n
-            while lo < hi:  # binary search over the sorted refs
-                mid = (lo + hi) // 2
-                if self.people.ref(mid) < ref:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < n and self.people.ref(lo) == ref:
-                found.append(lo)
-        return np.asarray(found, dtype=np.int32)
+def merged_attributes(texts: Iterable[str | None]) -> dict[str, str]:
+    """A person's attributes from their records' ``attributes`` (JSON text, in
+    :func:`person_order`): each attribute's value is the one of the last record that has it.
+    :func:`_build` applies the same rule inline, row by row; a patch applies it to the few
+    people it touches."""
+    merged: dict[str, str] = {}
+    for text in texts:
+        if text and text != "null":
+            merged.update(json.loads(text))
+    return merged
 
 
 def _current_version(conn: Connection, partner_id: UUID) -> int:
@@ -128,12 +126,17 @@ class _AttributeCoder:
         self.codes[person] = code
 
     def finish(self, n_people: int) -> Attribute:
-        """Codes renumbered so that values are in sorted order (deterministic files)."""
-        vocabulary = sorted(self.index)
-        remap = np.full(len(vocabulary) + 1, -1, dtype=np.int16)  # remap[-1] stays -1
+        """The values some person holds, sorted, and the codes renumbered to them: the same
+        people with the same values give the same files, whatever records came and went (a
+        patch computes exactly this; a value no one holds counts in no answer)."""
+        codes = self.codes[:n_people]
+        value_of = {code: value for value, code in self.index.items()}
+        held = np.unique(codes[codes >= 0]).tolist()
+        vocabulary = sorted(value_of[code] for code in held)
+        remap = np.full(len(self.index) + 1, -1, dtype=np.int16)  # remap[-1] stays -1
         for new, value in enumerate(vocabulary):
             remap[self.index[value]] = new
-        return Attribute(remap[self.codes[:n_people]], tuple(vocabulary))
+        return Attribute(remap[codes], tuple(vocabulary))
 
 
 def _build(
@@ -141,10 +144,10 @@ def _build(
 ) -> tuple[Side, People, frozenset[str]]:
     """Stream every record of the partner and build its arrays (keys under ``key_version``).
 
-    Rows arrive sorted by ``customer_ref`` (bytewise, as Python compares strings), so a person's
-    index is known as its rows pass and only one copy of each reference is kept; a person's
-    attributes are those of their most recently updated record. Memory stays at the arrays'
-    size (about 40 bytes a record) whatever the number of rows.
+    Rows arrive in :func:`person_order`, so a person's index is known as its rows pass and
+    only one copy of each reference is kept; a person's attributes follow
+    :func:`merged_attributes`. Memory stays at the arrays' size (about 40 bytes a record)
+    whatever the number of rows. ``conn`` must read one snapshot (:func:`_snapshot`).
     """
     total = int(
         conn.execute(
@@ -161,9 +164,6 @@ def _build(
     offsets = array("q", [0])
     coders: dict[str, _AttributeCoder] = {}
     decoded: dict[str, dict[str, str]] = {}  # attribute sets repeat: each is parsed once
-    ref_column: Any = RECORDS.c.customer_ref
-    if conn.dialect.name == "postgresql":
-        ref_column = ref_column.collate("C")  # bytewise, like SQLite and Python
     result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
         select(
             RECORDS.c.id_type,
@@ -176,7 +176,7 @@ def _build(
             cast(RECORDS.c.attributes, Text),
         )
         .where(current_records(RECORDS, partner_id))
-        .order_by(ref_column, RECORDS.c.updated_at)
+        .order_by(*person_order(conn.dialect.name))
     )
     n = 0
     p = -1
@@ -218,7 +218,9 @@ def _build(
     del keys
     people = People(bytes(blob), np.frombuffer(offsets, dtype=np.int64).copy())
     over = frozenset(name for name, coder in coders.items() if coder.over)
-    coded = {name: coder.finish(people_count) for name, coder in coders.items() if not coder.over}
+    coded = {  # by name: the same records give the same files
+        name: coders[name].finish(people_count) for name in sorted(coders) if not coders[name].over
+    }
     side = make_side(
         np.ascontiguousarray(pairs[:, 0]),
         np.ascontiguousarray(pairs[:, 1]),
@@ -228,78 +230,6 @@ def _build(
         coded,
     )
     return side, people, over
-
-
-# -- files --------------------------------------------------------------------------------
-
-
-def _save(directory: Path, loaded: Loaded) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"v{loaded.version}-k{loaded.key_version}"
-    # A partial of its own: hub processes sharing the cache directory (scale-out on one host)
-    # may build the same version at once, and one's rename must not pull the other's files away.
-    partial = directory / f".{name}.{os.getpid()}-{uuid4().hex}.tmp"
-    partial.mkdir(parents=True)
-    side = loaded.side
-    arrays: dict[str, Any] = {
-        "hi": side.hi,
-        "lo": side.lo,
-        "person": side.person,
-        "consent": side.consent,
-        "offsets": loaded.people.offsets,
-        "blob": np.frombuffer(loaded.people.blob, dtype=np.uint8),
-    }
-    meta: dict[str, Any] = {"n_people": side.n_people, "attributes": {}, "over": []}
-    for i, (attr, coded) in enumerate(side.attributes.items()):
-        arrays[f"attr{i}"] = coded.codes
-        meta["attributes"][attr] = {"array": f"attr{i}", "values": list(coded.values)}
-    meta["over"] = sorted(loaded.over_quota)
-    for key, column in arrays.items():
-        np.save(partial / f"{key}.npy", np.ascontiguousarray(column), allow_pickle=False)
-    (partial / "meta.json").write_text(json.dumps(meta))
-    target = directory / name
-    try:
-        partial.rename(target)  # whole or absent: a reader never sees half a version
-    except OSError:
-        if not target.is_dir():
-            raise
-        shutil.rmtree(partial, ignore_errors=True)  # another process saved it first: the same
-
-
-# numpy reads an .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
-# safe in concurrent threads ("SystemError: AST constructor recursion depth mismatch", seen when
-# the admin matrix opened several partners' arrays at once): one header at a time.
-_NPY_HEADER_LOCK = threading.Lock()
-
-
-def _open(directory: Path, partner_id: UUID, version: int, key_version: int) -> Loaded | None:
-    path = directory / f"v{version}-k{key_version}"
-    if not path.is_dir():
-        return None
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-
-        def arr(name: str) -> Any:
-            with _NPY_HEADER_LOCK:
-                return np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-
-        attributes = {
-            attr: Attribute(np.asarray(arr(spec["array"])), tuple(spec["values"]))
-            for attr, spec in meta["attributes"].items()
-        }
-        side = Side(
-            hi=np.asarray(arr("hi")),
-            lo=np.asarray(arr("lo")),
-            person=np.asarray(arr("person")),
-            consent=np.asarray(arr("consent")),
-            n_people=int(meta["n_people"]),
-            attributes=attributes,
-        )
-        people = People(bytes(np.asarray(arr("blob"))), np.asarray(arr("offsets")))
-    except (OSError, ValueError, KeyError):
-        shutil.rmtree(path, ignore_errors=True)  # a damaged cache file is rebuilt, not trusted
-        return None
-    return Loaded(partner_id, version, key_version, side, people, frozenset(meta["over"]))
 
 
 class ArrayCache:
@@ -316,66 +246,95 @@ class ArrayCache:
         self._memory_lock = threading.Lock()  # builds of two partners run on two threads
         self._locks: dict[UUID, asyncio.Lock] = {}
         self.builds = 0  # how many times arrays were built from rows (tests and metrics)
+        self.patches = 0  # how many versions were patched from the one before
         # Partners whose arrays went stale while in use -> the version seen at the last check.
         self._stale: dict[UUID, int] = {}
 
     def directory(self, partner_id: UUID) -> Path:
         return self.root / str(partner_id)
 
+    def lock(self, partner_id: UUID) -> asyncio.Lock:
+        """One builder or patcher of a partner's arrays at a time in this process."""
+        return self._locks.setdefault(partner_id, asyncio.Lock())
+
     async def get(self, partner_id: UUID) -> Loaded:
         """The partner's arrays as of now (built or read from disk when the version moved)."""
-        lock = self._locks.setdefault(partner_id, asyncio.Lock())
-        async with lock:
+        async with self.lock(partner_id):
             return await asyncio.to_thread(self._get_sync, partner_id)
+
+    async def prepare(self, partner_id: UUID) -> Loaded:
+        """The partner's arrays at its current version, built if need be and saved where
+        every hub process opens them: the apply of an upload calls this before it reports the
+        upload completed, so the first question after it only opens files. A change committed
+        meanwhile moves the counter; then again (a few times at most: the change's own patch
+        usually gets there first, and the next question builds what is still missing)."""
+        loaded = await self.get(partner_id)
+        for _ in range(PREPARE_ATTEMPTS - 1):
+            if await asyncio.to_thread(self.version_now, partner_id) == loaded.version:
+                break
+            loaded = await self.get(partner_id)
+        return loaded
+
+    def version_now(self, partner_id: UUID) -> int:
+        with reading(), self.engine.connect() as conn:
+            return _current_version(conn, partner_id)
 
     def _get_sync(self, partner_id: UUID) -> Loaded:
         key_version = self.crypto.keys.match_version
-        # A read: on SQLite it must not queue for the write lock its own caller may hold.
-        with reading(), self.engine.connect() as conn:
+        with _snapshot(self.engine) as conn:
             version = _current_version(conn, partner_id)
-            with self._memory_lock:
-                cached = self._memory.get(partner_id)
-                if cached and (cached.version, cached.key_version) == (version, key_version):
-                    self._memory.move_to_end(partner_id)
-                    return cached
+            cached = self.held(partner_id, version, key_version)
+            if cached is not None:
+                return cached
             directory = self.directory(partner_id)
-            loaded = _open(directory, partner_id, version, key_version)
+            loaded = open_version(directory, partner_id, version, key_version)
             if loaded is None:
                 side, people, over = _build(conn, partner_id, self.crypto, key_version)
                 built = Loaded(partner_id, version, key_version, side, people, over)
                 self.builds += 1
-                _save(directory, built)
+                save(directory, built)
                 # Served from the files just written (memory-mapped: page cache the
                 # processes share, not each one's heap), and the build's heap handed back.
-                loaded = _open(directory, partner_id, version, key_version) or built
+                loaded = open_version(directory, partner_id, version, key_version) or built
                 del side, people, built
                 release_free_memory()
-        self._remember(loaded)
-        self._discard_files(partner_id, keep=(version, key_version))
+        self.remember(loaded)
+        discard_older(self.directory(partner_id), version, key_version)
         return loaded
 
-    def _remember(self, loaded: Loaded) -> None:
+    def held(self, partner_id: UUID, version: int, key_version: int) -> Loaded | None:
+        """The arrays of this version if this process holds them in memory."""
         with self._memory_lock:
+            cached = self._memory.get(partner_id)
+            if cached and (cached.version, cached.key_version) == (version, key_version):
+                self._memory.move_to_end(partner_id)
+                return cached
+        return None
+
+    def remember(self, loaded: Loaded) -> None:
+        """Keep ``loaded`` in memory, unless a newer version of the partner is there."""
+        with self._memory_lock:
+            held = self._memory.get(loaded.partner_id)
+            if held and (held.version, held.key_version) > (loaded.version, loaded.key_version):
+                return
             self._memory[loaded.partner_id] = loaded
             self._memory.move_to_end(loaded.partner_id)
             while len(self._memory) > self.max_in_memory:
                 self._memory.popitem(last=False)
 
-    def _discard_files(self, partner_id: UUID, keep: tuple[int, int] | None) -> None:
-        directory = self.directory(partner_id)
-        if not directory.is_dir():
-            return
-        name = f"v{keep[0]}-k{keep[1]}" if keep else None
-        for entry in directory.iterdir():
-            if entry.name != name and not entry.name.startswith("."):
-                shutil.rmtree(entry, ignore_errors=True)
+    def forget(self, partner_id: UUID, before: int) -> None:
+        """Drop the memory copy of the partner's arrays if it is older than ``before``."""
+        with self._memory_lock:
+            held = self._memory.get(partner_id)
+            if held and held.version < before:
+                del self._memory[partner_id]
 
     def discard_stale(self) -> list[UUID]:
         """Drop memory copies and files of versions that are no longer current.
 
         Returns the partners whose arrays were in use and whose records have not changed since
-        the previous call: rebuilding those now (``get``) keeps them warm after an upload, a
-        consent change or an erasure, without rebuilding again and again during a burst of
+        the previous call: rebuilding those now (``get``) keeps them warm after a change that
+        no apply and no patch prepared, without rebuilding again and again during a burst of
         changes.
         """
         current: dict[UUID, int] = {}
@@ -396,7 +355,12 @@ class ArrayCache:
                     partner_id = UUID(directory.name)
                 except ValueError:
                     continue
-                self._discard_files(partner_id, keep=(current.get(partner_id, 0), key_version))
+                discard_older(
+                    directory,
+                    current.get(partner_id, 0),
+                    key_version,
+                    counter=partial(self.version_now, partner_id),
+                )
         ready = []
         for partner_id, seen in list(self._stale.items()):
             now = current.get(partner_id, 0)
@@ -406,3 +370,6 @@ class ArrayCache:
             else:
                 self._stale[partner_id] = now
         return ready
+
+
+__all__ = ["ArrayCache", "Loaded", "People", "merged_attributes", "person_order"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,28 @@ def reading() -> Iterator[None]:
         yield
     finally:
         write_intent.reset(token)
+
+
+_AFTER_COMMIT = "hub.after_commit"
+
+
+def after_commit(session: AsyncSession, work: Callable[[], Awaitable[object]]) -> None:
+    """Have the transaction's owner await ``work`` once the transaction has committed (never
+    if it rolls back), before it answers: for what the answer promises beyond the database
+    (a consent change's arrays). Only requests run it (``run_after_commit``); elsewhere it is
+    dropped with the session, and what it would have done must be done lazily too."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Await the work arranged with :func:`after_commit`, in order; after the commit."""
+    for work in session.info.pop(_AFTER_COMMIT, []):
+        await work()
+
+
+def drop_after_commit(session: AsyncSession) -> None:
+    """Forget the work arranged with :func:`after_commit` (the transaction rolled back)."""
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def normalise_url(url: str) -> URL:

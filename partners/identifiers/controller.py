@@ -14,6 +14,7 @@ from hub.core.audit import Actor
 from hub.core.auth import Principal, requires_partner, requires_scope
 from hub.core.errors import InvalidInput, PayloadTooLarge
 from hub.core.openapi import OPENAPI_BODY_OPT, AnnotatedForm
+from partners.identifiers.changes import ChangeFollower
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.schemas import (
     MAX_SYNC_BODY_BYTES,
@@ -45,7 +46,8 @@ def provide_identifier_service(
     db_session: NamedDependency[AsyncSession], state: State
 ) -> IdentifierService:
     crypto: IdentifierCrypto = state.identifier_crypto
-    return IdentifierService(db_session, crypto)
+    follower: ChangeFollower | None = state.get("array_patcher")
+    return IdentifierService(db_session, crypto, follower)
 
 
 def _too_many(count: int, what: str) -> None:

@@ -20,6 +20,7 @@ from hub.core import audit, horizon
 from hub.core.audit import Actor
 from hub.core.db import dialect_insert, rowcount
 from hub.core.errors import Conflict
+from partners.identifiers.changes import ChangeFollower, RecordsChanged
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import (
     CONSENT_BITS,
@@ -63,9 +64,16 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 class IdentifierService:
-    def __init__(self, session: AsyncSession, crypto: IdentifierCrypto) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        crypto: IdentifierCrypto,
+        follower: ChangeFollower | None = None,
+    ) -> None:
         self.session = session
         self.crypto = crypto
+        # Told of every consent change and erasure (the matching arrays patch themselves).
+        self.follower = follower
 
     def insert_into(self, table: Table) -> Any:
         """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite)."""
@@ -233,7 +241,7 @@ class IdentifierService:
     ) -> tuple[int, int, list[str]]:
         """Set each person's consents on all their records. Returns (people updated, records
         updated, customer_refs without records)."""
-        await self.touch(partner_id)
+        version = await self.touch(partner_id)
         refs = [ref for ref, _ in updates]
         held: dict[str, list[int]] = defaultdict(list)
         for chunk in _chunks(refs):
@@ -268,6 +276,10 @@ class IdentifierService:
             )
         await self._take_back_pending_grants(partner_id, changes)
         await self._record_changes(partner_id, changes, "update")
+        masks = {ref: mask for ref, mask in updates if ref in held}
+        await self._announce(
+            RecordsChanged(partner_id, version, consents=masks, touched=tuple(masks))
+        )
         unknown = [ref for ref, _ in updates if ref not in held]
         withdrawn = sum(1 for c in changes.values() if c.withdrawn)
         await audit.append(
@@ -302,7 +314,7 @@ class IdentifierService:
             conditions.append(RECORDS.c.match_key.in_(chunk))
         if not conditions:
             return 0, 0
-        await self.touch(partner_id)
+        version = await self.touch(partner_id)
         where = and_(RECORDS.c.partner_id == partner_id, or_(*conditions))
         found = (
             await self.session.execute(
@@ -318,6 +330,15 @@ class IdentifierService:
         changes = {ref: _Change(withdrawn=everything) for ref in people}
         await self._take_back_pending_grants(partner_id, changes)
         await self._record_changes(partner_id, changes, "erasure")
+        await self._announce(
+            RecordsChanged(
+                partner_id,
+                version,
+                erased_people=tuple(customer_refs),
+                erased_keys=tuple(keys),
+                touched=tuple(people),
+            )
+        )
         await audit.append(
             self.session,
             actor.event(
@@ -393,22 +414,28 @@ class IdentifierService:
             await horizon.inserting(self.session, horizon.CONSENT_EVENTS)
             await self.session.execute(EVENTS.insert(), rows)
 
-    async def touch(self, partner_id: UUID) -> None:
-        """Raise the partner's change counter (derived arrays of older versions are stale).
+    async def touch(self, partner_id: UUID) -> int:
+        """Raise the partner's change counter (derived arrays of older versions are stale);
+        returns its new value (the old one plus one: the row is locked until the commit).
 
         Every writer of a partner's records calls this first: on PostgreSQL the counter's row
         lock then orders all of them (no deadlock between an upload, a consent update, an
         erasure and a re-keying batch), and a bulk apply knows no one else writes meanwhile.
         """
         insert = self.insert_into(STATE)
-        await self.session.execute(
-            insert.values(
-                partner_id=partner_id, version=1, updated_at=datetime.now(UTC)
-            ).on_conflict_do_update(
+        raised = await self.session.execute(
+            insert.values(partner_id=partner_id, version=1, updated_at=datetime.now(UTC))
+            .on_conflict_do_update(
                 index_elements=["partner_id"],
                 set_={"version": STATE.c.version + 1, "updated_at": insert.excluded.updated_at},
             )
+            .returning(STATE.c.version)
         )
+        return int(raised.scalar_one())
+
+    async def _announce(self, change: RecordsChanged) -> None:
+        if self.follower is not None:
+            await self.follower.follow(self.session, change)
 
     async def counts(self, partner_id: UUID) -> dict[str, int]:
         """Records, people and the change counter of one partner."""

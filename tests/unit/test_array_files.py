@@ -6,13 +6,14 @@ directory and the first rename pulled it away from the second)."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from uuid import uuid4
 
 import numpy as np
 
+from matching.array_files import Loaded, People, discard_older, open_version, save
 from matching.engine import Attribute, make_side
-from matching.loader import Loaded, People, _open, _save
 
 SAVERS, ROUNDS, ROWS = 4, 15, 20_000
 
@@ -39,21 +40,50 @@ def test_processes_saving_the_same_version_at_once_all_succeed(tmp_path: Path) -
         arrays = loaded(version)
         start = threading.Barrier(SAVERS)
 
-        def save(arrays: Loaded = arrays, start: threading.Barrier = start) -> None:
+        def saver(arrays: Loaded = arrays, start: threading.Barrier = start) -> None:
             start.wait()
             try:
-                _save(tmp_path, arrays)
+                save(tmp_path, arrays)
             except OSError as exc:
                 failures.append(exc)
 
-        threads = [threading.Thread(target=save) for _ in range(SAVERS)]
+        threads = [threading.Thread(target=saver) for _ in range(SAVERS)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        reread = _open(tmp_path, arrays.partner_id, version, 1)
+        reread = open_version(tmp_path, arrays.partner_id, version, 1)
         assert reread is not None
         assert np.array_equal(reread.side.hi, arrays.side.hi)
         assert reread.people.ref(ROWS - 1) == f"c{ROWS - 1}"
     assert failures == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_discarding_older_versions_keeps_newer_ones_unless_the_counter_never_got_there(
+    tmp_path: Path,
+) -> None:
+    for version in (3, 4, 5, 6):
+        save(tmp_path, replace(loaded(1), version=version))
+    discard_older(tmp_path, 5, 1)
+    # Older ones go; a newer one stays (another process saved it after a newer counter).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v5-k1", "v6-k1"]
+    discard_older(tmp_path, 5, 1, counter=lambda: 5)
+    # A counter that never reached 6 (a database restored from a backup): 6 goes too.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v5-k1"]
+    save(tmp_path, replace(loaded(1), version=5, key_version=2))
+    discard_older(tmp_path, 5, 2)  # the older match key's arrays go
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v5-k2"]
+
+
+def test_a_saved_version_links_the_columns_it_shares_with_the_one_before(tmp_path: Path) -> None:
+    before = loaded(1)
+    save(tmp_path, before)
+    after = replace(before, version=2)
+    save(tmp_path, after, link_from=tmp_path / "v1-k1", unchanged={"hi", "lo", "blob"})
+    for column in ("hi", "lo", "blob"):
+        assert (tmp_path / "v2-k1" / f"{column}.npy").stat().st_nlink == 2
+    assert (tmp_path / "v2-k1" / "consent.npy").stat().st_nlink == 1
+    reread = open_version(tmp_path, before.partner_id, 2, 1)
+    assert reread is not None
+    assert np.array_equal(reread.side.lo, before.side.lo)

@@ -103,6 +103,13 @@ class UploadSettings(Protocol):
     def apply_slice_rows(self) -> int: ...
 
 
+class PartnerArrays(Protocol):
+    """The matching engine's arrays of a partner (``matching.loader.ArrayCache``)."""
+
+    async def prepare(self, partner_id: UUID) -> object:
+        """Build and save the partner's arrays at its current version, unless they exist."""
+
+
 class UploadFailed(Exception):
     """The upload cannot be applied; the message is its ``error`` for the partner."""
 
@@ -115,17 +122,22 @@ class UploadProcessor:
         crypto: IdentifierCrypto,
         settings: UploadSettings,
         spool_dir: Path,
+        arrays: PartnerArrays | None = None,
     ) -> None:
         self.sessions = sessions
         self.sync_engine = sync_engine
         self.crypto = crypto
         self.settings = settings
         self.spool_dir = spool_dir
+        # Built by the apply before an upload is reported completed (None: by the first
+        # question instead; benchmarks and tools that only write records).
+        self.arrays = arrays
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.wake = asyncio.Event()
         self._stopping = threading.Event()
         self._pool: ProcessPoolExecutor | None = None
         self._lanes: dict[UUID, asyncio.Task[None]] = {}
+        self.arrays_seconds: dict[UUID, float] = {}  # per upload, for its "applied" log line
         self.applier = SlicedApply(
             sessions, sync_engine.dialect.name, crypto, settings.apply_slice_rows, self._stopping
         )
@@ -334,8 +346,11 @@ class UploadProcessor:
         # An upload's staging rows and spooled body go before it is marked finished: a caller
         # that sees it completed (or failed) sees nothing of it left behind.
         clean_up = partial(asyncio.to_thread, self._clean_up, claim.upload_id, path)
+        # ... and the partner's arrays are built: the first question after it opens files.
+        before_finish = partial(self._finish_apply, claim, clean_up)
         if claim.tidying:
-            await self.applier.resume_tidying(claim, before_finish=clean_up)
+            await self.applier.resume_tidying(claim, before_finish=before_finish)
+            self.arrays_seconds.pop(claim.upload_id, None)
             return
         job = StagingJob(
             upload_id=claim.upload_id,
@@ -351,7 +366,7 @@ class UploadProcessor:
             report = await asyncio.to_thread(self._stage, job, path)
             staged = time.perf_counter()
             self._check_refused_share(report)
-            await self._apply(claim, report, before_finish=clean_up)
+            await self._apply(claim, report, before_finish=before_finish)
             release_free_memory()  # the slices' rows: glibc would keep them in its arenas
             log.info(
                 "upload applied",
@@ -360,6 +375,7 @@ class UploadProcessor:
                 refused=report.refused,
                 stage_seconds=round(staged - started, 3),
                 apply_seconds=round(time.perf_counter() - staged, 3),
+                arrays_seconds=self.arrays_seconds.pop(claim.upload_id, None),
             )
         except (UnreadableBody, UploadFailed) as exc:
             reason = str(exc)
@@ -372,6 +388,26 @@ class UploadProcessor:
                         session, claim.upload_id, claim.partner_id, claim.attempt, reason
                     )
                     await session.commit()
+
+    async def _finish_apply(self, claim: Claim, clean_up: Callable[[], Awaitable[object]]) -> None:
+        """After the flip and the tidying, before the upload is marked completed: its staging
+        rows and body go, and the partner's arrays are built at the new version and saved
+        where every hub process opens them. A failed build fails nothing: the first question
+        builds them instead."""
+        await clean_up()
+        if self.arrays is None:
+            return
+        started = time.perf_counter()
+        try:
+            await self.arrays.prepare(claim.partner_id)
+        except Exception:
+            log.warning(
+                "could not build the partner's arrays; the first question will",
+                upload_id=str(claim.upload_id),
+                exc_info=True,
+            )
+            return
+        self.arrays_seconds[claim.upload_id] = round(time.perf_counter() - started, 3)
 
     def _stage(self, job: StagingJob, path: Path) -> StageReport:
         try:

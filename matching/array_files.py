@@ -1,0 +1,226 @@
+"""A partner's arrays at one version, and their files on disk.
+
+The files of a version live in ``<root>/<partner>/v{version}-k{key_version}/``: one ``.npy``
+per column and ``meta.json``. A version's files are written once, whole (a partial directory
+of the writer's own, renamed), and never changed afterwards: a newer version gets a directory
+of its own, whose unchanged columns may be hard links to the previous version's files. Every
+hub process sharing the directory (the processes of one host, or any host on shared storage)
+opens what another saved, so no process starts cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import numpy as np
+from numpy.typing import NDArray
+
+from matching.engine import Attribute, Side
+
+# Columns that a patch may leave as they were (hard-linked rather than written again).
+FIXED_COLUMNS = ("hi", "lo", "person", "consent", "offsets", "blob")
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """A side's ``customer_ref`` per person index, stored as one UTF-8 blob and offsets."""
+
+    blob: bytes
+    offsets: NDArray[np.int64]  # len = people + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def ref(self, index: int) -> str:
+        return self.blob[self.offsets[index] : self.offsets[index + 1]].decode()
+
+    def refs(self, indices: Iterable[int]) -> list[str]:
+        return [self.ref(int(i)) for i in indices]
+
+    def positions(self, refs: Iterable[str]) -> dict[str, int]:
+        """The person index of each of ``refs`` that is here (people are sorted by ref,
+        bytewise: UTF-8 bytes sort as Python sorts strings)."""
+        found: dict[str, int] = {}
+        lo = 0
+        n = len(self)
+        for ref in sorted(set(refs)):
+            wanted = ref.encode()
+            hi = n
+            while lo < hi:  # binary search over the sorted refs
+                mid = (lo + hi) // 2
+                if self.blob[self.offsets[mid] : self.offsets[mid + 1]] < wanted:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < n and self.blob[self.offsets[lo] : self.offsets[lo + 1]] == wanted:
+                found[ref] = lo
+        return found
+
+    @classmethod
+    def of(cls, refs: list[str]) -> People:
+        encoded = [r.encode() for r in refs]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return cls(b"".join(encoded), offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One partner's arrays at one version."""
+
+    partner_id: UUID
+    version: int
+    key_version: int
+    side: Side
+    people: People
+    # Attributes with more distinct values than the quota: not usable for breakdowns or filters.
+    over_quota: frozenset[str]
+
+    def index_of(self, refs: Iterable[str]) -> NDArray[np.int32]:
+        """Person indices of ``refs`` (unknown refs are skipped), in increasing order."""
+        return np.asarray(sorted(self.people.positions(refs).values()), dtype=np.int32)
+
+
+def version_name(version: int, key_version: int) -> str:
+    return f"v{version}-k{key_version}"
+
+
+def _parse_name(name: str) -> tuple[int, int] | None:
+    try:
+        version, key_version = name[1:].split("-k")
+        return int(version), int(key_version)
+    except ValueError:
+        return None
+
+
+def save(
+    directory: Path,
+    loaded: Loaded,
+    *,
+    link_from: Path | None = None,
+    unchanged: Iterable[str] = (),
+) -> None:
+    """Write ``loaded``'s files whole or not at all; the columns named in ``unchanged`` are
+    hard links to ``link_from``'s (the version it was patched from), when that still exists."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = version_name(loaded.version, loaded.key_version)
+    # A partial of its own: hub processes sharing the cache directory (scale-out on one host)
+    # may build the same version at once, and one's rename must not pull the other's files away.
+    partial = directory / f".{name}.{os.getpid()}-{uuid4().hex}.tmp"
+    partial.mkdir(parents=True)
+    side = loaded.side
+    arrays: dict[str, Any] = {
+        "hi": side.hi,
+        "lo": side.lo,
+        "person": side.person,
+        "consent": side.consent,
+        "offsets": loaded.people.offsets,
+        "blob": np.frombuffer(loaded.people.blob, dtype=np.uint8),
+    }
+    meta: dict[str, Any] = {"n_people": side.n_people, "attributes": {}, "over": []}
+    for i, (attr, coded) in enumerate(side.attributes.items()):
+        arrays[f"attr{i}"] = coded.codes
+        meta["attributes"][attr] = {"array": f"attr{i}", "values": list(coded.values)}
+    meta["over"] = sorted(loaded.over_quota)
+    linked = set(unchanged) & set(FIXED_COLUMNS) if link_from is not None else set()
+    for key, column in arrays.items():
+        if key in linked and link_from is not None and _link(link_from / f"{key}.npy", partial):
+            continue
+        np.save(partial / f"{key}.npy", np.ascontiguousarray(column), allow_pickle=False)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    target = directory / name
+    try:
+        partial.rename(target)  # whole or absent: a reader never sees half a version
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)  # another process saved it first: the same
+
+
+def _link(source: Path, partial: Path) -> bool:
+    """A hard link to an unchanged column (files of a version are never written again)."""
+    try:
+        os.link(source, partial / source.name)
+    except OSError:  # gone meanwhile, or a file system without hard links: written instead
+        return False
+    return True
+
+
+# numpy reads an .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
+# safe in concurrent threads ("SystemError: AST constructor recursion depth mismatch", seen when
+# the admin matrix opened several partners' arrays at once): one header at a time.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
+def open_version(
+    directory: Path, partner_id: UUID, version: int, key_version: int
+) -> Loaded | None:
+    """The saved arrays of one version (memory-mapped), or None when there are none."""
+    path = directory / version_name(version, key_version)
+    if not path.is_dir():
+        return None
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+
+        def arr(name: str) -> Any:
+            with _NPY_HEADER_LOCK:
+                return np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        attributes = {
+            attr: Attribute(np.asarray(arr(spec["array"])), tuple(spec["values"]))
+            for attr, spec in meta["attributes"].items()
+        }
+        side = Side(
+            hi=np.asarray(arr("hi")),
+            lo=np.asarray(arr("lo")),
+            person=np.asarray(arr("person")),
+            consent=np.asarray(arr("consent")),
+            n_people=int(meta["n_people"]),
+            attributes=attributes,
+        )
+        people = People(bytes(np.asarray(arr("blob"))), np.asarray(arr("offsets")))
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(path, ignore_errors=True)  # a damaged cache file is rebuilt, not trusted
+        return None
+    return Loaded(partner_id, version, key_version, side, people, frozenset(meta["over"]))
+
+
+def discard_older(
+    directory: Path,
+    version: int,
+    key_version: int,
+    *,
+    counter: Callable[[], int] | None = None,
+) -> None:
+    """Delete the versions older than (``version``, ``key_version``): an erased person's
+    ``customer_ref`` leaves the disk with them. Newer versions stay (another process may have
+    saved one after the caller read the counter), unless ``counter`` (read again, only when a
+    newer version is found) says the partner never reached it: a database restored from a
+    backup counts again from an older version and must not meet files of its "future".
+    Partial directories are their writers'."""
+    if not directory.is_dir():
+        return
+    reached: int | None = None
+    for entry in directory.iterdir():
+        if entry.name.startswith("."):
+            continue
+        parsed = _parse_name(entry.name)
+        if parsed == (version, key_version):
+            continue
+        if parsed is None or parsed[0] < version or parsed[1] < key_version:
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        if counter is None:
+            continue
+        if reached is None:
+            reached = counter()
+        if parsed[0] > reached:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,322 @@
+"""The matching arrays follow every upload, consent change and erasure before it is answered
+(issue 18 item 1): the apply of a bulk upload builds them before the upload is completed; a
+consent change or an erasure patches the previous version's; the first question after either
+only opens files. The patched arrays equal a fresh build, checked on both databases with
+random changes sent as real requests.
+
+The hubs here run no array maintenance (its interval is an hour), so every array a question
+finds was left by an upload's apply or by a patch, and nothing deletes files behind a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import pytest
+
+from hub.core.db import create_hub_sync_engine
+from matching import loader
+from matching.array_files import Loaded, People, open_version, version_name
+from matching.engine import Side
+from matching.loader import ArrayCache
+from tests.api.matching_helpers import ALL, Member, email, members, overlap, phone, rec
+from tests.api.uploads_helpers import ndjson, upload_and_wait
+from tests.conftest import Hub, launch_hub, start_hub
+
+QUIET = {"HUB_MATCHING_MAINTENANCE_SECONDS": "3600"}
+
+
+@pytest.fixture(scope="module")
+def hub(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with launch_hub(backend, tmp_path_factory.mktemp(f"arrays-{backend}"), **QUIET) as running:
+        yield running
+
+
+def cache_of(hub: Hub) -> ArrayCache:
+    cache: ArrayCache = hub.app.state.array_cache
+    return cache
+
+
+def bulk(hub: Hub, member: Member, records: list[dict[str, Any]]) -> None:
+    done = upload_and_wait(hub, member.headers, ndjson(records))
+    assert done["status"] == "completed", done
+
+
+def version_of(hub: Hub, member: Member) -> int:
+    response = member.get(hub, "/v1/identifiers/summary")
+    assert response.status_code == 200, response.text
+    return int(response.json()["version"])
+
+
+def saved(hub: Hub, member: Member, version: int | None = None) -> Loaded | None:
+    key_version = hub.app.state.identifier_crypto.keys.match_version
+    partner_id = UUID(member.id)
+    version = version_of(hub, member) if version is None else version
+    return open_version(hub.data_dir / "arrays" / member.id, partner_id, version, key_version)
+
+
+def fresh_build(hub: Hub, member: Member) -> tuple[int, Side, People, frozenset[str]]:
+    """What a build from the records gives now (the reference a patch must equal)."""
+    engine = create_hub_sync_engine(hub.database_url, writer=False)
+    crypto = hub.app.state.identifier_crypto
+    try:
+        with loader._snapshot(engine) as conn:
+            version = loader._current_version(conn, UUID(member.id))
+            side, people, over = loader._build(
+                conn, UUID(member.id), crypto, crypto.keys.match_version
+            )
+    finally:
+        engine.dispose()
+    return version, side, people, over
+
+
+def assert_same_as_a_build(hub: Hub, member: Member) -> None:
+    version, side, people, over = fresh_build(hub, member)
+    patched = saved(hub, member, version)
+    assert patched is not None, "no arrays saved for the current version"
+    for column in ("hi", "lo", "person", "consent"):
+        got, want = getattr(patched.side, column), getattr(side, column)
+        assert got.dtype == want.dtype, column
+        np.testing.assert_array_equal(got, want, err_msg=column)
+    assert patched.side.n_people == side.n_people
+    assert list(patched.side.attributes) == list(side.attributes)
+    for name, attribute in side.attributes.items():
+        got_attribute = patched.side.attributes[name]
+        assert got_attribute.values == attribute.values, name
+        assert got_attribute.codes.dtype == attribute.codes.dtype, name
+        np.testing.assert_array_equal(got_attribute.codes, attribute.codes, err_msg=name)
+    assert patched.people.blob == people.blob
+    np.testing.assert_array_equal(patched.people.offsets, people.offsets)
+    assert patched.over_quota == over
+
+
+def file_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
+
+
+# -- the apply builds ---------------------------------------------------------------------------
+
+
+def shared_pair(hub: Hub, size: int = 30, **terms: Any) -> tuple[Member, Member, str]:
+    a, b, partnership = members(hub, **terms)
+    bulk(hub, a, [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(size)])
+    bulk(hub, b, [rec(email(f"{a.id}{n}"), f"b{n:03d}") for n in range(size)])
+    return a, b, partnership
+
+
+def test_a_completed_upload_leaves_the_arrays_the_first_question_opens(hub: Hub) -> None:
+    a, b, partnership = shared_pair(hub)
+    for member in (a, b):
+        assert saved(hub, member) is not None  # files of the version the upload made
+    builds = cache_of(hub).builds
+    answer = overlap(hub, a, partnership)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 30
+    assert cache_of(hub).builds == builds  # opened (or held), not built from the records
+
+
+@pytest.fixture(scope="module")
+def split(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Hub]]:
+    """A hub that answers and never applies uploads, and one that applies them: one database,
+    one data directory (shared storage), no maintenance on either."""
+    data_dir = tmp_path_factory.mktemp(f"split-{backend}")
+    with launch_hub(backend, data_dir, HUB_UPLOADS_PROCESS_IN_SERVE="false", **QUIET) as front:
+        worker = Hub(
+            start_hub(front.database_url, data_dir, **QUIET), front.database_url, data_dir, "", ""
+        )
+        try:
+            yield front, worker
+        finally:
+            worker.http.close()
+            worker.server.stop()
+
+
+def test_an_upload_applied_by_another_process_leaves_files_this_one_opens(
+    split: tuple[Hub, Hub],
+) -> None:
+    front, worker = split
+    a, _, partnership = shared_pair(front)
+    assert cache_of(worker).builds >= 2  # the applying process built them
+    answer = overlap(front, a, partnership)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 30
+    assert cache_of(front).builds == 0  # the answering process built nothing
+
+
+# -- consent changes and erasures patch ---------------------------------------------------------
+
+
+def test_a_withdrawal_is_answered_with_patched_arrays_that_no_longer_count_the_person(
+    hub: Hub,
+) -> None:
+    a, _, partnership = shared_pair(hub, size=40)
+    assert overlap(hub, a, partnership).json()["count"] == 40
+    cache = cache_of(hub)
+    builds, patches = cache.builds, cache.patches
+    withdrawn = [{"customer_ref": f"a{n:03d}", "consents": ["joint_offers"]} for n in range(12)]
+    response = a.post(hub, "/v1/identifiers/consents", {"updates": withdrawn})
+    assert response.status_code == 200, response.text
+    assert cache.patches == patches + 1  # patched before the answer was sent
+    assert saved(hub, a) is not None
+    answer = overlap(hub, a, partnership)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 28  # twelve of the forty no longer count
+    assert cache.builds == builds
+    assert_same_as_a_build(hub, a)
+
+
+def test_an_erased_customer_ref_is_in_no_array_file_once_the_erasure_is_answered(
+    hub: Hub,
+) -> None:
+    a, _, partnership = shared_pair(hub, size=30)
+    assert overlap(hub, a, partnership).json()["count"] == 30
+    directory = hub.data_dir / "arrays" / a.id
+    assert b"a007" in file_bytes(directory)
+    builds = cache_of(hub).builds
+    erased = a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["a007"]})
+    assert erased.status_code == 200, erased.text
+    assert b"a007" not in file_bytes(directory)  # neither the new version nor an older one
+    assert saved(hub, a) is not None  # the patched version is there
+    assert_same_as_a_build(hub, a)
+    assert cache_of(hub).builds == builds
+
+
+def test_an_erasure_over_an_attribute_past_its_quota_is_not_patched_but_still_leaves_disk(
+    hub: Hub,
+) -> None:
+    a, _, _ = members(hub)
+    bulk(hub, a, [rec(email(f"{a.id}q{n}"), f"q{n:03d}", code=f"c{n}") for n in range(101)])
+    assert saved(hub, a) is not None
+    patches = cache_of(hub).patches
+    directory = hub.data_dir / "arrays" / a.id
+    erased = a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["q050"]})
+    assert erased.status_code == 200, erased.text
+    assert cache_of(hub).patches == patches  # skipped: the quota may now be met
+    assert b"q050" not in file_bytes(directory)
+    assert saved(hub, a) is None  # the next question builds it
+
+
+def people_records(
+    rng: random.Random, tag: str, seed: int, people: int
+) -> tuple[list[Any], list[Any]]:
+    """Email records for everyone, phone records (sent later, so newer) for about half, with
+    attributes that disagree between a person's records."""
+    emails, phones = [], []
+    for n in range(people):
+        consents = [c for c in ALL if rng.random() < 0.6]
+        attributes = {"tier": rng.choice(["gold", "silver", "blue"])}
+        if rng.random() < 0.7:
+            attributes["city"] = rng.choice(["paris", "rome", "oslo", "lima"])
+        emails.append(rec(email(f"{tag}{n}"), f"p{n:02d}", consents, **attributes))
+        if rng.random() < 0.5:
+            other = {"tier": rng.choice(["gold", "platinum"])} if rng.random() < 0.7 else {}
+            phones.append(rec(phone(seed * 1000 + n), f"p{n:02d}", consents, "phone", **other))
+    return emails, phones
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_patched_arrays_equal_a_fresh_build_after_random_changes(hub: Hub, seed: int) -> None:
+    rng = random.Random(seed)
+    a, _, _ = members(hub)
+    emails, phones = people_records(rng, f"{a.id}-{seed}-", seed, 30)
+    bulk(hub, a, emails)
+    bulk(hub, a, phones)  # newer: a person's phone record's attributes win
+    assert_same_as_a_build(hub, a)
+    cache = cache_of(hub)
+    refs = sorted({r["customer_ref"] for r in emails})
+    hashes = [r["id_hash"] for r in emails + phones]
+    for _ in range(10):
+        patches, version = cache.patches, version_of(hub, a)
+        kind = rng.choice(["consents", "consents", "erase_people", "erase_hashes"])
+        if kind == "consents":
+            chosen = [*rng.sample(refs, min(len(refs), rng.randint(1, 5))), "nobody"]
+            body: dict[str, Any] = {
+                "updates": [
+                    {"customer_ref": ref, "consents": [c for c in ALL if rng.random() < 0.5]}
+                    for ref in chosen
+                ]
+            }
+            response = a.post(hub, "/v1/identifiers/consents", body)
+        elif kind == "erase_people":
+            chosen = rng.sample(refs, min(len(refs), rng.randint(1, 2)))
+            refs = [ref for ref in refs if ref not in chosen]
+            response = a.post(hub, "/v1/identifiers/erase", {"customer_refs": chosen})
+        else:
+            chosen = rng.sample(hashes, min(len(hashes), rng.randint(1, 3)))
+            hashes = [h for h in hashes if h not in chosen]
+            response = a.post(hub, "/v1/identifiers/erase", {"id_hashes": chosen})
+        assert response.status_code == 200, response.text
+        assert version_of(hub, a) == version + 1
+        assert cache.patches == patches + 1, kind
+        assert_same_as_a_build(hub, a)
+
+
+# -- never a file under a version it does not match ----------------------------------------------
+
+
+@pytest.fixture
+def racing_withdrawal(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Member, ArrayCache]]:
+    """A partner, and a cache whose next build is raced: right after it reads the partner's
+    counter, the partner withdraws p00's consents (a real request, committed at once)."""
+    a, _, _ = members(hub)
+    bulk(hub, a, [rec(email(f"{a.id}r{n}"), f"p{n:02d}") for n in range(20)])
+    engine = create_hub_sync_engine(hub.database_url, writer=False)
+    cache = ArrayCache(engine, hub.app.state.identifier_crypto, hub.data_dir / "arrays")
+    read_counter = loader._current_version
+    raced: list[int] = []
+
+    def counter_then_withdrawal(conn: Any, partner_id: UUID) -> int:
+        version = read_counter(conn, partner_id)
+        if not raced and partner_id == UUID(a.id):
+            raced.append(version)
+            body = {"updates": [{"customer_ref": "p00", "consents": []}]}
+            response = a.post(hub, "/v1/identifiers/consents", body)
+            assert response.status_code == 200, response.text
+        return version
+
+    # The next read builds: no files, and the hub holds none in memory to patch from.
+    for entry in (hub.data_dir / "arrays" / a.id).iterdir():
+        if not entry.name.startswith("."):
+            for file in entry.iterdir():
+                file.unlink()
+            entry.rmdir()
+    cache_of(hub).forget(UUID(a.id), before=2**31)
+    monkeypatch.setattr(loader, "_current_version", counter_then_withdrawal)
+    try:
+        yield a, cache
+    finally:
+        engine.dispose()
+
+
+def test_a_change_committed_during_a_build_is_not_saved_under_the_older_version(
+    hub: Hub, racing_withdrawal: tuple[Member, ArrayCache]
+) -> None:
+    a, cache = racing_withdrawal
+    built = cache._get_sync(UUID(a.id))
+    assert version_of(hub, a) == built.version + 1  # the withdrawal came after the counter
+    (person,) = built.index_of(["p00"])
+    on_disk = saved(hub, a, built.version)
+    assert on_disk is not None
+    # The files of the counter read hold p00's consents as they were then.
+    assert (on_disk.side.consent[on_disk.side.person == person] == 7).all()
+
+
+def test_the_apply_builds_again_when_a_change_lands_during_its_build(
+    hub: Hub, racing_withdrawal: tuple[Member, ArrayCache]
+) -> None:
+    a, cache = racing_withdrawal
+    prepared = asyncio.run(cache.prepare(UUID(a.id)))
+    assert prepared.version == version_of(hub, a)  # caught up with the withdrawal
+    assert cache.builds == 2
+    assert_same_as_a_build(hub, a)
+    assert version_name(prepared.version - 1, prepared.key_version) not in {
+        p.name for p in (hub.data_dir / "arrays" / a.id).iterdir()
+    }
