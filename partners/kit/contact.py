@@ -63,6 +63,7 @@ _LOOKALIKES = {
 }
 _ENTITIES = re.compile(r"%40|&#0*64;|&#x0*40;|&commat;|&#0*46;|&#x0*2e;|&period;")
 _ENTITY_TEXT = {"%40": "@", "&commat;": "@", "&period;": "."}
+_OPEN_ESCAPE = re.compile(r"(?:%[0-9a-f]|&#x?[0-9a-f]*)$", re.IGNORECASE)
 
 # -- email ---------------------------------------------------------------------------------
 _BRACKET_AT = re.compile(r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*")
@@ -121,11 +122,17 @@ def _shown(text: str) -> str:
         elif unicodedata.category(ch) == "Pd":
             out.append("-")
         else:
-            if hidden and ch.isdigit() and out and out[-1].isdigit():
+            if hidden and ch.isdigit() and out and out[-1].isdigit() and not _in_escape(out):
                 out.append("-")  # "415<ZWSP>555" is a grouped number, not "415555"
             out.append(ch)
         hidden = False
     return "".join(out)
+
+
+def _in_escape(out: list[str]) -> bool:
+    """Whether the text so far ends inside a percent or numeric character escape ("%4",
+    "&#6", "&#x4"): an invisible character there hides "%40" (an '@'), it splits no number."""
+    return _OPEN_ESCAPE.search("".join(out[-8:])) is not None
 
 
 def _entity(match: re.Match[str]) -> str:
