@@ -85,6 +85,13 @@ class JobRunner:
             self._tasks.add(current)
         try:
             return await self._run(name, trigger)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Shutdown ended the run past its grace: it is recorded abandoned and the next
+            # run resumes from its cursor. Not an error (APScheduler would log it as one).
+            log.info("job run interrupted by shutdown", job=name)
+            return None
         finally:
             self._tasks.discard(current)
 

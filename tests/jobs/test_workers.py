@@ -117,3 +117,30 @@ def test_a_killed_worker_loses_nothing_and_applies_nothing_twice(
     final = {run.id: run for run in runs(database, "probe")}
     assert {final[i].status for i in killed_runs} == {"abandoned"}
     assert "running" not in {run.status for run in final.values()}
+
+
+def test_a_run_cut_short_by_shutdown_is_abandoned_without_an_error(
+    database: str, tmp_path: Path
+) -> None:
+    """SIGTERM while a run outlasts the shutdown grace: the run is recorded abandoned (the
+    next resumes from its cursor) and the worker logs no error (APScheduler logged the
+    cancelled run as "raised an exception", seen in the soak's worker log)."""
+    env = {
+        "HUB_JOBS_TEST_PROBE_SECONDS": "0.1",
+        "HUB_JOBS_TEST_PROBE_ITEMS": "100000",
+        "HUB_JOBS_TEST_PROBE_BATCH": "1",
+        "HUB_JOBS_TEST_PROBE_PAUSE": "0.05",
+    }
+    log = tmp_path / "workers.log"
+    worker = start_worker(database, tmp_path, **env)
+    name = worker_name(worker)
+    try:
+        wait_until(lambda: [r for r in runs(database, "probe") if r.worker == name], 30, "a run")
+    finally:
+        stop(worker)
+    assert worker.returncode == 0
+    statuses = {r.status for r in runs(database, "probe") if r.worker == name}
+    assert "abandoned" in statuses
+    assert "running" not in statuses
+    errors = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+    assert errors == []
