@@ -160,6 +160,11 @@ def _link(source: Path, partial: Path) -> bool:
 _NPY_HEADER_LOCK = threading.Lock()
 
 
+# Arrays files at least this large are memory-mapped (page cache the hub's processes share);
+# smaller ones are read into memory, holding no file descriptor.
+MMAP_MIN_BYTES = 1 << 20
+
+
 def open_version(
     directory: Path, partner_id: UUID, version: int, key_version: int
 ) -> Loaded | None:
@@ -171,8 +176,13 @@ def open_version(
         meta = json.loads((path / "meta.json").read_text())
 
         def arr(name: str) -> Any:
+            file = path / f"{name}.npy"
+            # A memory map keeps a file descriptor open while it lives: small arrays are
+            # read instead (the admin matrix holds every active partner's arrays at once;
+            # with thousands of small partners the maps ran the process out of descriptors).
+            mode = "r" if file.stat().st_size >= MMAP_MIN_BYTES else None
             with _NPY_HEADER_LOCK:
-                return np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                return np.load(file, mmap_mode=mode, allow_pickle=False)
 
         attributes = {
             attr: Attribute(np.asarray(arr(spec["array"])), tuple(spec["values"]))

@@ -87,3 +87,18 @@ def test_a_saved_version_links_the_columns_it_shares_with_the_one_before(tmp_pat
     reread = open_version(tmp_path, before.partner_id, 2, 1)
     assert reread is not None
     assert np.array_equal(reread.side.lo, before.side.lo)
+
+
+def test_small_partners_arrays_hold_no_file_descriptor(tmp_path: Path) -> None:
+    """The admin matrix holds every active partner's arrays at once: a memory map per array
+    kept a descriptor each, and a 50k-case Schemathesis run (thousands of small partners) got
+    "Too many open files" (a 500). Small arrays are read; only large ones are mapped."""
+    import os
+
+    small = replace(loaded(1), version=1)
+    save(tmp_path, small)
+    before = len(os.listdir("/proc/self/fd"))
+    held = [open_version(tmp_path, small.partner_id, 1, 1) for _ in range(50)]
+    assert all(h is not None for h in held)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert all(np.array_equal(h.side.hi, small.side.hi) for h in held if h is not None)
