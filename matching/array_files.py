@@ -180,9 +180,11 @@ def open_version(
             # A memory map keeps a file descriptor open while it lives: small arrays are
             # read instead (the admin matrix holds every active partner's arrays at once;
             # with thousands of small partners the maps ran the process out of descriptors).
-            mode = "r" if file.stat().st_size >= MMAP_MIN_BYTES else None
+            mapped = file.stat().st_size >= MMAP_MIN_BYTES
             with _NPY_HEADER_LOCK:
-                return np.load(file, mmap_mode=mode, allow_pickle=False)
+                if mapped:
+                    return np.load(file, mmap_mode="r", allow_pickle=False)
+                return np.load(file, allow_pickle=False)
 
         attributes = {
             attr: Attribute(np.asarray(arr(spec["array"])), tuple(spec["values"]))
