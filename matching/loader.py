@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hub.core.db import reading
 from hub.core.memory import release_free_memory
+from matching import array_files
 from matching.array_files import (
     Loaded,
     People,
@@ -293,9 +294,12 @@ class ArrayCache:
                 built = Loaded(partner_id, version, key_version, side, people, over)
                 self.builds += 1
                 save(directory, built)
-                # Served from the files just written (memory-mapped: page cache the
-                # processes share, not each one's heap), and the build's heap handed back.
-                loaded = open_version(directory, partner_id, version, key_version) or built
+                # Large arrays are served from the files just written (memory-mapped: page
+                # cache the processes share, not each one's heap) and the build's heap is
+                # handed back; small ones would only be read back, so they stay as built.
+                loaded = built
+                if side.hi.nbytes >= array_files.MMAP_MIN_BYTES:
+                    loaded = open_version(directory, partner_id, version, key_version) or built
                 del side, people, built
                 release_free_memory()
         self.remember(loaded)
