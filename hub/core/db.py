@@ -17,6 +17,8 @@ from typing import Any
 from advanced_alchemy.base import orm_registry
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -31,6 +33,22 @@ class Base(DeclarativeBase):
 
 
 metadata = orm_registry.metadata
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why the database could not serve a unit of work that is worth retrying later -- SQLite
+    busy past its wait (a long write holding the lock), PostgreSQL unreachable, or no free
+    connection in this process's pool -- as the driver's error name; None for anything else
+    (SQLite's own mistakes, such as a missing table, share the class: those are bugs)."""
+    if isinstance(exc, PoolTimeout):
+        return "PoolTimeout"
+    if not isinstance(exc, OperationalError):
+        return None
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        text = str(exc.orig)
+        if "locked" not in text and "busy" not in text:
+            return None
+    return type(exc.orig).__name__
 
 
 # A long job writing SQLite in many short transactions pauses this long after each one: a

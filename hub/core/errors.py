@@ -19,6 +19,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from hub.core.db import unavailable_reason
+
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("hub.errors")
 
@@ -240,13 +242,9 @@ def database_unavailable(
     ``max_overflow``): nothing was written. None for SQLite's own mistakes (a missing
     table...), reported with the same class: those are bugs. (The console renders the same
     503 as a page.)"""
-    if isinstance(exc, PoolTimeout):
-        error = "PoolTimeout"
-    else:
-        sqlite_busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
-        if type(exc.orig).__module__.startswith("sqlite3") and not sqlite_busy:
-            return None
-        error = type(exc.orig).__name__
+    error = unavailable_reason(exc)
+    if error is None:
+        return None
     log.warning("database unavailable", error=error, path=request.url.path)
     return ServiceUnavailable(
         "The database is busy or unreachable; nothing was changed.",

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
-from hub.core.db import writing
+from hub.core.db import unavailable_reason, writing
 from hub.core.memory import release_free_memory
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.uploads.erasures import forget_erasures
@@ -108,6 +108,20 @@ class PartnerArrays(Protocol):
 
     async def prepare(self, partner_id: UUID) -> object:
         """Build and save the partner's arrays at its current version, unless they exist."""
+
+
+# A database busy past its wait or unreachable is a warning: the claim is tried again at the
+# next poll, and a lane's upload resumes once its lease runs out. Anything else is a bug,
+# logged with its traceback.
+WAITS_FOR_DATABASE = "upload processing waits for the database"
+
+
+def _log_failure(exc: BaseException) -> None:
+    reason = unavailable_reason(exc)
+    if reason is not None:
+        log.warning(WAITS_FOR_DATABASE, error=reason)
+    else:
+        log.error("upload processing failed", exc_info=exc)
 
 
 class UploadFailed(Exception):
@@ -190,8 +204,11 @@ class UploadProcessor:
                         if claim is None:
                             break
                         lanes[claim.partner_id] = asyncio.create_task(self._run(claim))
-                except Exception:
-                    log.exception("upload processing failed")
+                except Exception as exc:
+                    if (reason := unavailable_reason(exc)) is not None:
+                        log.warning(WAITS_FOR_DATABASE, error=reason)
+                    else:
+                        log.exception("upload processing failed")
                 await self._idle(lanes)
         finally:
             for task in lanes.values():
@@ -205,8 +222,8 @@ class UploadProcessor:
         for partner_id, task in list(lanes.items()):
             if task.done():
                 del lanes[partner_id]
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("upload processing failed", exc_info=task.exception())
+                if not task.cancelled() and (failure := task.exception()) is not None:
+                    _log_failure(failure)
 
     async def _idle(self, lanes: dict[UUID, asyncio.Task[None]]) -> None:
         """Until an upload arrives, a lane frees up, or the poll interval passes."""
