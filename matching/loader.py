@@ -11,10 +11,10 @@ shared by every hub process; a request checks the counter (one indexed read) and
 builds only when it moved.
 
 Who builds them: the apply of a bulk upload, before the upload is reported ``completed``
-(:meth:`ArrayCache.prepare`, called by the upload processor); a consent change or an erasure
-patches the previous version's arrays before it is answered (``matching.patches``); what
-neither covers (a synchronous upsert, a re-keying batch, a patch that could not be made) is
-built by the first question, or by the hub's maintenance after a quiet interval.
+(:meth:`ArrayCache.prepare`, called by the upload processor); a consent change, an erasure
+or a synchronous upsert patches the previous version's arrays before it is answered
+(``matching.patches``); what neither covers (a re-keying batch, a patch that could not be
+made) is built by the first question, or by the hub's maintenance after a quiet interval.
 
 During a match-key rotation, records still under an older version are decrypted and keyed
 under the newest one here, so both sides of a merge always use the same key version.

@@ -1,9 +1,12 @@
-"""Following a consent change or an erasure by patching the arrays of the version before.
+"""Following a consent change, an erasure or a synchronous upsert by patching the arrays of
+the version before.
 
-A consent change or an erasure raises a partner's counter by one, from V to V+1, in one
-transaction. When V's arrays exist, V+1's are V's with the change applied: the consent column
-copied with the changed people's consents; an erasure's rows left out (a boolean mask), the
-people with no row left gone (their ``customer_ref`` with them) and the others renumbered.
+Each raises a partner's counter by one, from V to V+1, in one transaction. When V's arrays
+exist, V+1's are V's with the change applied: the consent column copied with the changed
+people's consents; an erasure's rows left out (a boolean mask), the people with no row left
+gone (their ``customer_ref`` with them) and the others renumbered; an upsert's people (the
+records' owners and a moved key's former owner) taken out whole and put back with the records
+they now hold, read in the upsert's transaction, each at its place in key and person order.
 The attributes of the people touched are taken again from their remaining records, read in
 the change's own transaction (``merged_attributes``, the build's rule), and each attribute
 keeps the values someone holds, as a build keeps them. So V+1's arrays equal a build at V+1
@@ -13,9 +16,12 @@ record; the columns the change leaves alone are hard links to V's files.
 The patch runs after the change commits and before it is answered
 (``hub.core.db.after_commit``). It is skipped, never guessed, when V's arrays are neither in
 memory nor on disk, when the counter moved more than once in the transaction, when the
-keyring has a newer match key than V's arrays, or when an erasure meets an attribute over its
-quota (how many values are left cannot be told from the arrays): the next question (or the
-maintenance) builds V+1 then. An erasure deletes the older versions' files in any case.
+keyring has a newer match key than V's arrays (or an upserted person's records are under an
+older one), when an erasure or an upsert meets an attribute over its quota (how many values
+are left cannot be told from the arrays), when an upsert brings an attribute value V's arrays
+do not hold (it might put the attribute over its quota), or when an upserted key equals one
+already there (a tie the build orders by person): the next question (or the maintenance)
+builds V+1 then. An erasure deletes the older versions' files in any case.
 """
 
 from __future__ import annotations
@@ -44,7 +50,14 @@ from matching.array_files import (
     version_name,
 )
 from matching.engine import Attribute, Side
-from matching.loader import RECORDS, STATE, ArrayCache, merged_attributes, person_order
+from matching.loader import (
+    MAX_ATTRIBUTE_VALUES,
+    RECORDS,
+    STATE,
+    ArrayCache,
+    merged_attributes,
+    person_order,
+)
 from partners.identifiers.changes import RecordsChanged
 from partners.identifiers.records import current
 
@@ -128,6 +141,117 @@ def without(
     return Patch(replace(base, version=version, side=patched, people=remaining), frozenset())
 
 
+def with_rewritten(base: Loaded, version: int, people: Iterable[str], now: Touched) -> Patch | None:
+    """``base`` with the records of ``people`` replaced by those they now hold (``now``);
+    None when the result might differ from a build (see the module's docstring)."""
+    if base.over_quota or not _values_known(base, now.values):
+        return None
+    if now.key_versions - {base.key_version}:
+        return None  # a re-keying is under way: the build re-keys such records
+    stripped = without(base, version, people, (), {})
+    if stripped is None:
+        return None
+    side, held = stripped.loaded.side, stripped.loaded.people
+    arriving = sorted(ref for ref, records in now.records.items() if records)
+    at = np.array(_insertion_points(held, arriving), dtype=np.int64)
+    index = at + np.arange(len(arriving), dtype=np.int64)  # the arriving people's new indices
+    keys = [key for ref in arriving for key, _ in now.records[ref]]
+    pairs = np.frombuffer(b"".join(keys), dtype=">u8").reshape(-1, 2).astype(np.uint64)
+    hi, lo = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+    person = np.repeat(index, [len(now.records[ref]) for ref in arriving]).astype(np.int32)
+    consent = np.array([c for ref in arriving for _, c in now.records[ref]], dtype=np.uint8)
+    order = np.lexsort((lo, hi))  # stable: equal keys would stay in person order
+    hi, lo, person, consent = hi[order], lo[order], person[order], consent[order]
+    if len(hi) > 1 and np.any((hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])):
+        return None
+    places = _key_places(side, hi, lo)
+    if places is None:
+        return None
+    shifted = side.person + np.searchsorted(at, side.person, side="right").astype(np.int32)
+    n_people = side.n_people + len(arriving)
+    coded = {
+        name: Attribute(np.insert(a.codes, at, -1).astype(np.int16), a.values)
+        for name, a in side.attributes.items()
+    }
+    for name in now.values:
+        coded.setdefault(name, Attribute(np.full(n_people, -1, dtype=np.int16), ()))
+    touched = {int(index[j]): now.attributes.get(ref, {}) for j, ref in enumerate(arriving)}
+    attributes = _reattributed(coded, touched)
+    patched = Side(
+        hi=np.insert(side.hi, places, hi),
+        lo=np.insert(side.lo, places, lo),
+        person=np.insert(shifted, places, person).astype(np.int32),
+        consent=np.insert(side.consent, places, consent),
+        n_people=n_people,
+        attributes={name: attributes[name] for name in sorted(attributes)},
+    )
+    return Patch(
+        replace(stripped.loaded, side=patched, people=_with_people(held, arriving, at)),
+        frozenset(),
+    )
+
+
+def _values_known(base: Loaded, values: Mapping[str, set[str]]) -> bool:
+    """Whether an attribute stays within its quota whatever values the build meets: each
+    value is one V's arrays hold, or the attribute is new and holds few enough."""
+    for name, seen in values.items():
+        attribute = base.side.attributes.get(name)
+        if attribute is None:
+            if len(seen) > MAX_ATTRIBUTE_VALUES:
+                return False
+        elif not seen <= set(attribute.values):
+            return False
+    return True
+
+
+def _insertion_points(people: People, refs: list[str]) -> list[int]:
+    """Where each of ``refs`` (sorted, none of them here) goes among ``people``."""
+    points = []
+    lo, n = 0, len(people)
+    for ref in refs:
+        wanted = ref.encode()
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if people.blob[people.offsets[mid] : people.offsets[mid + 1]] < wanted:
+                lo = mid + 1
+            else:
+                hi = mid
+        points.append(lo)
+    return points
+
+
+def _with_people(people: People, refs: list[str], at: NDArray[np.int64]) -> People:
+    """``people`` with ``refs`` inserted at ``at`` (their insertion points)."""
+    if not refs:
+        return people
+    encoded = [ref.encode() for ref in refs]
+    lengths = np.insert(np.diff(people.offsets), at, [len(e) for e in encoded])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    cuts = people.offsets[at].tolist()
+    parts, previous = [], 0
+    for cut, ref in zip(cuts, encoded, strict=True):
+        parts += [people.blob[previous:cut], ref]
+        previous = cut
+    parts.append(people.blob[previous:])
+    return People(b"".join(parts), offsets)
+
+
+def _key_places(side: Side, hi: NDArray[np.uint64], lo: NDArray[np.uint64]) -> list[int] | None:
+    """Where each new key (sorted) goes in ``side``'s keys; None if one is already there."""
+    first = np.searchsorted(side.hi, hi, side="left")
+    last = np.searchsorted(side.hi, hi, side="right")
+    places: list[int] = [int(place) for place in first]
+    for j in np.flatnonzero(last > first).tolist():  # the same first half: look at the second
+        start, end = int(first[j]), int(last[j])
+        place = start + int(np.searchsorted(side.lo[start:end], lo[j], side="left"))
+        if place < end and side.lo[place] == lo[j]:
+            return None
+        places[j] = place
+    return places
+
+
 def _records_of(base: Loaded, people: Iterable[str]) -> NDArray[np.bool_]:
     gone = np.zeros(base.side.n_people, dtype=bool)
     gone[list(base.people.positions(people).values())] = True
@@ -186,26 +310,56 @@ def _reattributed(
     return result
 
 
-async def touched_attributes(
-    session: AsyncSession, partner_id: UUID, refs: Iterable[str]
-) -> dict[str, dict[str, str]]:
-    """The attributes of each of ``refs`` with records left, from those records (read in the
-    caller's transaction, in the build's order)."""
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """The touched people as their records now stand, read in the change's transaction."""
+
+    # Each person's attributes (``merged_attributes``); people with no record left are absent.
+    attributes: dict[str, dict[str, str]]
+    # Each person's records in build order: the arrays' 16-byte key, the consents.
+    records: dict[str, list[tuple[bytes, int]]]
+    # Every value each attribute takes in those records (a later record's may hide it).
+    values: dict[str, set[str]]
+    # The match-key versions those records are under.
+    key_versions: frozenset[int]
+
+
+async def touched_people(session: AsyncSession, partner_id: UUID, refs: Iterable[str]) -> Touched:
+    """The records of each of ``refs`` (read in the caller's transaction, in the build's
+    order), with what a patch needs of them."""
     texts: dict[str, list[str | None]] = defaultdict(list)
+    records: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
+    values: dict[str, set[str]] = defaultdict(set)
+    key_versions: set[int] = set()
     wanted = sorted(set(refs))
     order = person_order(session.get_bind().dialect.name)
     for start in range(0, len(wanted), CHUNK):
         rows = await session.execute(
-            select(RECORDS.c.customer_ref, cast(RECORDS.c.attributes, Text))
+            select(
+                RECORDS.c.customer_ref,
+                RECORDS.c.match_key,
+                RECORDS.c.key_version,
+                RECORDS.c.consents,
+                cast(RECORDS.c.attributes, Text),
+            )
             .where(
                 current(RECORDS, partner_id),
                 RECORDS.c.customer_ref.in_(wanted[start : start + CHUNK]),
             )
             .order_by(*order)
         )
-        for ref, text in rows:
+        for ref, key, key_version, consents, text in rows:
             texts[ref].append(text)
-    return {ref: merged_attributes(found) for ref, found in texts.items()}
+            records[ref].append((bytes(key[:16]), int(consents)))
+            key_versions.add(int(key_version))
+            for name, value in merged_attributes([text]).items():
+                values[name].add(value)
+    return Touched(
+        {ref: merged_attributes(found) for ref, found in texts.items()},
+        dict(records),
+        dict(values),
+        frozenset(key_versions),
+    )
 
 
 class ArrayPatcher:
@@ -223,12 +377,12 @@ class ArrayPatcher:
         )
         if counter != change.version:
             return  # raised again in this transaction: V's arrays are not its base
-        attributes = await touched_attributes(session, change.partner_id, change.touched)
-        after_commit(session, partial(self._patch, change, attributes))
+        now = await touched_people(session, change.partner_id, change.touched)
+        after_commit(session, partial(self._patch, change, now))
 
-    async def _patch(self, change: RecordsChanged, attributes: dict[str, dict[str, str]]) -> None:
+    async def _patch(self, change: RecordsChanged, now: Touched) -> None:
         try:
-            await self._patch_when_free(change, attributes)
+            await self._patch_when_free(change, now)
         except Exception:  # committed either way: the next question builds the arrays
             log.warning(
                 "could not patch a partner's arrays",
@@ -236,9 +390,7 @@ class ArrayPatcher:
                 exc_info=True,
             )
 
-    async def _patch_when_free(
-        self, change: RecordsChanged, attributes: dict[str, dict[str, str]]
-    ) -> None:
+    async def _patch_when_free(self, change: RecordsChanged, now: Touched) -> None:
         lock = self.cache.lock(change.partner_id)
         try:
             await asyncio.wait_for(lock.acquire(), PATCH_WAIT_SECONDS)
@@ -246,13 +398,11 @@ class ArrayPatcher:
             await asyncio.to_thread(self.forget_older, change)
             return
         try:
-            await asyncio.to_thread(self.patch_now, change, attributes)
+            await asyncio.to_thread(self.patch_now, change, now)
         finally:
             lock.release()
 
-    def patch_now(
-        self, change: RecordsChanged, attributes: Mapping[str, Mapping[str, str]]
-    ) -> None:
+    def patch_now(self, change: RecordsChanged, now: Touched) -> None:
         """Write V+1's arrays from V's (see the module's docstring for when it does not)."""
         cache = self.cache
         partner_id, version = change.partner_id, change.version
@@ -267,10 +417,15 @@ class ArrayPatcher:
             )
             if base is None:
                 return
+            patch: Patch | None
             if erasure:
-                patch = without(base, version, change.erased_people, change.erased_keys, attributes)
+                patch = without(
+                    base, version, change.erased_people, change.erased_keys, now.attributes
+                )
+            elif change.rewritten:
+                patch = with_rewritten(base, version, change.rewritten, now)
             else:
-                patch = with_consents(base, version, change.consents, attributes)
+                patch = with_consents(base, version, change.consents, now.attributes)
             if patch is None:
                 return
             save(

@@ -1,6 +1,6 @@
-"""What a consent change or an erasure did to a partner's current records, announced to the
-data derived from them (the matching engine's arrays) so it can follow without rereading
-every record.
+"""What a consent change, an erasure or a synchronous upsert did to a partner's current
+records, announced to the data derived from them (the matching engine's arrays) so it can
+follow without rereading every record.
 
 The identifier service announces a change inside the change's transaction, right after it,
 to the follower it was given (none outside requests). This module names what is announced and
@@ -30,6 +30,9 @@ class RecordsChanged:
     erased_people: tuple[str, ...] = ()
     # Match keys, under every live key version, whose records were erased (by id_hash).
     erased_keys: tuple[bytes, ...] = ()
+    # People whose records a synchronous upsert wrote: the records' owners, and the former
+    # owner of a key that moved to another customer_ref (their records are read again whole).
+    rewritten: tuple[str, ...] = ()
     # Everyone whose records this changed (the people above, and the owners of erased keys).
     touched: tuple[str, ...] = ()
 

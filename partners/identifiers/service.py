@@ -87,7 +87,7 @@ class IdentifierService:
         Refused (409) while a bulk upload of the partner is being applied: written now, these
         records would be overwritten by the older snapshot at its flip, or would overwrite it.
         """
-        await self.touch(partner_id)
+        version = await self.touch(partner_id)
         if await unsettled(self.session, partner_id):
             raise Conflict(
                 "A bulk upload is being applied to your identifier records; records sent now "
@@ -105,6 +105,7 @@ class IdentifierService:
         rows = []
         changes: dict[str, _Change] = defaultdict(_Change)
         created = unchanged = 0
+        rewritten = {record.customer_ref for record in records}
         for record, key in zip(records, match_keys, strict=True):
             data_version, sealed = self.crypto.encrypt(record.digest, partner_id, record.id_type)
             rows.append(
@@ -129,6 +130,7 @@ class IdentifierService:
             if before == (record.customer_ref, record.consents, record.attributes or {}):
                 unchanged += 1
             if before[0] != record.customer_ref:
+                rewritten.add(before[0])
                 changes[before[0]].withdrawn |= before[1]
                 changes[record.customer_ref].granted |= record.consents
             else:
@@ -168,6 +170,8 @@ class IdentifierService:
         if new:
             await self.session.execute(RECORDS.insert(), new)
         await self._record_changes(partner_id, changes, "upload")
+        people = tuple(sorted(rewritten))
+        await self._announce(RecordsChanged(partner_id, version, rewritten=people, touched=people))
         await audit.append(
             self.session,
             actor.event(

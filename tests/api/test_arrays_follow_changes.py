@@ -220,6 +220,31 @@ def people_records(
     return emails, phones
 
 
+def upserted_records(
+    rng: random.Random, tag: str, seed: int, refs: list[str], sent: list[Any]
+) -> list[Any]:
+    """A synchronous upsert of a few records: new people, new records of known people, known
+    records with other consents or attributes, and known keys moved to another person; every
+    attribute value one the partner's records already hold (a new one skips the patch)."""
+    records = []
+    for _ in range(rng.randint(1, 4)):
+        consents = [c for c in ALL if rng.random() < 0.6]
+        tier = {"tier": rng.choice(["gold", "silver"])} if rng.random() < 0.6 else {}
+        roll = rng.random()
+        if roll < 0.3:  # someone new
+            n = rng.randint(0, 10**6)
+            records.append(rec(email(f"{tag}new{n}"), f"n{n:07d}", consents, **tier))
+        elif roll < 0.5 and refs:  # a known person's new record
+            key = phone(seed * 10**7 + rng.randint(0, 10**6))
+            records.append(rec(key, rng.choice(refs), consents, "phone", **tier))
+        else:  # a known key: same person (consents, attributes) or moved to another one
+            known = rng.choice(sent)
+            owner = known["customer_ref"] if roll < 0.75 or not refs else rng.choice(refs)
+            records.append(rec(known["id_hash"], owner, consents, known["id_type"], **tier))
+    unique = {(r["id_type"], r["id_hash"]): r for r in records}  # one record per key
+    return list(unique.values())
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_patched_arrays_equal_a_fresh_build_after_random_changes(hub: Hub, seed: int) -> None:
     rng = random.Random(seed)
@@ -231,10 +256,15 @@ def test_patched_arrays_equal_a_fresh_build_after_random_changes(hub: Hub, seed:
     cache = cache_of(hub)
     refs = sorted({r["customer_ref"] for r in emails})
     hashes = [r["id_hash"] for r in emails + phones]
-    for _ in range(10):
+    for _ in range(12):
         patches, version = cache.patches, version_of(hub, a)
-        kind = rng.choice(["consents", "consents", "erase_people", "erase_hashes"])
-        if kind == "consents":
+        kind = rng.choice(["consents", "erase_people", "erase_hashes", "upsert", "upsert"])
+        if kind == "upsert":
+            records = upserted_records(rng, a.id, seed, refs, emails + phones)
+            refs = sorted({*refs, *(r["customer_ref"] for r in records)})
+            hashes = sorted({*hashes, *(r["id_hash"] for r in records)})
+            response = a.post(hub, "/v1/identifiers", {"records": records})
+        elif kind == "consents":
             chosen = [*rng.sample(refs, min(len(refs), rng.randint(1, 5))), "nobody"]
             body: dict[str, Any] = {
                 "updates": [
@@ -255,6 +285,47 @@ def test_patched_arrays_equal_a_fresh_build_after_random_changes(hub: Hub, seed:
         assert version_of(hub, a) == version + 1
         assert cache.patches == patches + 1, kind
         assert_same_as_a_build(hub, a)
+
+
+def test_a_synchronous_upsert_is_answered_with_patched_arrays(hub: Hub) -> None:
+    """A new person, a known person's second record and a key moved from one person to
+    another: the next question counts them, from files the upsert left, built by no one."""
+    a, b, partnership = shared_pair(hub, size=20)
+    assert overlap(hub, a, partnership).json()["count"] == 20
+    cache = cache_of(hub)
+    builds, patches = cache.builds, cache.patches
+    b_records = [rec(email(f"{a.id}{n}"), f"b{n:03d}") for n in range(20, 32)]
+    response = b.post(hub, "/v1/identifiers", {"records": b_records})
+    assert response.status_code == 200, response.text
+    assert cache.patches == patches + 1
+    assert_same_as_a_build(hub, b)
+    a_records = [
+        *[rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(20, 32)],
+        rec(phone(7), "a000", None, "phone", tier="gold"),  # a000's second record
+        rec(email(f"{a.id}1"), "a000", tier="gold"),  # a001's key moves to a000
+    ]
+    response = a.post(hub, "/v1/identifiers", {"records": a_records})
+    assert response.status_code == 200, response.text
+    assert cache.patches == patches + 2
+    assert_same_as_a_build(hub, a)
+    answer = overlap(hub, a, partnership)
+    assert answer.status_code == 200, answer.text
+    # 32 keys in common; a000 now holds a001's, so a001 (no record left) is gone: 31 people.
+    assert answer.json()["count"] == 31
+    assert cache.builds == builds
+
+
+def test_an_upsert_bringing_an_attribute_value_not_held_is_built_not_patched(hub: Hub) -> None:
+    a, _, partnership = shared_pair(hub, size=20)
+    patches = cache_of(hub).patches
+    response = a.post(
+        hub, "/v1/identifiers", {"records": [rec(email(f"{a.id}3"), "a003", tier="jade")]}
+    )
+    assert response.status_code == 200, response.text
+    assert cache_of(hub).patches == patches  # skipped: "jade" might put tier over its quota
+    assert saved(hub, a) is None
+    assert overlap(hub, a, partnership).status_code == 200  # the question builds it
+    assert_same_as_a_build(hub, a)
 
 
 # -- never a file under a version it does not match ----------------------------------------------
