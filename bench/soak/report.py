@@ -78,6 +78,19 @@ def text(report: dict[str, Any]) -> str:
         f"PostgreSQL connections (max total): {report['pg_connections_max']}"
         f" (samples refused a connection: {report.get('pg_connections_refused', 0)})"
     )
+    samples = report["samples"]
+    if len(samples) > 1 and "cpu_s" in samples[-1]:
+        span = 60 * (samples[-1]["minute"] - samples[0]["minute"]) or 1.0
+        used = {
+            name: round((cpu - samples[0]["cpu_s"][name]) / span, 2)
+            for name, cpu in samples[-1]["cpu_s"].items()
+        }
+        lines.append(f"CPU cores used on average (process + its parsers): {used}")
+    for item in report.get("database_activity", [])[:12]:
+        lines.append(
+            f"db {item['backend_seconds']:>6} backend-s  {item['wait'][:24]:<24} "
+            f"{item['statement'][:70]}"
+        )
     lines.append(f"job runs: {report['job_runs']}")
     audit = report["audit"]
     for part, result in audit.items():

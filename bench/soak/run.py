@@ -6,6 +6,7 @@ import json
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def run(options: Options) -> dict[str, Any]:
         files = {b.code: upload_file(FILES, b.code, mix.upload_rows) for b in coalition.brands}
         world = World(coalition, mix, files)
         set_world(world)
-        samples, env = play(options, stack, world)
+        activity: Counter[tuple[str, str]] = Counter()
+        samples, env = play(options, stack, world, activity)
         log("load stopped; letting the jobs catch up")
         caught_up: dict[str, Any] = {}
         try:
@@ -82,6 +84,10 @@ def run(options: Options) -> dict[str, Any]:
             # The load's numbers are kept; the audit that could not finish fails the run.
             checks = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
         out = summarise(options, env, world, samples, stack, caught_up, checks)
+        out["database_activity"] = [
+            {"backend_seconds": n, "wait": wait, "statement": statement}
+            for (wait, statement), n in activity.most_common(25)
+        ]
     finally:
         codes = stack.stop(keep_db=options.keep_db)
         receiver.stop()
@@ -90,7 +96,9 @@ def run(options: Options) -> dict[str, Any]:
     return out
 
 
-def play(options: Options, stack: Stack, world: World) -> tuple[list[dict[str, Any]], Environment]:
+def play(
+    options: Options, stack: Stack, world: World, activity: Counter[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], Environment]:
     classes = user_classes(world.mix, len(world.coalition.brands))
     users = sum(int(getattr(c, "fixed_count", 0)) for c in classes)
     env = Environment(user_classes=classes, stop_timeout=options.stop_timeout)
@@ -102,6 +110,7 @@ def play(options: Options, stack: Stack, world: World) -> tuple[list[dict[str, A
         samples.append(stack.sample((time.monotonic() - started) / 60))
 
     sample()
+    watcher = gevent.spawn(watch_database, stack, activity)
     runner.start(users, spawn_rate=users)
     log(f"{users} users for {options.minutes} min: {[c.__name__ for c in classes]}")
     end = started + options.minutes * 60
@@ -112,7 +121,16 @@ def play(options: Options, stack: Stack, world: World) -> tuple[list[dict[str, A
         log(f"minute {last['minute']}: rss {last['rss']} pg {last['pg_connections']}")
     runner.stop()
     runner.quit()
+    watcher.kill()
     return samples, env
+
+
+def watch_database(stack: Stack, activity: Counter[tuple[str, str]]) -> None:
+    """Every second: what each busy backend is waiting on (or CPU), by statement. A count is
+    about one backend-second: where the database's time goes, lock waits included."""
+    while True:
+        activity.update(stack.activity())
+        gevent.sleep(1.0)
 
 
 def refresh_uploads(stack: Stack, world: World) -> None:

@@ -33,6 +33,21 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# What each busy PostgreSQL backend of the hub's database is doing: waiting (on a lock, on
+# I/O...) or on the CPU, and which statement (its first words).
+ACTIVITY_SQL = (
+    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), "
+    "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'"
+)
+
+
 class HubProcess:
     """One ``hub`` subprocess logging to a file; stopped with SIGTERM (SIGKILL after 30 s)."""
 
@@ -62,6 +77,14 @@ class HubProcess:
             with contextlib.suppress(OSError):
                 kids += rss_mb(child)
         return {"rss_mb": round(own, 1), "children_rss_mb": round(kids, 1)}
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by the process and its live children."""
+        total = 0.0
+        for pid in (self.pid, *children(self.pid)):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return round(total, 1)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -173,10 +196,19 @@ class Stack:
         out["total"] = sum(out.values())
         return out
 
+    def activity(self) -> list[tuple[str, str]]:
+        """(wait, statement) of every busy backend now; nothing when none can connect."""
+        try:
+            with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+                return [(str(w), str(q)) for w, q in conn.execute(ACTIVITY_SQL).fetchall()]
+        except psycopg.OperationalError:
+            return []
+
     def sample(self, minute: float) -> dict[str, Any]:
         return {
             "minute": round(minute, 2),
             "rss": {p.name: p.rss() for p in self.processes},
+            "cpu_s": {p.name: p.cpu() for p in self.processes},
             "alive": {p.name: p.alive() for p in self.processes},
             "pg_connections": self.connections(),
         }
