@@ -380,13 +380,14 @@ async def rewards_sync(ctx: JobContext) -> dict[str, int]:
     counts = {"events": 0, "feed_items": 0, "consent_events": 0, "withdrawn_items": 0}
     batch_items = ctx.settings.webhooks.batch_items
     # Read up to what is committed for good (a request that drew its ids first may commit
-    # last). A bulk upload holds the consent stream for its whole apply: that stream waits a
-    # second at most, then is read on the next run, so consent writers never queue behind.
+    # last); the horizon is tried without queueing, so writers never wait behind the sync.
+    # A bulk upload holds the consent stream for its whole apply: if the stream is never free
+    # within the patience, it is read on a later run.
     events_upto = await horizon.committed_horizon(
         ctx.session_maker, horizon.REWARD_EVENTS, EVENTS.c.id
     )
     consents_upto = await horizon.committed_horizon(
-        ctx.session_maker, horizon.CONSENT_EVENTS, CONSENTS.c.seq, wait_ms=1000
+        ctx.session_maker, horizon.CONSENT_EVENTS, CONSENTS.c.seq, wait_ms=0
     )
     while True:
         with writing():
