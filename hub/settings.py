@@ -140,6 +140,7 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 3
     parse_processes: int = 2
     process_in_serve: bool = True
+    process_in_worker: bool = True
     erasure_hold_minutes: float = 120.0
     # Uploads processed at once per process, each of another partner (one lane per partner).
     lanes: int = 2

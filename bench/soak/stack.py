@@ -1,5 +1,6 @@
-"""The processes of a soak run: a fresh PostgreSQL database, two ``hub serve --no-worker``,
-one ``hub worker``; and what is sampled from them every minute (RSS, database connections).
+"""The processes of a soak run: a fresh PostgreSQL database, two ``hub serve --no-worker``
+(which leave uploads to the worker), one ``hub worker``; and what is sampled from them
+(RSS and CPU every minute, database connections, what busy backends wait on).
 """
 
 from __future__ import annotations
@@ -144,9 +145,12 @@ class Stack:
         self.cli("db", "upgrade")
         admin = json.loads(self.cli("admin", "bootstrap", "--json"))
         self.admin_id, self.admin_secret = admin["client_id"], admin["client_secret"]
+        # The scale-out the README describes: the serving processes receive upload bodies and
+        # answer; the worker runs the jobs and processes the uploads (parse, apply, arrays).
+        serving = {**env, "HUB_UPLOADS_PROCESS_IN_SERVE": "false"}
         for n, port in enumerate(ports, start=1):
             args = ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)]
-            self.servers.append(HubProcess(f"serve-{n}", args, env, self.work_dir))
+            self.servers.append(HubProcess(f"serve-{n}", args, serving, self.work_dir))
             self.urls.append(f"http://127.0.0.1:{port}")
         self.worker = HubProcess("worker", ["worker"], env, self.work_dir)
         for server, url in zip(self.servers, self.urls, strict=True):

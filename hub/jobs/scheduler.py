@@ -20,13 +20,15 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.db import create_hub_async_engine
+from hub.core.db import create_hub_async_engine, create_hub_sync_engine
 from hub.core.keyring import Keyring
 from hub.jobs.models import SCHEDULE
 from hub.jobs.registry import JobSpec, job_specs
 from hub.jobs.runner import JobRunner
 from hub.settings import Settings
+from matching.loader import ArrayCache
 from partners.identifiers.crypto import IdentifierCrypto
+from partners.identifiers.uploads.processor import UploadProcessor
 
 log = structlog.get_logger("hub.jobs")
 # On shutdown a run in progress gets this long to finish before it is abandoned (and resumed
@@ -97,7 +99,8 @@ class JobScheduler:
 
 
 async def run_worker(settings: Settings, keyring: Keyring) -> None:
-    """``hub worker``: run the scheduler until SIGTERM or SIGINT."""
+    """``hub worker``: run the scheduler, and process bulk uploads unless configured not to,
+    until SIGTERM or SIGINT."""
     engine = create_hub_async_engine(
         settings.database_url,
         pool_size=settings.database.pool_size,
@@ -105,16 +108,23 @@ async def run_worker(settings: Settings, keyring: Keyring) -> None:
         busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    scheduler = JobScheduler.create(sessions, settings, keyring, IdentifierCrypto(keyring))
+    crypto = IdentifierCrypto(keyring)
+    scheduler = JobScheduler.create(sessions, settings, keyring, crypto)
+    uploads = None
+    if settings.uploads.process_in_worker:
+        uploads = WorkerUploads(settings, sessions, crypto)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     scheduler.start()
+    processing = asyncio.create_task(uploads.run()) if uploads else None
     try:
         await stopping.wait()
         log.info("scheduler stopping")
     finally:
+        if uploads is not None and processing is not None:
+            await uploads.stop(processing)
         await scheduler.stop()
         # Connections closing in the background (SQLAlchemy closes one whose operation was
         # cancelled in a task of its own) finish before the engine goes.
@@ -122,3 +132,48 @@ async def run_worker(settings: Settings, keyring: Keyring) -> None:
         if others:
             await asyncio.wait(others, timeout=SHUTDOWN_GRACE_SECONDS)
         await engine.dispose()
+
+
+class WorkerUploads:
+    """Bulk uploads processed by ``hub worker``, as ``hub serve`` processes them: the same
+    processor on engines of its own, saving arrays where every process opens them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        crypto: IdentifierCrypto,
+    ) -> None:
+        busy = settings.database.sqlite_busy_timeout_ms
+        self.sync_engine = create_hub_sync_engine(settings.database_url, busy_timeout_ms=busy)
+        self.read_engine = create_hub_sync_engine(
+            settings.database_url, busy_timeout_ms=busy, pool_size=3, writer=False
+        )
+        arrays = ArrayCache(
+            self.read_engine,
+            crypto,
+            settings.array_dir,
+            max_in_memory=settings.matching.cache_partners,
+        )
+        self.processor = UploadProcessor(
+            sessions,
+            self.sync_engine,
+            crypto,
+            settings.uploads,
+            settings.spool_dir,
+            arrays=arrays,
+        )
+
+    async def run(self) -> None:
+        log.info("upload processing started")
+        await self.processor.run_forever()
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """An apply in progress stops in its slice; the upload resumes once its lease runs
+        out, here or in another process."""
+        self.processor.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.sync_engine.dispose()
+        self.read_engine.dispose()
