@@ -139,6 +139,8 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     lease_seconds: float = 120.0
     max_attempts: int = 3
     parse_processes: int = 2
+    # How much lower the parsing processes' CPU priority is than the hub's (0: the same).
+    parse_nice: int = 10
     process_in_serve: bool = True
     process_in_worker: bool = True
     erasure_hold_minutes: float = 120.0

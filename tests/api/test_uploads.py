@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -422,3 +423,17 @@ def test_the_sweep_removes_orphaned_bodies_but_not_one_about_to_be_committed(hub
     assert fresh.exists()
     assert not old.exists()
     fresh.unlink()
+
+
+def test_the_parsing_processes_run_at_a_lower_cpu_priority(hub: Hub, brand: Any) -> None:
+    """A bulk upload is background work: its parsers yield the CPU to the answers."""
+    _, headers = brand
+    done = upload_and_wait(hub, headers, ndjson([email_record(n) for n in range(50)]))
+    assert done["status"] == "completed", done
+    pool = hub.app.state.upload_processor._pool
+    assert pool is not None  # the upload was parsed in the processes
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    parsers = list(pool._processes)
+    assert parsers
+    for pid in parsers:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + 10, 19)

@@ -71,7 +71,7 @@ from partners.identifiers.uploads.staging import (
     clear_staging_in_batches,
     refuse_duplicates,
     stage,
-    watch_parent,
+    start_parser,
 )
 
 log = structlog.get_logger("hub.uploads")
@@ -95,6 +95,8 @@ class UploadSettings(Protocol):
     def max_attempts(self) -> int: ...
     @property
     def parse_processes(self) -> int: ...
+    @property
+    def parse_nice(self) -> int: ...
     @property
     def erasure_hold_minutes(self) -> float: ...
     @property
@@ -178,8 +180,8 @@ class UploadProcessor:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.settings.parse_processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=watch_parent,
-                initargs=(os.getpid(),),
+                initializer=start_parser,
+                initargs=(os.getpid(), self.settings.parse_nice),
             )
         return self._pool
 

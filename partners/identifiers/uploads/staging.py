@@ -219,6 +219,15 @@ def _staged(
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def start_parser(parent: int, nice: int) -> None:
+    """Initializer of a parsing process: lower its CPU priority by ``nice`` (a bulk upload is
+    background work: on a busy machine the answers to requests get the CPU first) and
+    :func:`watch_parent`."""
+    if nice > 0:
+        os.nice(nice)
+    watch_parent(parent)
+
+
 def watch_parent(parent: int) -> None:
     """Initializer of a parsing process: end when ``parent``, the process that started it,
     is gone (a process killed hard cannot tell its pool, and the pool's pipes never close for
