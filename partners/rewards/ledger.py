@@ -16,6 +16,7 @@ from uuid import UUID
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.core.bulk import insert_rows
 from hub.core.db import dialect_insert
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import CONSENT_BITS, IdentifierRecord
@@ -283,8 +284,9 @@ async def credit_many(session: AsyncSession, lots: Sequence[dict[str, Any]]) -> 
     postings per lot."""
     if not lots:
         return
-    result = await session.execute(
-        insert(LOTS).returning(LOTS.c.id, sort_by_parameter_order=True),
+    ids = await insert_rows(
+        session,
+        LOTS,
         [
             {
                 "member_id": lot["member"],
@@ -298,8 +300,8 @@ async def credit_many(session: AsyncSession, lots: Sequence[dict[str, Any]]) -> 
             }
             for lot in lots
         ],
+        ids=True,
     )
-    ids = [int(i) for i in result.scalars()]
     now = datetime.now(UTC)
     rows = []
     for lot, lot_id in zip(lots, ids, strict=True):
@@ -314,7 +316,7 @@ async def credit_many(session: AsyncSession, lots: Sequence[dict[str, Any]]) -> 
             ),
         ):
             rows.append(_posting(lot["txn"], leg, now))
-    await session.execute(insert(POSTINGS), rows)
+    await insert_rows(session, POSTINGS, rows)
 
 
 def _owner(wallet: str, partner: UUID) -> UUID | None:
@@ -434,8 +436,8 @@ async def debit_many(session: AsyncSession, spends: Sequence[Spend]) -> list[int
             .values(remaining=LOTS.c.remaining - bindparam("taken")),
             changed,
         )
-        await session.execute(insert(USES), uses)
-        await session.execute(insert(POSTINGS), postings)
+        await insert_rows(session, USES, uses)
+        await insert_rows(session, POSTINGS, postings)
     return outcome
 
 

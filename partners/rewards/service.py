@@ -16,11 +16,12 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Table, case, insert, select
+from sqlalchemy import Table, case, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import audit, horizon
 from hub.core.audit import Actor
+from hub.core.bulk import insert_rows
 from hub.core.db import dialect_insert, writing
 from hub.core.errors import Conflict, InvalidInput, NotFound
 from partners.identifiers.crypto import IdentifierCrypto
@@ -357,8 +358,9 @@ class RewardService:
             return []
         now = datetime.now(UTC)
         await horizon.inserting(self.session, horizon.REWARD_EVENTS)
-        inserted = await self.session.execute(
-            insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True),
+        refs = await insert_rows(
+            self.session,
+            EVENTS,
             [
                 {
                     "partner_id": partner_id,
@@ -375,8 +377,8 @@ class RewardService:
                 }
                 for e, member in zip(events, members, strict=True)
             ],
+            ids=True,
         )
-        refs = [int(i) for i in inserted.scalars()]
         # Offer results' running totals, in this transaction (matching owns them; imported
         # here as funding imports the offers: matching imports rewards' tables).
         from matching.result_totals import add_applied
