@@ -157,6 +157,8 @@ class MatchingSettings(msgspec.Struct, forbid_unknown_fields=True):
     dask_scheduler: str = ""
     partition_bits: int = 4
     max_breakdown_answers: int = 1000
+    # Partners one overlap matrix covers at most (its pairs grow with the square).
+    matrix_max_partners: int = 200
     # Offer results: per-person caps of the points and amount sums (their noise sensitivity).
     results_points_cap: int = 10_000
     results_amount_cap_minor: int = 100_000

@@ -169,20 +169,30 @@ class OverlapController(Controller):
             "purpose-not-allowed, budget-exhausted, differencing). Pairs that never had one "
             "use the coalition default threshold on analytics consent. Answers are stored "
             "with both sides' data versions and served again, spending nothing, until either "
-            "side's data changes."
+            "side's data changes. One matrix covers at most matching.matrix_max_partners "
+            "partners (422 beyond): name the ones to compare with ?partner=."
         ),
+        opt={OPENAPI_STATUSES_OPT: (422,)},
     )
     async def matrix(
         self,
         state: State,
         actor: NamedDependency[Actor],
         purpose: str = Parameter(default="analytics", pattern=PURPOSE_PATTERN),
+        partner: list[UUID] | None = Parameter(
+            default=None,
+            required=False,
+            description="Partners to compare (repeat it); all active partners when absent. "
+            "At most matching.matrix_max_partners (200 by default) either way: 422 beyond.",
+        ),
     ) -> MatrixOut:
         matrix = await overlap_matrix(
             state.overlap_service,
             purpose,
             state.settings.partnerships.default_min_audience,
             actor,
+            chosen=partner or (),
+            max_partners=state.settings.matching.matrix_max_partners,
         )
         return MatrixOut(
             purpose=purpose,

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.audit import Actor, append
 from hub.core.db import writing
-from hub.core.errors import HubError, TooManyRequests
+from hub.core.errors import HubError, InvalidInput, TooManyRequests
 from matching import engine, rules
 from matching.loader import Loaded
 from matching.matrix_answers import (
@@ -72,6 +72,7 @@ BUDGET_EXHAUSTED = "budget-exhausted"
 DIFFERENCING = "differencing"
 # Pairs answered per transaction: well under a second of SQLite's write lock each.
 PAIRS_PER_TRANSACTION = 200
+MAX_PARTNERS = 200  # the default of matching.matrix_max_partners
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +96,12 @@ async def overlap_matrix(
     actor: Actor,
     *,
     spend: bool = True,
+    chosen: Sequence[UUID] = (),
+    max_partners: int = MAX_PARTNERS,
 ) -> Matrix:
-    """Every pair of active partners for ``purpose`` (the diagonal is not an overlap).
+    """Every pair of active partners for ``purpose`` (the diagonal is not an overlap), or of
+    the ``chosen`` ones; at most ``max_partners`` (422 beyond: the pairs grow with the square,
+    and a coalition of thousands would be millions of pairs in one answer).
 
     Pairs whose stored answer is current are served from it; the others are answered now,
     except, when ``spend`` is false, the noisy ones: they show what is known without
@@ -109,6 +114,7 @@ async def overlap_matrix(
                 select(Partner).where(Partner.status == PARTNER_ACTIVE).order_by(Partner.name)
             )
         ]
+        partners = _within_bounds(partners, chosen, max_partners)
         ids = [pid for pid, _ in partners]
         governing = await governing_partnerships(session, ids)
         versions = await data_versions(session, ids)
@@ -135,6 +141,39 @@ async def overlap_matrix(
     await _audit_matrix(service, actor, purpose, ids, answers, answered=len(due))
     cells = [MatrixCell(a, b, answers[pair_of(a, b)]) for a in ids for b in ids if a != b]
     return Matrix(purpose, partners, cells)
+
+
+def _within_bounds(
+    active: list[tuple[UUID, str]], chosen: Sequence[UUID], max_partners: int
+) -> list[tuple[UUID, str]]:
+    """The active partners the matrix covers: the ``chosen`` ones, or all of them."""
+    if chosen:
+        wanted = set(chosen)
+        unknown = sorted(str(p) for p in wanted - {pid for pid, _ in active})
+        if unknown:
+            raise InvalidInput(
+                f"{len(unknown)} of the partners named are not active partners; nothing was "
+                "answered.",
+                errors=[
+                    {"index": n, "field": "partner", "reason": f"{p}: no active partner"}
+                    for n, p in enumerate(unknown)
+                ],
+                fix="Name active partners only (GET /v1/partners lists them).",
+            )
+        if len(wanted) > max_partners:
+            raise InvalidInput(
+                f"{len(wanted)} partners were named; one matrix covers at most {max_partners}.",
+                fix=f"Name at most {max_partners} partners with ?partner=<id>.",
+            )
+        return [(pid, name) for pid, name in active if pid in wanted]
+    if len(active) > max_partners:
+        raise InvalidInput(
+            f"The coalition has {len(active)} active partners; one matrix covers at most "
+            f"{max_partners} ({max_partners * (max_partners - 1) // 2} pairs).",
+            fix=f"Name the partners to compare with ?partner=<id> (repeat it, at most "
+            f"{max_partners} times), or raise matching.matrix_max_partners.",
+        )
+    return active
 
 
 async def governing_partnerships(
@@ -233,12 +272,11 @@ async def _true_counts(
 
     def count_all() -> dict[Pair, int]:
         return {
-            pair: engine.overlap(
-                loaded[pair[0]].side,
-                loaded[pair[1]].side,
-                CONSENT_BITS[purpose] if pair in governing else bare,
-            )
+            pair: engine.overlap(a, b, CONSENT_BITS[purpose] if pair in governing else bare)
+            if len(a.hi) and len(b.hi)
+            else 0  # a side with no records overlaps no one
             for pair in due
+            for a, b in [(loaded[pair[0]].side, loaded[pair[1]].side)]
         }
 
     return loaded, await asyncio.to_thread(count_all)

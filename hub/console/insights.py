@@ -43,16 +43,20 @@ class InsightPages(Controller):
         actor: NamedDependency[Actor],
         purpose: Annotated[str, QueryParameter(pattern=PURPOSE_PATTERN)] = "analytics",
         done: FromQuery[str | None] = None,
+        partner: FromQuery[list[UUID] | None] = None,
     ) -> Response[Any]:
         # The same answers (and audit entry) as GET /v1/coalition/overlap-matrix, except that
         # a page view never spends epsilon: a noisy pair whose data changed shows its stored
-        # answer as stale until someone asks for a refresh (the form below posts it).
+        # answer as stale until someone asks for a refresh (the form below posts it). Past
+        # matching.matrix_max_partners active partners, ?partner= names the ones to show.
         matrix = await overlap_matrix(
             state.overlap_service,
             purpose,
             state.settings.partnerships.default_min_audience,
             actor,
             spend=False,
+            chosen=partner or (),
+            max_partners=state.settings.matching.matrix_max_partners,
         )
         grid = {(c.a, c.b): c.answer for c in matrix.cells}
         answers = list(grid.values())
@@ -95,6 +99,7 @@ class InsightPages(Controller):
             state.settings.partnerships.default_min_audience,
             actor,
             spend=True,
+            max_partners=state.settings.matching.matrix_max_partners,
         )
         return Redirect(f"/admin/matrix?purpose={purpose}&done=refreshed", status_code=303)
 
