@@ -54,6 +54,13 @@ def drift(samples: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
             "rss_mb_to": rss["rss_mb"],
             "drift_pct": round(100 * (rss["rss_mb"] - before) / before, 1) if before else None,
         }
+        anon_before = first["rss"][name].get("anon_mb")
+        if anon_before:
+            out[name].update(
+                anon_mb_from=anon_before,
+                anon_mb_to=rss["anon_mb"],
+                anon_drift_pct=round(100 * (rss["anon_mb"] - anon_before) / anon_before, 1),
+            )
     return out
 
 
@@ -73,6 +80,11 @@ def text(report: dict[str, Any]) -> str:
         lines.append(
             f"RSS {name}: {d['rss_mb_from']} MB (min {d['from_minute']}) -> {d['rss_mb_to']} MB "
             f"(min {d['to_minute']}): {d['drift_pct']} %"
+            + (
+                f"; anonymous {d['anon_mb_from']} -> {d['anon_mb_to']} MB: {d['anon_drift_pct']} %"
+                if "anon_mb_from" in d
+                else ""
+            )
         )
     lines.append(
         f"PostgreSQL connections (max total): {report['pg_connections_max']}"

@@ -27,9 +27,12 @@ VENV_BIN = Path(sys.executable).parent
 NEVER = "0 0 1 1 *"
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory in MB: all of it (VmRSS), or its anonymous part (RssAnon: the heap,
+    what a leak grows) or its file-backed part (RssFile: libraries and the memory-mapped
+    match-key arrays, page cache shared between processes)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -71,13 +74,18 @@ class HubProcess:
 
     def rss(self) -> dict[str, float]:
         """The process's resident memory and its children's (upload parsers), in MB."""
-        own = kids = 0.0
+        own = kids = anon = 0.0
         with contextlib.suppress(OSError):
             own = rss_mb(self.pid)
+            anon = rss_mb(self.pid, "RssAnon")
         for child in children(self.pid):
             with contextlib.suppress(OSError):
                 kids += rss_mb(child)
-        return {"rss_mb": round(own, 1), "children_rss_mb": round(kids, 1)}
+        return {
+            "rss_mb": round(own, 1),
+            "anon_mb": round(anon, 1),
+            "children_rss_mb": round(kids, 1),
+        }
 
     def cpu(self) -> float:
         """CPU seconds used so far by the process and its live children."""
