@@ -83,9 +83,14 @@ def catch_up(stack: Stack, coalition: Coalition, timeout: float) -> dict[str, An
     out: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     http = httpx.Client(base_url=stack.urls[0], timeout=60)
-    http.headers["Authorization"] = (
-        f"Bearer {token(http, coalition.admin_id, coalition.admin_secret)}"
-    )
+
+    def authorised() -> httpx.Client:
+        """A fresh admin token for each job run: the catch-up can outlast a token's life."""
+        http.headers["Authorization"] = (
+            f"Bearer {token(http, coalition.admin_id, coalition.admin_secret)}"
+        )
+        return http
+
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         out["quiet_after_seconds"] = wait_for_quiet(conn, deadline)
         while _scalar(
@@ -98,7 +103,7 @@ def catch_up(stack: Stack, coalition: Coalition, timeout: float) -> dict[str, An
             time.sleep(1)
         syncs = []
         while time.monotonic() < deadline:
-            run = run_job(http, conn, "rewards_sync", deadline - time.monotonic())
+            run = run_job(authorised(), conn, "rewards_sync", deadline - time.monotonic())
             syncs.append(run)
             counts = run["counts"] or {}
             if (
@@ -115,7 +120,7 @@ def catch_up(stack: Stack, coalition: Coalition, timeout: float) -> dict[str, An
             )
             if not pending:
                 break
-            run_job(http, conn, "webhook_redelivery", deadline - time.monotonic())
+            run_job(authorised(), conn, "webhook_redelivery", deadline - time.monotonic())
         out["webhooks_pending_at_end"] = pending
     http.close()
     return out

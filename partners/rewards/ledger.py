@@ -104,13 +104,17 @@ async def member_id(
 
 
 async def lock_members(session: AsyncSession, ids: Sequence[int]) -> None:
-    """Serialise spending per member (PostgreSQL row locks, in id order: no deadlocks)."""
+    """Serialise spending per member (PostgreSQL row locks, in id order: no deadlocks).
+
+    ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: a row inserted elsewhere that references the
+    member (an earn's event and lot) takes ``FOR KEY SHARE`` on it for its foreign key, which
+    ``FOR UPDATE`` would make wait for the spender's whole transaction."""
     if ids and session.get_bind().dialect.name == "postgresql":
         await session.execute(
             select(MEMBERS.c.id)
             .where(MEMBERS.c.id.in_(sorted(set(ids))))
             .order_by(MEMBERS.c.id)  # rows are locked as the plan emits them: in id order
-            .with_for_update()
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
         )
 
 

@@ -257,8 +257,16 @@ class RewardService:
         )
         sharing = [bool(r.consents & ledger.SHARING) for r in records]
         members = await ledger.members_for(session, self.crypto, identities)
-        await ledger.lock_members(session, members)
         results = {e.event_id: _result(e, sharing[i]) for i, e in enumerate(new)}
+        # Only members who spend here are locked (their lots are read, then taken from): an
+        # earn adds a lot of its own and races no one. Locking earners too serialised every
+        # request of every brand naming the same coalition members (the soak of issue 19:
+        # 5,660 backend-seconds waiting on member rows in 30 minutes, 1,000-event requests
+        # queued behind one another for 18 s at the median).
+        await ledger.lock_members(
+            session,
+            [members[i] for i, e in enumerate(new) if results[e.event_id].wallet is None],
+        )
         refs = await self._insert_events(partner_id, new, members, results)
         # Consecutive earns are written together, then consecutive spends: a spend sees every
         # earlier event of the request, and an earn never feeds an earlier spend.
