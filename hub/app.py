@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub import wiring
 from hub.console.router import (
     CONSOLE_PUBLIC_PREFIX,
     console_router,
@@ -28,7 +29,6 @@ from hub.core.audit_controller import AuditController
 from hub.core.auth import ClientRateLimiter, TokenVerifier
 from hub.core.db import (
     create_hub_async_engine,
-    create_hub_sync_engine,
     drop_after_commit,
     is_sqlite,
     run_after_commit,
@@ -55,7 +55,6 @@ from hub.system import index, live, ready
 from matching.cluster import close_clients
 from matching.controller import OfferController, OverlapController
 from matching.engine import warm_up as engine_warm_up
-from matching.loader import ArrayCache
 from matching.offer_arms import reconcile_active_offers
 from matching.overlap import OverlapService
 from matching.patches import ArrayPatcher
@@ -240,9 +239,7 @@ def create_app(
     hasher = SecretHasher(
         settings.oauth.secret_hash_time_cost, settings.oauth.secret_hash_memory_kib
     )
-    sync_engine = create_hub_sync_engine(
-        settings.database_url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms
-    )
+    sync_engine = wiring.sync_engine(settings)
     engine = create_hub_async_engine(
         settings.database_url,
         echo=settings.database.echo,
@@ -262,18 +259,7 @@ def create_app(
     )
     rate_limiter = ClientRateLimiter(settings.limits.requests_per_minute, settings.limits.burst)
     identifier_crypto = IdentifierCrypto(keyring)
-    read_engine = create_hub_sync_engine(
-        settings.database_url,
-        busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
-        pool_size=3,  # the loader's builds run on threads
-        writer=False,
-    )
-    array_cache = ArrayCache(
-        read_engine,
-        identifier_crypto,
-        settings.array_dir,
-        max_in_memory=settings.matching.cache_partners,
-    )
+    array_cache = wiring.array_cache(settings, identifier_crypto)
     state = State(
         {
             "settings": settings,
@@ -286,15 +272,10 @@ def create_app(
             "database_is_postgres": not is_sqlite(settings.database_url),
             "engine": engine,
             "session_maker": session_maker,
-            "upload_processor": UploadProcessor(
-                session_maker,
-                sync_engine,
-                identifier_crypto,
-                settings.uploads,
-                settings.spool_dir,
-                arrays=array_cache,
+            "upload_processor": wiring.upload_processor(
+                settings, session_maker, sync_engine, identifier_crypto, array_cache
             ),
-            "read_engine": read_engine,
+            "read_engine": array_cache.engine,
             "array_cache": array_cache,
             "array_patcher": ArrayPatcher(array_cache),
             "job_specs": job_specs(settings),

@@ -118,8 +118,9 @@ def serve(host: str | None, port: int | None, workers: int | None, no_worker: bo
 # -- worker ---------------------------------------------------------------------------------
 @main.command()
 def worker() -> None:
-    """Run the scheduled jobs until SIGTERM or SIGINT (a run in progress gets a few seconds to
-    finish, else the next worker resumes it from its checkpoint)."""
+    """Run the scheduled jobs, and process bulk uploads (unless uploads.process_in_worker is
+    false), until SIGTERM or SIGINT (a run in progress gets a few seconds to finish, else the
+    next worker resumes it from its checkpoint; an upload resumes once its lease runs out)."""
     from hub.core.logging import configure_logging
     from hub.jobs.scheduler import run_worker
 

@@ -45,21 +45,26 @@ class People:
     def refs(self, indices: Iterable[int]) -> list[str]:
         return [self.ref(int(i)) for i in indices]
 
+    def bisect(self, wanted: bytes, lo: int = 0) -> int:
+        """Where ``wanted`` (a UTF-8 ref) is, or would go, among the people from ``lo`` on
+        (people are sorted by ref, bytewise: UTF-8 bytes sort as Python sorts strings)."""
+        hi = len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.blob[self.offsets[mid] : self.offsets[mid + 1]] < wanted:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     def positions(self, refs: Iterable[str]) -> dict[str, int]:
-        """The person index of each of ``refs`` that is here (people are sorted by ref,
-        bytewise: UTF-8 bytes sort as Python sorts strings)."""
+        """The person index of each of ``refs`` that is here."""
         found: dict[str, int] = {}
         lo = 0
         n = len(self)
-        for ref in sorted(set(refs)):
+        for ref in sorted(set(refs)):  # in order: each search starts where the last ended
             wanted = ref.encode()
-            hi = n
-            while lo < hi:  # binary search over the sorted refs
-                mid = (lo + hi) // 2
-                if self.blob[self.offsets[mid] : self.offsets[mid + 1]] < wanted:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            lo = self.bisect(wanted, lo)
             if lo < n and self.blob[self.offsets[lo] : self.offsets[lo + 1]] == wanted:
                 found[ref] = lo
         return found

@@ -72,7 +72,6 @@ BUDGET_EXHAUSTED = "budget-exhausted"
 DIFFERENCING = "differencing"
 # Pairs answered per transaction: well under a second of SQLite's write lock each.
 PAIRS_PER_TRANSACTION = 200
-MAX_PARTNERS = 200  # the default of matching.matrix_max_partners
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +94,9 @@ async def overlap_matrix(
     default_min_audience: int,
     actor: Actor,
     *,
+    max_partners: int,
     spend: bool = True,
     chosen: Sequence[UUID] = (),
-    max_partners: int = MAX_PARTNERS,
 ) -> Matrix:
     """Every pair of active partners for ``purpose`` (the diagonal is not an overlap), or of
     the ``chosen`` ones; at most ``max_partners`` (422 beyond: the pairs grow with the square,

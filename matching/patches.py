@@ -206,18 +206,9 @@ def _values_known(base: Loaded, values: Mapping[str, set[str]]) -> bool:
 
 def _insertion_points(people: People, refs: list[str]) -> list[int]:
     """Where each of ``refs`` (sorted, none of them here) goes among ``people``."""
-    points = []
-    lo, n = 0, len(people)
+    points: list[int] = []
     for ref in refs:
-        wanted = ref.encode()
-        hi = n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if people.blob[people.offsets[mid] : people.offsets[mid + 1]] < wanted:
-                lo = mid + 1
-            else:
-                hi = mid
-        points.append(lo)
+        points.append(people.bisect(ref.encode(), points[-1] if points else 0))
     return points
 
 
@@ -327,7 +318,7 @@ class Touched:
 async def touched_people(session: AsyncSession, partner_id: UUID, refs: Iterable[str]) -> Touched:
     """The records of each of ``refs`` (read in the caller's transaction, in the build's
     order), with what a patch needs of them."""
-    texts: dict[str, list[str | None]] = defaultdict(list)
+    merged: dict[str, dict[str, str]] = defaultdict(dict)
     records: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
     values: dict[str, set[str]] = defaultdict(set)
     key_versions: set[int] = set()
@@ -349,13 +340,14 @@ async def touched_people(session: AsyncSession, partner_id: UUID, refs: Iterable
             .order_by(*order)
         )
         for ref, key, key_version, consents, text in rows:
-            texts[ref].append(text)
             records[ref].append((bytes(key[:16]), int(consents)))
             key_versions.add(int(key_version))
-            for name, value in merged_attributes([text]).items():
+            attributes = merged_attributes([text])  # a later record's values win, as built
+            merged[ref].update(attributes)
+            for name, value in attributes.items():
                 values[name].add(value)
     return Touched(
-        {ref: merged_attributes(found) for ref, found in texts.items()},
+        dict(merged),
         dict(records),
         dict(values),
         frozenset(key_versions),

@@ -20,15 +20,14 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.db import create_hub_async_engine, create_hub_sync_engine
+from hub import wiring
+from hub.core.db import create_hub_async_engine
 from hub.core.keyring import Keyring
 from hub.jobs.models import SCHEDULE
 from hub.jobs.registry import JobSpec, job_specs
 from hub.jobs.runner import JobRunner
 from hub.settings import Settings
-from matching.loader import ArrayCache
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.uploads.processor import UploadProcessor
 
 log = structlog.get_logger("hub.jobs")
 # On shutdown a run in progress gets this long to finish before it is abandoned (and resumed
@@ -144,24 +143,11 @@ class WorkerUploads:
         sessions: async_sessionmaker[AsyncSession],
         crypto: IdentifierCrypto,
     ) -> None:
-        busy = settings.database.sqlite_busy_timeout_ms
-        self.sync_engine = create_hub_sync_engine(settings.database_url, busy_timeout_ms=busy)
-        self.read_engine = create_hub_sync_engine(
-            settings.database_url, busy_timeout_ms=busy, pool_size=3, writer=False
-        )
-        arrays = ArrayCache(
-            self.read_engine,
-            crypto,
-            settings.array_dir,
-            max_in_memory=settings.matching.cache_partners,
-        )
-        self.processor = UploadProcessor(
-            sessions,
-            self.sync_engine,
-            crypto,
-            settings.uploads,
-            settings.spool_dir,
-            arrays=arrays,
+        self.sync_engine = wiring.sync_engine(settings)
+        arrays = wiring.array_cache(settings, crypto)
+        self.read_engine = arrays.engine
+        self.processor = wiring.upload_processor(
+            settings, sessions, self.sync_engine, crypto, arrays
         )
 
     async def run(self) -> None:
