@@ -50,7 +50,10 @@ def provide_rewards(db_session: NamedDependency[AsyncSession], state: State) -> 
     async def reconcile(offer_ids: Sequence[UUID]) -> None:
         await reconcile_offers(state.session_maker, state.array_cache, offer_ids)
 
-    return RewardService(db_session, crypto, reconcile)
+    # On PostgreSQL, new members are committed before the events, so other brands' requests
+    # naming them do not wait for this one (on SQLite, writers take turns anyway).
+    apart = db_session.get_bind().dialect.name == "postgresql"
+    return RewardService(db_session, crypto, reconcile, members_apart=apart)
 
 
 class RewardController(Controller):

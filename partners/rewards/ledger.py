@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.bulk import insert_rows
@@ -123,8 +124,50 @@ async def members_for(
 ) -> list[int]:
     """The member of each (id type, digest), created where new, all keyed under the newest
     version: the batched form of :func:`member_id` (a few statements for a whole request)."""
+    return (await _members(session, crypto, identities))[0]
+
+
+async def create_members(
+    session: AsyncSession, crypto: IdentifierCrypto, identities: Sequence[tuple[int, bytes]]
+) -> list[int]:
+    """Create the members of these identities that do not exist yet (and re-key those a
+    rotation left under an older version), then commit: the ids of the members created here.
+
+    For PostgreSQL requests that go on for seconds after naming new members: a row inserted
+    under a unique key makes every other transaction inserting the same key wait for this one
+    to end (the soak of issue 19: 514 backend-seconds in 10 minutes, four brands naming the
+    same new coalition members). Committed at once, the members are there for everyone; the
+    caller removes them again with :func:`forget_members` if its request is then refused.
+    Everything the session did before is committed with them, so call it after reads only."""
+    created = (await _members(session, crypto, identities))[1]
+    await session.commit()
+    return created
+
+
+async def forget_members(session: AsyncSession, ids: Sequence[int]) -> int:
+    """Remove these members (made by :func:`create_members` for a request that was then
+    refused) unless an event names them by now (another brand's request found them in the
+    meantime), and commit: how many were removed. Call it after rolling the request back."""
+    if not ids:
+        return 0
+    removed = 0
+    for member in sorted(set(ids)):
+        try:
+            async with session.begin_nested():  # one savepoint each: a member in use stays
+                result = await session.execute(delete(MEMBERS).where(MEMBERS.c.id == member))
+            removed += result.rowcount  # type: ignore[attr-defined]
+        except IntegrityError:  # an event or a lot of another request names it now
+            continue
+    await session.commit()
+    return removed
+
+
+async def _members(
+    session: AsyncSession, crypto: IdentifierCrypto, identities: Sequence[tuple[int, bytes]]
+) -> tuple[list[int], list[int]]:
+    """(the member of each identity, the ids of the members this call inserted)."""
     if not identities:
-        return []
+        return [], []
     versions = sorted(crypto.keys.live_match_versions(), reverse=True)
     newest = versions[0]
     keyed = [[crypto.match_key(digest, v) for v in versions] for _, digest in identities]
@@ -158,18 +201,22 @@ async def members_for(
                 .values(match_key=keys[0], key_version=newest)
             )
             found[keys[0]] = (old[0], newest)
+    created: list[int] = []
     if fresh:
         # In match-key order: two requests creating the same new members wait for each other
         # in one order, never in a cycle (PostgreSQL's "deadlock detected" on the unique index).
-        await session.execute(
-            dialect_insert(session, MEMBERS).on_conflict_do_nothing(index_elements=["match_key"]),
+        inserted = await session.execute(
+            dialect_insert(session, MEMBERS)
+            .on_conflict_do_nothing(index_elements=["match_key"])
+            .returning(MEMBERS.c.id),
             [fresh[key] for key in sorted(fresh)],
         )
-        created = await session.execute(
+        created = [int(i) for i in inserted.scalars()]
+        ids = await session.execute(
             select(MEMBERS.c.match_key, MEMBERS.c.id).where(MEMBERS.c.match_key.in_(list(fresh)))
         )
-        found.update({bytes(k): (int(i), newest) for k, i in created})
-    return [found[keys[0]][0] for keys in keyed]
+        found.update({bytes(k): (int(i), newest) for k, i in ids})
+    return [found[keys[0]][0] for keys in keyed], created
 
 
 async def records_at(

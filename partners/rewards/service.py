@@ -196,10 +196,15 @@ class RewardService:
         session: AsyncSession,
         crypto: IdentifierCrypto,
         reconcile: funding.Reconcile | None = None,
+        *,
+        members_apart: bool = False,
     ) -> None:
         self.session = session
         self.crypto = crypto
         self.reconcile = reconcile
+        # New members are committed on their own before the events (PostgreSQL requests,
+        # where the caller's session may commit mid-request): see ledger.create_members.
+        self.members_apart = members_apart
 
     async def record(
         self, partner_id: UUID, events: Sequence[ValidEvent], actor: Actor
@@ -256,7 +261,35 @@ class RewardService:
             ],
         )
         sharing = [bool(r.consents & ledger.SHARING) for r in records]
-        members = await ledger.members_for(session, self.crypto, identities)
+        created: list[int] = []
+        if self.members_apart:
+            # Everything so far was reads: the new members are committed now, alone, and
+            # removed again if the request is refused (a refused request leaves nothing).
+            created = await ledger.create_members(session, self.crypto, identities)
+        try:
+            members = await ledger.members_for(session, self.crypto, identities)
+            return await self._apply(
+                partner_id, new, events, known, members, sharing, splits, actor
+            )
+        except BaseException:
+            if created:
+                await session.rollback()
+                await ledger.forget_members(session, created)
+            raise
+
+    async def _apply(
+        self,
+        partner_id: UUID,
+        new: Sequence[ValidEvent],
+        events: Sequence[ValidEvent],
+        known: dict[str, Any],
+        members: Sequence[int],
+        sharing: Sequence[bool],
+        splits: dict[int, dict[str, int] | None],
+        actor: Actor,
+    ) -> EventsOut:
+        """Write the new events, their lots and postings (inside the request's transaction)."""
+        session = self.session
         results = {e.event_id: _result(e, sharing[i]) for i, e in enumerate(new)}
         # Only members who spend here are locked (their lots are read, then taken from): an
         # earn adds a lot of its own and races no one. Locking earners too serialised every

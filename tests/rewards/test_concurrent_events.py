@@ -159,3 +159,88 @@ def test_two_brands_racing_to_spend_the_same_coalition_points_spend_them_once(hu
         assert posted is not None
         assert posted[0] == balance["coalition_points"]
     assert ledger_problems(hub.database_url) == []
+
+
+def _held_spender(hub: Hub, pair: Brands, person: str) -> None:
+    """A member A holds with 10 coalition points, for A's request to spend."""
+    pair.a.upload(hub, [rec(email(person), f"a-{person}", SHARE)])
+    seeded = pair.a.post(hub, "/v1/rewards/events", events(f"seed-{person}", [person]))
+    assert seeded.status_code == 200, seeded.text
+
+
+def _spend_and_earn(prefix: str, spender: str, newcomer: str, points: int) -> dict[str, Any]:
+    body = events(prefix, [newcomer, spender])
+    body["events"][1].update(kind="redeem", points=points)
+    return body
+
+
+def test_a_request_that_creates_a_member_does_not_hold_it_from_other_brands(hub: Hub) -> None:
+    """A's request names a new member, then waits (for a spender's lock) before its end.
+    B's earn for the same new member is answered meanwhile: the member was committed on its
+    own. (Inserted in A's transaction, B's insert of the same unique key waited for A's
+    commit: the soak's 514 backend-seconds on new members.)"""
+    pair: Brands = brands(hub)
+    _held_spender(hub, pair, "slow-spender")
+    for side, label in ((pair.a, "a"), (pair.b, "b")):
+        side.upload(hub, [rec(email("newcomer"), f"{label}-newcomer", SHARE)])
+    answers: list[Any] = []
+    with psycopg.connect(hub.database_url) as spender:
+        spender.execute(
+            "SELECT m.id FROM reward_members m JOIN reward_events e ON e.member_id = m.id "
+            "WHERE e.event_id = 'seed-slow-spender-0' FOR NO KEY UPDATE"
+        )
+        body = _spend_and_earn("a-slow", "slow-spender", "newcomer", 5)
+        slow = threading.Thread(
+            target=lambda: answers.append(pair.a.post(hub, "/v1/rewards/events", body))
+        )
+        slow.start()
+        slow.join(timeout=2)
+        assert slow.is_alive()  # A waits for the spender's lock, the new member made
+        other = pair.b.post(hub, "/v1/rewards/events", events("b-newcomer", ["newcomer"]))
+        assert other.status_code == 200, other.text
+        assert slow.is_alive()
+        spender.rollback()
+    slow.join(timeout=30)
+    assert answers
+    assert answers[0].status_code == 200, answers[0].text
+    for side in (pair.a, pair.b):  # 10 points earned at each brand, shared by both
+        balance = side.get(hub, "/v1/rewards/balances", id_type="email", id_hash=email("newcomer"))
+        assert balance.json()["coalition_points"] == 20, balance.text
+    assert ledger_problems(hub.database_url) == []
+
+
+def test_a_refused_request_keeps_a_member_another_brand_used_meanwhile(hub: Hub) -> None:
+    """A's request creates a new member and is then refused; B earned for that member while A
+    was still running. The refusal removes what A created only where no one else uses it:
+    B's points stay, the ledger balances."""
+    pair: Brands = brands(hub)
+    _held_spender(hub, pair, "refused-spender")
+    for side, label in ((pair.a, "a"), (pair.b, "b")):
+        side.upload(hub, [rec(email("shared-new"), f"{label}-shared-new", SHARE)])
+    answers: list[Any] = []
+    with psycopg.connect(hub.database_url) as spender:
+        spender.execute(
+            "SELECT m.id FROM reward_members m JOIN reward_events e ON e.member_id = m.id "
+            "WHERE e.event_id = 'seed-refused-spender-0' FOR NO KEY UPDATE"
+        )
+        body = _spend_and_earn("a-refused", "refused-spender", "shared-new", 500)
+        slow = threading.Thread(
+            target=lambda: answers.append(pair.a.post(hub, "/v1/rewards/events", body))
+        )
+        slow.start()
+        slow.join(timeout=2)
+        assert slow.is_alive()
+        other = pair.b.post(hub, "/v1/rewards/events", events("b-shared-new", ["shared-new"]))
+        assert other.status_code == 200, other.text
+        spender.rollback()
+    slow.join(timeout=30)
+    assert answers
+    assert answers[0].status_code == 422, answers[0].text
+    balance = pair.b.get(hub, "/v1/rewards/balances", id_type="email", id_hash=email("shared-new"))
+    assert balance.json()["coalition_points"] == 10, balance.text
+    with psycopg.connect(hub.database_url) as conn:
+        named = conn.execute(
+            "SELECT count(*) FROM reward_events WHERE event_id LIKE 'a-refused-%'"
+        ).fetchone()
+    assert named == (0,)  # nothing of A's request was applied
+    assert ledger_problems(hub.database_url) == []

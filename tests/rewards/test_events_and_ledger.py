@@ -84,6 +84,34 @@ def test_a_replay_returns_the_first_result_and_a_changed_body_is_a_conflict(
     assert send(hub, pair.b, [event("same", "r1", "earn", 11)]).json()["applied"] == 1
 
 
+def test_a_refused_request_leaves_no_member_it_named_for_the_first_time(
+    hub: Hub, pair: Brands
+) -> None:
+    """On PostgreSQL new members are committed before the events (so other brands need not
+    wait for this request); a refusal must still leave nothing behind."""
+    enrol(hub, pair.a, "nm-old", "a-nm-old", SHARE)
+    enrol(hub, pair.a, "nm-new", "a-nm-new", SHARE)
+    assert send(hub, pair.a, [event("nm-seed", "nm-old", "earn", 5)]).status_code == 200
+    before = table_counts(hub.database_url)
+    refused = send(
+        hub,
+        pair.a,
+        [event("nm-earn", "nm-new", "earn", 40), event("nm-spend", "nm-old", "redeem", 6)],
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["index"] == 1
+    assert table_counts(hub.database_url) == before  # the new member is gone again
+    # The same events, the redeem within the balance: applied, the member created.
+    applied = send(
+        hub,
+        pair.a,
+        [event("nm-earn", "nm-new", "earn", 40), event("nm-spend", "nm-old", "redeem", 5)],
+    )
+    assert applied.status_code == 200, applied.text
+    assert balance(hub, pair.a, "nm-new")["points"] == 40
+    assert balance(hub, pair.a, "nm-old")["points"] == 0
+
+
 def test_a_redeem_beyond_what_may_be_spent_refuses_the_whole_request(
     hub: Hub, pair: Brands
 ) -> None:
