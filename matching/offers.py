@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core.audit import Actor, append
 from hub.core.db import writing
 from hub.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.core.instants import as_utc
 from hub.core.pagination import Page, paginate, read_after
 from matching import result_totals
 from matching.loader import ArrayCache, Loaded
@@ -192,13 +193,17 @@ class OfferService:
                 errors=[{"index": 0, "field": "filters", "reason": "names another member"}],
                 fix="Leave the other member's filters to it: it sets them when it approves.",
             )
-        if data.starts_at and data.ends_at and data.ends_at <= data.starts_at:
+        starts_at, ends_at = (
+            _window_time(data.starts_at, "starts_at"),
+            _window_time(data.ends_at, "ends_at"),
+        )
+        if starts_at and ends_at and ends_at <= starts_at:
             raise InvalidInput(
                 "ends_at is not after starts_at.",
                 errors=[{"index": 0, "field": "ends_at", "reason": "before starts_at"}],
                 fix="Give a validity window whose end is after its start.",
             )
-        if data.ends_at and data.ends_at <= datetime.now(UTC):
+        if ends_at and ends_at <= datetime.now(UTC):
             raise InvalidInput(
                 "ends_at is in the past.",
                 errors=[{"index": 0, "field": "ends_at", "reason": "in the past"}],
@@ -214,8 +219,8 @@ class OfferService:
             description=data.description,
             points={str(k): v for k, v in data.points.items()},
             filters={str(caller): {k: sorted(set(v)) for k, v in own.items()}} if own else {},
-            starts_at=data.starts_at,
-            ends_at=data.ends_at,
+            starts_at=starts_at,
+            ends_at=ends_at,
             holdout=data.holdout,
             attribution_days=data.attribution_days,
             salt=secrets.token_bytes(32),
@@ -531,3 +536,23 @@ def _require_offers(partnership: Partnership) -> None:
             "This partnership does not allow joint offers.",
             fix="Ask the coalition admin for a partnership with the joint_offers purpose.",
         )
+
+
+# An offer's window lies in these years (UTC): its end plus the attribution days, and the
+# measurement windows built from them, must stay times the hub can hold.
+WINDOW_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+WINDOW_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _window_time(moment: datetime | None, field: str) -> datetime | None:
+    """``starts_at`` or ``ends_at`` in UTC (a time without an offset is UTC), in range."""
+    if moment is None:
+        return None
+    moment = as_utc(moment, field)
+    if not WINDOW_EARLIEST <= moment < WINDOW_LATEST:
+        raise InvalidInput(
+            f"{field} is outside the years 2000 to 2099 (UTC).",
+            errors=[{"index": 0, "field": field, "reason": "between 2000-01-01 and 2100-01-01"}],
+            fix="Give the offer's window in the years 2000 to 2099, or leave it open.",
+        )
+    return moment

@@ -10,7 +10,7 @@ entries itself: each hash recomputed from the entry's body, each link up to the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.audit import AuditConcern, AuditEntry, SignedHead, current_head, sign_head
 from hub.core.auth import ADMIN_SCOPE, AUDIT_READ_SCOPE, Principal, requires_any_scope
 from hub.core.errors import BadRequest, Forbidden
+from hub.core.instants import TIME_PARAMETER_SCHEMA, parse_time
 from hub.core.pagination import CursorParameter, LimitParameter, Page, paginate, parse_seq
 
 CHAIN_MAX_ROWS = 1000
@@ -65,10 +66,6 @@ class ChainOut(msgspec.Struct):
 
 def to_out(entry: AuditEntry) -> AuditEntryOut:
     return msgspec.convert(entry, AuditEntryOut, from_attributes=True)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _same_partner(value: str, own: str) -> bool:
@@ -167,8 +164,12 @@ class AuditController(Controller):
         concerns: str | None = Parameter(
             default=None, pattern=NO_NUL, description="Entries concerning this partner (admins)"
         ),
-        since: datetime | None = Parameter(default=None),
-        until: datetime | None = Parameter(default=None),
+        since: str | None = Parameter(
+            default=None, schema_extra=TIME_PARAMETER_SCHEMA, description="Entries at or after"
+        ),
+        until: str | None = Parameter(
+            default=None, schema_extra=TIME_PARAMETER_SCHEMA, description="Entries before"
+        ),
     ) -> Page[AuditEntryOut]:
         stmt = _visible_to(principal, partner_id, concerns)
         if action:
@@ -178,10 +179,11 @@ class AuditController(Controller):
         if target_id:
             stmt = stmt.where(AuditEntry.target_id == target_id)
         # A time without a zone is read as UTC.
-        if since:
-            stmt = stmt.where(AuditEntry.at >= _utc(since))
-        if until:
-            stmt = stmt.where(AuditEntry.at < _utc(until))
+        start, end = parse_time(since, "since"), parse_time(until, "until")
+        if start is not None:
+            stmt = stmt.where(AuditEntry.at >= start)
+        if end is not None:
+            stmt = stmt.where(AuditEntry.at < end)
         return await paginate(
             db_session,
             stmt,

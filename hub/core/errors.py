@@ -277,7 +277,33 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     return problem_response(request, _from_http_exception(exc))
 
 
+def raised_decoding_inputs(exc: BaseException) -> bool:
+    """A ValueError or OverflowError that msgspec raised while converting the request's
+    parameters and body into the handler's types (Litestar turns only msgspec's own
+    ValidationError into a 400): the client's input, such as a Unix time past the year 9999
+    for a datetime ("year 10000 is out of range")."""
+    if not isinstance(exc, ValueError | OverflowError) or exc.__traceback__ is None:
+        return False
+    last = exc.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    frame = last.tb_frame  # msgspec's converter is C: the innermost Python frame is Litestar's
+    return (
+        frame.f_code.co_name == "parse_values_from_connection_kwargs"
+        and frame.f_globals.get("__name__") == "litestar._signature.model"
+    )
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if raised_decoding_inputs(exc):
+        return problem_response(
+            request,
+            BadRequest(
+                f"A value of the request cannot be decoded: {str(exc)[:200]}.",
+                fix="Send values within the documented ranges (times between the years 1 and "
+                "9999 in UTC); see /schema.",
+            ),
+        )
     # The body never carries the exception text: it may hold data the caller must not see.
     request_id = request.scope.get("state", {}).get("request_id")
     log.error("unhandled error", exc_info=exc, path=request.url.path, request_id=request_id)

@@ -32,6 +32,7 @@ from litestar.routes import HTTPRoute
 
 from hub.core.auth import ALL_SCOPES, ScopeGuard, requires_partner
 from hub.core.content_type import BODY_METHODS, CONTENT_TYPES_OPT
+from hub.core.instants import UNIX_BEYOND, UNIX_MINIMUM
 from hub.core.openapi_errors import PROBLEM_SCHEMA, error_response
 
 OPENAPI_BODY_OPT = "openapi_body"  # the JSON body's documented type (decoded leniently)
@@ -48,8 +49,6 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 REF = "#/components/schemas/{name}"
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
-# The Unix times a datetime can hold: years 1 to 9999 (narrowed a day each side for time zones).
-UNIX_TIME_RANGE = (-62135596800 + 86400, 253402300799 - 86400)
 SCOPE_DESCRIPTIONS = {
     "identifiers:write": "Send, update and erase the partner's own identifier records",
     "overlap:read": "Read consented overlaps with partnered brands",
@@ -239,8 +238,8 @@ def _with_unix_time(schema: dict[str, Any]) -> dict[str, Any]:
         return schema
     unix = {
         "type": "number",
-        "minimum": UNIX_TIME_RANGE[0],
-        "maximum": UNIX_TIME_RANGE[1],
+        "minimum": UNIX_MINIMUM,
+        "exclusiveMaximum": UNIX_BEYOND,  # the years 1 to 9999 (hub.core.instants)
         "description": "Unix time, in seconds",
     }
     return {"anyOf": [schema, unix]}
