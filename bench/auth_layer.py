@@ -326,6 +326,9 @@ class HubSetup:
     data_dir: Path
     admin_id: str
     admin_secret: str
+    # Settings for the hub's servers only (--hub-env), e.g. a diagnostic run with the
+    # once-a-second refreshes slowed down.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def prepare_hub(admin_pg_url: str) -> HubSetup:
@@ -359,6 +362,7 @@ def hub_env(setup: HubSetup, port: int) -> dict[str, str]:
         HUB_LOGGING_ACCESS_LOG="false",
         HUB_LIMITS_REQUESTS_PER_MINUTE=NO_RATE_LIMIT,
         HUB_LIMITS_BURST=NO_RATE_LIMIT,
+        **setup.extra_env,
     )
 
 
@@ -527,6 +531,7 @@ def run_hub_case(args: argparse.Namespace, name: str) -> tuple[CaseResult, list[
     measures diagnostic variants on the same database (not targets)."""
     log(f"{name}: fresh PostgreSQL database, migrations, hub admin bootstrap")
     setup = prepare_hub(args.pg_url)
+    setup.extra_env = dict(item.split("=", 1) for item in args.hub_env)
     database = make_url(setup.database_url).database
     breakdown: list[CaseResult] = []
     try:
@@ -745,6 +750,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure diagnostic variants of the auth case (not targets): /health/live\n"
         "and /health/ready on the same server",
+    )
+    p.add_argument(
+        "--hub-env",
+        action="append",
+        default=[],
+        metavar="HUB_X=VALUE",
+        help="a setting for the hub's servers (repeatable; diagnostics, not the targets' runs)",
     )
     p.add_argument("--output", type=Path, default=None, help="JSON results file")
     return p.parse_args(argv)
