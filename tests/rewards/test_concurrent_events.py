@@ -150,59 +150,59 @@ def test_two_brands_racing_to_spend_the_same_coalition_points_spend_them_once(hu
         assert balance["coalition_points"] >= 0
         with psycopg.connect(hub.database_url) as conn:
             posted = conn.execute(
-                "SELECT coalesce(sum(p.amount), 0) FROM reward_postings p "
-                "JOIN reward_lots l ON l.id = p.lot_id JOIN reward_members m ON m.id = "
-                "l.member_id JOIN reward_events e ON e.id = l.event_ref "
+                "SELECT count(DISTINCT l.id), coalesce(sum(p.amount), 0) FROM reward_postings p "
+                "JOIN reward_lots l ON l.id = p.lot_id JOIN reward_events e ON e.id = l.event_ref "
                 "WHERE e.event_id IN (%s, %s)",
-                (f"e-{round_}", f"b-e-{round_}"),
+                (f"e-{round_}-0", f"b-e-{round_}-0"),  # the two earns' lots
             ).fetchone()
         assert posted is not None
-        assert posted[0] == balance["coalition_points"]
+        assert posted[0] == 2  # (the query once named no event: a sum of nothing is 0)
+        assert posted[1] == balance["coalition_points"]
     assert ledger_problems(hub.database_url) == []
 
 
-def _held_spender(hub: Hub, pair: Brands, person: str) -> None:
-    """A member A holds with 10 coalition points, for A's request to spend."""
-    pair.a.upload(hub, [rec(email(person), f"a-{person}", SHARE)])
-    seeded = pair.a.post(hub, "/v1/rewards/events", events(f"seed-{person}", [person]))
-    assert seeded.status_code == 200, seeded.text
-
-
-def _spend_and_earn(prefix: str, spender: str, newcomer: str, points: int) -> dict[str, Any]:
-    body = events(prefix, [newcomer, spender])
-    body["events"][1].update(kind="redeem", points=points)
-    return body
-
-
-def test_a_request_that_creates_a_member_does_not_hold_it_from_other_brands(hub: Hub) -> None:
-    """A's request names a new member, then waits (for a spender's lock) before its end.
-    B's earn for the same new member is answered meanwhile: the member was committed on its
-    own. (Inserted in A's transaction, B's insert of the same unique key waited for A's
-    commit: the soak's 514 backend-seconds on new members.)"""
+def _race_for_a_new_member(hub: Hub, tag: str, spend: int) -> tuple[Brands, Any]:
+    """A's request earns 10 for a member new to the ledger (``tag``), then redeems ``spend``
+    of another member's 10 points, which a spender holds locked: A stops there, its new member
+    made. Meanwhile B earns 10 for the same new member: answered 200 while A still waits.
+    Then the spender lets go. A's answer is returned."""
     pair: Brands = brands(hub)
-    _held_spender(hub, pair, "slow-spender")
+    spender = f"{tag}-spender"
+    pair.a.upload(hub, [rec(email(spender), f"a-{spender}", SHARE)])
+    seeded = pair.a.post(hub, "/v1/rewards/events", events(f"seed-{spender}", [spender]))
+    assert seeded.status_code == 200, seeded.text
     for side, label in ((pair.a, "a"), (pair.b, "b")):
-        side.upload(hub, [rec(email("newcomer"), f"{label}-newcomer", SHARE)])
+        side.upload(hub, [rec(email(tag), f"{label}-{tag}", SHARE)])
+    body = events(f"a-{tag}", [tag, spender])
+    body["events"][1].update(kind="redeem", points=spend)
     answers: list[Any] = []
-    with psycopg.connect(hub.database_url) as spender:
-        spender.execute(
+    with psycopg.connect(hub.database_url) as held:
+        held.execute(
             "SELECT m.id FROM reward_members m JOIN reward_events e ON e.member_id = m.id "
-            "WHERE e.event_id = 'seed-slow-spender-0' FOR NO KEY UPDATE"
+            "WHERE e.event_id = %s FOR NO KEY UPDATE",
+            (f"seed-{spender}-0",),
         )
-        body = _spend_and_earn("a-slow", "slow-spender", "newcomer", 5)
         slow = threading.Thread(
             target=lambda: answers.append(pair.a.post(hub, "/v1/rewards/events", body))
         )
         slow.start()
         slow.join(timeout=2)
-        assert slow.is_alive()  # A waits for the spender's lock, the new member made
-        other = pair.b.post(hub, "/v1/rewards/events", events("b-newcomer", ["newcomer"]))
+        assert slow.is_alive()  # A waits for the spender's lock, its new member made
+        other = pair.b.post(hub, "/v1/rewards/events", events(f"b-{tag}", [tag]))
         assert other.status_code == 200, other.text
         assert slow.is_alive()
-        spender.rollback()
+        held.rollback()
     slow.join(timeout=30)
     assert answers
-    assert answers[0].status_code == 200, answers[0].text
+    return pair, answers[0]
+
+
+def test_a_request_that_creates_a_member_does_not_hold_it_from_other_brands(hub: Hub) -> None:
+    """B's earn for a member A's running request created is answered before A ends: the member
+    was committed on its own. (Inserted in A's transaction, B's insert of the same unique key
+    waited for A's commit: the soak's 514 backend-seconds on new members.)"""
+    pair, answer = _race_for_a_new_member(hub, "newcomer", spend=5)
+    assert answer.status_code == 200, answer.text
     for side in (pair.a, pair.b):  # 10 points earned at each brand, shared by both
         balance = side.get(hub, "/v1/rewards/balances", id_type="email", id_hash=email("newcomer"))
         assert balance.json()["coalition_points"] == 20, balance.text
@@ -213,34 +213,13 @@ def test_a_refused_request_keeps_a_member_another_brand_used_meanwhile(hub: Hub)
     """A's request creates a new member and is then refused; B earned for that member while A
     was still running. The refusal removes what A created only where no one else uses it:
     B's points stay, the ledger balances."""
-    pair: Brands = brands(hub)
-    _held_spender(hub, pair, "refused-spender")
-    for side, label in ((pair.a, "a"), (pair.b, "b")):
-        side.upload(hub, [rec(email("shared-new"), f"{label}-shared-new", SHARE)])
-    answers: list[Any] = []
-    with psycopg.connect(hub.database_url) as spender:
-        spender.execute(
-            "SELECT m.id FROM reward_members m JOIN reward_events e ON e.member_id = m.id "
-            "WHERE e.event_id = 'seed-refused-spender-0' FOR NO KEY UPDATE"
-        )
-        body = _spend_and_earn("a-refused", "refused-spender", "shared-new", 500)
-        slow = threading.Thread(
-            target=lambda: answers.append(pair.a.post(hub, "/v1/rewards/events", body))
-        )
-        slow.start()
-        slow.join(timeout=2)
-        assert slow.is_alive()
-        other = pair.b.post(hub, "/v1/rewards/events", events("b-shared-new", ["shared-new"]))
-        assert other.status_code == 200, other.text
-        spender.rollback()
-    slow.join(timeout=30)
-    assert answers
-    assert answers[0].status_code == 422, answers[0].text
+    pair, answer = _race_for_a_new_member(hub, "shared-new", spend=500)
+    assert answer.status_code == 422, answer.text
     balance = pair.b.get(hub, "/v1/rewards/balances", id_type="email", id_hash=email("shared-new"))
     assert balance.json()["coalition_points"] == 10, balance.text
     with psycopg.connect(hub.database_url) as conn:
         named = conn.execute(
-            "SELECT count(*) FROM reward_events WHERE event_id LIKE 'a-refused-%'"
+            "SELECT count(*) FROM reward_events WHERE event_id LIKE 'a-shared-new-%'"
         ).fetchone()
     assert named == (0,)  # nothing of A's request was applied
     assert ledger_problems(hub.database_url) == []
