@@ -230,6 +230,12 @@ def _parameter_schema(schema: dict[str, Any]) -> dict[str, Any]:
     branches = schema.get("oneOf")
     if branches is None:
         return _with_unix_time(schema)
+    if schema.get("format") == "date-time":  # a ``str | None`` parsed as a time by its handler
+        schema = {k: v for k, v in schema.items() if k != "format"}
+        branches = [
+            {**branch, "format": "date-time"} if branch.get("type") == "string" else branch
+            for branch in branches
+        ]
     return {**schema, "oneOf": [_with_unix_time(branch) for branch in branches]}
 
 
