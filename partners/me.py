@@ -101,9 +101,8 @@ async def me(scope: Scope) -> Response[Me]:
         return HubResponse(answer(principal, None, []))
     state: Any = scope["app"].state
     cache: ReadCache[str, PartnerView] = state.me_cache
-    view = cache.fresh(principal.partner_id)
+    load = partial(load_view, state.session_maker, principal.partner_id)
+    view = cache.fresh(principal.partner_id, load)  # reloaded ahead under steady traffic
     if view is None:
-        view = await cache.get(
-            principal.partner_id, partial(load_view, state.session_maker, principal.partner_id)
-        )
+        view = await cache.get(principal.partner_id, load)
     return HubResponse(view.body_for(principal))

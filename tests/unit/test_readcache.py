@@ -118,3 +118,63 @@ def test_a_failed_load_fails_its_waiters_and_is_not_kept() -> None:
     assert all(isinstance(r, RuntimeError) for r in first)
     assert after == 3
     assert len(calls) == 2
+
+
+def test_an_entry_read_near_its_end_is_reloaded_ahead_while_it_is_still_served() -> None:
+    """Under steady traffic no request waits for a load: the entry read in the last quarter of
+    its life is reloaded in the background, and the reader gets the current one at once."""
+    cache: ReadCache[str, int] = ReadCache(ttl_seconds=2.0)  # wide margins for a busy machine
+    loads: list[float] = []
+    release = asyncio.Event()
+
+    async def load() -> int:
+        loads.append(time.monotonic())
+        if len(loads) > 1:
+            await release.wait()  # the reload takes as long as the test wants
+        return len(loads)
+
+    async def scenario() -> list[int | None]:
+        seen = [await cache.get("a", load)]
+        seen.append(cache.fresh("a", load))  # early in its life: served, no reload
+        await asyncio.sleep(1.7)  # the last quarter: 1.5 to 2.0 s
+        seen.append(cache.fresh("a", load))  # served at once; a reload starts
+        seen.append(cache.fresh("a", load))  # the same: one reload at a time
+        await asyncio.sleep(0)
+        assert len(loads) == 2
+        release.set()
+        await asyncio.sleep(0.01)
+        seen.append(cache.fresh("a", load))  # the reloaded entry
+        await asyncio.sleep(0.5)  # past the first entry's end, within the second's
+        seen.append(cache.fresh("a"))
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 2, 2]
+
+
+def test_a_reload_ahead_never_extends_an_entry_past_its_life_nor_keeps_an_overlapped_load() -> None:
+    cache: ReadCache[str, str] = ReadCache(ttl_seconds=1.0)
+
+    async def first() -> str:
+        return "first"
+
+    async def overlapped() -> str:
+        readcache.invalidate_all()  # a change commits while the reload runs
+        return "stale"
+
+    async def failing() -> str:
+        raise RuntimeError("database down")
+
+    async def scenario() -> list[str | None]:
+        seen: list[str | None] = [await cache.get("a", first)]
+        await asyncio.sleep(0.85)
+        seen.append(cache.fresh("a", overlapped))  # served; its reload overlaps a change
+        await asyncio.sleep(0.01)
+        seen.append(cache.fresh("a"))  # the change emptied the cache; the reload is not kept
+        seen.append(await cache.get("a", first))
+        await asyncio.sleep(0.85)
+        seen.append(cache.fresh("a", failing))  # a failed reload: served until its end
+        await asyncio.sleep(0.3)
+        seen.append(cache.fresh("a"))  # then gone
+        return seen
+
+    assert asyncio.run(scenario()) == ["first", "first", None, "first", "first", None]
