@@ -129,9 +129,9 @@ async def members_for(
 
 async def create_members(
     session: AsyncSession, crypto: IdentifierCrypto, identities: Sequence[tuple[int, bytes]]
-) -> list[int]:
-    """Create the members of these identities that do not exist yet (and re-key those a
-    rotation left under an older version), then commit: the ids of the members created here.
+) -> tuple[list[int], list[int]]:
+    """:func:`members_for`, then commit: (the member of each identity, the ids of the members
+    created here).
 
     For PostgreSQL requests that go on for seconds after naming new members: a row inserted
     under a unique key makes every other transaction inserting the same key wait for this one
@@ -139,25 +139,33 @@ async def create_members(
     same new coalition members). Committed at once, the members are there for everyone; the
     caller removes them again with :func:`forget_members` if its request is then refused.
     Everything the session did before is committed with them, so call it after reads only."""
-    created = (await _members(session, crypto, identities))[1]
+    members, created = await _members(session, crypto, identities)
     await session.commit()
-    return created
+    return members, created
 
 
 async def forget_members(session: AsyncSession, ids: Sequence[int]) -> int:
     """Remove these members (made by :func:`create_members` for a request that was then
     refused) unless an event names them by now (another brand's request found them in the
-    meantime), and commit: how many were removed. Call it after rolling the request back."""
+    meantime), and commit: how many were removed. Call it after rolling the request back.
+
+    One statement for all of them; only when one is in use, one savepoint per member."""
     if not ids:
         return 0
-    removed = 0
-    for member in sorted(set(ids)):
-        try:
-            async with session.begin_nested():  # one savepoint each: a member in use stays
-                result = await session.execute(delete(MEMBERS).where(MEMBERS.c.id == member))
-            removed += result.rowcount  # type: ignore[attr-defined]
-        except IntegrityError:  # an event or a lot of another request names it now
-            continue
+    wanted = sorted(set(ids))
+    try:
+        async with session.begin_nested():
+            result = await session.execute(delete(MEMBERS).where(MEMBERS.c.id.in_(wanted)))
+        removed = int(result.rowcount)  # type: ignore[attr-defined]
+    except IntegrityError:  # an event or a lot of another request names one of them now
+        removed = 0
+        for member in wanted:
+            try:
+                async with session.begin_nested():
+                    result = await session.execute(delete(MEMBERS).where(MEMBERS.c.id == member))
+                removed += int(result.rowcount)  # type: ignore[attr-defined]
+            except IntegrityError:
+                continue
     await session.commit()
     return removed
 

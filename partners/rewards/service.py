@@ -265,9 +265,10 @@ class RewardService:
         if self.members_apart:
             # Everything so far was reads: the new members are committed now, alone, and
             # removed again if the request is refused (a refused request leaves nothing).
-            created = await ledger.create_members(session, self.crypto, identities)
-        try:
+            members, created = await ledger.create_members(session, self.crypto, identities)
+        else:
             members = await ledger.members_for(session, self.crypto, identities)
+        try:
             return await self._apply(
                 partner_id, new, events, known, members, sharing, splits, actor
             )

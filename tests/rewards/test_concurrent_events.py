@@ -161,11 +161,14 @@ def test_two_brands_racing_to_spend_the_same_coalition_points_spend_them_once(hu
     assert ledger_problems(hub.database_url) == []
 
 
-def _race_for_a_new_member(hub: Hub, tag: str, spend: int) -> tuple[Brands, Any]:
+def _race_for_a_new_member(
+    hub: Hub, tag: str, spend: int, *, alone: tuple[str, ...] = ()
+) -> tuple[Brands, Any]:
     """A's request earns 10 for a member new to the ledger (``tag``), then redeems ``spend``
     of another member's 10 points, which a spender holds locked: A stops there, its new member
     made. Meanwhile B earns 10 for the same new member: answered 200 while A still waits.
-    Then the spender lets go. A's answer is returned."""
+    Then the spender lets go. A's answer is returned. A also earns for the new members
+    ``alone``, whom no other brand holds."""
     pair: Brands = brands(hub)
     spender = f"{tag}-spender"
     pair.a.upload(hub, [rec(email(spender), f"a-{spender}", SHARE)])
@@ -173,7 +176,8 @@ def _race_for_a_new_member(hub: Hub, tag: str, spend: int) -> tuple[Brands, Any]
     assert seeded.status_code == 200, seeded.text
     for side, label in ((pair.a, "a"), (pair.b, "b")):
         side.upload(hub, [rec(email(tag), f"{label}-{tag}", SHARE)])
-    body = events(f"a-{tag}", [tag, spender])
+    pair.a.upload(hub, [rec(email(person), f"a-{person}", SHARE) for person in alone])
+    body = events(f"a-{tag}", [tag, spender, *alone])
     body["events"][1].update(kind="redeem", points=spend)
     answers: list[Any] = []
     with psycopg.connect(hub.database_url) as held:
@@ -213,7 +217,7 @@ def test_a_refused_request_keeps_a_member_another_brand_used_meanwhile(hub: Hub)
     """A's request creates a new member and is then refused; B earned for that member while A
     was still running. The refusal removes what A created only where no one else uses it:
     B's points stay, the ledger balances."""
-    pair, answer = _race_for_a_new_member(hub, "shared-new", spend=500)
+    pair, answer = _race_for_a_new_member(hub, "shared-new", spend=500, alone=("lonely-new",))
     assert answer.status_code == 422, answer.text
     balance = pair.b.get(hub, "/v1/rewards/balances", id_type="email", id_hash=email("shared-new"))
     assert balance.json()["coalition_points"] == 10, balance.text
@@ -221,5 +225,15 @@ def test_a_refused_request_keeps_a_member_another_brand_used_meanwhile(hub: Hub)
         named = conn.execute(
             "SELECT count(*) FROM reward_events WHERE event_id LIKE 'a-shared-new-%'"
         ).fetchone()
+        members = {
+            ref: conn.execute(
+                "SELECT count(*) FROM reward_members m JOIN identifier_records r "
+                "ON r.match_key = m.match_key WHERE r.customer_ref = %s",
+                (ref,),
+            ).fetchone()
+            for ref in ("b-shared-new", "a-lonely-new")
+        }
     assert named == (0,)  # nothing of A's request was applied
+    # B's member stays; A's other new member, named by no one else, is removed.
+    assert members == {"b-shared-new": (1,), "a-lonely-new": (0,)}
     assert ledger_problems(hub.database_url) == []
