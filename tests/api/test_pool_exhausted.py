@@ -33,6 +33,14 @@ def test_a_request_finding_no_free_connection_gets_503(tmp_path: Path) -> None:
             HUB_DATABASE_POOL_SIZE="1",
             HUB_DATABASE_MAX_OVERFLOW="0",
             HUB_DATABASE_POOL_TIMEOUT_SECONDS="0.3",
+            # Nothing in the background takes the pool's one connection: had the test's own
+            # checkout below waited for a background task, the pool's queue would be bound to
+            # the test's event loop and the request's wait would fail on the app's (a 500
+            # seen once in a fresh-clone run, not the rule under test).
+            HUB_OAUTH_REVOCATION_POLL_SECONDS="3600",
+            HUB_MATCHING_MAINTENANCE_SECONDS="3600",
+            HUB_UPLOADS_PROCESS_IN_SERVE="false",
+            HUB_JOBS_RUN_IN_SERVE="false",
         )
         app = create_app(settings)
         engine = app.state.engine
