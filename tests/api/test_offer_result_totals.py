@@ -39,12 +39,21 @@ Key = tuple[str, bool, str | None]
 
 def both(hub: Hub, offer_id: str, by: str | None = "tier") -> dict[Key, Figures]:
     """(side, reference) -> figures, the totals' and the reference's, in one transaction;
-    side A (the partnership's member that holds tiers) broken down ``by``."""
+    side A (the partnership's member that holds tiers) broken down ``by``.
+
+    One snapshot for all of them (REPEATABLE READ on PostgreSQL): in READ COMMITTED each
+    query saw its own, and the serving process's maintenance could reconcile the offer's arms
+    between the reference and the totals (five erased people apart, seen once in ten runs)."""
 
     async def run() -> dict[Key, Figures]:
         engine = create_hub_async_engine(hub.database_url)
         try:
-            maker = async_sessionmaker(engine, expire_on_commit=False)
+            snapshot = (
+                engine.execution_options(isolation_level="REPEATABLE READ")
+                if engine.dialect.name == "postgresql"
+                else engine
+            )
+            maker = async_sessionmaker(snapshot, expire_on_commit=False)
             async with maker() as session, session.begin():
                 offer = await session.get(Offer, UUID(offer_id))
                 assert offer is not None
