@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=float, default=None)
     parser.add_argument("--json", type=Path, default=None, help="Where to write the report.")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument(
+        "--hub-log-level",
+        default="WARNING",
+        help="The hub processes' log level (INFO: array builds, patches skipped...).",
+    )
     args = parser.parse_args(argv)
     preset = args.preset or ("smoke" if args.smoke else "full")
     minutes = args.minutes if args.minutes is not None else (2.0 if args.smoke else 30.0)
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         pg_admin_url=args.pg_url,
         sample_seconds=args.sample_seconds or (20.0 if minutes < 5 else 60.0),
         keep_db=args.keep_db,
+        hub_log_level=args.hub_log_level,
     )
     out = run(options)
     path = write(out, args.json)

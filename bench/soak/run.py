@@ -41,6 +41,9 @@ class Options:
     # commits after the load stopped is what the users saw answered.
     stop_timeout: float = 120.0
     keep_db: bool = False
+    # The hub processes' log level (their logs stay in the run's directory): INFO shows
+    # what they did and why (array builds, patches skipped), WARNING keeps the logs small.
+    hub_log_level: str = "WARNING"
 
 
 def log(message: str) -> None:
@@ -62,7 +65,9 @@ def run(options: Options) -> dict[str, Any]:
     mix = options.mix
     work_dir = Path(tempfile.mkdtemp(prefix="soak-"))
     receiver = Receiver().start()
-    stack = Stack(options.pg_admin_url, work_dir, mix.token_ttl_seconds)
+    stack = Stack(
+        options.pg_admin_url, work_dir, mix.token_ttl_seconds, log_level=options.hub_log_level
+    )
     try:
         log(f"starting the hub processes (logs in {work_dir})")
         stack.start(receiver.port)

@@ -116,6 +116,7 @@ class Stack:
     pg_admin_url: str
     work_dir: Path
     token_ttl_seconds: int
+    log_level: str = "WARNING"
     database_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     servers: list[HubProcess] = field(default_factory=list)
@@ -140,7 +141,7 @@ class Stack:
             HUB_OAUTH_ISSUER=f"http://127.0.0.1:{ports[0]}",
             HUB_OAUTH_ACCESS_TOKEN_TTL_SECONDS=str(self.token_ttl_seconds),
             HUB_WEBHOOKS_ALLOW_LOOPBACK_HTTP="true",
-            HUB_LOGGING_LEVEL="WARNING",
+            HUB_LOGGING_LEVEL=self.log_level,
             HUB_LOGGING_ACCESS_LOG="false",
             # The daily crons stay off: the run asks for what it needs and the audit reads
             # the ledger as the events left it.
