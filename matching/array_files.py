@@ -10,11 +10,14 @@ opens what another saved, so no process starts cold.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,66 @@ class Loaded:
 
 def version_name(version: int, key_version: int) -> str:
     return f"v{version}-k{key_version}"
+
+
+# A patch under way announces itself with a marker file, made in the change's transaction
+# (before anyone can read the new counter) and removed once the patched files are saved or
+# the patch is given up: a process that needs that version meanwhile waits for the files
+# instead of reading every record to build them. A marker older than this is a stopped
+# process's or a rolled-back change's, and is ignored.
+PATCH_MARKER_SECONDS = 30.0
+
+
+def patch_marker(directory: Path, version: int, key_version: int) -> Path:
+    return directory / f".{version_name(version, key_version)}.patching"
+
+
+def mark_patching(directory: Path, version: int, key_version: int) -> None:
+    """Announce that ``version``'s files are being patched (see :data:`PATCH_MARKER_SECONDS`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    patch_marker(directory, version, key_version).touch()
+
+
+def unmark_patching(directory: Path, version: int, key_version: int) -> None:
+    patch_marker(directory, version, key_version).unlink(missing_ok=True)
+
+
+def patch_under_way(directory: Path, version: int, key_version: int) -> bool:
+    """Whether a patch of ``version`` announced itself lately and has not finished."""
+    try:
+        made = patch_marker(directory, version, key_version).stat().st_mtime
+    except OSError:
+        return False
+    return time.time() - made < PATCH_MARKER_SECONDS
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path, timeout: float) -> Iterator[bool]:
+    """The partner's build lock, shared by every process using the directory (``flock``):
+    one of them builds a version while the others wait and then open its files, instead of
+    each reading every record. Yields whether it was taken within ``timeout`` seconds (a
+    build that takes longer is not waited for: the caller builds as well)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".build.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    taken = False
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                taken = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        yield taken
+    finally:
+        if taken:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _parse_name(name: str) -> tuple[int, int] | None:
@@ -228,6 +291,8 @@ def discard_older(
     reached: int | None = None
     for entry in directory.iterdir():
         if entry.name.startswith("."):
+            if entry.name.endswith(".patching"):
+                _drop_if_stale(entry)
             continue
         parsed = _parse_name(entry.name)
         if parsed == (version, key_version):
@@ -241,3 +306,12 @@ def discard_older(
             reached = counter()
         if parsed[0] > reached:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _drop_if_stale(marker: Path) -> None:
+    """A patch marker left by a stopped process or a rolled-back change."""
+    try:
+        if time.time() - marker.stat().st_mtime >= PATCH_MARKER_SECONDS:
+            marker.unlink(missing_ok=True)
+    except OSError:
+        pass  # removed meanwhile by its patcher

@@ -15,6 +15,10 @@ Who builds them: the apply of a bulk upload, before the upload is reported ``com
 or a synchronous upsert patches the previous version's arrays before it is answered
 (``matching.patches``); what neither covers (a re-keying batch, a patch that could not be
 made) is built by the first question, or by the hub's maintenance after a quiet interval.
+Every process sharing the directory builds under one lock per partner (``flock``), so a
+version is read from the records once, not once per process; and a question whose version is
+being patched (announced by a marker file made in the change's transaction) waits for the
+patched files rather than building them.
 
 During a match-key rotation, records still under an older version are decrypted and keyed
 under the newest one here, so both sides of a merge always use the same key version.
@@ -31,6 +35,7 @@ import asyncio
 import gc
 import json
 import threading
+import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -41,6 +46,7 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+import structlog
 from sqlalchemy import ColumnElement, Table, Text, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
@@ -50,8 +56,10 @@ from matching import array_files
 from matching.array_files import (
     Loaded,
     People,
+    build_lock,
     discard_older,
     open_version,
+    patch_under_way,
     save,
 )
 from matching.engine import Attribute, Side, make_side
@@ -59,6 +67,7 @@ from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
 from partners.identifiers.records import current as current_records
 
+log = structlog.get_logger("hub.matching")
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 FETCH_ROWS = 50_000
@@ -66,6 +75,12 @@ MAX_ATTRIBUTE_VALUES = 100  # DESIGN "Quotas": at most 100 distinct values per a
 # How many times the apply of an upload builds again when a change moved the counter during
 # its build (a consent change's patch usually catches up first).
 PREPARE_ATTEMPTS = 3
+# How long a question waits for a version whose patch is under way (in any process) before
+# it builds that version itself: a patch copies a few arrays, a build reads every record.
+WAIT_FOR_PATCH_SECONDS = 10.0
+# How long a builder waits for another process's build of the same partner (then opens its
+# files) before it builds as well.
+BUILD_LOCK_SECONDS = 600.0
 
 
 @contextmanager
@@ -259,9 +274,19 @@ class ArrayCache:
         return self._locks.setdefault(partner_id, asyncio.Lock())
 
     async def get(self, partner_id: UUID) -> Loaded:
-        """The partner's arrays as of now (built or read from disk when the version moved)."""
-        async with self.lock(partner_id):
-            return await asyncio.to_thread(self._get_sync, partner_id)
+        """The partner's arrays as of now (built or read from disk when the version moved).
+
+        When the version is being patched (a change just committed, here or in another
+        process), this waits for the patched files, the lock released meanwhile so that a
+        patch of this process can run."""
+        deadline = time.monotonic() + WAIT_FOR_PATCH_SECONDS
+        while True:
+            patient = time.monotonic() < deadline
+            async with self.lock(partner_id):
+                loaded = await asyncio.to_thread(self._load, partner_id, patient)
+            if loaded is not None:
+                return loaded
+            await asyncio.sleep(0.02)
 
     async def prepare(self, partner_id: UUID) -> Loaded:
         """The partner's arrays at its current version, built if need be and saved where
@@ -281,6 +306,19 @@ class ArrayCache:
             return _current_version(conn, partner_id)
 
     def _get_sync(self, partner_id: UUID) -> Loaded:
+        """The partner's arrays as of now, built at once if no process has them."""
+        loaded = self._load(partner_id, patient=False)
+        assert loaded is not None
+        return loaded
+
+    def _load(self, partner_id: UUID, patient: bool) -> Loaded | None:
+        """The arrays of the partner's current version; None when ``patient`` and a patch of
+        that version is under way (the caller asks again shortly).
+
+        A version no process has is built under the partner's build lock, which every
+        process sharing the directory takes: the first builds, the others then open its
+        files (before the lock, each serving process and the worker built the same version
+        at once after an upload's flip)."""
         key_version = self.crypto.keys.match_version
         with _snapshot(self.engine) as conn:
             version = _current_version(conn, partner_id)
@@ -289,21 +327,45 @@ class ArrayCache:
                 return cached
             directory = self.directory(partner_id)
             loaded = open_version(directory, partner_id, version, key_version)
+            if loaded is None and patient and patch_under_way(directory, version, key_version):
+                return None
             if loaded is None:
-                side, people, over = _build(conn, partner_id, self.crypto, key_version)
-                built = Loaded(partner_id, version, key_version, side, people, over)
-                self.builds += 1
-                save(directory, built)
-                # Large arrays are served from the files just written (memory-mapped: page
-                # cache the processes share, not each one's heap) and the build's heap is
-                # handed back; small ones would only be read back, so they stay as built.
-                loaded = built
-                if side.hi.nbytes >= array_files.MMAP_MIN_BYTES:
-                    loaded = open_version(directory, partner_id, version, key_version) or built
-                del side, people, built
-                release_free_memory()
+                with build_lock(directory, BUILD_LOCK_SECONDS):
+                    # Built or patched by another process while this one waited for the lock.
+                    loaded = open_version(directory, partner_id, version, key_version)
+                    if loaded is None:
+                        loaded = self._build_and_save(conn, partner_id, version, key_version)
         self.remember(loaded)
         discard_older(self.directory(partner_id), version, key_version)
+        return loaded
+
+    def _build_and_save(
+        self, conn: Connection, partner_id: UUID, version: int, key_version: int
+    ) -> Loaded:
+        directory = self.directory(partner_id)
+        started = time.perf_counter()
+        side, people, over = _build(conn, partner_id, self.crypto, key_version)
+        built = Loaded(partner_id, version, key_version, side, people, over)
+        self.builds += 1
+        save(directory, built)
+        # What an operator needs to see why a process reads every record (a build
+        # costs seconds per million): no patch made this version from the one before.
+        log.info(
+            "arrays built",
+            partner_id=str(partner_id),
+            version=version,
+            key_version=key_version,
+            records=len(side.hi),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        # Large arrays are served from the files just written (memory-mapped: page
+        # cache the processes share, not each one's heap) and the build's heap is
+        # handed back; small ones would only be read back, so they stay as built.
+        loaded = built
+        if side.hi.nbytes >= array_files.MMAP_MIN_BYTES:
+            loaded = open_version(directory, partner_id, version, key_version) or built
+        del side, people, built
+        release_free_memory()
         return loaded
 
     def held(self, partner_id: UUID, version: int, key_version: int) -> Loaded | None:

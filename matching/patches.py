@@ -27,6 +27,7 @@ builds V+1 then. An erasure deletes the older versions' files in any case.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -45,8 +46,11 @@ from matching.array_files import (
     Loaded,
     People,
     discard_older,
+    mark_patching,
     open_version,
+    patch_under_way,
     save,
+    unmark_patching,
     version_name,
 )
 from matching.engine import Attribute, Side
@@ -54,6 +58,7 @@ from matching.loader import (
     MAX_ATTRIBUTE_VALUES,
     RECORDS,
     STATE,
+    WAIT_FOR_PATCH_SECONDS,
     ArrayCache,
     merged_attributes,
     person_order,
@@ -370,6 +375,14 @@ class ArrayPatcher:
         if counter != change.version:
             return  # raised again in this transaction: V's arrays are not its base
         now = await touched_people(session, change.partner_id, change.touched)
+        # Announced before the commit, so that whoever reads the new counter (a question in
+        # any process, the next change's patch) waits for these files instead of building.
+        await asyncio.to_thread(
+            mark_patching,
+            self.cache.directory(change.partner_id),
+            change.version,
+            self.cache.crypto.keys.match_version,
+        )
         after_commit(session, partial(self._patch, change, now))
 
     async def _patch(self, change: RecordsChanged, now: Touched) -> None:
@@ -381,34 +394,57 @@ class ArrayPatcher:
                 partner_id=str(change.partner_id),
                 exc_info=True,
             )
+        finally:
+            await asyncio.to_thread(
+                unmark_patching,
+                self.cache.directory(change.partner_id),
+                change.version,
+                self.cache.crypto.keys.match_version,
+            )
 
     async def _patch_when_free(self, change: RecordsChanged, now: Touched) -> None:
         lock = self.cache.lock(change.partner_id)
-        try:
-            await asyncio.wait_for(lock.acquire(), PATCH_WAIT_SECONDS)
-        except TimeoutError:  # a build is under way: it, or the question after it, catches up
-            await asyncio.to_thread(self.forget_older, change)
-            return
-        try:
-            await asyncio.to_thread(self.patch_now, change, now)
-        finally:
-            lock.release()
+        # V's own patch may still be under way (in another process, or queued behind this
+        # one here): its files are waited for, the lock released meanwhile.
+        deadline = time.monotonic() + WAIT_FOR_PATCH_SECONDS
+        while True:
+            try:
+                await asyncio.wait_for(lock.acquire(), PATCH_WAIT_SECONDS)
+            except TimeoutError:  # a build is under way: it, or the question after it, catches up
+                _skipped(change, "a build of this partner's arrays was under way")
+                await asyncio.to_thread(self.forget_older, change)
+                return
+            try:
+                patient = time.monotonic() < deadline
+                done = await asyncio.to_thread(self.patch_now, change, now, patient=patient)
+            finally:
+                lock.release()
+            if done:
+                return
+            await asyncio.sleep(0.02)
 
-    def patch_now(self, change: RecordsChanged, now: Touched) -> None:
-        """Write V+1's arrays from V's (see the module's docstring for when it does not)."""
+    def patch_now(self, change: RecordsChanged, now: Touched, *, patient: bool = False) -> bool:
+        """Write V+1's arrays from V's (see the module's docstring for when it does not).
+        False only when ``patient`` and V's arrays are missing but being patched: the caller
+        asks again shortly."""
         cache = self.cache
         partner_id, version = change.partner_id, change.version
         key_version = cache.crypto.keys.match_version
         directory = cache.directory(partner_id)
         erasure = bool(change.erased_people or change.erased_keys)
+        waiting = False
         try:
             if (directory / version_name(version, key_version)).is_dir():
-                return  # built meanwhile (a question, another process)
+                return True  # built meanwhile (a question, another process)
             base = cache.held(partner_id, version - 1, key_version) or open_version(
                 directory, partner_id, version - 1, key_version
             )
+            if base is None and patient and patch_under_way(directory, version - 1, key_version):
+                waiting = True  # older versions stay: V's patch may be reading one
+                return False
             if base is None:
-                return
+                _skipped(change, "no arrays of the version before")
+                return True
             patch: Patch | None
             if erasure:
                 patch = without(
@@ -419,7 +455,8 @@ class ArrayPatcher:
             else:
                 patch = with_consents(base, version, change.consents, now.attributes)
             if patch is None:
-                return
+                _skipped(change, "the change could differ from a build (see matching.patches)")
+                return True
             save(
                 directory,
                 patch.loaded,
@@ -428,8 +465,10 @@ class ArrayPatcher:
             )
             cache.patches += 1
             cache.remember(patch.loaded)
+            return True
         finally:
-            self.forget_older(change)
+            if not waiting:
+                self.forget_older(change)
 
     def forget_older(self, change: RecordsChanged) -> None:
         """After an erasure: the older versions leave memory and disk (with the erased
@@ -440,3 +479,13 @@ class ArrayPatcher:
         cache.forget(change.partner_id, before=change.version)
         key_version = cache.crypto.keys.match_version
         discard_older(cache.directory(change.partner_id), change.version, key_version)
+
+
+def _skipped(change: RecordsChanged, reason: str) -> None:
+    """Logged: the version is built instead, by the next question or the maintenance."""
+    log.info(
+        "arrays not patched",
+        partner_id=str(change.partner_id),
+        version=change.version,
+        reason=reason,
+    )

@@ -11,8 +11,12 @@ finds was left by an upload's apply or by a patch, and nothing deletes files beh
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,7 +25,7 @@ import numpy as np
 import pytest
 
 from hub.core.db import create_hub_sync_engine
-from matching import loader
+from matching import array_files, loader
 from matching.array_files import Loaded, People, open_version, version_name
 from matching.engine import Side
 from matching.loader import ArrayCache
@@ -391,3 +395,166 @@ def test_the_apply_builds_again_when_a_change_lands_during_its_build(
     assert version_name(prepared.version - 1, prepared.key_version) not in {
         p.name for p in (hub.data_dir / "arrays" / a.id).iterdir()
     }
+
+
+# -- several processes: one build per version, patches waited for -----------------------------
+
+
+@pytest.fixture
+def unbuilt(hub: Hub) -> Iterator[tuple[Member, list[ArrayCache]]]:
+    """A partner whose current version has no files anywhere, and two array caches over the
+    hub's database and directory: two more hub processes, as far as the arrays go."""
+    a, _, _ = members(hub)
+    bulk(hub, a, [rec(email(f"{a.id}u{n}"), f"u{n:02d}") for n in range(25)])
+    remove_versions(hub, a)
+    engines = [create_hub_sync_engine(hub.database_url, writer=False) for _ in range(2)]
+    crypto = hub.app.state.identifier_crypto
+    try:
+        yield a, [ArrayCache(engine, crypto, hub.data_dir / "arrays") for engine in engines]
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def remove_versions(hub: Hub, member: Member) -> None:
+    for entry in (hub.data_dir / "arrays" / member.id).iterdir():
+        if not entry.name.startswith("."):
+            for file in entry.iterdir():
+                file.unlink()
+            entry.rmdir()
+    cache_of(hub).forget(UUID(member.id), before=2**31)
+
+
+def test_processes_needing_the_same_missing_version_build_it_once(
+    hub: Hub, unbuilt: tuple[Member, list[ArrayCache]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, caches = unbuilt
+    build = loader._build
+
+    def slow_build(*args: Any) -> Any:
+        time.sleep(0.5)  # long enough for the other process to arrive meanwhile
+        return build(*args)
+
+    monkeypatch.setattr(loader, "_build", slow_build)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda cache: cache._get_sync(UUID(a.id)), caches))
+    assert sum(cache.builds for cache in caches) == 1  # the second opened the first's files
+    assert {loaded.version for loaded in got} == {version_of(hub, a)}
+    np.testing.assert_array_equal(got[0].side.hi, got[1].side.hi)
+    assert_same_as_a_build(hub, a)
+
+
+def test_a_question_waits_for_a_patch_under_way_in_another_process(
+    hub: Hub, unbuilt: tuple[Member, list[ArrayCache]]
+) -> None:
+    """Another process committed a withdrawal and is still writing its patched files: a
+    question here opens them once they are there; it neither builds nor answers from the
+    arrays of before the withdrawal."""
+    a, (asking, patching) = unbuilt
+    partner = UUID(a.id)
+    directory = hub.data_dir / "arrays" / a.id
+    before = patching._get_sync(partner)  # the version before, on disk
+    body = {"updates": [{"customer_ref": "u03", "consents": []}]}
+    response = a.post(hub, "/v1/identifiers/consents", body)
+    assert response.status_code == 200, response.text
+    version = version_of(hub, a)
+    assert version == before.version + 1
+    # The hub patched it at once; as seen from here, that process is not done yet.
+    patched = saved(hub, a, version)
+    assert patched is not None
+    remove_version(directory, version, before.key_version)
+    array_files.mark_patching(directory, version, before.key_version)
+
+    def patch_finishes() -> None:
+        time.sleep(0.5)
+        array_files.save(directory, patched)
+        array_files.unmark_patching(directory, version, before.key_version)
+
+    finisher = threading.Thread(target=patch_finishes)
+    finisher.start()
+    try:
+        got = asyncio.run(asking.get(partner))
+    finally:
+        finisher.join()
+    assert asking.builds == 0  # waited for the patch, read no record
+    assert got.version == version
+    (person,) = got.index_of(["u03"])
+    assert (got.side.consent[got.side.person == person] == 0).all()  # the withdrawal is in
+    assert_same_as_a_build(hub, a)
+
+
+def test_a_question_does_not_wait_for_a_patch_given_up_long_ago(
+    hub: Hub, unbuilt: tuple[Member, list[ArrayCache]]
+) -> None:
+    """A marker left by a stopped process (older than PATCH_MARKER_SECONDS) holds no one:
+    the question builds the version itself, and the maintenance removes the marker."""
+    a, (asking, _) = unbuilt
+    directory = hub.data_dir / "arrays" / a.id
+    version = version_of(hub, a)
+    key_version = hub.app.state.identifier_crypto.keys.match_version
+    array_files.mark_patching(directory, version, key_version)
+    marker = array_files.patch_marker(directory, version, key_version)
+    old = time.time() - array_files.PATCH_MARKER_SECONDS - 1
+    os.utime(marker, (old, old))
+    assert not array_files.patch_under_way(directory, version, key_version)
+    got = asyncio.run(asking.get(UUID(a.id)))
+    assert got.version == version
+    assert asking.builds == 1
+    assert not marker.exists()  # removed with the older versions after the build
+
+
+def remove_version(directory: Path, version: int, key_version: int) -> None:
+    target = directory / version_name(version, key_version)
+    for file in target.iterdir():
+        file.unlink()
+    target.rmdir()
+
+
+def test_a_patch_waits_for_the_version_before_when_another_process_is_patching_it(
+    hub: Hub,
+) -> None:
+    """Two withdrawals answered by two processes one after the other: the second's patch
+    finds the first's files not written yet, waits for them, and patches from them (before,
+    it gave up and every process built the version from the records)."""
+    a, _, partnership = shared_pair(hub, size=30)
+    assert overlap(hub, a, partnership).json()["count"] == 30
+    directory = hub.data_dir / "arrays" / a.id
+    first = a.post(
+        hub, "/v1/identifiers/consents", {"updates": [{"customer_ref": "a001", "consents": []}]}
+    )
+    assert first.status_code == 200, first.text
+    version = version_of(hub, a)
+    patched = saved(hub, a, version)
+    assert patched is not None
+    # As the second process sees it: the first's patch is announced, its files not there.
+    remove_version(directory, version, patched.key_version)
+    cache_of(hub).forget(UUID(a.id), before=2**31)
+    array_files.mark_patching(directory, version, patched.key_version)
+
+    def first_patch_finishes() -> None:
+        time.sleep(0.5)
+        array_files.save(directory, patched)
+        array_files.unmark_patching(directory, version, patched.key_version)
+
+    cache = cache_of(hub)
+    builds, patches = cache.builds, cache.patches
+    finisher = threading.Thread(target=first_patch_finishes)
+    finisher.start()
+    try:
+        second = a.post(
+            hub,
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": "a002", "consents": []}]},
+        )
+    finally:
+        finisher.join()
+    assert second.status_code == 200, second.text
+    assert cache.patches == patches + 1  # patched from the first's files once they came
+    assert saved(hub, a) is not None
+    assert_same_as_a_build(hub, a)
+    # 28 now, 30 before: too close to the earlier answer to be given (stale arrays would
+    # have answered 30 again, the same as before, without a refusal).
+    last = overlap(hub, a, partnership)
+    assert last.status_code == 422, last.text
+    assert last.json()["type"] == "urn:hub:problem:privacy-refusal"
+    assert cache.builds == builds

@@ -7,6 +7,7 @@ import mmap
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -294,20 +295,25 @@ def test_the_admin_matrix_thresholds_every_pair(hub: Hub) -> None:
     assert a.get(hub, "/v1/coalition/overlap-matrix").status_code == 403
 
 
+def versions_in(directory: Path) -> set[str]:
+    """The version directories (the build lock and patch markers start with a dot)."""
+    return {p.name for p in directory.iterdir() if not p.name.startswith(".")}
+
+
 def test_erasure_reaches_the_cached_arrays(hub: Hub) -> None:
     a, b, partnership = members(hub)
     a.upload(hub, [rec(email(f"e{n}"), f"a{n}") for n in range(30)])
     b.upload(hub, [rec(email(f"e{n}"), f"b{n}") for n in range(30)])
     assert overlap(hub, a, partnership).json()["count"] == 30
     directory = hub.data_dir / "arrays" / a.id
-    before = {p.name for p in directory.iterdir()}
+    before = versions_in(directory)
     assert len(before) == 1
     erased = a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["a1"]})
     assert erased.status_code == 200, erased.text
     deadline = time.monotonic() + 10
-    while {p.name for p in directory.iterdir()} & before and time.monotonic() < deadline:
+    while versions_in(directory) & before and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not {p.name for p in directory.iterdir()} & before
+    assert not versions_in(directory) & before
 
 
 def test_arrays_in_use_are_rebuilt_after_a_change_before_anyone_asks(hub: Hub) -> None:
@@ -316,7 +322,7 @@ def test_arrays_in_use_are_rebuilt_after_a_change_before_anyone_asks(hub: Hub) -
     b.upload(hub, [rec(email(f"w{n}"), f"b{n}") for n in range(30)])
     assert overlap(hub, a, partnership).json()["count"] == 30
     directory = hub.data_dir / "arrays" / a.id
-    (built,) = [p.name for p in directory.iterdir()]
+    (built,) = versions_in(directory)
     a.upload(hub, [rec(email(f"w{n}"), f"a{n}") for n in range(30, 40)])
     deadline = time.monotonic() + 10
     names = [built]
