@@ -107,6 +107,9 @@ def version_name(version: int, key_version: int) -> str:
 # instead of reading every record to build them. A marker older than this is a stopped
 # process's or a rolled-back change's, and is ignored.
 PATCH_MARKER_SECONDS = 30.0
+# Files written aside (:func:`write_aside`) and never published after this long are a stopped
+# process's: an upload's arrays wait aside only between their build and the upload's flip.
+PARTIAL_FILES_SECONDS = 3600.0
 
 
 def patch_marker(directory: Path, version: int, key_version: int) -> Path:
@@ -178,6 +181,18 @@ def save(
 ) -> None:
     """Write ``loaded``'s files whole or not at all; the columns named in ``unchanged`` are
     hard links to ``link_from``'s (the version it was patched from), when that still exists."""
+    publish(directory, write_aside(directory, loaded, link_from=link_from, unchanged=unchanged))
+
+
+def write_aside(
+    directory: Path,
+    loaded: Loaded,
+    *,
+    link_from: Path | None = None,
+    unchanged: Iterable[str] = (),
+) -> Path:
+    """Write ``loaded``'s files into a directory of their own that no reader opens (a
+    dot-name); :func:`publish` moves it into place."""
     directory.mkdir(parents=True, exist_ok=True)
     name = version_name(loaded.version, loaded.key_version)
     # A partial of its own: hub processes sharing the cache directory (scale-out on one host)
@@ -204,7 +219,12 @@ def save(
             continue
         np.save(partial / f"{key}.npy", np.ascontiguousarray(column), allow_pickle=False)
     (partial / "meta.json").write_text(json.dumps(meta))
-    target = directory / name
+    return partial
+
+
+def publish(directory: Path, partial: Path) -> None:
+    """Move files written by :func:`write_aside` into place under their version's name."""
+    target = directory / partial.name[1:].split(".", 1)[0]
     try:
         partial.rename(target)  # whole or absent: a reader never sees half a version
     except OSError:
@@ -285,14 +305,17 @@ def discard_older(
     saved one after the caller read the counter), unless ``counter`` (read again, only when a
     newer version is found) says the partner never reached it: a database restored from a
     backup counts again from an older version and must not meet files of its "future".
-    Partial directories are their writers'."""
+    Partial directories are their writers' (a stopped writer's go after
+    :data:`PARTIAL_FILES_SECONDS`)."""
     if not directory.is_dir():
         return
     reached: int | None = None
     for entry in directory.iterdir():
         if entry.name.startswith("."):
             if entry.name.endswith(".patching"):
-                _drop_if_stale(entry)
+                _drop_if_stale(entry, PATCH_MARKER_SECONDS)
+            elif entry.name.endswith(".tmp"):
+                _drop_if_stale(entry, PARTIAL_FILES_SECONDS)
             continue
         parsed = _parse_name(entry.name)
         if parsed == (version, key_version):
@@ -308,10 +331,15 @@ def discard_older(
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _drop_if_stale(marker: Path) -> None:
-    """A patch marker left by a stopped process or a rolled-back change."""
+def _drop_if_stale(entry: Path, seconds: float) -> None:
+    """A patch marker left by a stopped process or a rolled-back change, or files a stopped
+    process was writing (or had written ahead of a flip that never came)."""
     try:
-        if time.time() - marker.stat().st_mtime >= PATCH_MARKER_SECONDS:
-            marker.unlink(missing_ok=True)
+        if time.time() - entry.stat().st_mtime < seconds:
+            return
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     except OSError:
-        pass  # removed meanwhile by its patcher
+        pass  # removed meanwhile by its writer

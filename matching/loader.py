@@ -10,15 +10,17 @@ memory (a small LRU) and in files under ``<data_dir>/arrays/<partner>/`` (``arra
 shared by every hub process; a request checks the counter (one indexed read) and opens or
 builds only when it moved.
 
-Who builds them: the apply of a bulk upload, before the upload is reported ``completed``
-(:meth:`ArrayCache.prepare`, called by the upload processor); a consent change, an erasure
-or a synchronous upsert patches the previous version's arrays before it is answered
-(``matching.patches``); what neither covers (a re-keying batch, a patch that could not be
-made) is built by the first question, or by the hub's maintenance after a quiet interval.
-Every process sharing the directory builds under one lock per partner (``flock``), so a
-version is read from the records once, not once per process; and a question whose version is
-being patched (announced by a marker file made in the change's transaction) waits for the
-patched files rather than building them.
+Who builds them: the apply of a bulk upload, from its new generation before the flip that makes
+it current (:meth:`ArrayCache.build_ahead`; published with the flip, so the upload is never
+visible without its arrays), or after the flip when a change moved the counter meanwhile
+(:meth:`ArrayCache.prepare`, before the upload is reported ``completed``); a consent change, an
+erasure or a synchronous upsert patches the previous version's arrays before it is answered
+(``matching.patches``); what neither covers (a re-keying batch, a patch that could not be made)
+is built by the first question, or by the hub's maintenance after a quiet interval. Every
+process sharing the directory builds under one lock per partner (``flock``), so a version is
+read from the records once, not once per process; and a question whose version is being patched
+(announced by a marker file made in the change's transaction) waits for the patched files
+rather than building them.
 
 During a match-key rotation, records still under an older version are decrypted and keyed
 under the newest one here, so both sides of a merge always use the same key version.
@@ -34,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import shutil
 import threading
 import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -156,9 +160,14 @@ class _AttributeCoder:
 
 
 def _build(
-    conn: Connection, partner_id: UUID, crypto: IdentifierCrypto, key_version: int
+    conn: Connection,
+    partner_id: UUID,
+    crypto: IdentifierCrypto,
+    key_version: int,
+    generation: int | None = None,
 ) -> tuple[Side, People, frozenset[str]]:
-    """Stream every record of the partner and build its arrays (keys under ``key_version``).
+    """Stream every record of the partner and build its arrays (keys under ``key_version``);
+    with ``generation``, the records that will count once that (pending) generation is current.
 
     Rows arrive in :func:`person_order`, so a person's index is known as its rows pass and
     only one copy of each reference is kept; a person's attributes follow
@@ -167,7 +176,9 @@ def _build(
     """
     total = int(
         conn.execute(
-            select(func.count()).select_from(RECORDS).where(current_records(RECORDS, partner_id))
+            select(func.count())
+            .select_from(RECORDS)
+            .where(current_records(RECORDS, partner_id, generation=generation))
         ).scalar_one()
     )
     keyer = crypto.keyer(key_version)
@@ -191,7 +202,7 @@ def _build(
             RECORDS.c.consents,
             cast(RECORDS.c.attributes, Text),
         )
-        .where(current_records(RECORDS, partner_id))
+        .where(current_records(RECORDS, partner_id, generation=generation))
         .order_by(*person_order(conn.dialect.name))
     )
     n = 0
@@ -248,6 +259,32 @@ def _build(
     return side, people, over
 
 
+@dataclass(frozen=True)
+class ArraysAhead:
+    """A partner's arrays built from an upload's pending generation before its flip, written
+    aside (no reader opens them) for the version the flip will make (``version``) if nothing
+    else moves the partner's counter meanwhile. The apply checks that in the flip's
+    transaction, announces them there (:meth:`announce`: a question that reads the new
+    counter waits for the files) and, once committed, :meth:`publish` moves them into place;
+    otherwise :meth:`discard`."""
+
+    directory: Path
+    partial: Path
+    version: int
+    key_version: int
+
+    def announce(self) -> None:
+        array_files.mark_patching(self.directory, self.version, self.key_version)
+
+    def publish(self) -> None:
+        array_files.publish(self.directory, self.partial)
+        array_files.unmark_patching(self.directory, self.version, self.key_version)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+        array_files.unmark_patching(self.directory, self.version, self.key_version)
+
+
 class ArrayCache:
     """Per-partner arrays, current with the database, in memory and on disk."""
 
@@ -300,6 +337,38 @@ class ArrayCache:
                 break
             loaded = await self.get(partner_id)
         return loaded
+
+    async def build_ahead(self, partner_id: UUID, generation: int) -> ArraysAhead:
+        """The arrays of the partner's records as they will be once ``generation`` (an
+        upload's pending one) is current, written aside for the version its flip makes (see
+        :class:`ArraysAhead`): the upload becomes visible with its arrays, and no question
+        or patch meets a version without them. Not under the partner's lock: nothing reads
+        them before the flip, and questions about the current version go on meanwhile."""
+        return await asyncio.to_thread(self._build_ahead, partner_id, generation)
+
+    def _build_ahead(self, partner_id: UUID, generation: int) -> ArraysAhead:
+        key_version = self.crypto.keys.match_version
+        directory = self.directory(partner_id)
+        started = time.perf_counter()
+        with _snapshot(self.engine) as conn:
+            version = _current_version(conn, partner_id) + 1
+            side, people, over = _build(
+                conn, partner_id, self.crypto, key_version, generation=generation
+            )
+        self.builds += 1
+        built = Loaded(partner_id, version, key_version, side, people, over)
+        partial = array_files.write_aside(directory, built)
+        log.info(
+            "arrays built ahead of a flip",
+            partner_id=str(partner_id),
+            version=version,
+            key_version=key_version,
+            records=len(side.hi),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        del side, people, built
+        release_free_memory()
+        return ArraysAhead(directory, partial, version, key_version)
 
     def version_now(self, partner_id: UUID) -> int:
         with reading(), self.engine.connect() as conn:

@@ -39,24 +39,28 @@ def generation_of(partner: Any) -> ColumnElement[int]:
     )
 
 
-def current(records: Any = RECORDS, partner_id: UUID | None = None) -> ColumnElement[bool]:
+def current(
+    records: Any = RECORDS, partner_id: UUID | None = None, *, generation: int | None = None
+) -> ColumnElement[bool]:
     """The rows of ``records`` (the table or an alias) that count now.
 
     With ``partner_id`` the rule also restricts to that partner (and reads its generation
-    once); without, each row is compared with its own partner's generation.
+    once); without, each row is compared with its own partner's generation. With
+    ``generation`` too (the partner's pending one), the rows that will count once that
+    generation is current: what an upload's arrays are built from before its flip.
     """
     if partner_id is not None:
         partner = literal(partner_id, RECORDS.c.partner_id.type)
-        generation = generation_of(partner)
+        as_of: Any = generation_of(partner) if generation is None else generation
         return and_(
             records.c.partner_id == partner,
-            records.c.generation <= generation,
-            or_(records.c.retired.is_(None), records.c.retired > generation),
+            records.c.generation <= as_of,
+            or_(records.c.retired.is_(None), records.c.retired > as_of),
         )
-    generation = generation_of(records.c.partner_id)
+    generation_now = generation_of(records.c.partner_id)
     return and_(
-        records.c.generation <= generation,
-        or_(records.c.retired.is_(None), records.c.retired > generation),
+        records.c.generation <= generation_now,
+        or_(records.c.retired.is_(None), records.c.retired > generation_now),
     )
 
 

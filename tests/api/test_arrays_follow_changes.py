@@ -30,7 +30,7 @@ from matching.array_files import Loaded, People, open_version, version_name
 from matching.engine import Side
 from matching.loader import ArrayCache
 from tests.api.matching_helpers import ALL, Member, email, members, overlap, phone, rec
-from tests.api.uploads_helpers import ndjson, upload_and_wait
+from tests.api.uploads_helpers import ndjson, send, upload_and_wait, wait_for
 from tests.conftest import Hub, launch_hub, start_hub
 
 QUIET = {"HUB_MATCHING_MAINTENANCE_SECONDS": "3600"}
@@ -558,3 +558,88 @@ def test_a_patch_waits_for_the_version_before_when_another_process_is_patching_i
     assert last.status_code == 422, last.text
     assert last.json()["type"] == "urn:hub:problem:privacy-refusal"
     assert cache.builds == builds
+
+
+# -- an upload's arrays are built before its flip and published with it -----------------------
+
+
+def upload_phase(hub: Hub, member: Member, upload_id: str) -> tuple[str, str | None]:
+    response = member.get(hub, f"/v1/identifiers/uploads/{upload_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["status"], response.json()["phase"]
+
+
+def partials(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_an_upload_becomes_visible_with_its_arrays(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the flip and the end of the tidying (held here for a few seconds) the upload's
+    records are what questions see: their arrays are on disk already, and a question opens
+    them instead of reading every record (before, they were built after the tidying)."""
+    a, _, partnership = shared_pair(hub)
+    monkeypatch.setenv("HUB_UPLOADS_TEST_FLIP_PAUSE_SECONDS", "3")
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    sent = send(hub, a.headers, ndjson(more))
+    assert sent.status_code == 202, sent.text
+    deadline = time.monotonic() + 60
+    while upload_phase(hub, a, sent.json()["id"]) != ("processing", "tidying"):
+        assert time.monotonic() < deadline, upload_phase(hub, a, sent.json()["id"])
+        time.sleep(0.02)
+    # Flipped, not completed: the new version is readable, and a question opens its files
+    # (announced in the flip's transaction, in place a moment after its commit).
+    builds = cache_of(hub).builds
+    answer = overlap(hub, a, partnership)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 30  # b holds 30 of a's 45 people
+    assert cache_of(hub).builds == builds
+    assert saved(hub, a) is not None
+    assert upload_phase(hub, a, sent.json()["id"]) == ("processing", "tidying")
+    done = wait_for(hub, a.headers, sent.json()["id"])
+    assert done["status"] == "completed", done
+    assert_same_as_a_build(hub, a)
+    assert partials(hub.data_dir / "arrays" / a.id) == []
+
+
+def test_arrays_built_ahead_are_not_published_when_a_change_lands_before_the_flip(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A consent change committed between the arrays' build and the flip moves the counter:
+    the arrays built ahead would name the change's version with the upload's records in it.
+    They are dropped, and the version the flip makes is built from the records after it."""
+    a, _, partnership = shared_pair(hub)
+    directory = hub.data_dir / "arrays" / a.id
+    gate = tmp_path / "flip-gate"
+    gate.touch()
+    monkeypatch.setenv("HUB_UPLOADS_TEST_FLIP_GATE", str(gate))
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    try:
+        sent = send(hub, a.headers, ndjson(more))
+        assert sent.status_code == 202, sent.text
+        deadline = time.monotonic() + 60
+        while not partials(directory):  # built ahead, waiting at the gate
+            assert time.monotonic() < deadline, upload_phase(hub, a, sent.json()["id"])
+            time.sleep(0.02)
+        before = version_of(hub, a)
+        granted = a.post(
+            hub,
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": "a000", "consents": ["analytics"]}]},
+        )
+        assert granted.status_code == 200, granted.text
+        assert version_of(hub, a) == before + 1
+    finally:
+        gate.unlink()
+    done = wait_for(hub, a.headers, sent.json()["id"])
+    assert done["status"] == "completed", done
+    assert version_of(hub, a) == before + 2
+    assert partials(directory) == []
+    # The change's version holds what it held: the 30 records before the upload.
+    change = saved(hub, a, before + 1)
+    if change is not None:
+        assert len(change.side.hi) == 30
+    assert_same_as_a_build(hub, a)
+    answer = overlap(hub, a, partnership)
+    assert answer.status_code == 200, answer.text

@@ -2,9 +2,11 @@
 
 The steps (see ``uploads.generation``): settle what an earlier attempt left, open the next
 generation, write the staged rows slice by slice (``apply.SliceApplier``), retire what a
-``replace`` removes, flip, tidy, finish. Each step is one short write transaction
-(:meth:`SlicedApply._step`); on SQLite a pause follows it so that waiting writers get the lock.
-Every step checks the claim (``attempts``): a process that lost its lease stops at once.
+``replace`` removes, build the matching arrays of the new generation (published with the flip
+when nothing moved the partner's counter meanwhile), flip, tidy, finish. Each step is one short
+write transaction (:meth:`SlicedApply._step`); on SQLite a pause follows it so that waiting
+writers get the lock. Every step checks the claim (``attempts``): a process that lost its lease
+stops at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
@@ -51,6 +53,25 @@ T = TypeVar("T")
 _CONNECTION: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
     "apply_connection", default=None
 )
+
+
+class ArraysAhead(Protocol):
+    """A partner's arrays built before an upload's flip for the version it will make
+    (``matching.loader.ArraysAhead``)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def key_version(self) -> int: ...
+    def announce(self) -> None: ...
+    def publish(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+class BuildsAhead(Protocol):
+    """What builds them (``matching.loader.ArrayCache``)."""
+
+    async def build_ahead(self, partner_id: UUID, generation: int) -> ArraysAhead: ...
 
 
 @dataclass(frozen=True)
@@ -106,8 +127,12 @@ class SlicedApply:
         crypto: IdentifierCrypto,
         slice_rows: int,
         stopping: threading.Event,
+        arrays: BuildsAhead | None = None,
     ) -> None:
         self.sessions = sessions
+        self.arrays = arrays
+        # Seconds spent building arrays ahead of each upload's flip (its "applied" log line).
+        self.arrays_seconds: dict[UUID, float] = {}
         self.dialect = dialect
         self.crypto = crypto
         self.slice_rows = max(slice_rows, 1)
@@ -167,7 +192,22 @@ class SlicedApply:
             result.notice = " ".join(filter(None, [notice, result.notice]))
         if result.skipped:
             result.notice = " ".join(filter(None, [result.notice, erased_notice(result.skipped)]))
-        await self._step(claim, lambda session: self._flip(session, claim, report, pending, result))
+        ahead = await self._build_ahead(claim, pending)
+        # TEST ONLY: while the file HUB_UPLOADS_TEST_FLIP_GATE names exists, wait (the arrays
+        # built ahead, the flip not made).
+        gate = os.environ.get("HUB_UPLOADS_TEST_FLIP_GATE")
+        if gate:
+            await asyncio.to_thread(_wait_for_gate, gate, self._stopping)
+        try:
+            published = await self._step(
+                claim, lambda session: self._flip(session, claim, report, pending, result, ahead)
+            )
+        except BaseException:
+            if ahead is not None:
+                await asyncio.to_thread(ahead.discard)
+            raise
+        if ahead is not None:
+            await asyncio.to_thread(ahead.publish if published else ahead.discard)
         pause = apply_pause_for_tests(after="FLIP")
         if pause:
             await asyncio.sleep(pause)
@@ -278,6 +318,27 @@ class SlicedApply:
             after = upto
             await self._between_slices()
 
+    async def _build_ahead(self, claim: Claim, pending: int) -> ArraysAhead | None:
+        """The partner's arrays as the flip will leave its records, built before it (see
+        ``matching.loader.ArraysAhead``). A failed build fails nothing: the apply builds
+        them after the flip instead."""
+        if self.arrays is None:
+            return None
+        if self._stopping.is_set():
+            raise LeaseLost(str(claim.upload_id))
+        started = time.perf_counter()
+        try:
+            ahead = await self.arrays.build_ahead(claim.partner_id, pending)
+        except Exception:
+            log.warning(
+                "could not build the partner's arrays ahead of the flip; built after it",
+                upload_id=str(claim.upload_id),
+                exc_info=True,
+            )
+            return None
+        self.arrays_seconds[claim.upload_id] = time.perf_counter() - started
+        return ahead
+
     async def _flip(
         self,
         session: AsyncSession,
@@ -285,11 +346,28 @@ class SlicedApply:
         report: StageReport,
         pending: int,
         result: ApplyResult,
-    ) -> None:
+        ahead: ArraysAhead | None = None,
+    ) -> bool:
         """The one small transaction that makes the upload's generation current, with the
-        upload's figures and its audit entry."""
+        upload's figures and its audit entry. Returns whether the arrays built ahead are
+        those of the version it makes (then announced here, published once it commits):
+        not when a change moved the partner's counter since their build, when the flip
+        changed rows of the new generation (withdrawals or erasures since the upload was
+        sent), or when a match key was added meanwhile."""
         await generation.lock_state(session, claim.partner_id)
-        await generation.flip(session, claim.partner_id, pending, claim.sent_at)
+        touched = await generation.flip(session, claim.partner_id, pending, claim.sent_at)
+        published = False
+        if ahead is not None:
+            version = await session.scalar(
+                select(STATE.c.version).where(STATE.c.partner_id == claim.partner_id)
+            )
+            published = (
+                touched == 0
+                and version == ahead.version
+                and self.crypto.keys.match_version == ahead.key_version
+            )
+            if published:
+                await asyncio.to_thread(ahead.announce)
         actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
         figures: dict[str, Any] = {
             "rows_read": report.rows_read,
@@ -313,6 +391,7 @@ class SlicedApply:
         await self._update_claimed(
             session, claim, phase=TIDYING, notice=result.notice or None, **figures
         )
+        return published
 
     async def _tidy(self, claim: Claim, generation_now: int) -> None:
         """After the flip: retired rows deleted and consent changes published, by slices."""
