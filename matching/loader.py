@@ -389,21 +389,26 @@ class ArrayCache:
         files (before the lock, each serving process and the worker built the same version
         at once after an upload's flip)."""
         key_version = self.crypto.keys.match_version
-        with _snapshot(self.engine) as conn:
+        directory = self.directory(partner_id)
+        with reading(), self.engine.connect() as conn:
             version = _current_version(conn, partner_id)
-            cached = self.held(partner_id, version, key_version)
-            if cached is not None:
-                return cached
-            directory = self.directory(partner_id)
-            loaded = open_version(directory, partner_id, version, key_version)
-            if loaded is None and patient and patch_under_way(directory, version, key_version):
-                return None
-            if loaded is None:
-                with build_lock(directory, BUILD_LOCK_SECONDS):
-                    # Built or patched by another process while this one waited for the lock.
-                    loaded = open_version(directory, partner_id, version, key_version)
-                    if loaded is None:
-                        loaded = self._build_and_save(conn, partner_id, version, key_version)
+        loaded = self.held(partner_id, version, key_version) or open_version(
+            directory, partner_id, version, key_version
+        )
+        if loaded is None and patient and patch_under_way(directory, version, key_version):
+            return None
+        if loaded is None:
+            # No database connection is held while waiting for the lock (another process's
+            # build can take a minute), and the version is read again after it: the one
+            # asked for may be gone by then, replaced by a newer one (building it anyway
+            # made files no one opens).
+            with build_lock(directory, BUILD_LOCK_SECONDS), _snapshot(self.engine) as conn:
+                version = _current_version(conn, partner_id)
+                loaded = self.held(partner_id, version, key_version) or open_version(
+                    directory, partner_id, version, key_version
+                )
+                if loaded is None:
+                    loaded = self._build_and_save(conn, partner_id, version, key_version)
         self.remember(loaded)
         discard_older(self.directory(partner_id), version, key_version)
         return loaded

@@ -339,23 +339,23 @@ def test_an_upsert_bringing_an_attribute_value_not_held_is_built_not_patched(hub
 def racing_withdrawal(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Member, ArrayCache]]:
-    """A partner, and a cache whose next build is raced: right after it reads the partner's
-    counter, the partner withdraws p00's consents (a real request, committed at once)."""
+    """A partner, and a cache whose next build is raced: after it read the partner's counter
+    and before it reads the rows, the partner withdraws p00's consents (a real request,
+    committed at once)."""
     a, _, _ = members(hub)
     bulk(hub, a, [rec(email(f"{a.id}r{n}"), f"p{n:02d}") for n in range(20)])
     engine = create_hub_sync_engine(hub.database_url, writer=False)
     cache = ArrayCache(engine, hub.app.state.identifier_crypto, hub.data_dir / "arrays")
-    read_counter = loader._current_version
-    raced: list[int] = []
+    build = loader._build
+    raced: list[UUID] = []
 
-    def counter_then_withdrawal(conn: Any, partner_id: UUID) -> int:
-        version = read_counter(conn, partner_id)
+    def withdrawal_then_build(conn: Any, partner_id: UUID, *args: Any, **kw: Any) -> Any:
         if not raced and partner_id == UUID(a.id):
-            raced.append(version)
+            raced.append(partner_id)
             body = {"updates": [{"customer_ref": "p00", "consents": []}]}
             response = a.post(hub, "/v1/identifiers/consents", body)
             assert response.status_code == 200, response.text
-        return version
+        return build(conn, partner_id, *args, **kw)
 
     # The next read builds: no files, and the hub holds none in memory to patch from.
     for entry in (hub.data_dir / "arrays" / a.id).iterdir():
@@ -364,7 +364,7 @@ def racing_withdrawal(
                 file.unlink()
             entry.rmdir()
     cache_of(hub).forget(UUID(a.id), before=2**31)
-    monkeypatch.setattr(loader, "_current_version", counter_then_withdrawal)
+    monkeypatch.setattr(loader, "_build", withdrawal_then_build)
     try:
         yield a, cache
     finally:
