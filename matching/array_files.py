@@ -164,6 +164,23 @@ def build_lock(directory: Path, timeout: float) -> Iterator[bool]:
         os.close(fd)
 
 
+def build_under_way(directory: Path) -> bool:
+    """Whether some process (this one included) holds the partner's build lock now."""
+    try:
+        fd = os.open(directory / ".build.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _parse_name(name: str) -> tuple[int, int] | None:
     try:
         version, key_version = name[1:].split("-k")

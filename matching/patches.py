@@ -14,14 +14,18 @@ keeps the values someone holds, as a build keeps them. So V+1's arrays equal a b
 record; the columns the change leaves alone are hard links to V's files.
 
 The patch runs after the change commits and before it is answered
-(``hub.core.db.after_commit``). It is skipped, never guessed, when V's arrays are neither in
-memory nor on disk, when the counter moved more than once in the transaction, when the
-keyring has a newer match key than V's arrays (or an upserted person's records are under an
-older one), when an erasure or an upsert meets an attribute over its quota (how many values
-are left cannot be told from the arrays), when an upsert brings an attribute value V's arrays
-do not hold (it might put the attribute over its quota), or when an upserted key equals one
-already there (a tie the build orders by person): the next question (or the maintenance)
-builds V+1 then. An erasure deletes the older versions' files in any case.
+(``hub.core.db.after_commit``); V+1 is announced in the change's transaction (a marker file),
+so questions about V+1, in any process, wait for its files instead of building them. When V's
+arrays are still being built or patched (here or in another process), the change is answered
+and a task waits for them, then patches (the marker kept fresh meanwhile). It is skipped, never
+guessed, when V's arrays are neither in memory nor on disk nor on their way, when the counter
+moved more than once in the transaction, when the keyring has a newer match key than V's arrays
+(or an upserted person's records are under an older one), when an erasure or an upsert meets an
+attribute over its quota (how many values are left cannot be told from the arrays), when an
+upsert brings an attribute value V's arrays do not hold (it might put the attribute over its
+quota), or when an upserted key equals one already there (a tie the build orders by person):
+the next question (or the maintenance) builds V+1 then. An erasure deletes the older versions'
+files in any case.
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.db import after_commit
 from matching.array_files import (
     FIXED_COLUMNS,
+    PATCH_MARKER_SECONDS,
     Loaded,
     People,
+    build_lock,
+    build_under_way,
     discard_older,
     mark_patching,
     open_version,
@@ -55,10 +62,10 @@ from matching.array_files import (
 )
 from matching.engine import Attribute, Side
 from matching.loader import (
+    BUILD_LOCK_SECONDS,
     MAX_ATTRIBUTE_VALUES,
     RECORDS,
     STATE,
-    WAIT_FOR_PATCH_SECONDS,
     ArrayCache,
     merged_attributes,
     person_order,
@@ -365,6 +372,8 @@ class ArrayPatcher:
 
     def __init__(self, cache: ArrayCache) -> None:
         self.cache = cache
+        # Patches waiting for a build or a patch of the version before (answered already).
+        self._later: set[asyncio.Task[None]] = set()
 
     async def follow(self, session: AsyncSession, change: RecordsChanged) -> None:
         """In the change's transaction: check it raised the counter exactly once, read the
@@ -386,8 +395,9 @@ class ArrayPatcher:
         after_commit(session, partial(self._patch, change, now))
 
     async def _patch(self, change: RecordsChanged, now: Touched) -> None:
+        handed_off = False
         try:
-            await self._patch_when_free(change, now)
+            handed_off = await self._patch_when_free(change, now)
         except Exception:  # committed either way: the next question builds the arrays
             log.warning(
                 "could not patch a partner's arrays",
@@ -395,38 +405,93 @@ class ArrayPatcher:
                 exc_info=True,
             )
         finally:
-            await asyncio.to_thread(
-                unmark_patching,
-                self.cache.directory(change.partner_id),
-                change.version,
-                self.cache.crypto.keys.match_version,
-            )
+            if not handed_off:
+                await asyncio.to_thread(self._unmark, change)
 
-    async def _patch_when_free(self, change: RecordsChanged, now: Touched) -> None:
+    def _unmark(self, change: RecordsChanged) -> None:
+        unmark_patching(
+            self.cache.directory(change.partner_id),
+            change.version,
+            self.cache.crypto.keys.match_version,
+        )
+
+    async def _patch_when_free(self, change: RecordsChanged, now: Touched) -> bool:
+        """Patch now, or (when V's arrays are still being built or patched, here or in
+        another process) hand the patch to a task that waits for them, the change answered
+        meanwhile. Returns whether it was handed off. (Giving up instead broke the chain of
+        patches: every later change found no base, and each serving process read every
+        record of the partner again, for as long as changes kept coming: the soak's serving
+        processes built 1M-record partners back to back.)"""
         lock = self.cache.lock(change.partner_id)
         # V's own patch may still be under way (in another process, or queued behind this
-        # one here): its files are waited for, the lock released meanwhile.
-        deadline = time.monotonic() + WAIT_FOR_PATCH_SECONDS
-        while True:
+        # one here): its files are waited for a moment, the lock released meanwhile.
+        deadline = time.monotonic() + PATCH_WAIT_SECONDS
+        while time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(lock.acquire(), PATCH_WAIT_SECONDS)
-            except TimeoutError:  # a build is under way: it, or the question after it, catches up
-                _skipped(change, "a build of this partner's arrays was under way")
-                await asyncio.to_thread(self.forget_older, change)
-                return
+            except TimeoutError:  # a build is under way in this process
+                break
             try:
-                patient = time.monotonic() < deadline
-                done = await asyncio.to_thread(self.patch_now, change, now, patient=patient)
+                done = await asyncio.to_thread(self.patch_now, change, now, patient=True)
             finally:
                 lock.release()
             if done:
-                return
+                return False
             await asyncio.sleep(0.02)
+        task = asyncio.create_task(self._patch_later(change, now))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+        return True
 
-    def patch_now(self, change: RecordsChanged, now: Touched, *, patient: bool = False) -> bool:
+    async def _patch_later(self, change: RecordsChanged, now: Touched) -> None:
+        """Wait for the build or patch of V under way, then patch V+1 from it. V+1's marker
+        is kept fresh meanwhile, so questions about V+1 wait for these files too."""
+        directory = self.cache.directory(change.partner_id)
+        key_version = self.cache.crypto.keys.match_version
+
+        async def keep_announced() -> None:
+            while True:
+                await asyncio.sleep(PATCH_MARKER_SECONDS / 3)
+                await asyncio.to_thread(mark_patching, directory, change.version, key_version)
+
+        announcing = asyncio.create_task(keep_announced())
+        lock = self.cache.lock(change.partner_id)
+        deadline = time.monotonic() + BUILD_LOCK_SECONDS
+        try:
+            while True:
+                patient = time.monotonic() < deadline
+                async with lock:
+                    done = await asyncio.to_thread(self._patch_after_builds, change, now, patient)
+                if done:
+                    return
+                await asyncio.sleep(0.1)
+        except Exception:
+            log.warning(
+                "could not patch a partner's arrays",
+                partner_id=str(change.partner_id),
+                exc_info=True,
+            )
+        finally:
+            announcing.cancel()
+            await asyncio.to_thread(self._unmark, change)
+
+    def _patch_after_builds(self, change: RecordsChanged, now: Touched, patient: bool) -> bool:
+        # Under the partner's build lock: a build of V in another process is waited for.
+        directory = self.cache.directory(change.partner_id)
+        with build_lock(directory, BUILD_LOCK_SECONDS):
+            return self.patch_now(change, now, patient=patient, holding_build_lock=True)
+
+    def patch_now(
+        self,
+        change: RecordsChanged,
+        now: Touched,
+        *,
+        patient: bool = False,
+        holding_build_lock: bool = False,
+    ) -> bool:
         """Write V+1's arrays from V's (see the module's docstring for when it does not).
-        False only when ``patient`` and V's arrays are missing but being patched: the caller
-        asks again shortly."""
+        False only when ``patient`` and V's arrays are missing but on their way (being
+        patched, or a build of the partner under way): the caller asks again shortly."""
         cache = self.cache
         partner_id, version = change.partner_id, change.version
         key_version = cache.crypto.keys.match_version
@@ -439,7 +504,14 @@ class ArrayPatcher:
             base = cache.held(partner_id, version - 1, key_version) or open_version(
                 directory, partner_id, version - 1, key_version
             )
-            if base is None and patient and patch_under_way(directory, version - 1, key_version):
+            if (
+                base is None
+                and patient
+                and (
+                    patch_under_way(directory, version - 1, key_version)
+                    or (not holding_build_lock and build_under_way(directory))
+                )
+            ):
                 waiting = True  # older versions stay: V's patch may be reading one
                 return False
             if base is None:

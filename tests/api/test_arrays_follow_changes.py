@@ -384,13 +384,17 @@ def test_a_change_committed_during_a_build_is_not_saved_under_the_older_version(
     assert (on_disk.side.consent[on_disk.side.person == person] == 7).all()
 
 
-def test_the_apply_builds_again_when_a_change_lands_during_its_build(
+def test_the_apply_catches_up_when_a_change_lands_during_its_build(
     hub: Hub, racing_withdrawal: tuple[Member, ArrayCache]
 ) -> None:
+    """The withdrawal's patch (in the hub) waits for the build under way, then patches from
+    its files; the apply's prepare waits for that patch instead of building again."""
     a, cache = racing_withdrawal
+    patches = cache_of(hub).patches
     prepared = asyncio.run(cache.prepare(UUID(a.id)))
     assert prepared.version == version_of(hub, a)  # caught up with the withdrawal
-    assert cache.builds == 2
+    assert cache.builds == 1
+    assert cache_of(hub).patches == patches + 1
     assert_same_as_a_build(hub, a)
     assert version_name(prepared.version - 1, prepared.key_version) not in {
         p.name for p in (hub.data_dir / "arrays" / a.id).iterdir()
@@ -643,3 +647,43 @@ def test_arrays_built_ahead_are_not_published_when_a_change_lands_before_the_fli
     assert_same_as_a_build(hub, a)
     answer = overlap(hub, a, partnership)
     assert answer.status_code == 200, answer.text
+
+
+def test_a_change_during_another_process_s_build_is_answered_then_patched_from_it(
+    hub: Hub, unbuilt: tuple[Member, list[ArrayCache]]
+) -> None:
+    """Another process is building the version before (it holds the partner's build lock)
+    when a withdrawal commits: the withdrawal is answered without waiting for that build,
+    and once the build's files are there its arrays are patched from them (before, the patch
+    was given up, and every process built the next version from the records again)."""
+    a, (building, _) = unbuilt
+    partner = UUID(a.id)
+    directory = hub.data_dir / "arrays" / a.id
+    key_version = building.crypto.keys.match_version
+    cache = cache_of(hub)
+    builds, patches = cache.builds, cache.patches
+    with array_files.build_lock(directory, timeout=5) as taken:
+        assert taken
+        # The other process's build has read the records (the version before).
+        with loader._snapshot(building.engine) as conn:
+            before = loader._current_version(conn, partner)
+            side, people, over = loader._build(conn, partner, building.crypto, key_version)
+        body = {"updates": [{"customer_ref": "u05", "consents": []}]}
+        response = a.post(hub, "/v1/identifiers/consents", body)
+        assert response.status_code == 200, response.text
+        version = version_of(hub, a)
+        assert version == before + 1
+        assert saved(hub, a, version) is None  # not patched yet: its base is being built
+        # ... and saves its files, then lets go of the lock.
+        array_files.save(directory, Loaded(partner, before, key_version, side, people, over))
+    deadline = time.monotonic() + 10
+    while saved(hub, a, version) is None:
+        assert time.monotonic() < deadline, "the withdrawal's arrays never came"
+        time.sleep(0.05)
+    assert cache.patches == patches + 1
+    assert cache.builds == builds
+    got = saved(hub, a, version)
+    assert got is not None
+    (person,) = got.index_of(["u05"])
+    assert (got.side.consent[got.side.person == person] == 0).all()
+    assert_same_as_a_build(hub, a)
