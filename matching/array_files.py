@@ -10,6 +10,7 @@ opens what another saved, so no process starts cold.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -124,6 +125,14 @@ def mark_patching(directory: Path, version: int, key_version: int) -> None:
 
 def unmark_patching(directory: Path, version: int, key_version: int) -> None:
     patch_marker(directory, version, key_version).unlink(missing_ok=True)
+
+
+async def keep_marked(directory: Path, version: int, key_version: int) -> None:
+    """Keep ``version``'s marker fresh for as long as this task runs (cancel it when done):
+    whoever waits for the files knows they are still on their way, however long it takes."""
+    while True:
+        await asyncio.sleep(PATCH_MARKER_SECONDS / 3)
+        await asyncio.to_thread(mark_patching, directory, version, key_version)
 
 
 def patch_under_way(directory: Path, version: int, key_version: int) -> bool:

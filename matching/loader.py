@@ -79,9 +79,11 @@ MAX_ATTRIBUTE_VALUES = 100  # DESIGN "Quotas": at most 100 distinct values per a
 # How many times the apply of an upload builds again when a change moved the counter during
 # its build (a consent change's patch usually catches up first).
 PREPARE_ATTEMPTS = 3
-# How long a question waits for a version whose patch is under way (in any process) before
-# it builds that version itself: a patch copies a few arrays, a build reads every record.
-WAIT_FOR_PATCH_SECONDS = 10.0
+# How long at most a question waits for a version announced as on its way (a patch, or the
+# build after an upload's flip, in any process; the marker is kept fresh while it lasts and
+# goes stale 30 s after its process stopped) before it builds that version itself: waiting
+# costs nothing, and building it again would take as long and read every record.
+WAIT_FOR_PATCH_SECONDS = 120.0
 # How long a builder waits for another process's build of the same partner (then opens its
 # files) before it builds as well.
 BUILD_LOCK_SECONDS = 600.0
@@ -263,26 +265,32 @@ def _build(
 class ArraysAhead:
     """A partner's arrays built from an upload's pending generation before its flip, written
     aside (no reader opens them) for the version the flip will make (``version``) if nothing
-    else moves the partner's counter meanwhile. The apply checks that in the flip's
-    transaction, announces them there (:meth:`announce`: a question that reads the new
-    counter waits for the files) and, once committed, :meth:`publish` moves them into place;
-    otherwise :meth:`discard`."""
+    else moves the partner's counter meanwhile. The apply announces the version its flip
+    makes in the flip's transaction (:meth:`announce`: a question that reads the new counter
+    waits for the files); once committed, :meth:`publish` moves these into place, or, when
+    they are not that version's, the apply builds it at once (:meth:`discard`, then
+    :meth:`ArrayCache.prepare`) and :meth:`withdraw` s the announcement."""
 
     directory: Path
     partial: Path
     version: int
     key_version: int
 
-    def announce(self) -> None:
-        array_files.mark_patching(self.directory, self.version, self.key_version)
+    def announce(self, version: int) -> None:
+        array_files.mark_patching(self.directory, version, self.key_version)
+
+    def withdraw(self, version: int) -> None:
+        array_files.unmark_patching(self.directory, version, self.key_version)
+
+    async def keep_announced(self, version: int) -> None:
+        await array_files.keep_marked(self.directory, version, self.key_version)
 
     def publish(self) -> None:
         array_files.publish(self.directory, self.partial)
-        array_files.unmark_patching(self.directory, self.version, self.key_version)
+        self.withdraw(self.version)
 
     def discard(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
-        array_files.unmark_patching(self.directory, self.version, self.key_version)
 
 
 class ArrayCache:
@@ -325,13 +333,19 @@ class ArrayCache:
                 return loaded
             await asyncio.sleep(0.02)
 
-    async def prepare(self, partner_id: UUID) -> Loaded:
+    async def prepare(self, partner_id: UUID, *, patient: bool = True) -> Loaded:
         """The partner's arrays at its current version, built if need be and saved where
         every hub process opens them: the apply of an upload calls this before it reports the
         upload completed, so the first question after it only opens files. A change committed
         meanwhile moves the counter; then again (a few times at most: the change's own patch
-        usually gets there first, and the next question builds what is still missing)."""
-        loaded = await self.get(partner_id)
+        usually gets there first, and the next question builds what is still missing).
+        Not ``patient``: it does not wait for a version announced as on its way (the caller
+        announced it: the build after an upload's flip)."""
+        if patient:
+            loaded = await self.get(partner_id)
+        else:  # its own announcement is not waited for
+            async with self.lock(partner_id):
+                loaded = await asyncio.to_thread(self._get_sync, partner_id)
         for _ in range(PREPARE_ATTEMPTS - 1):
             if await asyncio.to_thread(self.version_now, partner_id) == loaded.version:
                 break

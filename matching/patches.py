@@ -47,12 +47,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.db import after_commit
 from matching.array_files import (
     FIXED_COLUMNS,
-    PATCH_MARKER_SECONDS,
     Loaded,
     People,
     build_lock,
     build_under_way,
     discard_older,
+    keep_marked,
     mark_patching,
     open_version,
     patch_under_way,
@@ -448,13 +448,7 @@ class ArrayPatcher:
         is kept fresh meanwhile, so questions about V+1 wait for these files too."""
         directory = self.cache.directory(change.partner_id)
         key_version = self.cache.crypto.keys.match_version
-
-        async def keep_announced() -> None:
-            while True:
-                await asyncio.sleep(PATCH_MARKER_SECONDS / 3)
-                await asyncio.to_thread(mark_patching, directory, change.version, key_version)
-
-        announcing = asyncio.create_task(keep_announced())
+        announcing = asyncio.create_task(keep_marked(directory, change.version, key_version))
         lock = self.cache.lock(change.partner_id)
         deadline = time.monotonic() + BUILD_LOCK_SECONDS
         try:

@@ -615,6 +615,7 @@ def test_arrays_built_ahead_are_not_published_when_a_change_lands_before_the_fli
     They are dropped, and the version the flip makes is built from the records after it."""
     a, _, partnership = shared_pair(hub)
     directory = hub.data_dir / "arrays" / a.id
+    builds = cache_of(hub).builds
     gate = tmp_path / "flip-gate"
     gate.touch()
     monkeypatch.setenv("HUB_UPLOADS_TEST_FLIP_GATE", str(gate))
@@ -640,6 +641,10 @@ def test_arrays_built_ahead_are_not_published_when_a_change_lands_before_the_fli
     assert done["status"] == "completed", done
     assert version_of(hub, a) == before + 2
     assert partials(directory) == []
+    # Built ahead, then built once more right after the flip (announced meanwhile: no
+    # question elsewhere builds it too); the announcement is withdrawn.
+    assert cache_of(hub).builds == builds + 2
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".patching")]
     # The change's version holds what it held: the 30 records before the upload.
     change = saved(hub, a, before + 1)
     if change is not None:

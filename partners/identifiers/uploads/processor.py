@@ -109,9 +109,6 @@ class UploadSettings(Protocol):
 class PartnerArrays(BuildsAhead, Protocol):
     """The matching engine's arrays of a partner (``matching.loader.ArrayCache``)."""
 
-    async def prepare(self, partner_id: UUID) -> object:
-        """Build and save the partner's arrays at its current version, unless they exist."""
-
 
 # A database busy past its wait or unreachable is a warning: the claim is tried again at the
 # next poll, and a lane's upload resumes once its lease runs out. Anything else is a bug,

@@ -63,7 +63,9 @@ class ArraysAhead(Protocol):
     def version(self) -> int: ...
     @property
     def key_version(self) -> int: ...
-    def announce(self) -> None: ...
+    def announce(self, version: int) -> None: ...
+    def withdraw(self, version: int) -> None: ...
+    async def keep_announced(self, version: int) -> None: ...
     def publish(self) -> None: ...
     def discard(self) -> None: ...
 
@@ -72,6 +74,9 @@ class BuildsAhead(Protocol):
     """What builds them (``matching.loader.ArrayCache``)."""
 
     async def build_ahead(self, partner_id: UUID, generation: int) -> ArraysAhead: ...
+
+    async def prepare(self, partner_id: UUID, *, patient: bool = True) -> object:
+        """Build and save the partner's arrays at its current version, unless they exist."""
 
 
 @dataclass(frozen=True)
@@ -198,16 +203,26 @@ class SlicedApply:
         gate = os.environ.get("HUB_UPLOADS_TEST_FLIP_GATE")
         if gate:
             await asyncio.to_thread(_wait_for_gate, gate, self._stopping)
+        announced: list[int] = []
         try:
             published = await self._step(
-                claim, lambda session: self._flip(session, claim, report, pending, result, ahead)
+                claim,
+                lambda session: self._flip(
+                    session, claim, report, pending, result, ahead, announced
+                ),
             )
         except BaseException:
             if ahead is not None:
                 await asyncio.to_thread(ahead.discard)
+                for version in announced:
+                    await asyncio.to_thread(ahead.withdraw, version)
             raise
         if ahead is not None:
-            await asyncio.to_thread(ahead.publish if published else ahead.discard)
+            if published:
+                await asyncio.to_thread(ahead.publish)
+            else:
+                await asyncio.to_thread(ahead.discard)
+                await self._build_after_flip(claim, ahead, announced[-1])
         pause = apply_pause_for_tests(after="FLIP")
         if pause:
             await asyncio.sleep(pause)
@@ -339,6 +354,27 @@ class SlicedApply:
         self.arrays_seconds[claim.upload_id] = time.perf_counter() - started
         return ahead
 
+    async def _build_after_flip(self, claim: Claim, ahead: ArraysAhead, version: int) -> None:
+        """The arrays built ahead were not the flip's version: it is built now, announced
+        meanwhile (one build, here, rather than one by each process's next question, each
+        change's patch given up for want of a base)."""
+        assert self.arrays is not None
+        announcing = asyncio.create_task(ahead.keep_announced(version))
+        started = time.perf_counter()
+        try:
+            await self.arrays.prepare(claim.partner_id, patient=False)
+        except Exception:
+            log.warning(
+                "could not build the partner's arrays after the flip; the first question will",
+                upload_id=str(claim.upload_id),
+                exc_info=True,
+            )
+        finally:
+            announcing.cancel()
+            await asyncio.to_thread(ahead.withdraw, version)
+        seconds = time.perf_counter() - started
+        self.arrays_seconds[claim.upload_id] = self.arrays_seconds.get(claim.upload_id, 0) + seconds
+
     async def _flip(
         self,
         session: AsyncSession,
@@ -347,13 +383,16 @@ class SlicedApply:
         pending: int,
         result: ApplyResult,
         ahead: ArraysAhead | None = None,
+        announced: list[int] | None = None,
     ) -> bool:
         """The one small transaction that makes the upload's generation current, with the
         upload's figures and its audit entry. Returns whether the arrays built ahead are
         those of the version it makes (then announced here, published once it commits):
         not when a change moved the partner's counter since their build, when the flip
         changed rows of the new generation (withdrawals or erasures since the upload was
-        sent), or when a match key was added meanwhile."""
+        sent), or when a match key was added meanwhile. Either way the version it makes is
+        announced here (added to ``announced``): its files are on their way, published or
+        built right after the commit, and questions and patches wait for them."""
         await generation.lock_state(session, claim.partner_id)
         touched = await generation.flip(session, claim.partner_id, pending, claim.sent_at)
         published = False
@@ -361,13 +400,24 @@ class SlicedApply:
             version = await session.scalar(
                 select(STATE.c.version).where(STATE.c.partner_id == claim.partner_id)
             )
-            published = (
-                touched == 0
-                and version == ahead.version
-                and self.crypto.keys.match_version == ahead.key_version
-            )
-            if published:
-                await asyncio.to_thread(ahead.announce)
+            reason = None
+            if touched:
+                reason = "withdrawals or erasures since the upload was sent changed its rows"
+            elif version != ahead.version:
+                reason = "changes moved the partner's counter since the build"
+            elif self.crypto.keys.match_version != ahead.key_version:
+                reason = "a match key was added since the build"
+            published = reason is None
+            await asyncio.to_thread(ahead.announce, int(version or 0))
+            if announced is not None:
+                announced.append(int(version or 0))
+            if not published:  # built again after the flip: an operator sees why it cost twice
+                log.info(
+                    "arrays built ahead dropped",
+                    upload_id=str(claim.upload_id),
+                    version=version,
+                    reason=reason,
+                )
         actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
         figures: dict[str, Any] = {
             "rows_read": report.rows_read,
