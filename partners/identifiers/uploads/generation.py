@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import and_, delete, func, literal, select, tuple_, update
+from sqlalchemy import and_, delete, exists, func, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import horizon
@@ -100,13 +100,16 @@ async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: d
     refs = select(ERASURES.c.customer_ref).where(since, ERASURES.c.customer_ref.is_not(None))
     keys = select(ERASURES.c.match_key).where(since, ERASURES.c.match_key.is_not(None))
     new_rows = and_(RECORDS.c.partner_id == partner_id, RECORDS.c.generation == pending)
-    touched += rowcount(
-        await session.execute(
-            delete(RECORDS).where(
-                new_rows, RECORDS.c.customer_ref.in_(refs) | RECORDS.c.match_key.in_(keys)
+    # Only when there was one: the delete reads every new row (3.6-4.3 s at 1M on PostgreSQL,
+    # in this transaction, which holds the partner's state row against its consent changes).
+    if await session.scalar(select(exists().where(since))):
+        touched += rowcount(
+            await session.execute(
+                delete(RECORDS).where(
+                    new_rows, RECORDS.c.customer_ref.in_(refs) | RECORDS.c.match_key.in_(keys)
+                )
             )
         )
-    )
     withdrawals = await _net_withdrawals(session, partner_id, sent_at)
     for ref, withdrawn in withdrawals.items():
         touched += rowcount(
