@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import gzip
 import hashlib
 import multiprocessing
@@ -26,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -203,6 +205,33 @@ class Run:
         return done - start, what
 
 
+@contextlib.asynccontextmanager
+async def running(backend: str) -> AsyncIterator[tuple[Run, str]]:
+    """A fresh database (PostgreSQL: created, then dropped) with the hub's schema, and what
+    drives the processor's apply in-process; yields it with the database's URL."""
+    tmp = Path(tempfile.mkdtemp())
+    url = create_database() if backend == "postgres" else f"sqlite:///{tmp}/hub.db"
+    upgrade(url)
+    crypto = IdentifierCrypto(load_keyring(tmp / "keyring.json", ""))
+    engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
+    async_engine = create_hub_async_engine(url)
+    pool = ProcessPoolExecutor(
+        2,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=watch_parent,
+        initargs=(os.getpid(),),
+    )
+    sessions = async_sessionmaker(async_engine, expire_on_commit=False)
+    try:
+        yield Run(engine, sessions, crypto, pool, tmp / "spool"), url
+    finally:
+        pool.shutdown()
+        await async_engine.dispose()
+        engine.dispose()
+        if backend == "postgres":
+            drop_database(url)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", default="sqlite", choices=("sqlite", "postgres"))
@@ -211,55 +240,37 @@ async def main() -> None:
     n, tenth = args.rows, args.rows // 10
     base = write_file(f"replace-base-{n}.ndjson.gz", range(n))
     snapshot = write_file(f"replace-snapshot-{n}.ndjson.gz", range(tenth, n + tenth))
-    tmp = Path(tempfile.mkdtemp())
-    url = create_database() if args.backend == "postgres" else f"sqlite:///{tmp}/hub.db"
-    upgrade(url)
-    crypto = IdentifierCrypto(load_keyring(tmp / "keyring.json", ""))
-    engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
-    writer_engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
-    async_engine = create_hub_async_engine(url)
-    pool = ProcessPoolExecutor(
-        2,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=watch_parent,
-        initargs=(os.getpid(),),
-    )
-    run = Run(
-        engine,
-        async_sessionmaker(async_engine, expire_on_commit=False),
-        crypto,
-        pool,
-        tmp / "spool",
-    )
-    print(f"{args.backend}, {n:,} rows; the file keeps 90 % of the records, brings 10 % new")
-    try:
-        bystander = add_partner(engine, "bystander")
-        partners = {mode: add_partner(engine, mode) for mode in ("upsert", "replace")}
-        for partner_id in partners.values():
-            seconds, what = await run.upload(partner_id, base, "upsert")
-            print(f"  load {n:,} records: {seconds:.1f} s ({what})")
-        totals = {}
-        for mode, partner_id in partners.items():
-            writer = Writer(writer_engine, bystander)
-            thread = threading.Thread(target=writer.run)
-            thread.start()
-            try:
-                totals[mode], what = await run.upload(partner_id, snapshot, mode)
-            finally:
-                writer.stop.set()
-                thread.join()
-            print(
-                f"  {mode:>7}: {totals[mode]:.1f} s ({what}); concurrent writer: "
-                f"{len(writer.waits)} writes, longest wait {max(writer.waits):.2f} s"
-            )
-        print(f"  replace ÷ upsert: {totals['replace'] / totals['upsert']:.2f}")
-    finally:
-        pool.shutdown()
-        await async_engine.dispose()
-        engine.dispose()
-        writer_engine.dispose()
-        if args.backend == "postgres":
-            drop_database(url)
+    async with running(args.backend) as (run, url):
+        writer_engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
+        print(f"{args.backend}, {n:,} rows; the file keeps 90 % of the records, brings 10 % new")
+        try:
+            await compare(run, writer_engine, n, base, snapshot)
+        finally:
+            writer_engine.dispose()
+
+
+async def compare(run: Run, writer_engine: Engine, n: int, base: Path, snapshot: Path) -> None:
+    engine = run.engine
+    bystander = add_partner(engine, "bystander")
+    partners = {mode: add_partner(engine, mode) for mode in ("upsert", "replace")}
+    for partner_id in partners.values():
+        seconds, what = await run.upload(partner_id, base, "upsert")
+        print(f"  load {n:,} records: {seconds:.1f} s ({what})")
+    totals = {}
+    for mode, partner_id in partners.items():
+        writer = Writer(writer_engine, bystander)
+        thread = threading.Thread(target=writer.run)
+        thread.start()
+        try:
+            totals[mode], what = await run.upload(partner_id, snapshot, mode)
+        finally:
+            writer.stop.set()
+            thread.join()
+        print(
+            f"  {mode:>7}: {totals[mode]:.1f} s ({what}); concurrent writer: "
+            f"{len(writer.waits)} writes, longest wait {max(writer.waits):.2f} s"
+        )
+    print(f"  replace ÷ upsert: {totals['replace'] / totals['upsert']:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import os
-import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bench.bulk_upload import create_database, drop_database, make_file
-from bench.replace_upload import Run, add_partner
-from hub.core.db import create_hub_async_engine, create_hub_sync_engine
-from hub.core.keyring import load_keyring
-from hub.migrate import upgrade
-from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.uploads.staging import watch_parent
+from bench.bulk_upload import make_file
+from bench.replace_upload import Run, add_partner, running
 
 
 def statement_key(statement: str) -> str:
@@ -44,58 +34,38 @@ async def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="statements listed per upload")
     args = parser.parse_args()
     path = make_file(args.rows)
-    tmp = Path(tempfile.mkdtemp())
-    url = create_database() if args.backend == "postgres" else f"sqlite:///{tmp}/hub.db"
-    upgrade(url)
-    crypto = IdentifierCrypto(load_keyring(tmp / "keyring.json", ""))
-    engine = create_hub_sync_engine(url, busy_timeout_ms=120_000)
-    async_engine = create_hub_async_engine(url)
-    pool = ProcessPoolExecutor(
-        2,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=watch_parent,
-        initargs=(os.getpid(),),
-    )
-    run = Run(
-        engine,
-        async_sessionmaker(async_engine, expire_on_commit=False),
-        crypto,
-        pool,
-        tmp / "spool",
-    )
+    async with running(args.backend) as (run, _):
+        await profile(run, path, args)
+
+
+async def profile(run: Run, path: Path, args: argparse.Namespace) -> None:
     # The apply runs on the async engine, the staging on the sync one: only the apply's
     # statements are timed.
     seconds: Counter[str] = Counter()
     calls: Counter[str] = Counter()
+    apply_engine = run.sessions.kw["bind"].sync_engine
 
-    @event.listens_for(async_engine.sync_engine, "before_cursor_execute")
+    @event.listens_for(apply_engine, "before_cursor_execute")
     def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
         conn.info["statement_started"] = time.perf_counter()
 
-    @event.listens_for(async_engine.sync_engine, "after_cursor_execute")
+    @event.listens_for(apply_engine, "after_cursor_execute")
     def after(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
         key = statement_key(statement)
         seconds[key] += time.perf_counter() - conn.info["statement_started"]
         calls[key] += 1
 
     print(f"{args.backend}, {args.rows:,} rows, {args.mode}, {args.uploads} upload(s)")
-    try:
-        partner_id = add_partner(engine, "p")
-        for number in range(1, args.uploads + 1):
-            seconds.clear()
-            calls.clear()
-            total, what = await run.upload(partner_id, path, args.mode)
-            print(f"-- upload {number}: {total:.1f} s ({what})")
-            in_statements = sum(seconds.values())
-            print(f"   apply statements: {in_statements:.1f} s in {sum(calls.values()):,} calls")
-            for key, spent in seconds.most_common(args.top):
-                print(f"   {spent:8.2f} s {calls[key]:6d} calls  {key}")
-    finally:
-        pool.shutdown()
-        await async_engine.dispose()
-        engine.dispose()
-        if args.backend == "postgres":
-            drop_database(url)
+    partner_id = add_partner(run.engine, "p")
+    for number in range(1, args.uploads + 1):
+        seconds.clear()
+        calls.clear()
+        total, what = await run.upload(partner_id, path, args.mode)
+        print(f"-- upload {number}: {total:.1f} s ({what})")
+        in_statements = sum(seconds.values())
+        print(f"   apply statements: {in_statements:.1f} s in {sum(calls.values()):,} calls")
+        for key, spent in seconds.most_common(args.top):
+            print(f"   {spent:8.2f} s {calls[key]:6d} calls  {key}")
 
 
 if __name__ == "__main__":

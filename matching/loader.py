@@ -261,6 +261,17 @@ def _build(
     return side, people, over
 
 
+def _log_build(event: str, built: Loaded, started: float) -> None:
+    log.info(
+        event,
+        partner_id=str(built.partner_id),
+        version=built.version,
+        key_version=built.key_version,
+        records=len(built.side.hi),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
 @dataclass(frozen=True)
 class ArraysAhead:
     """A partner's arrays built from an upload's pending generation before its flip, written
@@ -372,14 +383,7 @@ class ArrayCache:
         self.builds += 1
         built = Loaded(partner_id, version, key_version, side, people, over)
         partial = array_files.write_aside(directory, built)
-        log.info(
-            "arrays built ahead of a flip",
-            partner_id=str(partner_id),
-            version=version,
-            key_version=key_version,
-            records=len(side.hi),
-            seconds=round(time.perf_counter() - started, 3),
-        )
+        _log_build("arrays built ahead of a flip", built, started)
         del side, people, built
         release_free_memory()
         return ArraysAhead(directory, partial, version, key_version)
@@ -438,14 +442,7 @@ class ArrayCache:
         save(directory, built)
         # What an operator needs to see why a process reads every record (a build
         # costs seconds per million): no patch made this version from the one before.
-        log.info(
-            "arrays built",
-            partner_id=str(partner_id),
-            version=version,
-            key_version=key_version,
-            records=len(side.hi),
-            seconds=round(time.perf_counter() - started, 3),
-        )
+        _log_build("arrays built", built, started)
         # Large arrays are served from the files just written (memory-mapped: page
         # cache the processes share, not each one's heap) and the build's heap is
         # handed back; small ones would only be read back, so they stay as built.
