@@ -692,3 +692,45 @@ def test_a_change_during_another_process_s_build_is_answered_then_patched_from_i
     (person,) = got.index_of(["u05"])
     assert (got.side.consent[got.side.person == person] == 0).all()
     assert_same_as_a_build(hub, a)
+
+
+def test_a_withdrawal_during_the_apply_is_in_the_arrays_built_ahead(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A withdrawal sent while the upload is applied (after it was sent, before its arrays
+    are built) is applied to the new rows before the build: the arrays built ahead are the
+    flip's and are published (before, the flip changed the rows after the build, the arrays
+    were dropped and every record was read a second time)."""
+    a, _, _ = shared_pair(hub)
+    directory = hub.data_dir / "arrays" / a.id
+    builds = cache_of(hub).builds
+    gate = tmp_path / "apply-gate"
+    gate.touch()
+    monkeypatch.setenv("HUB_UPLOADS_TEST_APPLY_GATE", str(gate))
+    # a000-a004 again with another tier (rewritten in the new generation), and 15 new people.
+    again = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="silver") for n in range(5)]
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    try:
+        sent = send(hub, a.headers, ndjson(again + more))
+        assert sent.status_code == 202, sent.text
+        deadline = time.monotonic() + 60
+        while upload_phase(hub, a, sent.json()["id"]) != ("processing", "applying"):
+            assert time.monotonic() < deadline, upload_phase(hub, a, sent.json()["id"])
+            time.sleep(0.02)
+        withdrawn = a.post(
+            hub,
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": "a001", "consents": []}]},
+        )
+        assert withdrawn.status_code == 200, withdrawn.text
+    finally:
+        gate.unlink()
+    done = wait_for(hub, a.headers, sent.json()["id"])
+    assert done["status"] == "completed", done
+    assert cache_of(hub).builds == builds + 1  # built ahead, published with the flip
+    assert partials(directory) == []
+    assert_same_as_a_build(hub, a)
+    got = saved(hub, a)
+    assert got is not None
+    (person,) = got.index_of(["a001"])
+    assert (got.side.consent[got.side.person == person] == 0).all()

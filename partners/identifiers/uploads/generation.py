@@ -89,12 +89,34 @@ async def open_generation(session: AsyncSession, partner_id: UUID, generation: i
 
 
 async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: datetime) -> int:
-    """Make ``pending`` current, after applying to its rows what happened since ``sent_at``.
+    """Make ``pending`` current, after applying to its rows what happened since ``sent_at``
+    (:func:`reconcile`). Returns the number of rows that changed."""
+    touched = await reconcile(session, partner_id, pending, sent_at)
+    await session.execute(
+        update(STATE)
+        .where(STATE.c.partner_id == partner_id)
+        .values(
+            generation=pending,
+            pending=None,
+            version=STATE.c.version + 1,
+            updated_at=datetime.now(UTC),
+        )
+    )
+    return touched
+
+
+async def reconcile(
+    session: AsyncSession, partner_id: UUID, pending: int, sent_at: datetime
+) -> int:
+    """Apply to the ``pending`` generation's rows what happened since ``sent_at``; the flip
+    does it (again) in its transaction, and the apply once before it builds the generation's
+    arrays, so that at the flip only what came after that build changes rows.
 
     An erasure since then removes the new rows it names (the slices left out what was erased
     before they ran; this catches the rest). A withdrawal since then (a consent update or an
     erasure, net of any later grant) is taken off the new rows of that person and off the
-    grants the upload has yet to publish. Returns the number of rows these touched."""
+    grants the upload has yet to publish. Returns the number of rows that changed (a row
+    already without the withdrawn consents is not counted: doing it twice changes nothing)."""
     touched = 0
     since = and_(ERASURES.c.partner_id == partner_id, ERASURES.c.erased_at >= sent_at)
     refs = select(ERASURES.c.customer_ref).where(since, ERASURES.c.customer_ref.is_not(None))
@@ -115,7 +137,11 @@ async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: d
         touched += rowcount(
             await session.execute(
                 update(RECORDS)
-                .where(new_rows, RECORDS.c.customer_ref == ref)
+                .where(
+                    new_rows,
+                    RECORDS.c.customer_ref == ref,
+                    RECORDS.c.consents.bitwise_and(withdrawn) != 0,
+                )
                 .values(consents=RECORDS.c.consents.bitwise_and(EVERY_CONSENT & ~withdrawn))
             )
         )
@@ -127,16 +153,6 @@ async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: d
             )
             .values(granted=PENDING_EVENTS.c.granted.bitwise_and(EVERY_CONSENT & ~withdrawn))
         )
-    await session.execute(
-        update(STATE)
-        .where(STATE.c.partner_id == partner_id)
-        .values(
-            generation=pending,
-            pending=None,
-            version=STATE.c.version + 1,
-            updated_at=datetime.now(UTC),
-        )
-    )
     return touched
 
 

@@ -197,6 +197,13 @@ class SlicedApply:
             result.notice = " ".join(filter(None, [notice, result.notice]))
         if result.skipped:
             result.notice = " ".join(filter(None, [result.notice, erased_notice(result.skipped)]))
+        if self.arrays is not None:
+            # What came since the upload was sent, applied before the arrays are built from
+            # the new rows: at the flip only what comes during the build changes them.
+            async def reconcile(session: AsyncSession) -> int:
+                return await generation.reconcile(session, partner_id, pending, claim.sent_at)
+
+            await self._step(claim, reconcile)
         ahead = await self._build_ahead(claim, pending)
         # TEST ONLY: while the file HUB_UPLOADS_TEST_FLIP_GATE names exists, wait (the arrays
         # built ahead, the flip not made).
