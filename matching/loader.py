@@ -428,7 +428,7 @@ class ArrayCache:
                 if loaded is None:
                     loaded = self._build_and_save(conn, partner_id, version, key_version)
         self.remember(loaded)
-        discard_older(self.directory(partner_id), version, key_version)
+        discard_older(directory, version, key_version)
         return loaded
 
     def _build_and_save(

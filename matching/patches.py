@@ -17,7 +17,8 @@ The patch runs after the change commits and before it is answered
 (``hub.core.db.after_commit``); V+1 is announced in the change's transaction (a marker file),
 so questions about V+1, in any process, wait for its files instead of building them. When V's
 arrays are still being built or patched (here or in another process), the change is answered
-and a task waits for them, then patches (the marker kept fresh meanwhile). It is skipped, never
+and a task waits for them, then patches (the marker kept fresh meanwhile); an erasure is
+not left to such a task: the older files go before it is answered. It is skipped, never
 guessed, when V's arrays are neither in memory nor on disk nor on their way, when the counter
 moved more than once in the transaction, when the keyring has a newer match key than V's arrays
 (or an upserted person's records are under an older one), when an erasure or an upsert meets an
@@ -418,10 +419,10 @@ class ArrayPatcher:
     async def _patch_when_free(self, change: RecordsChanged, now: Touched) -> bool:
         """Patch now, or (when V's arrays are still being built or patched, here or in
         another process) hand the patch to a task that waits for them, the change answered
-        meanwhile. Returns whether it was handed off. (Giving up instead broke the chain of
-        patches: every later change found no base, and each serving process read every
-        record of the partner again, for as long as changes kept coming: the soak's serving
-        processes built 1M-record partners back to back.)"""
+        meanwhile; never an erasure's. Returns whether it was handed off. (Giving up
+        instead broke the chain of patches: every later change found no base, and each
+        serving process read every record of the partner again, for as long as changes kept
+        coming: the soak's serving processes built 1M-record partners back to back.)"""
         lock = self.cache.lock(change.partner_id)
         # V's own patch may still be under way (in another process, or queued behind this
         # one here): its files are waited for a moment, the lock released meanwhile.
@@ -438,6 +439,13 @@ class ArrayPatcher:
             if done:
                 return False
             await asyncio.sleep(0.02)
+        if change.erased_people or change.erased_keys:
+            # An erasure is not answered while files of the versions before it (with the
+            # erased people in them) are still on disk: they go now, and V+1 is built by the
+            # next question instead of patched from one of them later.
+            _skipped(change, "an erasure whose base was not there yet")
+            await asyncio.to_thread(self.forget_older, change)
+            return False
         task = asyncio.create_task(self._patch_later(change, now))
         self._later.add(task)
         task.add_done_callback(self._later.discard)

@@ -734,3 +734,31 @@ def test_a_withdrawal_during_the_apply_is_in_the_arrays_built_ahead(
     assert got is not None
     (person,) = got.index_of(["a001"])
     assert (got.side.consent[got.side.person == person] == 0).all()
+
+
+def test_an_erasure_answered_while_a_build_is_under_way_leaves_no_older_file(
+    hub: Hub,
+) -> None:
+    """An erasure whose patch cannot be made at once (the version before is being built by
+    another process) is not left to a patch that follows later: the older versions' files,
+    with the erased customer_ref, are gone before it is answered."""
+    a, _, partnership = shared_pair(hub, size=30)
+    directory = hub.data_dir / "arrays" / a.id
+    key_version = hub.app.state.identifier_crypto.keys.match_version
+    version = version_of(hub, a)
+    # An older version still on disk (as another process may have left it), the current
+    # one's files not written yet: another process is building them.
+    (directory / version_name(version, key_version)).rename(
+        directory / version_name(version - 1, key_version)
+    )
+    cache_of(hub).forget(UUID(a.id), before=2**31)
+    assert b"a007" in file_bytes(directory)
+    with array_files.build_lock(directory, timeout=5) as taken:
+        assert taken
+        erased = a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["a007"]})
+        assert erased.status_code == 200, erased.text
+        assert b"a007" not in file_bytes(directory)
+    answer = overlap(hub, a, partnership)
+    assert answer.status_code in (200, 422), answer.text  # answered, from a fresh build
+    assert b"a007" not in file_bytes(directory)
+    assert_same_as_a_build(hub, a)

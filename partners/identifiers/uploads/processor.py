@@ -417,6 +417,8 @@ class UploadProcessor:
         ahead of the flip and published with it) or, when a change moved the counter since,
         built and saved where every hub process opens them. A failed build fails nothing:
         the first question builds them instead."""
+        # The apply's own seconds on the arrays (built before or right after the flip).
+        ahead = self.applier.arrays_seconds.pop(claim.upload_id, 0.0)
         await clean_up()
         if self.arrays is None:
             return
@@ -430,7 +432,6 @@ class UploadProcessor:
                 exc_info=True,
             )
             return
-        ahead = self.applier.arrays_seconds.pop(claim.upload_id, 0.0)
         self.arrays_seconds[claim.upload_id] = round(ahead + time.perf_counter() - started, 3)
 
     def _stage(self, job: StagingJob, path: Path) -> StageReport:
