@@ -239,11 +239,11 @@ class Creds:
 
     def __init__(self, http: httpx.Client, client_id: str, secret: str) -> None:
         self.http, self.client_id, self.secret = http, client_id, secret
-        self.issued = 0.0
+        self.issued: float | None = None
         self._headers: dict[str, str] = {}
 
     def __call__(self) -> dict[str, str]:
-        if time.monotonic() - self.issued > 600:
+        if self.issued is None or time.monotonic() - self.issued > 600:
             got = self.http.post(
                 "/oauth/token",
                 data={"grant_type": "client_credentials"},

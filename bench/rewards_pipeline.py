@@ -146,13 +146,13 @@ class Creds:
 
     def __init__(self, url: str, client_id: str, secret: str) -> None:
         self.url, self.client_id, self.secret = url, client_id, secret
-        self.issued = 0.0
+        self.issued: float | None = None
         self.lock = threading.Lock()
         self._headers: dict[str, str] = {}
 
     def __call__(self) -> dict[str, str]:
         with self.lock:
-            if time.monotonic() - self.issued > 600:
+            if self.issued is None or time.monotonic() - self.issued > 600:
                 got = httpx.post(
                     f"{self.url}/oauth/token",
                     data={"grant_type": "client_credentials"},
