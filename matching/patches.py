@@ -37,6 +37,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from uuid import UUID
 
 import numpy as np
@@ -46,6 +47,8 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import after_commit
+from hub.core.memory import release_free_memory
+from matching import array_files
 from matching.array_files import (
     FIXED_COLUMNS,
     Loaded,
@@ -538,7 +541,12 @@ class ArrayPatcher:
                 unchanged=patch.unchanged,
             )
             cache.patches += 1
-            cache.remember(patch.loaded)
+            served = _served_from_files(directory, patch.loaded)
+            mapped = served is not patch.loaded
+            del patch
+            cache.remember(served)
+            if mapped:  # the patch's heap copies are garbage now: hand them back
+                release_free_memory()
             return True
         finally:
             if not waiting:
@@ -553,6 +561,18 @@ class ArrayPatcher:
         cache.forget(change.partner_id, before=change.version)
         key_version = cache.crypto.keys.match_version
         discard_older(cache.directory(change.partner_id), change.version, key_version)
+
+
+def _served_from_files(directory: Path, patched: Loaded) -> Loaded:
+    """What the cache keeps of a patched version: large arrays are served from the files
+    just saved (memory-mapped: page cache shared by the hub's processes) and the patch's heap
+    copies handed back, as a build's are. Kept as patched, every erasure's rewrite of a
+    1M-record partner's columns stayed in each serving process's heap (the soak saw their
+    anonymous memory grow 60-90 % between minute 5 and minute 10)."""
+    if patched.side.hi.nbytes < array_files.MMAP_MIN_BYTES:
+        return patched
+    mapped = open_version(directory, patched.partner_id, patched.version, patched.key_version)
+    return patched if mapped is None else mapped  # None: removed meanwhile (a newer erasure)
 
 
 def _skipped(change: RecordsChanged, reason: str) -> None:
