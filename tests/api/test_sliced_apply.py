@@ -16,7 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from hub.core.db import create_hub_sync_engine
+from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.uploads.staging import UPLOADS
+from partners.kit import hash_identifier
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
 from tests.conftest import Hub, execute_sql, launch_hub
 
@@ -195,3 +197,64 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
     )
     assert sync.status_code == 200, sync.text
     assert "sync-m850" in records_of(hub, partner["name"])
+
+
+def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_their_consents(
+    sliced_hub: Hub,
+) -> None:
+    """A partner's first upload (no records yet) is applied without reading its slices back:
+    each person's consents are aggregated by the database. A person's two identifiers sit in
+    different slices with different consents: the consent events still say, once per person,
+    everything the upload granted; someone who granted nothing has no event."""
+    hub = sliced_hub
+    partner, _, headers = hub.partner_with_token("coffee")
+    first = (["analytics"], ["joint_offers"], [], ["rewards_sharing", "analytics"])
+    second = (["joint_offers"], [], [], ["analytics"])
+    rows = [email_record(f"fl{i}", ref=f"fl-{i}", consents=first[i % 4]) for i in range(300)]
+    rows += [
+        {
+            "id_type": "phone",
+            "id_hash": hash_identifier("phone", f"+3361{i:07d}"),
+            "customer_ref": f"fl-{i}",
+            "consents": second[i % 4],
+        }
+        for i in range(100)
+    ]  # the phone rows come three slices of 100 after the first of their people's rows
+    done = wait_for(hub, headers, send(hub, headers, ndjson(rows)).json()["id"], timeout=120)
+    assert done["status"] == "completed", done
+    assert (done["created"], done["matched"], done["applied"]) == (400, 0, 400)
+
+    def mask(names: list[str]) -> int:
+        return sum(CONSENT_BITS[name] for name in names)
+
+    expected = {f"fl-{i}": mask(first[i % 4]) | (mask(second[i % 4]) if i < 100 else 0)
+                for i in range(300)}  # fmt: skip
+    held = execute_sql(
+        hub.database_url,
+        "SELECT r.customer_ref, r.consents FROM identifier_records r "
+        "JOIN partners p ON p.id = r.partner_id WHERE p.name = :name",
+        name=partner["name"],
+    )
+    assert len(held) == 400
+    per_person: dict[str, int] = defaultdict(int)
+    for ref, consents in held:
+        per_person[ref] |= consents
+    assert per_person == expected
+    events = execute_sql(
+        hub.database_url,
+        "SELECT e.customer_ref, e.granted, e.withdrawn, e.cause FROM consent_events e "
+        "JOIN partners p ON p.id = e.partner_id WHERE p.name = :name",
+        name=partner["name"],
+    )
+    refs = [ref for ref, *_ in events]
+    assert len(refs) == len(set(refs)), "a person's upload event was published twice"
+    assert {ref: (granted, withdrawn, cause) for ref, granted, withdrawn, cause in events} == {
+        ref: (granted, 0, "upload") for ref, granted in expected.items() if granted
+    }
+    assert execute_sql(hub.database_url, "SELECT count(*) FROM identifier_pending_events") == [(0,)]
+
+    # The next upload meets these records (the path that reads them back): one withdrawal.
+    changed = [email_record("fl0", ref="fl-0", consents=[])]
+    again = wait_for(hub, headers, send(hub, headers, ndjson(changed)).json()["id"], timeout=60)
+    assert (again["status"], again["created"], again["matched"]) == ("completed", 0, 1)
+    assert folded_consents(hub, partner["name"])["fl-0"] == mask(second[0])  # its phone's

@@ -25,14 +25,14 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
 from hub.core.db import SQLITE_WRITER_GAP_SECONDS, reading, writing
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.records import STATE
+from partners.identifiers.records import RECORDS, STATE
 from partners.identifiers.uploads import generation
 from partners.identifiers.uploads.apply import (
     SQLITE_APPLY_CACHE,
@@ -180,6 +180,15 @@ class SlicedApply:
         )
         if self.dialect == "postgresql":
             await self._analyze("identifier_staging")  # freshly copied: give the planner sizes
+
+        # Checked once the pending generation is open: from then on no other writer adds a
+        # record (they are refused until the flip), so a partner without records stays so.
+        async def holds_records(session: AsyncSession) -> bool:
+            return bool(
+                await session.scalar(select(exists().where(RECORDS.c.partner_id == partner_id)))
+            )
+
+        first_load = not await self._step(claim, holds_records, write=False)
         applier = partial(
             SliceApplier,
             stage_key=stage_key(claim.upload_id, claim.attempt),
@@ -189,6 +198,7 @@ class SlicedApply:
             match_version=report.match_version,
             sent_at=claim.sent_at,
             with_previous_keys=report.with_previous_keys,
+            first_load=first_load,
         )
         result = await self._write_slices(claim, applier)
         if claim.mode == REPLACE:
