@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from hub.core.db import create_hub_sync_engine
 from partners.identifiers.models import CONSENT_BITS
+from partners.identifiers.uploads import generation
 from partners.identifiers.uploads.staging import UPLOADS
 from partners.kit import hash_identifier
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
@@ -200,12 +201,14 @@ def test_a_sliced_replace_is_invisible_until_its_flip_and_loses_nothing_sent_mea
 
 
 def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_their_consents(
-    sliced_hub: Hub,
+    sliced_hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A partner's first upload (no records yet) is applied without reading its slices back:
     each person's consents are aggregated by the database. A person's two identifiers sit in
     different slices with different consents: the consent events still say, once per person,
-    everything the upload granted; someone who granted nothing has no event."""
+    everything the upload granted; someone who granted nothing has no event. The tidying
+    publishes them 37 people at a time, each slice starting where the one before stopped."""
+    monkeypatch.setattr(generation, "TIDY_ROWS", 37)
     hub = sliced_hub
     partner, _, headers = hub.partner_with_token("coffee")
     first = (["analytics"], ["joint_offers"], [], ["rewards_sharing", "analytics"])

@@ -175,7 +175,7 @@ class SliceApplier:
         2.6 s a slice at 300k records.)
         """
         s = STAGING.alias("s")
-        upload = s.c.stage_key
+        upload: ColumnElement[str] = s.c.stage_key
         if self.session.get_bind().dialect.name == "sqlite":
             # An expression, not the column: SQLite then reads the slice by its id range (the
             # rowid) instead of the staging index (stage_key, ...), which made it read every

@@ -14,6 +14,7 @@ holds the write lock for long. The lifecycle of a bulk apply:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -176,7 +177,19 @@ async def _net_withdrawals(
     return {ref: mask for ref, mask in net.items() if mask}
 
 
-async def tidy_slice(session: AsyncSession, partner_id: UUID, generation: int) -> int:
+@dataclass
+class Tidying:
+    """Where a tidying's publishing has got to: every pending change of a person up to
+    ``after`` (in ``customer_ref`` order) is published and deleted. Each slice starts there
+    instead of walking again, from the partner's first person, past the index entries of
+    the rows the slices before it deleted."""
+
+    after: str | None = None
+
+
+async def tidy_slice(
+    session: AsyncSession, partner_id: UUID, generation: int, progress: Tidying | None = None
+) -> int:
     """One slice of the tidying after a flip: up to TIDY_ROWS retired rows deleted, or the
     pending consent changes of up to TIDY_ROWS people published (one event per person: the
     grants net of the withdrawals). Returns how many rows it handled (0: all tidy)."""
@@ -193,6 +206,8 @@ async def tidy_slice(session: AsyncSession, partner_id: UUID, generation: int) -
     mine = and_(
         PENDING_EVENTS.c.partner_id == partner_id, PENDING_EVENTS.c.generation <= generation
     )
+    if progress is not None and progress.after is not None:
+        mine = and_(mine, PENDING_EVENTS.c.customer_ref > progress.after)
     refs = (
         select(PENDING_EVENTS.c.customer_ref)
         .where(mine)
@@ -229,4 +244,7 @@ async def tidy_slice(session: AsyncSession, partner_id: UUID, generation: int) -
             ).where((per_person.c.g != 0) | (per_person.c.w != 0)),
         )
     )
-    return rowcount(await session.execute(delete(PENDING_EVENTS).where(batch))) or 1
+    done = rowcount(await session.execute(delete(PENDING_EVENTS).where(batch))) or 1
+    if progress is not None:
+        progress.after = last
+    return done
