@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bench.auth_layer import free_port
 from bench.bulk_upload import (
     RESULTS,
+    Row,
     checkpoint,
     children,
     create_database,
@@ -59,16 +60,7 @@ from bench.bulk_upload import (
 from bench.overlap_http import Creds, Server, applied_line, ask, make_files, upload
 from partners.identifiers.crypto import NONCE_BYTES, _Hmac
 
-
 # -- the floor --------------------------------------------------------------------------------
-class Row(msgspec.Struct):
-    id_type: str
-    id_hash: str
-    customer_ref: str
-    consents: list[str] = []
-    attributes: dict[str, str] | None = None
-
-
 CONSENT_BITS = {"analytics": 1, "joint_offers": 2, "rewards_sharing": 4}
 
 

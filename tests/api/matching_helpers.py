@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 from sqlalchemy import create_engine, update
 
 from hub.core.db import normalise_url
@@ -123,3 +125,12 @@ def move_answers_back(hub: Hub, partnership: str, by: timedelta) -> None:
             )
     finally:
         engine.dispose()
+
+
+def file_backed(array: Any) -> bool:
+    """True when the array's memory maps a file (its chain of bases holds a memory map)."""
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False

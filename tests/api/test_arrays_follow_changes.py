@@ -11,7 +11,6 @@ finds was left by an upload's apply or by a patch, and nothing deletes files beh
 from __future__ import annotations
 
 import asyncio
-import mmap
 import os
 import random
 import threading
@@ -30,7 +29,16 @@ from matching import array_files, loader
 from matching.array_files import Loaded, People, open_version, version_name
 from matching.engine import Side
 from matching.loader import ArrayCache
-from tests.api.matching_helpers import ALL, Member, email, members, overlap, phone, rec
+from tests.api.matching_helpers import (
+    ALL,
+    Member,
+    email,
+    file_backed,
+    members,
+    overlap,
+    phone,
+    rec,
+)
 from tests.api.uploads_helpers import ndjson, send, upload_and_wait, wait_for
 from tests.conftest import Hub, launch_hub, start_hub
 
@@ -192,15 +200,6 @@ def test_an_erased_customer_ref_is_in_no_array_file_once_the_erasure_is_answered
     assert cache_of(hub).builds == builds
 
 
-def _file_backed(array: Any) -> bool:
-    """True when the array's memory maps a file (its chain of bases holds a memory map)."""
-    while array is not None:
-        if isinstance(array, np.memmap | mmap.mmap):
-            return True
-        array = getattr(array, "base", None)
-    return False
-
-
 @pytest.mark.parametrize("change", ["consents", "erase"])
 def test_patched_arrays_are_served_from_their_files_not_kept_on_the_heap(
     hub: Hub, monkeypatch: pytest.MonkeyPatch, change: str
@@ -225,7 +224,7 @@ def test_patched_arrays_are_served_from_their_files_not_kept_on_the_heap(
     held = cache._memory[UUID(a.id)]
     assert held.version == version_of(hub, a)
     for array in (held.side.hi, held.side.lo, held.side.person, held.side.consent):
-        assert _file_backed(array)
+        assert file_backed(array)
     answer = overlap(hub, a, partnership)
     assert answer.status_code == 200, answer.text
     assert answer.json()["count"] == 28  # twelve of the forty no longer count

@@ -3,7 +3,6 @@ thresholds, complementary suppression, noise budgets, differencing, isolation an
 
 from __future__ import annotations
 
-import mmap
 import re
 import time
 from datetime import timedelta
@@ -11,13 +10,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import numpy as np
 import pytest
 
 from matching import array_files
 from tests.api.matching_helpers import (
     Member,
     email,
+    file_backed,
     members,
     move_answers_back,
     overlap,
@@ -333,15 +332,6 @@ def test_arrays_in_use_are_rebuilt_after_a_change_before_anyone_asks(hub: Hub) -
     assert names != [built]
 
 
-def _file_backed(array: Any) -> bool:
-    """True when the array's memory is a mapping of a file (its chain of bases holds one)."""
-    while array is not None:
-        if isinstance(array, np.memmap | mmap.mmap):
-            return True
-        array = getattr(array, "base", None)
-    return False
-
-
 def test_arrays_built_for_a_question_are_served_from_their_files(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -361,4 +351,4 @@ def test_arrays_built_for_a_question_are_served_from_their_files(
         loaded = cache._memory[UUID(member.id)]
         side = loaded.side
         for array in (side.hi, side.lo, side.person, side.consent):
-            assert _file_backed(array)
+            assert file_backed(array)

@@ -285,21 +285,15 @@ class SliceApplier:
         Each person's consents are pending grants, aggregated by the database; the rows go
         in as new records. Returns how many."""
         dialect = self.session.get_bind().dialect.name
-        granted = bit_or(s.c.consents, dialect)
-        await self.session.execute(
-            PENDING_EVENTS.insert().from_select(
-                ["partner_id", "generation", "customer_ref", "granted", "withdrawn"],
-                select(
-                    literal(self.partner_id, PENDING_EVENTS.c.partner_id.type),
-                    literal(self.pending, PENDING_EVENTS.c.generation.type),
-                    s.c.customer_ref,
-                    granted,
-                    literal(0, PENDING_EVENTS.c.withdrawn.type),
-                )
-                .where(accepted)
-                .group_by(s.c.customer_ref)
-                .having(granted != 0),
+        await self._pend(
+            select(
+                s.c.customer_ref.label("ref"),
+                bit_or(s.c.consents, dialect).label("g"),
+                literal(0).label("w"),
             )
+            .where(accepted)
+            .group_by(s.c.customer_ref)
+            .subquery("changes")
         )
         await self._insert_records(self._new_records(s, accepted))
         # Counted, not the insert's rowcount: PostgreSQL's driver reports none for it here.
