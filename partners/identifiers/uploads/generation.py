@@ -80,6 +80,13 @@ async def discard_slice(session: AsyncSession, partner_id: UUID, generation: int
     return done
 
 
+async def holds_records(session: AsyncSession, partner_id: UUID) -> bool:
+    """Whether the partner has any record row, of any generation (retired or pending ones
+    too): False only for a partner that has never held a record, whose upload is then a
+    first load (see ``apply.SliceApplier``)."""
+    return bool(await session.scalar(select(exists().where(RECORDS.c.partner_id == partner_id))))
+
+
 async def open_generation(session: AsyncSession, partner_id: UUID, generation: int) -> int:
     """Mark ``generation + 1`` as the one being written; returns it."""
     pending = generation + 1

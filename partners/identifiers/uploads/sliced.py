@@ -25,14 +25,14 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
-from sqlalchemy import exists, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from hub.core import audit
 from hub.core.audit import Actor
 from hub.core.db import SQLITE_WRITER_GAP_SECONDS, reading, writing
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.records import RECORDS, STATE
+from partners.identifiers.records import STATE
 from partners.identifiers.uploads import generation
 from partners.identifiers.uploads.apply import (
     SQLITE_APPLY_CACHE,
@@ -189,9 +189,7 @@ class SlicedApply:
         # Checked once the pending generation is open: from then on no other writer adds a
         # record (they are refused until the flip), so a partner without records stays so.
         async def holds_records(session: AsyncSession) -> bool:
-            return bool(
-                await session.scalar(select(exists().where(RECORDS.c.partner_id == partner_id)))
-            )
+            return await generation.holds_records(session, partner_id)
 
         first_load = not await self._step(claim, holds_records, write=False)
         applier = partial(
