@@ -94,12 +94,12 @@ _SHORT_DATE = re.compile(r"(\d{1,2})([./-])(\d{1,2})\2\d{2}")
 E164_DIGITS = (10, 15)
 
 
-def visible_text(value: str) -> str:
+def visible_text(value: str, *, split_digits: bool = True) -> str:
     """``value`` as a reader sees it, for detection only (never stored): NFKC, invisible
-    characters dropped (or a ``-`` where they split two digits), look-alikes mapped,
-    whitespace collapsed, case folded."""
+    characters dropped (or, with ``split_digits``, a ``-`` where they split two digits),
+    look-alikes mapped, whitespace collapsed, case folded."""
     if not (value.isascii() and value.isprintable()):
-        value = _shown(unicodedata.normalize("NFKC", value))
+        value = _shown(unicodedata.normalize("NFKC", value), split_digits)
     value = value.casefold()
     if " " in value:
         value = " ".join(value.split())
@@ -108,7 +108,7 @@ def visible_text(value: str) -> str:
     return value
 
 
-def _shown(text: str) -> str:
+def _shown(text: str, split_digits: bool = True) -> str:
     out: list[str] = []
     hidden = False
     for ch in text:
@@ -122,7 +122,14 @@ def _shown(text: str) -> str:
         elif unicodedata.category(ch) == "Pd":
             out.append("-")
         else:
-            if hidden and ch.isdigit() and out and out[-1].isdigit() and not _in_escape(out):
+            if (
+                split_digits
+                and hidden
+                and ch.isdigit()
+                and out
+                and out[-1].isdigit()
+                and not _in_escape(out)
+            ):
                 out.append("-")  # "415<ZWSP>555" is a grouped number, not "415555"
             out.append(ch)
         hidden = False
@@ -146,7 +153,16 @@ def looks_like_contact(value: str) -> bool:
     if value.isascii() and value.isalnum():
         return False
     text = visible_text(value)
-    return has_email(text) or has_phone(text)
+    if has_email(text) or has_phone(text):
+        return True
+    if value.isascii():
+        return False
+    # An invisible mark between two digits reads as a group separator ("415<ZWSP>555"); the
+    # text is read without it too, so that a mark inside a group cannot turn a date the
+    # rules skip into digits that hide the number after it ("2<ZWSP>026-11-03 415 555 2671",
+    # found by hypothesis).
+    joined = visible_text(value, split_digits=False)
+    return joined != text and has_phone(joined)
 
 
 def has_email(text: str) -> bool:
