@@ -59,11 +59,10 @@ from bench.bulk_upload import (
 )
 from bench.overlap_http import Creds, Server, applied_line, ask, make_files, upload
 from partners.identifiers.crypto import NONCE_BYTES, _Hmac
+from partners.identifiers.models import CONSENT_BITS
+
 
 # -- the floor --------------------------------------------------------------------------------
-CONSENT_BITS = {"analytics": 1, "joint_offers": 2, "rewards_sharing": 4}
-
-
 def _rows(path: Path) -> Iterator[tuple[Any, ...]]:
     """Each record as the hub must hold it: match key, sealed digest, person, consents."""
     decoder = msgspec.json.Decoder(Row)

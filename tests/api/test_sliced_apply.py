@@ -210,6 +210,12 @@ def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_t
     publishes them 37 people at a time, each slice starting where the one before stopped."""
     monkeypatch.setattr(generation, "TIDY_ROWS", 37)
     hub = sliced_hub
+    # Another brand already holds some of the same people (the same digests): that does not
+    # make this brand's upload anything but a first load, nor does the load touch theirs.
+    other, _, other_headers = hub.partner_with_token("bank")
+    theirs = [email_record(f"fl{i}", ref=f"bank-{i}", consents=[]) for i in range(20)]
+    sent = send(hub, other_headers, ndjson(theirs)).json()["id"]
+    assert wait_for(hub, other_headers, sent)["status"] == "completed"
     partner, _, headers = hub.partner_with_token("coffee")
     first = (["analytics"], ["joint_offers"], [], ["rewards_sharing", "analytics"])
     second = (["joint_offers"], [], [], ["analytics"])
@@ -255,6 +261,9 @@ def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_t
         ref: (granted, 0, "upload") for ref, granted in expected.items() if granted
     }
     assert execute_sql(hub.database_url, "SELECT count(*) FROM identifier_pending_events") == [(0,)]
+    assert records_of(hub, other["name"]) == {
+        f"bank-{i}": ("1", 0, None) for i in range(20)
+    }  # the other brand's records as they were: their refs, no consents
 
     # The next upload meets these records (the path that reads them back): one withdrawal.
     changed = [email_record("fl0", ref="fl-0", consents=[])]
