@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Table, and_, delete, insert, select
+from sqlalchemy import Table, and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.db import writing
@@ -90,30 +91,82 @@ async def insert_arm(
         )
 
 
-async def _prune(
-    session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID, current: set[str]
-) -> tuple[list[str], int]:
-    """Delete from one side's arm whoever is not in ``current``: (removed, size left)."""
-    held = set(
-        await session.scalars(
-            select(table.c.customer_ref).where(
-                table.c.offer_id == offer_id, table.c.partner_id == partner_id
+async def _held(
+    session_maker: async_sessionmaker[AsyncSession], table: Table, offer_id: UUID, partner_id: UUID
+) -> set[str]:
+    """Who is in one side's arm now (read before the offer's lock: arms only ever shrink, so
+    this is a superset of who will be there under the lock)."""
+    async with session_maker() as session:
+        return set(
+            await session.scalars(
+                select(table.c.customer_ref).where(
+                    table.c.offer_id == offer_id, table.c.partner_id == partner_id
+                )
             )
         )
-    )
-    gone = sorted(held - current)
+
+
+async def _remove(
+    session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID, gone: Sequence[str]
+) -> tuple[list[str], int]:
+    """Delete ``gone`` from one side's arm: (those actually removed, the arm's size left)."""
+    removed: list[str] = []
     for start in range(0, len(gone), INSERT_ROWS):
         chunk = gone[start : start + INSERT_ROWS]
-        await session.execute(
-            delete(table).where(
+        removed += await session.scalars(
+            delete(table)
+            .where(
                 and_(
                     table.c.offer_id == offer_id,
                     table.c.partner_id == partner_id,
                     table.c.customer_ref.in_(chunk),
                 )
             )
+            .returning(table.c.customer_ref)
         )
-    return gone, len(held) - len(gone)
+    left = await session.scalar(
+        select(func.count()).where(table.c.offer_id == offer_id, table.c.partner_id == partner_id)
+    )
+    return sorted(removed), int(left or 0)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one reconciliation will remove, computed before the offer's row is locked."""
+
+    versions: dict[str, int]
+    gone: dict[tuple[Table, UUID], list[str]]
+
+
+async def _plan(
+    session_maker: async_sessionmaker[AsyncSession],
+    a: Loaded,
+    b: Loaded,
+    offer_id: UUID,
+    filters: Filters,
+    controls: bool,
+) -> _Plan:
+    current = await asyncio.to_thread(eligible, a, b, filters)
+    tables = (AUDIENCE, CONTROLS) if controls else (AUDIENCE,)
+    gone = {}
+    for pid, refs in current.items():
+        people = set(refs)
+        for table in tables:
+            held = await _held(session_maker, table, offer_id, pid)
+            gone[table, pid] = sorted(held - people)
+    return _Plan({str(x.partner_id): x.version for x in (a, b)}, gone)
+
+
+_RUNNING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[UUID, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _one_at_a_time(offer_id: UUID) -> asyncio.Lock:
+    """This process's lock for one offer's reconciliation: requests that arrive while it runs
+    wait here (holding no database connection), then find it done."""
+    locks = _RUNNING.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(offer_id, asyncio.Lock())
 
 
 async def reconcile_offer(
@@ -122,7 +175,22 @@ async def reconcile_offer(
     offer_id: UUID,
     partnership: Partnership,
 ) -> int:
-    """Remove from the offer's arms whoever no longer belongs; how many left the audiences."""
+    """Remove from the offer's arms whoever no longer belongs; how many left the audiences.
+
+    Who is eligible is computed from the members' arrays before the offer's row is locked;
+    under the lock, the offer's reconciled versions decide whether the plan is still news
+    (another process may have applied the same or newer versions meanwhile). Within a process,
+    one reconciliation per offer runs at a time."""
+    async with _one_at_a_time(offer_id):
+        return await _reconcile(session_maker, arrays, offer_id, partnership)
+
+
+async def _reconcile(
+    session_maker: async_sessionmaker[AsyncSession],
+    arrays: ArrayCache,
+    offer_id: UUID,
+    partnership: Partnership,
+) -> int:
     a_id, b_id = (m.partner_id for m in partnership.members)
     async with session_maker() as session:
         versions = dict(
@@ -134,12 +202,22 @@ async def reconcile_offer(
                 )
             ).all()
         )
-        reconciled = await session.scalar(select(Offer.reconciled).where(Offer.id == offer_id))
-    if reconciled is not None and all(
-        reconciled.get(str(pid)) == versions.get(pid, 0) for pid in (a_id, b_id)
-    ):
+        row = (
+            await session.execute(
+                select(Offer.reconciled, Offer.filters, Offer.control_sizes).where(
+                    Offer.id == offer_id, Offer.activated_at.is_not(None)
+                )
+            )
+        ).first()
+    if row is None:
+        return 0
+    reconciled, filters, control_sizes = row
+    if all(reconciled.get(str(pid)) == versions.get(pid, 0) for pid in (a_id, b_id)):
         return 0
     a, b = await asyncio.gather(arrays.get(a_id), arrays.get(b_id))
+    if all(reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
+        return 0
+    plan = await _plan(session_maker, a, b, offer_id, filters, control_sizes is not None)
     removed = 0
     with writing():
         async with session_maker() as session, session.begin():
@@ -151,15 +229,19 @@ async def reconcile_offer(
             )
             if offer is None or offer.activated_at is None:
                 return 0
-            if all(offer.reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
+            if all(offer.reconciled.get(pid, -1) >= v for pid, v in plan.versions.items()):
                 return 0  # someone else reconciled to these versions (or newer) meanwhile
-            current = await asyncio.to_thread(eligible, a, b, offer.filters)
+            if offer.filters != filters:
+                return 0  # not expected (filters are fixed at activation); the next call replans
             sizes = dict(offer.audience_sizes)
             control_sizes = dict(offer.control_sizes or {})
             now = datetime.now(UTC)
-            for pid, refs in current.items():
-                people = set(refs)
-                gone, sizes[str(pid)] = await _prune(session, AUDIENCE, offer_id, pid, people)
+            for (table, pid), candidates in plan.gone.items():
+                gone, left = await _remove(session, table, offer_id, pid, candidates)
+                if table is CONTROLS:
+                    control_sizes[str(pid)] = left  # a control person was never disclosed
+                    continue
+                sizes[str(pid)] = left
                 for start in range(0, len(gone), INSERT_ROWS):
                     await session.execute(
                         insert(CHANGES),
@@ -175,11 +257,7 @@ async def reconcile_offer(
                         ],
                     )
                 removed += len(gone)
-                if offer.control_sizes is not None:
-                    _, control_sizes[str(pid)] = await _prune(
-                        session, CONTROLS, offer_id, pid, people
-                    )
-            offer.reconciled = {str(x.partner_id): x.version for x in (a, b)}
+            offer.reconciled = plan.versions
             offer.audience_sizes = sizes
             if offer.control_sizes is not None:
                 offer.control_sizes = control_sizes

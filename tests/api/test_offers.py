@@ -9,6 +9,7 @@ import io
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -252,3 +253,52 @@ def test_an_audience_is_not_served_unless_the_partnership_is_active_but_removals
     changes = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes", cursor=cursor)
     assert changes.status_code == 200, changes.text
     assert [c["customer_ref"] for c in changes.json()["items"]] == ["a05"]
+
+
+def test_concurrent_reads_after_a_withdrawal_remove_each_person_once(hub: Hub, pair: Any) -> None:
+    """Many requests reconcile the same offer at once (audience pages, change feeds, the
+    maintenance loop): each withdrawn person leaves the audience exactly once, the change feed
+    lists them once, and the audience size the offer reports is the rows that are left."""
+    a, b, partnership = pair
+    title = f"concurrent {uuid.uuid4()}"
+    offer = propose(hub, a, b, partnership, title=title, holdout=0.5).json()
+    assert b.post(hub, f"/v1/offers/{offer['id']}/approve").status_code == 200
+    cursor_a = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes").json()["next_cursor"]
+    before = set(audience(hub, a, offer["id"]))
+    treated = sorted(ref for ref in before if ref.startswith("a") and ref[1:].isdigit())[:2]
+    held = sorted({f"a{n:02d}" for n in range(40)} - before)[:1]  # A's control arm
+    assert len(treated) == 2
+    assert len(held) == 1
+    withdrawn = set(treated + held)
+    for ref in withdrawn:
+        b.consents(hub, f"b{ref[1:]}", ["analytics"])  # B's same person withdraws joint_offers
+    reads = [
+        (a, f"/v1/offers/{offer['id']}/audience"),
+        (b, f"/v1/offers/{offer['id']}/audience"),
+        (a, f"/v1/offers/{offer['id']}"),
+    ] * 4
+    with ThreadPoolExecutor(max_workers=len(reads)) as pool:
+        answers = list(pool.map(lambda read: read[0].get(hub, read[1]).status_code, reads))
+    assert answers == [200] * len(reads)
+    changes = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes", cursor=cursor_a).json()
+    removed = [c["customer_ref"] for c in changes["items"]]
+    assert sorted(removed) == treated  # once each; a control person's removal is silent
+    left = audience(hub, a, offer["id"])
+    assert set(left) == before - withdrawn
+    assert a.get(hub, f"/v1/offers/{offer['id']}").json()["audience_size"] == len(left)
+    controls = execute_sql(
+        hub.database_url,
+        "SELECT count(*) FROM offer_controls JOIN offers ON offers.id = offer_controls.offer_id"
+        " WHERE offers.title = :title",
+        title=title,
+    )[0][0]
+    assert controls > 0  # the control arms were there to be reconciled too
+    held_back = execute_sql(
+        hub.database_url,
+        "SELECT count(*) FROM offer_controls JOIN offers ON offers.id = offer_controls.offer_id"
+        " WHERE offers.title = :title AND offer_controls.customer_ref IN (:a, :b)",
+        title=title,
+        a=held[0],
+        b=f"b{held[0][1:]}",
+    )[0][0]
+    assert held_back == 0  # nor is any of them left in either control arm
