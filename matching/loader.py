@@ -39,9 +39,8 @@ import json
 import shutil
 import threading
 import time
-from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +50,7 @@ from uuid import UUID
 
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 from sqlalchemy import ColumnElement, Table, Text, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
@@ -138,14 +138,16 @@ class _AttributeCoder:
         self.index: dict[str, int] = {}
         self.over = False
 
-    def set(self, person: int, value: str) -> None:
+    def code(self, value: str) -> int:
+        """The value's code (in order of first sight); -1 once the attribute has more than
+        MAX_ATTRIBUTE_VALUES values (it is then left out of the arrays)."""
         code = self.index.get(value)
         if code is None:
             if len(self.index) >= MAX_ATTRIBUTE_VALUES:
                 self.over = True
-                return
+                return -1
             code = self.index[value] = len(self.index)
-        self.codes[person] = code
+        return code
 
     def finish(self, n_people: int) -> Attribute:
         """The values some person holds, sorted, and the codes renumbered to them: the same
@@ -173,8 +175,10 @@ def _build(
 
     Rows arrive in :func:`person_order`, so a person's index is known as its rows pass and
     only one copy of each reference is kept; a person's attributes follow
-    :func:`merged_attributes`. Memory stays at the arrays' size (about 40 bytes a record)
-    whatever the number of rows. ``conn`` must read one snapshot (:func:`_snapshot`).
+    :func:`merged_attributes`. Rows are taken a batch at a time and turned into columns with
+    numpy (a Python statement per row cost 2.6 of the 4.6 s a 1M-record build took). Memory
+    stays at the arrays' size (about 40 bytes a record) plus one batch, whatever the number
+    of rows. ``conn`` must read one snapshot (:func:`_snapshot`).
     """
     total = int(
         conn.execute(
@@ -183,16 +187,6 @@ def _build(
             .where(current_records(RECORDS, partner_id, generation=generation))
         ).scalar_one()
     )
-    keyer = crypto.keyer(key_version)
-    # Compact buffers filled row by row, turned into arrays once at the end (a numpy item
-    # assignment per row costs more than the rest of the loop).
-    keys = bytearray()
-    person = array("i")
-    consent = bytearray()
-    blob = bytearray()
-    offsets = array("q", [0])
-    coders: dict[str, _AttributeCoder] = {}
-    decoded: dict[str, dict[str, str]] = {}  # attribute sets repeat: each is parsed once
     result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
         select(
             RECORDS.c.id_type,
@@ -207,58 +201,145 @@ def _build(
         .where(current_records(RECORDS, partner_id, generation=generation))
         .order_by(*person_order(conn.dialect.name))
     )
-    n = 0
-    p = -1
-    current = None
+    columns = _Columns(total, partner_id, crypto, key_version)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # rows are tuples: the collector would run every few hundred rows for nothing
     try:
-        for id_type, match_key, version, sealed, data_version, ref, mask, text in result:
-            if n == total:
+        for batch in result.partitions():
+            if not columns.add(batch[: total - columns.n]):
                 break  # rows committed after the count: the next version picks them up
-            if version != key_version:
-                digest = crypto.decrypt(bytes(sealed), data_version, partner_id, id_type)
-                match_key = keyer(digest)
-            keys += match_key[:16]
-            if ref != current:
-                current = ref
-                blob += ref.encode()
-                offsets.append(len(blob))
-                p += 1
-            person.append(p)
-            consent.append(mask)
-            if text and text != "null":
-                attrs = decoded.get(text)
-                if attrs is None:
-                    attrs = json.loads(text)
-                    if len(decoded) < 100_000:
-                        decoded[text] = attrs
-                for name, value in attrs.items():
-                    coder = coders.get(name)
-                    if coder is None:
-                        coder = coders[name] = _AttributeCoder(total)
-                    coder.set(p, value)
-            n += 1
     finally:
+        result.close()
         if gc_was_enabled:
             gc.enable()
-    people_count = len(offsets) - 1
-    pairs = np.frombuffer(bytes(keys), dtype=">u8").reshape(n, 2).astype(np.uint64)
-    del keys
-    people = People(bytes(blob), np.frombuffer(offsets, dtype=np.int64).copy())
-    over = frozenset(name for name, coder in coders.items() if coder.over)
-    coded = {  # by name: the same records give the same files
-        name: coders[name].finish(people_count) for name in sorted(coders) if not coders[name].over
-    }
-    side = make_side(
-        np.ascontiguousarray(pairs[:, 0]),
-        np.ascontiguousarray(pairs[:, 1]),
-        np.frombuffer(person, dtype=np.int32).copy(),
-        np.frombuffer(consent, dtype=np.uint8).copy(),
-        people_count,
-        coded,
-    )
-    return side, people, over
+    return columns.finish()
+
+
+class _Columns:
+    """The arrays of :func:`_build`, filled a batch of rows (in person order) at a time."""
+
+    def __init__(
+        self, total: int, partner_id: UUID, crypto: IdentifierCrypto, key_version: int
+    ) -> None:
+        self.partner_id, self.crypto, self.key_version = partner_id, crypto, key_version
+        self.keyer = crypto.keyer(key_version)
+        self.total = total
+        self.hi = np.empty(total, dtype=np.uint64)
+        self.lo = np.empty(total, dtype=np.uint64)
+        self.person = np.empty(total, dtype=np.int32)
+        self.consent = np.empty(total, dtype=np.uint8)
+        self.blobs: list[bytes] = []
+        self.offsets: list[NDArray[np.int64]] = [np.zeros(1, dtype=np.int64)]
+        self.n = 0
+        self.people = 0  # people so far; the last one may go on in the next batch
+        self.last_ref: str | None = None
+        self.coders: dict[str, _AttributeCoder] = {}
+        self.parsed: dict[str, dict[str, str]] = {}  # attribute sets repeat: each parsed once
+
+    def add(self, rows: Sequence[Any]) -> bool:
+        """Take a batch of rows; False when there is nothing more to take."""
+        if not rows or self.n >= self.total:
+            return False
+        start, count = self.n, len(rows)
+        id_types, keys, versions, sealed, data_versions, refs, masks, texts = zip(
+            *rows, strict=True
+        )
+        if any(version != self.key_version for version in set(versions)):
+            keys = tuple(self._rekeyed(id_types, keys, versions, sealed, data_versions))
+        pairs = np.frombuffer(b"".join([key[:16] for key in keys]), dtype=">u8").reshape(count, 2)
+        self.hi[start : start + count] = pairs[:, 0]
+        self.lo[start : start + count] = pairs[:, 1]
+        self.consent[start : start + count] = np.frombuffer(bytes(masks), dtype=np.uint8)
+        person = self._people(refs)
+        self.person[start : start + count] = person
+        self._attributes(texts, person)
+        self.n += count
+        return True
+
+    def _rekeyed(
+        self,
+        id_types: Sequence[int],
+        keys: Sequence[bytes],
+        versions: Sequence[int],
+        sealed: Sequence[bytes],
+        data_versions: Sequence[int],
+    ) -> Iterator[bytes]:
+        """The match keys under ``key_version``: records still under an older one are
+        decrypted and keyed again."""
+        for id_type, key, version, seal, data_version in zip(
+            id_types, keys, versions, sealed, data_versions, strict=True
+        ):
+            if version == self.key_version:
+                yield key
+            else:
+                digest = self.crypto.decrypt(bytes(seal), data_version, self.partner_id, id_type)
+                yield self.keyer(digest)
+
+    def _people(self, refs: Sequence[str]) -> NDArray[np.int32]:
+        """Each row's person index; a new person starts wherever the reference changes."""
+        column = np.array(refs, dtype=object)
+        new = np.empty(len(column), dtype=bool)
+        new[0] = column[0] != self.last_ref
+        np.not_equal(column[1:], column[:-1], out=new[1:])
+        starts = column[new]
+        encoded = [ref.encode() for ref in starts]
+        self.blobs.append(b"".join(encoded))
+        ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+        self.offsets.append(self.offsets[-1][-1] + ends if len(ends) else ends)
+        person = (self.people - 1 + np.cumsum(new)).astype(np.int32)
+        self.people += len(starts)
+        self.last_ref = column[-1]
+        return person
+
+    def _attributes(self, texts: Sequence[str | None], person: NDArray[np.int32]) -> None:
+        """Each attribute's value per person: the last record's that has it (rows are in
+        :func:`person_order`), as :func:`merged_attributes` says."""
+        distinct: dict[str | None, int] = {}
+        which = np.fromiter(
+            (distinct.setdefault(text, len(distinct)) for text in texts),
+            dtype=np.int64,
+            count=len(texts),
+        )
+        tables: dict[str, NDArray[np.int16]] = {}
+        for text, number in distinct.items():
+            if not text or text == "null":
+                continue
+            attrs = self.parsed.get(text)
+            if attrs is None:
+                attrs = json.loads(text)
+                if len(self.parsed) < 100_000:
+                    self.parsed[text] = attrs
+            for name, value in attrs.items():
+                coder = self.coders.get(name)
+                if coder is None:
+                    coder = self.coders[name] = _AttributeCoder(self.total)
+                table = tables.get(name)
+                if table is None:
+                    table = tables[name] = np.full(len(distinct), -2, dtype=np.int16)
+                table[number] = coder.code(value)
+        for name, table in tables.items():
+            coder = self.coders[name]
+            if coder.over:
+                continue
+            codes = table[which]
+            rows = np.flatnonzero(codes != -2)  # the records that have this attribute
+            people = person[rows]
+            last = np.ones(len(rows), dtype=bool)  # each person's last such record wins
+            np.not_equal(people[1:], people[:-1], out=last[:-1])
+            coder.codes[people[last]] = codes[rows[last]]
+
+    def finish(self) -> tuple[Side, People, frozenset[str]]:
+        n, count = self.n, self.people
+        people = People(b"".join(self.blobs), np.concatenate(self.offsets))
+        self.blobs.clear()
+        over = frozenset(name for name, coder in self.coders.items() if coder.over)
+        coded = {  # by name: the same records give the same files
+            name: self.coders[name].finish(count)
+            for name in sorted(self.coders)
+            if not self.coders[name].over
+        }
+        side = make_side(self.hi[:n], self.lo[:n], self.person[:n], self.consent[:n], count, coded)
+        return side, people, over
 
 
 def _log_build(event: str, built: Loaded, started: float) -> None:
