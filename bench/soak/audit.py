@@ -208,6 +208,25 @@ def feeds(
     return out
 
 
+def polite_get(http: httpx.Client, url: str) -> httpx.Response:
+    """GET, waiting out a 429 for as long as its Retry-After says: the audit reads whole feeds
+    and the whole audit chain, thousands of pages, beyond a client's rate limit (a 30-minute
+    run's audit stopped on one)."""
+    for _ in range(30):
+        answer = http.get(url)
+        if answer.status_code != 429:
+            return answer
+        time.sleep(float(answer.headers.get("Retry-After") or 1))
+    return answer
+
+
+def _page(http: httpx.Client, url: str) -> dict[str, Any]:
+    answer = polite_get(http, url)
+    if answer.status_code != 200:
+        raise RuntimeError(f"GET {url}: {answer.status_code} {answer.text[:300]}")
+    return dict(answer.json())
+
+
 def read_feed(url: str, client_id: str, secret: str) -> list[int]:
     """A reader's whole feed through the API (no cursor: from its start)."""
     with httpx.Client(base_url=url, timeout=60) as http:
@@ -216,7 +235,7 @@ def read_feed(url: str, client_id: str, secret: str) -> list[int]:
         cursor = None
         while True:
             query = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-            page = http.get(f"/v1/rewards/feed?{urlencode(query)}").json()
+            page = _page(http, f"/v1/rewards/feed?{urlencode(query)}")
             ids += [item["id"] for item in page["items"]]
             cursor = page.get("next_cursor") or cursor
             if not page.get("has_more"):
@@ -289,8 +308,9 @@ def balances(
                     "WHERE account = 'coalition' AND member_id = %s",
                     member,
                 )
-                answer = http.get(
-                    f"/v1/rewards/balances?{urlencode({'customer_ref': ref(brand.code, person)})}"
+                answer = polite_get(
+                    http,
+                    f"/v1/rewards/balances?{urlencode({'customer_ref': ref(brand.code, person)})}",
                 )
                 expected = {
                     "points": local + shared,
@@ -316,13 +336,13 @@ def audit_chain(stack: Stack, coalition: Coalition) -> dict[str, Any]:
         http.headers["Authorization"] = (
             f"Bearer {token(http, coalition.admin_id, coalition.admin_secret)}"
         )
-        head = http.get("/v1/audit/head").json()
+        head = _page(http, "/v1/audit/head")
         head_file = stack.work_dir / "audit-head.json"
         head_file.write_text(json.dumps(head))
         links_ok, prev, rows, at_head = True, "0" * 64, 0, None
         start = 1
         while start:
-            page = http.get(f"/v1/audit/chain?from={start}&to={start + 999}").json()
+            page = _page(http, f"/v1/audit/chain?from={start}&to={start + 999}")
             for row in page["items"]:
                 links_ok = links_ok and row["prev_hash"] == prev
                 prev = row["hash"]
