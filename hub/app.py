@@ -39,6 +39,7 @@ from hub.core.deps import COMMON_DEPENDENCIES
 from hub.core.errors import EXCEPTION_HANDLERS
 from hub.core.keyring import load_keyring
 from hub.core.logging import SAFE_METHODS, configure_logging
+from hub.core.memory import release_free_memory, tune_allocator
 from hub.core.metrics import metrics
 from hub.core.openapi_pages import render_plugins
 from hub.core.request import RequestMiddleware
@@ -72,6 +73,8 @@ from partners.rewards.statements import SettlementController
 from partners.webhooks.controller import WebhookController
 
 log = structlog.get_logger("hub.app")
+# How often a serving process hands its free heap back to the system (malloc_trim).
+TRIM_SECONDS = 60.0
 # The admin console authenticates with its own session cookie (hub/console), never a token.
 SCHEMA_PATH = "/schema"
 PUBLIC_PREFIXES = (
@@ -165,6 +168,7 @@ async def _maintain_arrays_forever(app: Litestar) -> None:
     """Delete stale per-partner arrays (erasure reaches them) and shrink active offers'
     audiences after consent withdrawals and erasures."""
     state = app.state
+    trimmed = time.monotonic()
     while True:
         await asyncio.sleep(state.settings.matching.maintenance_seconds)
         try:
@@ -173,6 +177,11 @@ async def _maintain_arrays_forever(app: Litestar) -> None:
             await reconcile_active_offers(state.session_maker, state.array_cache)
         except Exception:
             log.warning("matching maintenance failed", exc_info=True)
+        if time.monotonic() - trimmed >= TRIM_SECONDS:
+            # What requests freed (event bodies, answers, patches' temporaries) goes back to
+            # the system, not only after builds and applies.
+            await asyncio.to_thread(release_free_memory)
+            trimmed = time.monotonic()
 
 
 @contextlib.asynccontextmanager
@@ -233,6 +242,7 @@ def create_app(
     extra_route_handlers: Sequence[ControllerRouterHandler] = (),
 ) -> Litestar:
     settings = settings or load_settings()
+    tune_allocator()  # each serving process (uvicorn's workers are new interpreters)
     configure_logging(settings.logging.level, settings.logging.json)
     keyring = load_keyring(settings.keyring_file, settings.keyring.inline)
     revocations = RevocationCache()

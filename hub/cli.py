@@ -122,8 +122,10 @@ def worker() -> None:
     false), until SIGTERM or SIGINT (a run in progress gets a few seconds to finish, else the
     next worker resumes it from its checkpoint; an upload resumes once its lease runs out)."""
     from hub.core.logging import configure_logging
+    from hub.core.memory import tune_allocator
     from hub.jobs.scheduler import run_worker
 
+    tune_allocator()
     settings = cli_settings()
     configure_logging(settings.logging.level, settings.logging.json)
     keyring = _load_keyring(settings)
