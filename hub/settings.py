@@ -134,6 +134,9 @@ class UploadSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_rows: int = 20_000
     # Staged rows written per apply transaction (a slice): SQLite's write lock is held that long.
     apply_slice_rows: int = 10_000
+    # PostgreSQL: a partner's first load (it holds no records yet) writes this many slices at
+    # once, each on a connection of its own (one backend writing them used one core).
+    first_load_connections: int = 2
     max_error_rows: int = 100_000
     poll_seconds: float = 1.0
     lease_seconds: float = 120.0
@@ -258,6 +261,7 @@ AT_LEAST_ONE = {
     "uploads.spool_bytes_per_partner",
     "uploads.batch_rows",
     "uploads.apply_slice_rows",
+    "uploads.first_load_connections",
     "uploads.max_attempts",
 }
 AT_MOST = {"server.port": 65535, "uploads.refused_limit": 1}

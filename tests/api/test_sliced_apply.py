@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from hub.core.db import create_hub_sync_engine
 from partners.identifiers.models import CONSENT_BITS
-from partners.identifiers.uploads import generation
+from partners.identifiers.uploads import generation, sliced
 from partners.identifiers.uploads.staging import UPLOADS
 from partners.kit import hash_identifier
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
@@ -204,12 +204,19 @@ def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_t
     sliced_hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A partner's first upload (no records yet) is applied without reading its slices back:
-    each person's consents are aggregated by the database. A person's two identifiers sit in
-    different slices with different consents: the consent events still say, once per person,
-    everything the upload granted; someone who granted nothing has no event. The tidying
-    publishes them 37 people at a time, each slice starting where the one before stopped."""
+    each person's consents are aggregated by the database. On PostgreSQL its slices are
+    written on two connections at once. A person's two identifiers sit in different slices
+    with different consents: the consent events still say, once per person, everything the
+    upload granted; someone who granted nothing has no event. The tidying publishes them 37
+    people at a time, each slice starting where the one before stopped."""
     monkeypatch.setattr(generation, "TIDY_ROWS", 37)
     hub = sliced_hub
+    applier = hub.app.state.upload_processor.applier
+    writers: list[int] = []
+
+    async def note_the_connection() -> None:  # which connection wrote the slice just done
+        writers.append(id(sliced._CONNECTION.get()))
+
     # Another brand already holds some of the same people (the same digests): that does not
     # make this brand's upload anything but a first load, nor does the load touch theirs.
     other, _, other_headers = hub.partner_with_token("bank")
@@ -217,6 +224,7 @@ def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_t
     sent = send(hub, other_headers, ndjson(theirs)).json()["id"]
     assert wait_for(hub, other_headers, sent)["status"] == "completed"
     partner, _, headers = hub.partner_with_token("coffee")
+    monkeypatch.setattr(applier, "between_slices", note_the_connection)
     first = (["analytics"], ["joint_offers"], [], ["rewards_sharing", "analytics"])
     second = (["joint_offers"], [], [], ["analytics"])
     rows = [email_record(f"fl{i}", ref=f"fl-{i}", consents=first[i % 4]) for i in range(300)]
@@ -232,6 +240,8 @@ def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_t
     done = wait_for(hub, headers, send(hub, headers, ndjson(rows)).json()["id"], timeout=120)
     assert done["status"] == "completed", done
     assert (done["created"], done["matched"], done["applied"]) == (400, 0, 400)
+    assert len(writers) == 4  # four slices of 100, each written once
+    assert len(set(writers)) == (2 if hub.database_url.startswith("postgresql") else 1)
 
     def mask(names: list[str]) -> int:
         return sum(CONSENT_BITS[name] for name in names)

@@ -104,6 +104,8 @@ class UploadSettings(Protocol):
     def lanes(self) -> int: ...
     @property
     def apply_slice_rows(self) -> int: ...
+    @property
+    def first_load_connections(self) -> int: ...
 
 
 class PartnerArrays(BuildsAhead, Protocol):
@@ -159,6 +161,7 @@ class UploadProcessor:
             settings.apply_slice_rows,
             self._stopping,
             arrays=arrays,
+            first_load_connections=settings.first_load_connections,
         )
 
     def stop(self) -> None:

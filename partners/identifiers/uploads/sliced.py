@@ -136,8 +136,14 @@ class SlicedApply:
         slice_rows: int,
         stopping: threading.Event,
         arrays: BuildsAhead | None = None,
+        first_load_connections: int = 1,
     ) -> None:
         self.sessions = sessions
+        # A first load's slices are written on this many connections at once (PostgreSQL;
+        # SQLite has one writer at a time).
+        self.first_load_connections = (
+            max(first_load_connections, 1) if dialect == "postgresql" else 1
+        )
         self.arrays = arrays
         # Seconds spent building arrays ahead of each upload's flip (its "applied" log line).
         self.arrays_seconds: dict[UUID, float] = {}
@@ -203,7 +209,8 @@ class SlicedApply:
             with_previous_keys=report.with_previous_keys,
             first_load=first_load,
         )
-        result = await self._write_slices(claim, applier)
+        connections = self.first_load_connections if first_load else 1
+        result = await self._write_slices(claim, applier, connections)
         if claim.mode == REPLACE:
             removed, notice = await self._remove(claim, applier)
             result.removed = removed
@@ -280,8 +287,12 @@ class SlicedApply:
                 return current
 
     async def _write_slices(
-        self, claim: Claim, applier: Callable[[AsyncSession], SliceApplier]
+        self, claim: Claim, applier: Callable[[AsyncSession], SliceApplier], connections: int = 1
     ) -> ApplyResult:
+        """Every slice of the upload, in id order; with ``connections`` > 1, that many slices
+        at a time, each on a connection of its own (a first load on PostgreSQL: its slices
+        touch no row another slice does, and one backend writing them used one core of the
+        machine's two)."""
         result = ApplyResult(created=0, updated=0, removed=0, notice=None)
         match_version = self.crypto.keys.match_version
 
@@ -292,24 +303,53 @@ class SlicedApply:
         if found is None:
             return result
         low, high = found
-        after = low - 1
-        while after < high:
-            upto = min(after + self.slice_rows, high)
+        step = self.slice_rows
+        bounds = iter([(after, min(after + step, high)) for after in range(low - 1, high, step)])
 
-            async def write(session: AsyncSession, after: int = after, upto: int = upto) -> None:
-                if self.crypto.keys.match_version != match_version:
-                    # A match key was added meanwhile: this generation (invisible) is
-                    # discarded and the upload staged again under the new version.
-                    raise LeaseLost(str(claim.upload_id))
-                accepted, matched, skipped = await applier(session).upsert_slice(after, upto)
-                result.created += accepted - matched
-                result.updated += matched
-                result.skipped += skipped
-                await self._progress(session, claim, accepted + skipped)
+        async def write_slices() -> None:
+            for after, upto in bounds:  # shared by the connections: each slice is taken once
 
-            await self._step(claim, write)
-            after = upto
-            await self._between_slices()
+                async def write(
+                    session: AsyncSession, after: int = after, upto: int = upto
+                ) -> None:
+                    if self.crypto.keys.match_version != match_version:
+                        # A match key was added meanwhile: this generation (invisible) is
+                        # discarded and the upload staged again under the new version.
+                        raise LeaseLost(str(claim.upload_id))
+                    accepted, matched, skipped = await applier(session).upsert_slice(after, upto)
+                    result.created += accepted - matched
+                    result.updated += matched
+                    result.skipped += skipped
+                    await self._progress(session, claim, accepted + skipped)
+
+                await self._step(claim, write)
+                await self._between_slices()
+
+        async def on(connection: AsyncConnection | None) -> None:
+            _CONNECTION.set(connection)  # this task's own context: the others keep theirs
+            await write_slices()
+
+        if connections <= 1:
+            await write_slices()
+            return result
+        # The other connections are open before any slice is taken, so that every one of
+        # them writes from the first slices on. One failing (a lost lease, a shutdown)
+        # cancels the others; what they wrote is the pending generation's, discarded by the
+        # next attempt as after a crash. The caller sees that failure itself (a LeaseLost
+        # stays one), not a group of them.
+        engine = self.sessions.kw["bind"]
+        async with contextlib.AsyncExitStack() as opened:
+            others = [
+                await opened.enter_async_context(engine.connect()) for _ in range(connections - 1)
+            ]
+            try:
+                async with asyncio.TaskGroup() as lanes:
+                    for connection in [_CONNECTION.get(), *others]:
+                        lanes.create_task(on(connection))
+            except BaseExceptionGroup as failed:
+                errors: list[BaseException] = list(failed.exceptions)
+                lost = [e for e in errors if isinstance(e, LeaseLost)]
+                raise (lost or errors)[0] from None
         return result
 
     async def _remove(
