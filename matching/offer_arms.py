@@ -91,19 +91,16 @@ async def insert_arm(
         )
 
 
-async def _held(
-    session_maker: async_sessionmaker[AsyncSession], table: Table, offer_id: UUID, partner_id: UUID
-) -> set[str]:
+async def _held(session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID) -> set[str]:
     """Who is in one side's arm now (read before the offer's lock: arms only ever shrink, so
     this is a superset of who will be there under the lock)."""
-    async with session_maker() as session:
-        return set(
-            await session.scalars(
-                select(table.c.customer_ref).where(
-                    table.c.offer_id == offer_id, table.c.partner_id == partner_id
-                )
+    return set(
+        await session.scalars(
+            select(table.c.customer_ref).where(
+                table.c.offer_id == offer_id, table.c.partner_id == partner_id
             )
         )
+    )
 
 
 async def _remove(
@@ -149,11 +146,12 @@ async def _plan(
     current = await asyncio.to_thread(eligible, a, b, filters)
     tables = (AUDIENCE, CONTROLS) if controls else (AUDIENCE,)
     gone = {}
-    for pid, refs in current.items():
-        people = set(refs)
-        for table in tables:
-            held = await _held(session_maker, table, offer_id, pid)
-            gone[table, pid] = sorted(held - people)
+    async with session_maker() as session:  # every arm read in one session
+        for pid, refs in current.items():
+            people = set(refs)
+            for table in tables:
+                held = await _held(session, table, offer_id, pid)
+                gone[table, pid] = sorted(held - people)
     return _Plan({str(x.partner_id): x.version for x in (a, b)}, gone)
 
 
