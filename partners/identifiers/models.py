@@ -136,6 +136,11 @@ class IdentifierState(Base):
     # The current generation of the partner's records, and the one a bulk upload is writing.
     generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     pending: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A first load's consents are published from its records after its flip (it writes no
+    # pending changes): the generation they are still being published for, and the last
+    # person published so far (in customer_ref order), moved in each publishing transaction.
+    publishing: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    published_after: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class PendingConsentEvent(Base):

@@ -4,7 +4,9 @@ lost at the flip: withdrawals and erasures win, a synchronous write is refused, 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -18,7 +20,7 @@ from sqlalchemy import select
 from hub.core.db import create_hub_sync_engine
 from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.uploads import generation, sliced
-from partners.identifiers.uploads.staging import UPLOADS
+from partners.identifiers.uploads.staging import UPLOADS, LeaseLost
 from partners.kit import hash_identifier
 from tests.api.uploads_helpers import email_record, ndjson, records_of, send, wait_for
 from tests.conftest import Hub, execute_sql, launch_hub
@@ -280,3 +282,167 @@ def test_a_first_load_in_slices_publishes_one_upload_event_per_person_with_all_t
     again = wait_for(hub, headers, send(hub, headers, ndjson(changed)).json()["id"], timeout=60)
     assert (again["status"], again["created"], again["matched"]) == ("completed", 0, 1)
     assert folded_consents(hub, partner["name"])["fl-0"] == mask(second[0])  # its phone's
+
+
+def person_consents(hub: Hub, partner_name: str) -> dict[str, int]:
+    """Each person's consents as their records hold them (people with none left out)."""
+    held: dict[str, int] = defaultdict(int)
+    for ref, consents in execute_sql(
+        hub.database_url,
+        "SELECT r.customer_ref, r.consents FROM identifier_records r "
+        "JOIN partners p ON p.id = r.partner_id WHERE p.name = :name",
+        name=partner_name,
+    ):
+        held[ref] |= consents
+    return {ref: mask for ref, mask in held.items() if mask}
+
+
+def upload_events(hub: Hub, partner_name: str) -> list[str]:
+    return [
+        ref
+        for (ref,) in execute_sql(
+            hub.database_url,
+            "SELECT e.customer_ref FROM consent_events e JOIN partners p ON p.id = e.partner_id "
+            "WHERE p.name = :name AND e.cause = 'upload' ORDER BY e.seq",
+            name=partner_name,
+        )
+    ]
+
+
+def publishing_state(hub: Hub, partner_name: str) -> list[tuple[Any, ...]]:
+    """The first load still being published, and the last person published so far."""
+    return [
+        tuple(row)
+        for row in execute_sql(
+            hub.database_url,
+            "SELECT s.publishing, s.published_after FROM identifier_state s "
+            "JOIN partners p ON p.id = s.partner_id WHERE p.name = :name",
+            name=partner_name,
+        )
+    ]
+
+
+class TidyPause:
+    """A hook between two slices of the tidying: at the ``at``-th it tells the test thread
+    and waits until the test has done its writes (the hub keeps answering meanwhile)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.calls = 0
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            self.reached.set()
+            await asyncio.to_thread(self.released.wait, 60)
+
+
+def test_consent_changes_while_a_first_load_is_published_are_neither_lost_nor_undone(
+    sliced_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first load's consents are published from its records after the flip, 37 people a
+    slice. Between two slices the partner withdraws, grants and erases, both for people
+    already published and for people not yet published. Every person's events, folded in
+    order, end at what their records hold; each person gets at most one upload event; an
+    erased person, or one left with nothing, gets none; another brand sees nothing of it."""
+    monkeypatch.setattr(generation, "TIDY_ROWS", 37)
+    hub = sliced_hub
+    applier = hub.app.state.upload_processor.applier
+    other, _, other_headers = hub.partner_with_token("bank")
+    theirs = [email_record(f"pub{i}", ref=f"pub-{i:03d}") for i in range(40)]
+    sent = send(hub, other_headers, ndjson(theirs)).json()["id"]
+    assert wait_for(hub, other_headers, sent)["status"] == "completed"
+    their_events = upload_events(hub, other["name"])
+    assert len(their_events) == 40
+
+    partner, _, headers = hub.partner_with_token("coffee")
+    pause = TidyPause(at=2)  # after two slices: pub-000 .. pub-073 published
+    monkeypatch.setattr(applier, "between_tidy_slices", pause)
+    rows = [email_record(f"pub{i}", ref=f"pub-{i:03d}") for i in range(300)]
+    upload_id = send(hub, headers, ndjson(rows)).json()["id"]
+    assert pause.reached.wait(60), "the tidying never reached its second slice"
+    try:
+        assert publishing_state(hub, partner["name"])[0][1] == "pub-073"
+        published_so_far = set(upload_events(hub, partner["name"]))
+        assert published_so_far == {f"pub-{i:03d}" for i in range(74)}
+
+        def set_consents(ref: str, consents: list[str]) -> None:
+            answer = hub.http.post(
+                "/v1/identifiers/consents",
+                json={"updates": [{"customer_ref": ref, "consents": consents}]},
+                headers=headers,
+            )
+            assert answer.status_code == 200, answer.text
+
+        set_consents("pub-005", ["joint_offers"])  # published: a withdrawal after it
+        set_consents("pub-250", ["analytics"])  # not yet: a withdrawal before its grant
+        set_consents("pub-260", ["analytics", "joint_offers", "rewards_sharing"])  # a grant
+        set_consents("pub-270", [])  # not yet, and left with nothing
+        erased = hub.http.post(
+            "/v1/identifiers/erase", json={"customer_refs": ["pub-280", "pub-010"]}, headers=headers
+        )
+        assert erased.status_code == 200, erased.text
+    finally:
+        pause.released.set()
+    done = wait_for(hub, headers, upload_id, timeout=120)
+    assert done["status"] == "completed", done
+
+    held = person_consents(hub, partner["name"])
+    assert folded_consents(hub, partner["name"]) == held
+    everything = CONSENT_BITS["analytics"] | CONSENT_BITS["joint_offers"]
+    assert held["pub-250"] == CONSENT_BITS["analytics"]
+    assert held["pub-260"] == everything | CONSENT_BITS["rewards_sharing"]
+    assert held["pub-005"] == CONSENT_BITS["joint_offers"]
+    assert not {"pub-270", "pub-280", "pub-010"} & set(held)
+    assert len(held) == 300 - 3
+    published = upload_events(hub, partner["name"])
+    assert len(published) == len(set(published)), "a person's upload event was published twice"
+    assert set(published) == set(held) | {"pub-010"}  # pub-010 was published, then erased
+    assert publishing_state(hub, partner["name"]) == [(None, None)]
+    # The other brand's events and records: as they were.
+    assert upload_events(hub, other["name"]) == their_events
+    assert person_consents(hub, other["name"]) == {f"pub-{i:03d}": everything for i in range(40)}
+
+
+def test_a_first_load_whose_publishing_stops_midway_publishes_each_person_once(
+    sliced_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply loses its claim after three slices of publishing (as when its process
+    stops): the upload is claimed again once its lease runs out and only the tidying is
+    resumed, from the last person published (kept with the partner's state, in the same
+    transaction as the events), so no one's upload event is published twice or skipped."""
+    monkeypatch.setattr(generation, "TIDY_ROWS", 37)
+    hub = sliced_hub
+    applier = hub.app.state.upload_processor.applier
+    calls = 0
+
+    async def lose_the_claim() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise LeaseLost("test: the claim is lost mid-publication")
+
+    monkeypatch.setattr(applier, "between_tidy_slices", lose_the_claim)
+    partner, _, headers = hub.partner_with_token("hotel")
+    rows = [email_record(f"stop{i}", ref=f"stop-{i:03d}") for i in range(250)]
+    upload_id = send(hub, headers, ndjson(rows)).json()["id"]
+    done = wait_for(hub, headers, upload_id, timeout=120)
+    assert done["status"] == "completed", done
+    assert calls > 3, "the tidying was not resumed after the claim was lost"
+    engine = create_hub_sync_engine(hub.database_url, writer=False)
+    try:
+        with engine.connect() as conn:
+            attempts = conn.scalar(
+                select(UPLOADS.c.attempts).where(UPLOADS.c.id == uuid.UUID(upload_id))
+            )
+    finally:
+        engine.dispose()
+    assert attempts == 2  # claimed again, and only tidied: the apply ran once
+    published = upload_events(hub, partner["name"])
+    assert sorted(published) == [f"stop-{i:03d}" for i in range(250)]
+    held = person_consents(hub, partner["name"])
+    assert len(held) == 250
+    assert folded_consents(hub, partner["name"]) == held
+    assert publishing_state(hub, partner["name"]) == [(None, None)]

@@ -9,7 +9,8 @@ holds the write lock for long. The lifecycle of a bulk apply:
 3. :func:`flip`: the withdrawals and erasures made since the upload was sent are applied to the
    new rows (again: they reached the old ones already), then the generation becomes current.
 4. :func:`tidy_slice` until it returns 0: the retired rows go, and the upload's consent
-   changes are folded per person into ``consent_events``.
+   changes are folded per person into ``consent_events`` (a first load's are read from its
+   records: :func:`publish_records_slice`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core import horizon
 from hub.core.db import dialect_insert, rowcount
 from partners.identifiers.models import CONSENT_BITS
-from partners.identifiers.records import PENDING_EVENTS, RECORDS, STATE
+from partners.identifiers.records import PENDING_EVENTS, RECORDS, STATE, current
 from partners.identifiers.service import ERASURES, EVENTS
 from partners.identifiers.uploads.apply import bit_or
 
@@ -96,9 +97,18 @@ async def open_generation(session: AsyncSession, partner_id: UUID, generation: i
     return pending
 
 
-async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: datetime) -> int:
+async def flip(
+    session: AsyncSession,
+    partner_id: UUID,
+    pending: int,
+    sent_at: datetime,
+    *,
+    publish_records: bool = False,
+) -> int:
     """Make ``pending`` current, after applying to its rows what happened since ``sent_at``
-    (:func:`reconcile`). Returns the number of rows that changed."""
+    (:func:`reconcile`). With ``publish_records`` (a first load, which pended no consent
+    changes) the tidying is to publish each person's consents from the new records. Returns
+    the number of rows that changed."""
     touched = await reconcile(session, partner_id, pending, sent_at)
     await session.execute(
         update(STATE)
@@ -108,6 +118,7 @@ async def flip(session: AsyncSession, partner_id: UUID, pending: int, sent_at: d
             pending=None,
             version=STATE.c.version + 1,
             updated_at=datetime.now(UTC),
+            **({"publishing": pending, "published_after": None} if publish_records else {}),
         )
     )
     return touched
@@ -197,7 +208,8 @@ class Tidying:
 async def tidy_slice(
     session: AsyncSession, partner_id: UUID, generation: int, progress: Tidying | None = None
 ) -> int:
-    """One slice of the tidying after a flip: up to TIDY_ROWS retired rows deleted, or the
+    """One slice of the tidying after a flip: up to TIDY_ROWS retired rows deleted, or a
+    first load's consents published from its records (:func:`publish_records_slice`), or the
     pending consent changes of up to TIDY_ROWS people published (one event per person: the
     grants net of the withdrawals). Returns how many rows it handled (0: all tidy)."""
     key = tuple_(RECORDS.c.partner_id, RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.generation)
@@ -208,6 +220,9 @@ async def tidy_slice(
     )
     some = select(*key.clauses).where(retired).limit(TIDY_ROWS)
     done = rowcount(await session.execute(delete(RECORDS).where(key.in_(some))))
+    if done:
+        return done
+    done = await publish_records_slice(session, partner_id)
     if done:
         return done
     mine = and_(
@@ -255,3 +270,76 @@ async def tidy_slice(
     if progress is not None:
         progress.after = last
     return done
+
+
+async def publish_records_slice(session: AsyncSession, partner_id: UUID) -> int:
+    """One slice of publishing a first load's consents from its records: the people after
+    the state row's cursor, up to TIDY_ROWS records' worth, each get one ``upload`` event
+    granting what their current records hold, and the cursor moves past them, in this
+    transaction. Returns how many people it covered (0: nothing left, the mark is cleared).
+
+    The partner's state row is locked first, as every writer of its records does
+    (``IdentifierService.touch``): a consent change or an erasure of a person comes wholly
+    before the slice that publishes them or wholly after it. Before: it changed their records
+    and published its own event, and the slice grants what the records hold now (a consent
+    granted meanwhile is granted again, a withdrawn one is not). After: it is a change from
+    what was published. Either way the person's events fold to their records.
+    """
+    state = (
+        await session.execute(
+            select(STATE.c.generation, STATE.c.publishing, STATE.c.published_after)
+            .where(STATE.c.partner_id == partner_id)
+            .with_for_update()
+        )
+    ).first()
+    if state is None or state.publishing is None:
+        return 0
+    mine = current(RECORDS, partner_id, generation=int(state.generation))
+    if state.published_after is not None:
+        mine = and_(mine, RECORDS.c.customer_ref > state.published_after)
+    refs = (
+        select(RECORDS.c.customer_ref)
+        .where(mine)
+        .order_by(RECORDS.c.customer_ref)
+        .limit(TIDY_ROWS)
+        .subquery()
+    )
+    last = await session.scalar(select(func.max(refs.c.customer_ref)))
+    if last is None:
+        await session.execute(
+            update(STATE)
+            .where(STATE.c.partner_id == partner_id)
+            .values(publishing=None, published_after=None)
+        )
+        return 0
+    batch = and_(mine, RECORDS.c.customer_ref <= last)
+    dialect = session.get_bind().dialect.name
+    per_person = (
+        select(
+            RECORDS.c.customer_ref.label("ref"),
+            bit_or(RECORDS.c.consents, dialect).label("g"),
+        )
+        .where(batch)
+        .group_by(RECORDS.c.customer_ref)
+        .subquery("per_person")
+    )
+    await horizon.inserting(session, horizon.CONSENT_EVENTS)
+    published = rowcount(
+        await session.execute(
+            EVENTS.insert().from_select(
+                ["partner_id", "customer_ref", "granted", "withdrawn", "cause", "at"],
+                select(
+                    literal(partner_id, EVENTS.c.partner_id.type),
+                    per_person.c.ref,
+                    per_person.c.g,
+                    literal(0),
+                    literal("upload"),
+                    literal(datetime.now(UTC), EVENTS.c.at.type),
+                ).where(per_person.c.g != 0),
+            )
+        )
+    )
+    await session.execute(
+        update(STATE).where(STATE.c.partner_id == partner_id).values(published_after=last)
+    )
+    return max(published, 1)

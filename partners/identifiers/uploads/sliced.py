@@ -159,8 +159,10 @@ class SlicedApply:
         self.step_seconds: dict[str, float] = {}
         # SQLite: seconds of write steps since the last pause (see _step).
         self._held = 0.0
-        # TEST ONLY: awaited between two slices (a test writes meanwhile).
+        # TEST ONLY: awaited between two slices, and between two slices of the tidying (a
+        # test writes meanwhile).
         self.between_slices: Callable[[], Awaitable[None]] | None = None
+        self.between_tidy_slices: Callable[[], Awaitable[None]] | None = None
 
     def interrupt(self) -> None:
         """On shutdown: end the statements of the steps in progress (they roll back)."""
@@ -224,7 +226,11 @@ class SlicedApply:
                 return await generation.reconcile(session, partner_id, pending, claim.sent_at)
 
             await self._step(claim, reconcile)
-        if self.dialect == "postgresql" and report.accepted >= ANALYZE_AFTER_ROWS:
+        if (
+            not first_load
+            and self.dialect == "postgresql"
+            and report.accepted >= ANALYZE_AFTER_ROWS
+        ):
             # The tidying reads the pending changes in person order: with the table's size
             # unknown (never analysed), PostgreSQL sorted all of it again for every slice of
             # the tidying (350 s for a 10M first load, 60 % of its apply).
@@ -240,7 +246,7 @@ class SlicedApply:
             published = await self._step(
                 claim,
                 lambda session: self._flip(
-                    session, claim, report, pending, result, ahead, announced
+                    session, claim, report, pending, result, ahead, announced, first_load
                 ),
             )
         except BaseException:
@@ -449,6 +455,7 @@ class SlicedApply:
         result: ApplyResult,
         ahead: ArraysAhead | None = None,
         announced: list[int] | None = None,
+        first_load: bool = False,
     ) -> bool:
         """The one small transaction that makes the upload's generation current, with the
         upload's figures and its audit entry. Returns whether the arrays built ahead are
@@ -459,7 +466,9 @@ class SlicedApply:
         announced here (added to ``announced``): its files are on their way, published or
         built right after the commit, and questions and patches wait for them."""
         await generation.lock_state(session, claim.partner_id)
-        touched = await generation.flip(session, claim.partner_id, pending, claim.sent_at)
+        touched = await generation.flip(
+            session, claim.partner_id, pending, claim.sent_at, publish_records=first_load
+        )
         published = False
         if ahead is not None:
             version = await session.scalar(
@@ -520,6 +529,8 @@ class SlicedApply:
                     session, partner_id, generation_now, progress
                 ),
             )
+            if done and self.between_tidy_slices is not None:
+                await self.between_tidy_slices()
 
     async def _finish(self, claim: Claim) -> None:
         async def finish(session: AsyncSession) -> None:
