@@ -187,6 +187,7 @@ class Run:
         # The processor's own apply: slices into a new generation, the flip, the tidying.
         claim = Claim(upload_id, partner_id, "c", mode, "ndjson", True, 1, now)
         processor = self.processor
+        processor.applier.step_totals.clear()
         await processor._apply(claim, report)
         with self.engine.connect() as conn:
             result = conn.execute(
@@ -200,7 +201,9 @@ class Run:
             f"stage {staged - start:.1f} s, apply {done - staged:.1f} s: created "
             f"{result.created:,}, updated {result.updated:,}, removed {result.removed:,}; "
             f"longest apply transaction {processor.applier.longest_step:.2f} s "
-            f"({', '.join(f'{k} {v:.2f}' for k, v in processor.applier.step_seconds.items())})"
+            f"({', '.join(f'{k} {v:.2f}' for k, v in processor.applier.step_seconds.items())}); "
+            "steps added up: "
+            f"{', '.join(f'{k} {v:.1f}' for k, v in processor.applier.step_totals.items())}"
         )
         return done - start, what
 

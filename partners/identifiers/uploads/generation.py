@@ -274,7 +274,7 @@ async def tidy_slice(
 
 async def publish_records_slice(session: AsyncSession, partner_id: UUID) -> int:
     """One slice of publishing a first load's consents from its records: the people after
-    the state row's cursor, up to TIDY_ROWS records' worth, each get one ``upload`` event
+    the state row's cursor, up to TIDY_ROWS of them, each get one ``upload`` event
     granting what their current records hold, and the cursor moves past them, in this
     transaction. Returns how many people it covered (0: nothing left, the mark is cleared).
 
@@ -297,14 +297,60 @@ async def publish_records_slice(session: AsyncSession, partner_id: UUID) -> int:
     mine = current(RECORDS, partner_id, generation=int(state.generation))
     if state.published_after is not None:
         mine = and_(mine, RECORDS.c.customer_ref > state.published_after)
-    refs = (
-        select(RECORDS.c.customer_ref)
+    # The next people in customer_ref order, aggregated as the person index is walked: one
+    # pass over their rows. (A first statement finding where the slice ends, then an INSERT
+    # ... SELECT reading the same rows again, cost 44 ms a slice more: 13 s of a 3M first
+    # load's 47 s apply.)
+    dialect = session.get_bind().dialect.name
+    people = (
+        select(
+            RECORDS.c.customer_ref.label("ref"),
+            bit_or(RECORDS.c.consents, dialect).label("granted"),
+        )
         .where(mine)
+        .group_by(RECORDS.c.customer_ref)
         .order_by(RECORDS.c.customer_ref)
         .limit(TIDY_ROWS)
-        .subquery()
     )
-    last = await session.scalar(select(func.max(refs.c.customer_ref)))
+    await horizon.inserting(session, horizon.CONSENT_EVENTS)
+    now = datetime.now(UTC)
+    if dialect == "postgresql":
+        # One statement: the slice's people, their events inserted from them, and where the
+        # slice ends (the people without consents count too: the cursor moves past them).
+        batch = people.cte("batch")
+        events = EVENTS.insert().from_select(
+            ["partner_id", "customer_ref", "granted", "withdrawn", "cause", "at"],
+            select(
+                literal(partner_id, EVENTS.c.partner_id.type),
+                batch.c.ref,
+                batch.c.granted,
+                literal(0),
+                literal("upload"),
+                literal(now, EVENTS.c.at.type),
+            ).where(batch.c.granted != 0),
+        )
+        last, covered = (
+            await session.execute(
+                select(func.max(batch.c.ref), func.count()).add_cte(events.cte("published"))
+            )
+        ).one()
+    else:  # SQLite: no data-modifying CTE; a slice's people read and sent back
+        rows = (await session.execute(people)).all()
+        last, covered = (rows[-1][0] if rows else None), len(rows)
+        grants = [
+            {
+                "partner_id": partner_id,
+                "customer_ref": ref,
+                "granted": int(granted),
+                "withdrawn": 0,
+                "cause": "upload",
+                "at": now,
+            }
+            for ref, granted in rows
+            if granted
+        ]
+        if grants:
+            await session.execute(EVENTS.insert(), grants)
     if last is None:
         await session.execute(
             update(STATE)
@@ -312,34 +358,7 @@ async def publish_records_slice(session: AsyncSession, partner_id: UUID) -> int:
             .values(publishing=None, published_after=None)
         )
         return 0
-    batch = and_(mine, RECORDS.c.customer_ref <= last)
-    dialect = session.get_bind().dialect.name
-    per_person = (
-        select(
-            RECORDS.c.customer_ref.label("ref"),
-            bit_or(RECORDS.c.consents, dialect).label("g"),
-        )
-        .where(batch)
-        .group_by(RECORDS.c.customer_ref)
-        .subquery("per_person")
-    )
-    await horizon.inserting(session, horizon.CONSENT_EVENTS)
-    published = rowcount(
-        await session.execute(
-            EVENTS.insert().from_select(
-                ["partner_id", "customer_ref", "granted", "withdrawn", "cause", "at"],
-                select(
-                    literal(partner_id, EVENTS.c.partner_id.type),
-                    per_person.c.ref,
-                    per_person.c.g,
-                    literal(0),
-                    literal("upload"),
-                    literal(datetime.now(UTC), EVENTS.c.at.type),
-                ).where(per_person.c.g != 0),
-            )
-        )
-    )
     await session.execute(
         update(STATE).where(STATE.c.partner_id == partner_id).values(published_after=last)
     )
-    return max(published, 1)
+    return int(covered)

@@ -157,6 +157,8 @@ class SlicedApply:
         # step: what a benchmark reports.
         self.longest_step = 0.0
         self.step_seconds: dict[str, float] = {}
+        # Seconds of each kind of step added up (what ``bench.upload_phases`` reports).
+        self.step_totals: dict[str, float] = {}
         # SQLite: seconds of write steps since the last pause (see _step).
         self._held = 0.0
         # TEST ONLY: awaited between two slices, and between two slices of the tidying (a
@@ -188,9 +190,11 @@ class SlicedApply:
         await self._enter_phase(claim, APPLYING)
         partner_id = claim.partner_id
         current = await self._settle(claim)
-        pending = await self._step(
-            claim, lambda session: generation.open_generation(session, partner_id, current)
-        )
+
+        async def open_generation(session: AsyncSession) -> int:
+            return await generation.open_generation(session, partner_id, current)
+
+        pending = await self._step(claim, open_generation)
         if self.dialect == "postgresql":
             await self._analyze("identifier_staging")  # freshly copied: give the planner sizes
 
@@ -226,15 +230,12 @@ class SlicedApply:
                 return await generation.reconcile(session, partner_id, pending, claim.sent_at)
 
             await self._step(claim, reconcile)
-        if (
-            not first_load
-            and self.dialect == "postgresql"
-            and report.accepted >= ANALYZE_AFTER_ROWS
-        ):
-            # The tidying reads the pending changes in person order: with the table's size
-            # unknown (never analysed), PostgreSQL sorted all of it again for every slice of
-            # the tidying (350 s for a 10M first load, 60 % of its apply).
-            await self._analyze("identifier_pending_events")
+        if self.dialect == "postgresql" and report.accepted >= ANALYZE_AFTER_ROWS:
+            # The tidying reads the pending changes (a first load: its records) in person
+            # order: with the table's size unknown (never analysed, or analysed when the
+            # partner held nothing), PostgreSQL sorted all of it again for every slice of the
+            # tidying (350 s for a 10M first load, 60 % of its apply).
+            await self._analyze("identifier_records" if first_load else "identifier_pending_events")
         ahead = await self._build_ahead(claim, pending)
         # TEST ONLY: while the file HUB_UPLOADS_TEST_FLIP_GATE names exists, wait (the arrays
         # built ahead, the flip not made).
@@ -243,12 +244,13 @@ class SlicedApply:
             await asyncio.to_thread(_wait_for_gate, gate, self._stopping)
         announced: list[int] = []
         try:
-            published = await self._step(
-                claim,
-                lambda session: self._flip(
+
+            async def flip(session: AsyncSession) -> bool:
+                return await self._flip(
                     session, claim, report, pending, result, ahead, announced, first_load
-                ),
-            )
+                )
+
+            published = await self._step(claim, flip)
         except BaseException:
             if ahead is not None:
                 await asyncio.to_thread(ahead.discard)
@@ -523,12 +525,11 @@ class SlicedApply:
         progress = generation.Tidying()
         done = 1
         while done:
-            done = await self._step(
-                claim,
-                lambda session: generation.tidy_slice(
-                    session, partner_id, generation_now, progress
-                ),
-            )
+
+            async def tidy(session: AsyncSession) -> int:
+                return await generation.tidy_slice(session, partner_id, generation_now, progress)
+
+            done = await self._step(claim, tidy)
             if done and self.between_tidy_slices is not None:
                 await self.between_tidy_slices()
 
@@ -607,6 +608,7 @@ class SlicedApply:
         took = time.perf_counter() - started
         name = getattr(work, "__name__", "step")
         self.step_seconds[name] = max(self.step_seconds.get(name, 0.0), took)
+        self.step_totals[name] = self.step_totals.get(name, 0.0) + took
         if not write:
             return value
         self.longest_step = max(self.longest_step, took)
