@@ -283,7 +283,9 @@ async def publish_records_slice(session: AsyncSession, partner_id: UUID) -> int:
     before the slice that publishes them or wholly after it. Before: it changed their records
     and published its own event, and the slice grants what the records hold now (a consent
     granted meanwhile is granted again, a withdrawn one is not). After: it is a change from
-    what was published. Either way the person's events fold to their records.
+    what was published. Either way the person's events fold to their records. (A
+    synchronous upsert is accepted once the flip is made: a person it adds ahead of the
+    cursor gets an ``upload`` event too, granting what its own event granted.)
     """
     state = (
         await session.execute(
