@@ -270,8 +270,8 @@ class SlicedApply:
         if before_finish is not None:
             await before_finish()
         await self._finish(claim)
-        if report.accepted >= ANALYZE_AFTER_ROWS:
-            await self._analyze("identifier_records")
+        if not first_load and report.accepted >= ANALYZE_AFTER_ROWS:  # a first load's was
+            await self._analyze("identifier_records")  # analysed before its tidying
 
     async def _settle(self, claim: Claim) -> int:
         """The partner's current generation, after tidying what an earlier apply left (its
