@@ -523,12 +523,12 @@ class SlicedApply:
         """After the flip: retired rows deleted and consent changes published, by slices."""
         partner_id = claim.partner_id
         progress = generation.Tidying()
+
+        async def tidy(session: AsyncSession) -> int:
+            return await generation.tidy_slice(session, partner_id, generation_now, progress)
+
         done = 1
         while done:
-
-            async def tidy(session: AsyncSession) -> int:
-                return await generation.tidy_slice(session, partner_id, generation_now, progress)
-
             done = await self._step(claim, tidy)
             if done and self.between_tidy_slices is not None:
                 await self.between_tidy_slices()
