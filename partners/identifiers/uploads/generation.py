@@ -288,13 +288,17 @@ async def publish_records_slice(session: AsyncSession, partner_id: UUID) -> int:
     synchronous upsert is accepted once the flip is made: a person it adds ahead of the
     cursor gets an ``upload`` event too, granting what its own event granted.)
     """
-    state = (
-        await session.execute(
-            select(STATE.c.generation, STATE.c.publishing, STATE.c.published_after)
-            .where(STATE.c.partner_id == partner_id)
-            .with_for_update()
-        )
-    ).first()
+    columns = select(STATE.c.generation, STATE.c.publishing, STATE.c.published_after).where(
+        STATE.c.partner_id == partner_id
+    )
+    # Read first without the lock: every other upload's tidying passes here once a slice,
+    # and must not hold the partner's consent writers back while it publishes its own.
+    if (
+        await session.scalar(select(STATE.c.publishing).where(STATE.c.partner_id == partner_id))
+        is None
+    ):
+        return 0
+    state = (await session.execute(columns.with_for_update())).first()
     if state is None or state.publishing is None:
         return 0
     mine = current(RECORDS, partner_id, generation=int(state.generation))
