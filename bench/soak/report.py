@@ -97,7 +97,7 @@ def text(report: dict[str, Any]) -> str:
             name: round((cpu - samples[0]["cpu_s"][name]) / span, 2)
             for name, cpu in samples[-1]["cpu_s"].items()
         }
-        lines.append(f"CPU cores used on average (process + its parsers): {used}")
+        lines.append(f"CPU cores used on average (a hub process counts its parsers): {used}")
     for item in report.get("database_activity", [])[:12]:
         lines.append(
             f"db {item['backend_seconds']:>6} backend-s  {item['wait'][:24]:<24} "

@@ -43,6 +43,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time of the PostgreSQL server: its live processes, plus what the postmaster has
+    reaped from backends that ended (its children's times). The server is the machine's, so
+    this counts every database on it: measure on an otherwise quiet machine."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            if name != "postgres":
+                continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            ppid = int(fields[1])
+            parent = Path(f"/proc/{ppid}/stat").read_text().split("(", 1)[1].split(")")[0]
+            if parent != "postgres":  # the postmaster: add its reaped children
+                total += int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has been busy (all cores, not idle or waiting on I/O)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def harness_cpu_seconds() -> float:
+    """CPU time of this process (the Locust users, the webhook receiver, the sampler)."""
+    times = os.times()
+    return times.user + times.system
+
+
 # What each busy PostgreSQL backend of the hub's database is doing: waiting (on a lock, on
 # I/O...) or on the CPU, and which statement (its first words).
 ACTIVITY_SQL = (
@@ -221,7 +253,12 @@ class Stack:
         return {
             "minute": round(minute, 2),
             "rss": {p.name: p.rss() for p in self.processes},
-            "cpu_s": {p.name: p.cpu() for p in self.processes},
+            "cpu_s": {
+                **{p.name: p.cpu() for p in self.processes},
+                "postgres (all databases)": round(postgres_cpu_seconds(), 1),
+                "harness": round(harness_cpu_seconds(), 1),
+                "machine (all cores)": round(machine_busy_seconds(), 1),
+            },
             "alive": {p.name: p.alive() for p in self.processes},
             "pg_connections": self.connections(),
         }

@@ -15,17 +15,41 @@ would be overwritten by the upload or overwrite it) is refused until the upload 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Table, and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from partners.identifiers.models import IdentifierRecord, IdentifierState, PendingConsentEvent
+from partners.identifiers.models import (
+    ID_TYPE_CODES,
+    IdentifierRecord,
+    IdentifierState,
+    PendingConsentEvent,
+)
 
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 PENDING_EVENTS: Table = PendingConsentEvent.__table__  # type: ignore[assignment]
+
+
+def with_keys(
+    records: Any, match_keys: Sequence[bytes], id_types: Iterable[int] = ID_TYPE_CODES.values()
+) -> ColumnElement[bool]:
+    """The rows of ``records`` with one of these match keys, of one of these id types.
+
+    Always give the id type with the keys: the records' key is (partner, id type, match key,
+    generation), so ``match_key IN (…)`` alone cannot seek in it and PostgreSQL reads every
+    record of the table instead (a 1,000-key lookup: 270 ms on 4M records against 7 ms; the
+    soak of issue 19 spent more database CPU on it than on anything else). A row of another
+    id type with the same key cannot exist in practice (keys are HMACs of typed digests);
+    callers still match found rows on (id type, key).
+    """
+    return and_(
+        records.c.id_type.in_(sorted(set(id_types))),
+        records.c.match_key.in_(list(match_keys)),
+    )
 
 
 def generation_of(partner: Any) -> ColumnElement[int]:

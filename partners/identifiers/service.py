@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core import audit, horizon
@@ -29,7 +40,7 @@ from partners.identifiers.models import (
     IdentifierRecord,
     IdentifierState,
 )
-from partners.identifiers.records import PENDING_EVENTS, current, unsettled
+from partners.identifiers.records import PENDING_EVENTS, current, unsettled, with_keys
 from partners.identifiers.validation import ValidRecord
 from partners.rewards.erasure import forget_in_rewards
 
@@ -233,7 +244,7 @@ class IdentifierService:
                     RECORDS.c.attributes,
                 ).where(
                     current(RECORDS, partner_id),
-                    RECORDS.c.match_key.in_([k for _, k in chunk]),
+                    with_keys(RECORDS, [k for _, k in chunk], {t for t, _ in chunk}),
                 )
             )
             for id_type, key, ref, consents, attributes in rows:
@@ -309,13 +320,13 @@ class IdentifierService:
     ) -> tuple[int, int]:
         """Remove people (by customer_ref) or records (by digest, any id type and live key
         version). Returns (records removed, people affected); the audit log gets the counts."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         for chunk in _chunks(list(customer_refs)):
             conditions.append(RECORDS.c.customer_ref.in_(chunk))
         versions = self.crypto.keys.live_match_versions()
         keys = [self.crypto.match_key(d, v) for d in digests for v in versions]
         for chunk in _chunks(keys):
-            conditions.append(RECORDS.c.match_key.in_(chunk))
+            conditions.append(with_keys(RECORDS, chunk))  # any id type
         if not conditions:
             return 0, 0
         version = await self.touch(partner_id)

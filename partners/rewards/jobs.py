@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.core import horizon
 from hub.core.db import dialect_insert, rowcount, writing
 from partners.identifiers.models import ConsentEvent, IdentifierRecord
-from partners.identifiers.records import current
+from partners.identifiers.records import current, with_keys
 from partners.partnerships.models import ACTIVE, Partnership, PartnershipMember
 from partners.rewards import ledger
 from partners.rewards.models import (
@@ -127,8 +127,7 @@ async def _sync_batch(
                 select(RECORDS.c.partner_id, RECORDS.c.match_key, RECORDS.c.customer_ref).where(
                     RECORDS.c.partner_id.in_(sorted(partners)),
                     current(RECORDS),
-                    RECORDS.c.id_type == id_type,
-                    RECORDS.c.match_key.in_(key_list[start : start + 500]),
+                    with_keys(RECORDS, key_list[start : start + 500], [id_type]),
                     RECORDS.c.consents.op("&")(ledger.SHARING) != 0,
                 )
             )

@@ -21,7 +21,7 @@ from hub.core.bulk import insert_rows
 from hub.core.db import dialect_insert
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import CONSENT_BITS, IdentifierRecord
-from partners.identifiers.records import current
+from partners.identifiers.records import current, with_keys
 from partners.rewards.funding import HeldRecord
 from partners.rewards.models import (
     COALITION,
@@ -245,7 +245,7 @@ async def records_at(
                 RECORDS.c.id_type, RECORDS.c.match_key, RECORDS.c.customer_ref, RECORDS.c.consents
             ).where(
                 current(RECORDS, partner_id),
-                RECORDS.c.match_key.in_(wanted[start : start + 1000]),
+                with_keys(RECORDS, wanted[start : start + 1000], {t for t, _ in identities}),
             )
         )
         for t, k, ref, consents in rows:
@@ -263,8 +263,7 @@ async def consented_at(
     mask = await session.scalar(
         select(RECORDS.c.consents).where(
             current(RECORDS, partner_id),
-            RECORDS.c.id_type == id_type,
-            RECORDS.c.match_key.in_([k for _, k in keys]),
+            with_keys(RECORDS, [k for _, k in keys], [id_type]),
         )
     )
     return bool(mask and mask & SHARING)

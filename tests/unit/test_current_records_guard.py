@@ -64,3 +64,31 @@ def test_the_guard_catches_a_reader_by_partner_alone() -> None:
     assert BY_PARTNER.search("RECORDS.c.partner_id.in_(sorted(partners))")
     assert RAW_SQL.search("SELECT count(*) FROM identifier_records WHERE partner_id = :p")
     assert not BY_PARTNER.search("select(RECORDS.c.match_key).where(current(RECORDS, p))")
+
+
+# A lookup of records by match key goes through ``with_keys``, which names the id type too:
+# the records' key is (partner, id type, match key, generation), and without the id type
+# PostgreSQL cannot seek in it and reads every record instead (issue 19's soak: the rewards
+# events' lookup of their members' records was the database's top CPU cost).
+BY_KEY = re.compile(r"RECORDS\.c\.match_key\.in_\(")
+# Deliberate: this delete reads every row of the pending generation anyway (it runs only when
+# an erasure came in while the upload was applied) and its keys are a subquery.
+BY_KEY_ALLOWED = {("partners/identifiers/uploads/generation.py", "RECORDS.c.match_key.in_(keys)")}
+
+
+def test_lookups_of_records_by_match_key_name_the_id_type() -> None:
+    offenders = []
+    lookups = 0
+    for path in modules():
+        name = path.relative_to(ROOT).as_posix()
+        source = path.read_text()
+        lookups += source.count("with_keys(RECORDS")
+        for number, line in enumerate(source.splitlines(), start=1):
+            allowed = any(name == n and text in line for n, text in BY_KEY_ALLOWED)
+            if BY_KEY.search(line) and not allowed:
+                offenders.append(f"{name}:{number}: {line.strip()}")
+    assert not offenders, (
+        "records looked up by match key without the id type "
+        "(use partners.identifiers.records.with_keys):\n" + "\n".join(offenders)
+    )
+    assert lookups >= 4, "the scan found too few lookups by key: has the code moved?"
