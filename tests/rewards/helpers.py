@@ -91,7 +91,7 @@ def ledger_problems(database_url: str) -> list[str]:
 
 
 @contextmanager
-def launch_jobs_hub(backend: str, data_dir: Path) -> Iterator[Hub]:
+def launch_jobs_hub(backend: str, data_dir: Path, **env: str) -> Iterator[Hub]:
     """A hub whose scheduler runs in-process; jobs run only when a test asks."""
     quiet = {
         f"HUB_JOBS_{name.upper()}": value
@@ -104,7 +104,7 @@ def launch_jobs_hub(backend: str, data_dir: Path) -> Iterator[Hub]:
             "match_key_rotation_cron": "0 0 1 1 *",
         }.items()
     }
-    with launch_hub(backend, data_dir, HUB_JOBS_RUN_IN_SERVE="true", **quiet) as running:
+    with launch_hub(backend, data_dir, HUB_JOBS_RUN_IN_SERVE="true", **quiet, **env) as running:
         yield running
 
 

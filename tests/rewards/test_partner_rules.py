@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -499,3 +500,48 @@ def test_withdrawn_items_outlive_feed_retention_until_the_reader_has_passed_them
     feed(hub, pair.b, page["next_cursor"])  # the reader moves past it
     run_job(hub, "retention_purge")
     assert feed(hub, pair.b)["items"] == []
+
+
+def test_the_sync_reads_withdrawals_past_grants_and_batch_ends_each_once(
+    backend: str, tmp_path: Path
+) -> None:
+    """Withdrawals (a consent update, an erasure) scattered among many grants, read two at a
+    time: each reaches the reader once, the grants are never read (a first load publishes one
+    per person), and the cursor ends at the last consent event."""
+    with launch_jobs_hub(backend, tmp_path, HUB_REWARDS_SYNC_BATCH="2") as hub:
+        pair = brands(hub)
+        for n in range(5):
+            enrol(hub, pair.a, f"wb{n}", f"a-wb{n}", SHARE)
+            enrol(hub, pair.b, f"wb{n}", f"b-wb{n}", SHARE)
+            earn = event(f"wb-{n}", f"wb{n}", "earn", 10)
+            assert send(hub, pair.a, [earn]).status_code == 200
+        assert run_job(hub, "rewards_sync")["counts"]["feed_items"] == 5
+        cursor = feed(hub, pair.b)["next_cursor"]
+
+        def grants(tag: str) -> None:  # people A holds alone: consent events that grant
+            pair.a.upload(hub, [rec(email(f"{tag}{i}"), f"a-{tag}{i}", SHARE) for i in range(7)])
+
+        grants("g1-")
+        pair.a.consents(hub, "a-wb0", ["analytics"])
+        grants("g2-")
+        for ref in ("a-wb1", "a-wb2"):
+            pair.a.consents(hub, ref, ["joint_offers"])
+        grants("g3-")
+        erased = pair.a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["a-wb3"]})
+        assert erased.status_code == 200, erased.text
+        grants("g4-")
+        pair.a.consents(hub, "a-wb4", [*SHARE, "joint_offers"])  # a grant: not a withdrawal
+
+        run = run_job(hub, "rewards_sync")
+        assert run["counts"]["consent_events"] == 4  # the withdrawals, not the 28 grants
+        assert run["counts"]["withdrawn_items"] == 4
+        items = feed(hub, pair.b, cursor)["items"]
+        assert sorted((i["customer_ref"], i["kind"]) for i in items) == [
+            (f"b-wb{n}", "withdrawn") for n in range(4)
+        ]
+        last = execute_sql(hub.database_url, "SELECT max(seq) FROM consent_events")[0][0]
+        runs = hub.as_admin("GET", "/v1/jobs/rewards_sync/runs").json()["items"]
+        assert max(r["cursor"].get("consent", 0) for r in runs) == last
+        again = run_job(hub, "rewards_sync")
+        assert again["counts"]["consent_events"] == 0
+        assert feed(hub, pair.b, cursor)["items"] == items
