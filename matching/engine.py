@@ -16,7 +16,7 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -192,15 +192,28 @@ def _key_ranges(a: Side, b: Side, parts: int) -> list[tuple[int, int, int, int]]
     )]  # fmt: skip
 
 
+def _read_only(column: NDArray[Any]) -> NDArray[Any]:
+    """A read-only view of a side's column, whatever the column is.
+
+    numba compiles the kernel once per combination of argument types, and writability is part
+    of the type: columns served from memory-mapped files are read-only, a patched consent mask
+    or a side built in memory is writable. Without this the serving processes compiled four
+    variants of the merge on their first questions (seconds of CPU each, holding the GIL),
+    none of which the start-up warm-up had compiled; now there is one, and it is warmed up."""
+    view = column.view(np.ndarray)
+    view.flags.writeable = False
+    return view
+
+
 def _merge_range(
     a: Side, b: Side, mask: int, bounds: tuple[int, int, int, int]
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     a_start, a_end, b_start, b_end = bounds
     a_hi, a_lo, a_person, a_consent = (
-        column[a_start:a_end] for column in (a.hi, a.lo, a.person, a.consent)
+        _read_only(column[a_start:a_end]) for column in (a.hi, a.lo, a.person, a.consent)
     )
     b_hi, b_lo, b_person, b_consent = (
-        column[b_start:b_end] for column in (b.hi, b.lo, b.person, b.consent)
+        _read_only(column[b_start:b_end]) for column in (b.hi, b.lo, b.person, b.consent)
     )
     capacity = max(16, min(len(a_hi), len(b_hi)))
     out_a = np.empty(capacity, np.int32)
