@@ -254,9 +254,7 @@ async def _withdrawal_batch(
     last = int(changes[-1].seq) if len(changes) == batch else upto
     if not changes:
         return last, 0, 0
-    withdrawn = {
-        (c.partner_id, c.customer_ref): c.at for c in changes if c.withdrawn & ledger.SHARING
-    }
+    withdrawn = {(c.partner_id, c.customer_ref): c.at for c in changes}  # all withdrawals
     items: list[dict[str, Any]] = []
     told: list[dict[str, Any]] = []  # the disclosures those items answer
     by_source: dict[UUID, list[str]] = defaultdict(list)
