@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         preset=preset,
         mix=PRESETS[preset].with_overrides(args.set),
         pg_admin_url=args.pg_url,
-        sample_seconds=args.sample_seconds or (20.0 if minutes < 5 else 60.0),
+        sample_seconds=args.sample_seconds or (20.0 if minutes < 5 else 15.0),
         keep_db=args.keep_db,
         hub_log_level=args.hub_log_level,
     )

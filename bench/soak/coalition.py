@@ -64,7 +64,8 @@ def _ok(response: httpx.Response, *codes: int) -> dict[str, Any]:
     return dict(response.json())
 
 
-def upload_and_wait(http: httpx.Client, headers: dict[str, str], path: Path) -> dict[str, Any]:
+def send_upload(http: httpx.Client, headers: dict[str, str], path: Path) -> str:
+    """A bulk upsert of ``path``; its id."""
     with path.open("rb") as body:
         sent = http.post(
             "/v1/identifiers/uploads",
@@ -76,7 +77,10 @@ def upload_and_wait(http: httpx.Client, headers: dict[str, str], path: Path) -> 
                 "Content-Encoding": "gzip",
             },
         )
-    upload_id = _ok(sent, 202)["id"]
+    return str(_ok(sent, 202)["id"])
+
+
+def wait_for_upload(http: httpx.Client, headers: dict[str, str], upload_id: str) -> dict[str, Any]:
     while True:
         status = _ok(http.get(f"/v1/identifiers/uploads/{upload_id}", headers=headers))
         if status["status"] in ("completed", "failed"):
@@ -86,7 +90,11 @@ def upload_and_wait(http: httpx.Client, headers: dict[str, str], path: Path) -> 
         time.sleep(0.5)
 
 
-def seed(stack: Stack, receiver: Receiver, population: int, files_dir: Path) -> Coalition:
+def seed(
+    stack: Stack, receiver: Receiver, population: int, files_dir: Path, preload: int = 0
+) -> Coalition:
+    """The coalition, its brands holding ``population`` people each, or ``preload`` (people
+    0..preload-1, the population among them) when it is larger."""
     http = httpx.Client(base_url=stack.urls[0], timeout=120)
     admin = {"Authorization": f"Bearer {token(http, stack.admin_id, stack.admin_secret)}"}
     brands: list[Brand] = []
@@ -131,9 +139,14 @@ def seed(stack: Stack, receiver: Receiver, population: int, files_dir: Path) -> 
             _ok(http.post(f"/v1/partnerships/{partnership}/accept", headers=headers[member.code]))
             member.partnerships.append(partnership)
     coalition = Coalition(stack.urls, stack.admin_id, stack.admin_secret, brands, population)
-    for brand in brands:
-        path = upload_file(files_dir, brand.code, population)
-        upload_and_wait(http, headers[brand.code], path)
+    # Sent together, waited for together: the worker applies them in turn.
+    rows = max(population, preload)
+    sent = [
+        (brand, send_upload(http, headers[brand.code], upload_file(files_dir, brand.code, rows)))
+        for brand in brands
+    ]
+    for brand, upload_id in sent:
+        wait_for_upload(http, headers[brand.code], upload_id)
     for proposer, other in ((brands[0], brands[1]), (brands[2], brands[3])):
         shared = next(p for p in proposer.partnerships if p in other.partnerships)
         offer = _ok(

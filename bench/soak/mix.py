@@ -32,6 +32,11 @@ class Mix:
     erasures: float = 1.0  # enrol a new person, earn, erase them
     upload_rows: int = 1_000_000
     upload_every_minutes: float = 10.0
+    # The snapshot each brand already holds when the day starts (yesterday's upload of people
+    # 0..N-1, applied before the clock starts); 0: only the population. Day N of a
+    # coalition, not its first day: minute 5 then measures a hub at work, not one still
+    # receiving its first million records per brand.
+    preload_rows: int = 1_000_000
     console_views: float = 6.0  # the admin, in total (not per brand)
     admin_reads: float = 2.0  # the admin's API reads (jobs, audit head, deliveries), in total
     population: int = 20_000  # people every brand holds (events, overlaps, feeds)
@@ -64,6 +69,7 @@ PRESETS: dict[str, Mix] = {
         erasures=1.0,
         upload_rows=100_000,
         upload_every_minutes=5.0,
+        preload_rows=100_000,
         console_views=4.0,
         admin_reads=2.0,
         population=10_000,
@@ -81,6 +87,7 @@ PRESETS: dict[str, Mix] = {
         erasures=2.0,
         upload_rows=3_000,
         upload_every_minutes=10.0,  # one upload per brand, at the start
+        preload_rows=0,
         console_views=16.0,  # each of the 8 pages twice in a one-minute run
         admin_reads=4.0,
         population=2_000,

@@ -4,6 +4,7 @@ third of a run shorter than 10 minutes) and the end, job runs, and the audit."""
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -38,30 +39,46 @@ def errors(env: Environment) -> list[dict[str, Any]]:
 
 def drift(samples: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
     """RSS of each process at minute 5 (a third of a run shorter than 10 minutes) and at the
-    end."""
+    end: one sample each, and the median of the samples in the minute from there (in the last
+    minute), which a request's allocation in flight at one sample does not move."""
     if len(samples) < 2:
         return {}
     mark = 5.0 if minutes >= 10 else minutes / 3
     first = next((s for s in samples if s["minute"] >= mark), samples[0])
     last = samples[-1]
+    early = [s for s in samples if mark <= s["minute"] < mark + 1] or [first]
+    late = [s for s in samples if s["minute"] >= last["minute"] - 1] or [last]
     out = {}
     for name, rss in last["rss"].items():
-        before = first["rss"][name]["rss_mb"]
-        out[name] = {
-            "from_minute": first["minute"],
-            "to_minute": last["minute"],
-            "rss_mb_from": before,
-            "rss_mb_to": rss["rss_mb"],
-            "drift_pct": round(100 * (rss["rss_mb"] - before) / before, 1) if before else None,
-        }
-        anon_before = first["rss"][name].get("anon_mb")
-        if anon_before:
+        out[name] = {"from_minute": first["minute"], "to_minute": last["minute"]}
+        for key, label in (("rss_mb", "rss"), ("anon_mb", "anon")):
+            before, after = first["rss"][name].get(key), rss.get(key)
+            if not before or after is None:
+                continue
             out[name].update(
-                anon_mb_from=anon_before,
-                anon_mb_to=rss["anon_mb"],
-                anon_drift_pct=round(100 * (rss["anon_mb"] - anon_before) / anon_before, 1),
+                {
+                    f"{label}_mb_from": before,
+                    f"{label}_mb_to": after,
+                    f"{label}_drift_pct": _pct(before, after),
+                }
+            )
+            medians = (
+                statistics.median(s["rss"][name][key] for s in early),
+                statistics.median(s["rss"][name][key] for s in late),
+            )
+            out[name].update(
+                {
+                    f"{label}_median_mb_from": round(medians[0], 1),
+                    f"{label}_median_mb_to": round(medians[1], 1),
+                    f"{label}_median_drift_pct": _pct(*medians),
+                    "median_samples": [len(early), len(late)],
+                }
             )
     return out
+
+
+def _pct(before: float, after: float) -> float:
+    return round(100 * (after - before) / before, 1)
 
 
 def text(report: dict[str, Any]) -> str:
@@ -79,13 +96,24 @@ def text(report: dict[str, Any]) -> str:
     for name, d in report["rss_drift"].items():
         lines.append(
             f"RSS {name}: {d['rss_mb_from']} MB (min {d['from_minute']}) -> {d['rss_mb_to']} MB "
-            f"(min {d['to_minute']}): {d['drift_pct']} %"
+            f"(min {d['to_minute']}): {d['rss_drift_pct']} %"
             + (
                 f"; anonymous {d['anon_mb_from']} -> {d['anon_mb_to']} MB: {d['anon_drift_pct']} %"
                 if "anon_mb_from" in d
                 else ""
             )
         )
+        if "rss_median_mb_from" in d:
+            lines.append(
+                f"    medians of a minute {d['median_samples']}: {d['rss_median_mb_from']} -> "
+                f"{d['rss_median_mb_to']} MB: {d['rss_median_drift_pct']} %"
+                + (
+                    f"; anonymous {d['anon_median_mb_from']} -> {d['anon_median_mb_to']} MB: "
+                    f"{d['anon_median_drift_pct']} %"
+                    if "anon_median_mb_from" in d
+                    else ""
+                )
+            )
     lines.append(
         f"PostgreSQL connections (max total): {report['pg_connections_max']}"
         f" (samples refused a connection: {report.get('pg_connections_refused', 0)})"

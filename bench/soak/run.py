@@ -71,8 +71,8 @@ def run(options: Options) -> dict[str, Any]:
     try:
         log(f"starting the hub processes (logs in {work_dir})")
         stack.start(receiver.port)
-        log("seeding the coalition")
-        coalition = seed(stack, receiver, mix.population, FILES)
+        log(f"seeding the coalition ({max(mix.population, mix.preload_rows):,} people a brand)")
+        coalition = seed(stack, receiver, mix.population, FILES, mix.preload_rows)
         files = {b.code: upload_file(FILES, b.code, mix.upload_rows) for b in coalition.brands}
         world = World(coalition, mix, files)
         set_world(world)
