@@ -27,8 +27,10 @@ from numpy.typing import NDArray
 from sqlalchemy import Table, and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.core.bulk import insert_rows
 from hub.core.db import writing
 from matching import engine, holdout
+from matching.held_arms import HeldArm
 from matching.loader import ArrayCache, Loaded
 from matching.models import ACTIVE, Offer, OfferAudience, OfferAudienceChange, OfferControl
 from partners.identifiers.models import CONSENT_BITS, IdentifierState
@@ -63,28 +65,6 @@ def eligible(a: Loaded, b: Loaded, filters: Filters) -> dict[UUID, NDArray[np.in
     return result
 
 
-# A bisection among the people costs about this many times what naming one person does
-# (bench/arm_removals.py: the two ways cost the same at about 75,000 held of 1M eligible).
-BISECT_COST = 12
-
-
-def no_longer_eligible(loaded: Loaded, people: NDArray[np.int64], held: set[str]) -> list[str]:
-    """Those of ``held`` (an arm's refs) who are not among ``people`` (the eligible, as person
-    indices of ``loaded``), sorted.
-
-    Arms only shrink, so an arm is often far smaller than the eligible: an offer activated at
-    20,000 people keeps its audience while its members grow to a million. Then each held ref
-    is looked up among the people (a bisection) instead of naming every eligible person (a
-    million strings per reconciliation, in the soak of issue 19 a third of a serving process's
-    CPU). When the arm is about as large as the eligible, naming them is cheaper."""
-    if len(held) * BISECT_COST >= len(people):
-        return sorted(held - set(loaded.people.refs(people)))
-    where = loaded.people.positions(held)
-    still = np.zeros(len(loaded.people), dtype=bool)
-    still[people] = True
-    return sorted(ref for ref in held if (i := where.get(ref)) is None or not still[i])
-
-
 def assign_arms(
     a: Loaded, b: Loaded, filters: Filters, salt: bytes, share: float
 ) -> dict[UUID, Arms]:
@@ -107,19 +87,21 @@ def assign_arms(
 async def insert_arm(
     session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID, refs: Sequence[str]
 ) -> None:
-    """Store one side's arm (the audience or the controls table), in chunks."""
-    for start in range(0, len(refs), INSERT_ROWS):
-        chunk = refs[start : start + INSERT_ROWS]
-        await session.execute(
-            insert(table),
+    """Store one side's arm (the audience or the controls table): one COPY on PostgreSQL (an
+    executemany took minutes for two sides of a million people each)."""
+    for start in range(0, len(refs), INSERT_ROWS * 20):
+        chunk = refs[start : start + INSERT_ROWS * 20]
+        await insert_rows(
+            session,
+            table,
             [{"offer_id": offer_id, "partner_id": partner_id, "customer_ref": r} for r in chunk],
         )
 
 
-async def _held(session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID) -> set[str]:
+async def _held(session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID) -> list[str]:
     """Who is in one side's arm now (read before the offer's lock: arms only ever shrink, so
-    this is a superset of who will be there under the lock)."""
-    return set(
+    this is a superset of who will be there under the lock, now and later)."""
+    return list(
         await session.scalars(
             select(table.c.customer_ref).where(
                 table.c.offer_id == offer_id, table.c.partner_id == partner_id
@@ -129,9 +111,16 @@ async def _held(session: AsyncSession, table: Table, offer_id: UUID, partner_id:
 
 
 async def _remove(
-    session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID, gone: Sequence[str]
+    session: AsyncSession,
+    table: Table,
+    offer_id: UUID,
+    partner_id: UUID,
+    gone: Sequence[str],
+    size: int | None,
 ) -> tuple[list[str], int]:
-    """Delete ``gone`` from one side's arm: (those actually removed, the arm's size left)."""
+    """Delete ``gone`` from one side's arm: (those actually removed, the arm's size left).
+    ``size`` is the arm's size as recorded on the offer, whose row the caller holds locked
+    (only a reconciliation removes, under that lock); counted when not recorded."""
     removed: list[str] = []
     for start in range(0, len(gone), INSERT_ROWS):
         chunk = gone[start : start + INSERT_ROWS]
@@ -146,6 +135,8 @@ async def _remove(
             )
             .returning(table.c.customer_ref)
         )
+    if size is not None:
+        return sorted(removed), size - len(removed)
     left = await session.scalar(
         select(func.count()).where(table.c.offer_id == offer_id, table.c.partner_id == partner_id)
     )
@@ -158,10 +149,19 @@ class _Plan:
 
     versions: dict[str, int]
     gone: dict[tuple[Table, UUID], list[str]]
+    arms: dict[tuple[Table, UUID], HeldArm]
+
+
+# Per array cache (one per hub process): each arm this process has read, by (offer, table,
+# partner). Arms only shrink, so what was read once stays a superset: see matching.held_arms.
+_ARMS: weakref.WeakKeyDictionary[ArrayCache, dict[tuple[UUID, str, UUID], HeldArm]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _plan(
     session_maker: async_sessionmaker[AsyncSession],
+    arrays: ArrayCache,
     a: Loaded,
     b: Loaded,
     offer_id: UUID,
@@ -170,21 +170,25 @@ async def _plan(
 ) -> _Plan:
     current = await asyncio.to_thread(eligible, a, b, filters)
     tables = (AUDIENCE, CONTROLS) if controls else (AUDIENCE,)
-    held = {}
-    async with session_maker() as session:  # every arm read in one session
+    known = _ARMS.setdefault(arrays, {})
+    side = {x.partner_id: x for x in (a, b)}
+    arms: dict[tuple[Table, UUID], HeldArm] = {}
+    async with session_maker() as session:  # arms not yet known read in one session
         for pid in current:
             for table in tables:
-                held[table, pid] = await _held(session, table, offer_id, pid)
-    side = {x.partner_id: x for x in (a, b)}
+                arm = known.get((offer_id, table.name, pid))
+                if arm is None:
+                    refs = await _held(session, table, offer_id, pid)
+                    arm = await asyncio.to_thread(HeldArm.of, side[pid].people, refs)
+                elif arm.people is not side[pid].people:
+                    arm = await asyncio.to_thread(arm.moved_to, side[pid].people)
+                known[offer_id, table.name, pid] = arms[table, pid] = arm
 
     def removals() -> dict[tuple[Table, UUID], list[str]]:
-        return {
-            (table, pid): no_longer_eligible(side[pid], current[pid], refs)
-            for (table, pid), refs in held.items()
-        }
+        return {(table, pid): arm.gone(current[pid]) for (table, pid), arm in arms.items()}
 
     gone = await asyncio.to_thread(removals)
-    return _Plan({str(x.partner_id): x.version for x in (a, b)}, gone)
+    return _Plan({str(x.partner_id): x.version for x in (a, b)}, gone, arms)
 
 
 _RUNNING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[UUID, asyncio.Lock]] = (
@@ -247,7 +251,7 @@ async def _reconcile(
     a, b = await asyncio.gather(arrays.get(a_id), arrays.get(b_id))
     if all(reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
         return 0
-    plan = await _plan(session_maker, a, b, offer_id, filters, control_sizes is not None)
+    plan = await _plan(session_maker, arrays, a, b, offer_id, filters, control_sizes is not None)
     removed = 0
     with writing():
         async with session_maker() as session, session.begin():
@@ -267,7 +271,10 @@ async def _reconcile(
             control_sizes = dict(offer.control_sizes or {})
             now = datetime.now(UTC)
             for (table, pid), candidates in plan.gone.items():
-                gone, left = await _remove(session, table, offer_id, pid, candidates)
+                recorded = control_sizes if table is CONTROLS else sizes
+                gone, left = await _remove(
+                    session, table, offer_id, pid, candidates, recorded.get(str(pid))
+                )
                 if table is CONTROLS:
                     control_sizes[str(pid)] = left  # a control person was never disclosed
                     continue
@@ -291,6 +298,9 @@ async def _reconcile(
             offer.audience_sizes = sizes
             if offer.control_sizes is not None:
                 offer.control_sizes = control_sizes
+    # Committed: whoever was a candidate is out of the arm for good (removed now, or before).
+    for key, candidates in plan.gone.items():
+        plan.arms[key].forget(candidates)
     return removed
 
 

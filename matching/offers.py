@@ -471,6 +471,11 @@ class OfferService:
                     )
                 return partnership
         await reconcile_offer(self.session_maker, self.arrays, offer.id, partnership)
+        if self.session.in_transaction():
+            # The request's own transaction may read from a snapshot taken before the
+            # reconciliation committed (SQLite's read transactions do): the reads that follow
+            # must not serve anyone it removed. Nothing was written in it yet.
+            await self.session.rollback()
         return partnership
 
     async def _audit_read(

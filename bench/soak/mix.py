@@ -22,8 +22,11 @@ class Mix:
     # The chance that an event for a person with points to spend at this brand redeems 5.
     redeem_share: float = 0.5
     overlaps: float = 6.0  # half of them breakdowns (by=self.tier / by=self.tier,partner.city)
-    audience_reads: float = 2.0  # whole audience of the brand's offer, paginated
+    audience_reads: float = 2.0  # `audience_pages` pages of the brand's offer's audience
     audience_page: int = 200
+    # Pages per read, each read going on from where the last stopped (0: the whole audience
+    # at every read, which at a million people per brand is thousands of pages a read).
+    audience_pages: int = 10
     feed_reads: float = 6.0  # the feed from the brand's cursor to the end, paginated
     feed_page: int = 500
     balances: float = 6.0

@@ -231,8 +231,13 @@ class Overlaps(BrandUser):
 class Audiences(BrandUser):
     @task
     def read(self) -> None:
-        offer, cursor, seen = self.brand.offer_id, None, set()
-        while True:
+        """``audience_pages`` pages of the offer's audience from where the last read stopped
+        (0: the whole audience), as a partner syncing a large audience page by page does."""
+        state, offer = self.state, self.brand.offer_id
+        pages = 0
+        while not self.mix.audience_pages or pages < self.mix.audience_pages:
+            pages += 1
+            cursor = state.audience_cursor
             query = {"limit": self.mix.audience_page, **({"cursor": cursor} if cursor else {})}
             got = self.call(
                 "GET",
@@ -243,14 +248,15 @@ class Audiences(BrandUser):
                 return
             page = got.json()
             refs = [item["customer_ref"] for item in page["items"]]
-            if seen.intersection(refs):
+            if state.audience_seen.intersection(refs):
                 got.failure("an audience page repeats a customer_ref")
             if any(not r.startswith(f"{self.brand.code}-") for r in refs):
-                self.state.foreign_refs += 1
+                state.foreign_refs += 1
                 got.failure("another brand's customer_ref in the audience")
-            seen.update(refs)
-            cursor = page.get("next_cursor")
-            if not cursor:
+            state.audience_seen.update(refs)
+            state.audience_cursor = page.get("next_cursor")
+            if not state.audience_cursor:
+                state.audience_seen.clear()  # the pass is over: the next read starts again
                 return
 
 

@@ -24,6 +24,10 @@ class BrandState:
     feed_cursor: str | None = None
     feed_seen: set[int] = field(default_factory=set)
     feed_seen_twice: int = 0
+    # The audience is read a few pages at a time, a pass from the start to the end spread
+    # over several reads: where the pass is, and what it has seen (no ref twice in a pass).
+    audience_cursor: str | None = None
+    audience_seen: set[str] = field(default_factory=set)
     foreign_refs: int = 0  # customer_refs of another brand seen in a feed or an audience
     requests: itertools.count[int] = field(default_factory=itertools.count)
     churn: itertools.count[int] = field(default_factory=itertools.count)

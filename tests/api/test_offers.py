@@ -302,3 +302,34 @@ def test_concurrent_reads_after_a_withdrawal_remove_each_person_once(hub: Hub, p
         b=f"b{held[0][1:]}",
     )[0][0]
     assert held_back == 0  # nor is any of them left in either control arm
+
+
+def test_arms_never_grow_back_and_their_sizes_stay_exact(hub: Hub, pair: Any) -> None:
+    """A person removed after a withdrawal stays out when they consent again, and a second
+    withdrawal neither lists them again nor counts them twice: the recorded size is the
+    arm's, as the audience read from the start shows it. The first read after the other
+    side's withdrawal already leaves the person out (on SQLite it once served them from a
+    snapshot older than the reconciliation it had just run)."""
+    a, b, partnership = pair
+    offer = propose(hub, a, b, partnership).json()
+    b.post(hub, f"/v1/offers/{offer['id']}/approve")
+    cursor = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes").json()["next_cursor"]
+
+    def size() -> int:
+        held = audience(hub, a, offer["id"])  # the read reconciles first
+        told = a.get(hub, f"/v1/offers/{offer['id']}").json()["audience_size"]
+        assert told == len(held), (told, len(held))
+        return told
+
+    assert size() == 40
+    b.consents(hub, "b03", ["analytics"])
+    assert size() == 39
+    b.consents(hub, "b03", ["analytics", "joint_offers"])  # eligible again: not re-added
+    assert size() == 39
+    assert "a03" not in audience(hub, a, offer["id"])
+    b.consents(hub, "b03", ["analytics"])
+    erased = b.post(hub, "/v1/identifiers/erase", {"customer_refs": ["b05"]})
+    assert erased.status_code == 200
+    assert size() == 38
+    changes = a.get(hub, f"/v1/offers/{offer['id']}/audience/changes", cursor=cursor).json()
+    assert sorted(c["customer_ref"] for c in changes["items"]) == ["a03", "a05"]
