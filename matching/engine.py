@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from matching.kernels import bitmap, connect, merge_into
+from matching.kernels import bitmap, carry_people, connect, merge_into
 
 __all__ = [
     "Attribute",
@@ -355,3 +355,9 @@ def warm_up() -> None:
     side = make_side(keys, keys, np.array([0, 1, 1]), np.array([7, 7, 7]), 2)
     overlap_matrix([side, side], 1)
     audience(match(side, side, 1), side, "a")
+    # matching.held_arms's merge of people by ref, with the read-only arguments it passes.
+    ref = np.frombuffer(b"ab", dtype=np.uint8)
+    offsets = np.array([0, 2], dtype=np.int64)
+    marked = np.ones(1, dtype=bool)
+    offsets.flags.writeable = marked.flags.writeable = False
+    carry_people(ref, offsets, marked, ref, offsets)

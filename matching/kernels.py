@@ -1,7 +1,8 @@
 """The matching engine's compiled kernels (numba): the merge of two key-sorted sides, people
 bitmaps with a popcount rank, and the union-find that numbers the groups.
 
-Imports nothing of the project; only :mod:`matching.engine` uses it.
+Imports nothing of the project; :mod:`matching.engine` uses it, and :mod:`matching.held_arms`
+the merge of two sides' people by ref.
 """
 
 from __future__ import annotations
@@ -189,3 +190,54 @@ def connect(pair_a: Any, pair_b: Any, a_bitmap: Any, b_bitmap: Any) -> Any:  # p
     for y in range(nb):
         b_group[y] = a_group[_root(parent, na + y)]
     return count, a_group, b_group
+
+
+# --------------------------------------------------------------------------- people by ref
+@_compiled
+def _compare(a: Any, a0: int, a1: int, b: Any, b0: int, b1: int) -> int:  # pragma: no cover
+    """-1, 0 or 1 as the bytes a[a0:a1] sort before, as or after b[b0:b1]."""
+    la = a1 - a0
+    lb = b1 - b0
+    for t in range(min(la, lb)):
+        x = a[a0 + t]
+        y = b[b0 + t]
+        if x != y:
+            return 1 if x > y else -1
+    if la == lb:
+        return 0
+    return 1 if la > lb else -1
+
+
+@_compiled
+def carry_people(
+    old_blob: Any, old_offsets: Any, old_mask: Any, new_blob: Any, new_offsets: Any
+) -> Any:  # pragma: no cover - compiled
+    """Two sides' people, each sorted by ref (UTF-8 bytes in a blob, cut at offsets): the new
+    side's mask of the refs the old side marks, and the old indices of marked refs the new
+    side does not hold. One pass over both, as a merge."""
+    n_old = old_offsets.shape[0] - 1
+    n_new = new_offsets.shape[0] - 1
+    new_mask = np.zeros(n_new, np.bool_)
+    lost = np.empty(n_old, np.int64)
+    k = 0
+    j = 0
+    for i in range(n_old):
+        if not old_mask[i]:
+            continue
+        a0 = old_offsets[i]
+        a1 = old_offsets[i + 1]
+        found = False
+        while j < n_new:
+            c = _compare(old_blob, a0, a1, new_blob, new_offsets[j], new_offsets[j + 1])
+            if c > 0:
+                j += 1  # the new side's ref sorts first: nobody marked holds it
+                continue
+            if c == 0:
+                new_mask[j] = True
+                j += 1
+                found = True
+            break
+        if not found:
+            lost[k] = i
+            k += 1
+    return new_mask, lost[:k]

@@ -470,12 +470,14 @@ class OfferService:
                         fix="Wait until the other member approves it.",
                     )
                 return partnership
-        await reconcile_offer(self.session_maker, self.arrays, offer.id, partnership)
         if self.session.in_transaction():
-            # The request's own transaction may read from a snapshot taken before the
-            # reconciliation committed (SQLite's read transactions do): the reads that follow
-            # must not serve anyone it removed. Nothing was written in it yet.
+            # Nothing was written in the request's own transaction yet. Ended now, it holds no
+            # pooled connection while the reconciliation runs or waits for another (the soak's
+            # day N ran out of connections so), and the reads that follow start after the
+            # reconciliation committed: SQLite's read transactions keep the snapshot of their
+            # first read, which once served a person the reconciliation had just removed.
             await self.session.rollback()
+        await reconcile_offer(self.session_maker, self.arrays, offer.id, partnership)
         return partnership
 
     async def _audit_read(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from matching.array_files import People
-from matching.held_arms import HeldArm, keys
+from matching.held_arms import HeldArm, carried
 
 
 def some_refs(rng: random.Random, n: int) -> set[str]:
@@ -31,14 +31,18 @@ def names(people: People, indices: np.ndarray) -> set[str]:
     return set(people.refs(indices))
 
 
-def test_fixed_width_keys_sort_as_the_people_do() -> None:
+def test_the_merge_by_ref_carries_exactly_the_marked_refs_the_new_people_hold() -> None:
     rng = random.Random(3)
-    refs = sorted(some_refs(rng, 5000) | {"", "a", "ab", "a\u00e9", "b"})
-    people = People.of(refs)
-    assert refs == sorted(refs, key=str.encode)  # the people's order: UTF-8 bytes
-    got = keys(people)
-    assert [k.decode() for k in got] == refs
-    assert (got[:-1] < got[1:]).all()
+    old_refs = sorted(some_refs(rng, 5000) | {"", "a", "ab", "a\u00e9", "b"})
+    new_refs = sorted(set(rng.sample(old_refs, 4000)) | some_refs(rng, 500) | {"a", "abc"})
+    assert old_refs == sorted(old_refs, key=str.encode)  # the people's order: UTF-8 bytes
+    old, new = People.of(old_refs), People.of(new_refs)
+    mask = np.array([rng.random() < 0.7 for _ in old_refs])
+    new_mask, lost = carried(old, mask, new)
+    marked = {r for r, m in zip(old_refs, mask, strict=True) if m}
+    assert {r for r, m in zip(new_refs, new_mask, strict=True) if m} == marked & set(new_refs)
+    assert set(old.refs(lost)) == marked - set(new_refs)
+    assert lost.tolist() == sorted(lost.tolist())
 
 
 @pytest.mark.parametrize("seed", range(6))

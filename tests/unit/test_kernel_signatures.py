@@ -33,3 +33,21 @@ def test_every_kind_of_side_uses_the_merge_the_warm_up_compiled() -> None:
             assert engine.overlap(a, b, 1) == 4
     assert list(merge_into.signatures) == compiled
     assert len(compiled) == 1
+
+
+def test_carrying_an_arm_uses_the_merge_by_ref_the_warm_up_compiled() -> None:
+    from matching.array_files import People
+    from matching.held_arms import HeldArm
+    from matching.kernels import carry_people
+
+    engine.warm_up()
+    compiled = list(carry_people.signatures)
+    built = People.of([f"c{i:03d}" for i in range(50)])  # in memory: writable offsets
+    served = People(bytes(built.blob[4:]), built.offsets[1:] - 4)  # as from files
+    served.offsets.flags.writeable = False
+    arm = HeldArm.of(built, ["c001", "c002", "c040", "gone"])
+    moved = arm.moved_to(served)
+    assert moved.gone(np.arange(0)) == ["c001", "c002", "c040", "gone"]
+    assert moved.moved_to(built).elsewhere == {"gone"}
+    assert list(carry_people.signatures) == compiled
+    assert len(compiled) == 1
