@@ -204,6 +204,11 @@ class OverlapService:
             await self._audit_refusal(partnership, refusal, actor, params)
             raise
         a_id, b_id = (m.partner_id for m in partnership.members)
+        # The request's session was only needed to find the partnership: ended here (nothing
+        # was written; the sessions keep what they loaded), its connection goes back to the
+        # pool while the arrays load or wait for a patch and the engine runs, rather than sit
+        # idle for the whole question (the soak's day N ran out of pooled connections).
+        await session.commit()
         a, b = await asyncio.gather(self.arrays.get(a_id), self.arrays.get(b_id))
         try:
             for dim in dims:
