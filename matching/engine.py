@@ -16,12 +16,12 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from matching.kernels import bitmap, carry_people, connect, merge_into
+from matching.kernels import bitmap, carry_people, connect, merge_into, read_only
 
 __all__ = [
     "Attribute",
@@ -192,28 +192,15 @@ def _key_ranges(a: Side, b: Side, parts: int) -> list[tuple[int, int, int, int]]
     )]  # fmt: skip
 
 
-def _read_only(column: NDArray[Any]) -> NDArray[Any]:
-    """A read-only view of a side's column, whatever the column is.
-
-    numba compiles the kernel once per combination of argument types, and writability is part
-    of the type: columns served from memory-mapped files are read-only, a patched consent mask
-    or a side built in memory is writable. Without this the serving processes compiled four
-    variants of the merge on their first questions (seconds of CPU each, holding the GIL),
-    none of which the start-up warm-up had compiled; now there is one, and it is warmed up."""
-    view = column.view(np.ndarray)
-    view.flags.writeable = False
-    return view
-
-
 def _merge_range(
     a: Side, b: Side, mask: int, bounds: tuple[int, int, int, int]
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
     a_start, a_end, b_start, b_end = bounds
     a_hi, a_lo, a_person, a_consent = (
-        _read_only(column[a_start:a_end]) for column in (a.hi, a.lo, a.person, a.consent)
+        read_only(column[a_start:a_end]) for column in (a.hi, a.lo, a.person, a.consent)
     )
     b_hi, b_lo, b_person, b_consent = (
-        _read_only(column[b_start:b_end]) for column in (b.hi, b.lo, b.person, b.consent)
+        read_only(column[b_start:b_end]) for column in (b.hi, b.lo, b.person, b.consent)
     )
     capacity = max(16, min(len(a_hi), len(b_hi)))
     out_a = np.empty(capacity, np.int32)
@@ -357,7 +344,5 @@ def warm_up() -> None:
     audience(match(side, side, 1), side, "a")
     # matching.held_arms's merge of people by ref, with the read-only arguments it passes.
     ref = np.frombuffer(b"ab", dtype=np.uint8)
-    offsets = np.array([0, 2], dtype=np.int64)
-    marked = np.ones(1, dtype=bool)
-    offsets.flags.writeable = marked.flags.writeable = False
-    carry_people(ref, offsets, marked, ref, offsets)
+    offsets = read_only(np.array([0, 2], dtype=np.int64))
+    carry_people(ref, offsets, read_only(np.ones(1, dtype=bool)), ref, offsets)

@@ -19,21 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from matching.array_files import People
-from matching.kernels import carry_people
-
-
-def _read_only(array: NDArray[Any]) -> NDArray[Any]:
-    """A read-only view: numba compiles once per writability, and the people served from files
-    are read-only while those built or patched in memory are not (one variant, not four)."""
-    view = array.view(np.ndarray)
-    view.flags.writeable = False
-    return view
+from matching.kernels import carry_people, read_only
 
 
 def carried(
@@ -42,11 +33,11 @@ def carried(
     """``new``'s mask of the refs ``mask`` marks among ``old``, and the indices of marked
     ``old`` people whose ref ``new`` does not hold."""
     new_mask, lost = carry_people(
-        _read_only(np.frombuffer(old.blob, dtype=np.uint8)),
-        _read_only(np.asarray(old.offsets, dtype=np.int64)),
-        _read_only(mask),
-        _read_only(np.frombuffer(new.blob, dtype=np.uint8)),
-        _read_only(np.asarray(new.offsets, dtype=np.int64)),
+        read_only(np.frombuffer(old.blob, dtype=np.uint8)),
+        read_only(np.asarray(old.offsets, dtype=np.int64)),
+        read_only(mask),
+        read_only(np.frombuffer(new.blob, dtype=np.uint8)),
+        read_only(np.asarray(new.offsets, dtype=np.int64)),
     )
     return new_mask, lost
 

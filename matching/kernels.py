@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 from numba import njit
+from numpy.typing import NDArray
 
 # --------------------------------------------------------------------------- kernels
 # Compiled with numba: a branch-light merge of the two key-sorted sides, then a union-find on
@@ -25,6 +26,20 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 def _compiled(function: _Function) -> _Function:
     """Compile with numba, cached on disk so a process pays the JIT cost once per machine."""
     return cast(_Function, njit(cache=True, nogil=True)(function))
+
+
+def read_only(column: NDArray[Any]) -> NDArray[Any]:
+    """A read-only view of a kernel's argument, whatever the array is.
+
+    numba compiles the kernel once per combination of argument types, and writability is part
+    of the type: columns served from memory-mapped files are read-only, a patched consent mask
+    or a side built in memory is writable. Without this the serving processes compiled four
+    variants of the merge on their first questions (seconds of CPU each, holding the GIL),
+    none of which the start-up warm-up had compiled; now there is one, and it is warmed up
+    (:func:`matching.engine.warm_up`). The people of :mod:`matching.held_arms` likewise."""
+    view = column.view(np.ndarray)
+    view.flags.writeable = False
+    return view
 
 
 _M1 = np.uint64(0x5555555555555555)

@@ -336,6 +336,12 @@ async def reconcile_active_offers(
                 select(IdentifierState.partner_id, IdentifierState.version)
             )
         }
+        # The arms kept of offers no longer active go: they would hold their masks (and the
+        # people they index) for the life of the process. Read again if ever needed.
+        known = _ARMS.get(arrays, {})
+        active = {offer.id for offer in offers}
+        for key in [key for key in known if key[0] not in active]:
+            del known[key]
         stale = []
         for offer in offers:
             if any(states.get(UUID(pid), 0) != v for pid, v in offer.reconciled.items()):
