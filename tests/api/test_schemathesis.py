@@ -14,7 +14,9 @@ another. Rate limits are raised for this hub.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -30,6 +32,25 @@ from schemathesis.core.parameters import ParameterLocation
 
 from tests.api.matching_helpers import ALL, email, rec
 from tests.conftest import Hub, launch_hub
+
+
+def _import_schemathesis_eagerly() -> None:
+    """Import every module of Schemathesis now, at the top of the stack.
+
+    Schemathesis imports some of its modules on first use, deep inside Hypothesis's draw. pytest
+    rewrites the asserts of plugin packages, so such an import runs ``ast.parse``, and CPython
+    3.11's AST constructor can then fail with ``SystemError: AST constructor recursion depth
+    mismatch`` (CPython gh-106905): a CI run lost a case of this test to it. Imported here, no
+    module is parsed during a case. Modules needing extras not installed (allure) are skipped.
+    """
+    for module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+        try:
+            importlib.import_module(module.name)
+        except ModuleNotFoundError:
+            continue
+
+
+_import_schemathesis_eagerly()
 
 EXAMPLES = int(os.environ.get("HUB_SCHEMATHESIS_EXAMPLES", "20"))
 SEED = int(os.environ.get("HUB_SCHEMATHESIS_SEED", "20261203"))
