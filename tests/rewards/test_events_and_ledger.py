@@ -3,11 +3,14 @@ double-entry ledger whose wallets follow consent; the ledger balances after ever
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from hub.core.db import normalise_url
 from tests.api.matching_helpers import email
 from tests.conftest import Hub, table_counts
 from tests.rewards.helpers import (
@@ -314,3 +317,73 @@ def test_events_of_one_request_apply_in_their_order(hub: Hub, pair: Brands) -> N
     assert early.status_code == 422
     assert early.json()["errors"][0]["index"] == 0
     assert balance(hub, pair.a, "q1")["points"] == 0
+
+
+def test_a_request_interleaving_members_applies_as_if_event_by_event(
+    hub: Hub, pair: Brands
+) -> None:
+    """Members' earns, redeems and adjustments shuffled together in one request: each spend
+    sees exactly its member's earlier events (oldest lots first), as a model applying the
+    request one event at a time says, both for the spends it refuses and for every lot's
+    points left."""
+    rng = random.Random(19)
+    people = [f"il{n}" for n in range(6)]
+    for person in people:
+        enrol(hub, pair.a, person, f"a-{person}", SHARE)
+    lots: dict[str, list[list[Any]]] = {person: [] for person in people}  # [event_id, left]
+    events: list[dict[str, Any]] = []
+    refused: dict[int, int] = {}  # index -> points the member could have spent
+
+    def spend(person: str, points: int) -> bool:
+        held = lots[person]
+        if sum(left for _, left in held) < points:
+            return False
+        for lot in held:
+            take = min(points, lot[1])
+            lot[1] -= take
+            points -= take
+        return True
+
+    for n in range(400):
+        person, event_id = rng.choice(people), f"il-{n}"
+        kind = rng.choice(["earn", "earn", "redeem", "redeem", "adjust"])
+        points = rng.randint(1, 25) * (rng.choice([1, -1]) if kind == "adjust" else 1)
+        if points > 0 and kind != "redeem":
+            lots[person].append([event_id, points])
+        elif not spend(person, abs(points)):
+            if rng.random() < 0.8:  # most spends beyond the balance are not sent at all
+                continue
+            refused[len(events)] = sum(left for _, left in lots[person])
+        events.append(event(event_id, person, kind, points))
+    assert len(refused) >= 3
+    assert len({e["kind"] for e in events}) == 3
+
+    before = table_counts(hub.database_url)
+    answer = send(hub, pair.a, events)
+    assert answer.status_code == 422, answer.text
+    errors = answer.json()["errors"]
+    assert [e["index"] for e in errors] == sorted(refused)
+    for error in errors:
+        assert f"may spend {refused[error['index']]} points" in error["reason"], error
+    assert table_counts(hub.database_url) == before
+
+    sent = [e for i, e in enumerate(events) if i not in refused]
+    applied = send(hub, pair.a, sent)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["applied"] == len(sent)
+    engine = create_engine(normalise_url(hub.database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT e.event_id, l.remaining FROM reward_lots l "
+                    "JOIN reward_events e ON e.id = l.event_ref "
+                    "WHERE e.event_id LIKE 'il-%'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    expected = {event_id: left for held in lots.values() for event_id, left in held}
+    assert dict(rows) == expected
+    for person in people:
+        assert balance(hub, pair.a, person)["points"] == sum(left for _, left in lots[person])
