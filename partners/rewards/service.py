@@ -88,6 +88,29 @@ class ValidEvent:
         return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
 
 
+def phases_of(members: Sequence[int], earns: Sequence[bool]) -> list[int]:
+    """The phase in which each event of a request is written (each phase writes its earns,
+    then its spends); ``earns`` tells an earn (a new lot) from a spend.
+
+    Only a member's own events depend on one another: a spend takes from that member's lots
+    alone. So each event goes to the earliest phase that keeps its member's order: an earn
+    after the member's spend of phase p goes to p + 1, anything else joins the phase of the
+    member's latest event. A spend then sees every earlier event of its member and no later
+    one, as if the request were applied event by event, in a few statements: one batch per
+    change from earns to spends across the request (the way before) wrote ~120 batches for
+    a request of 1,000 events with 12 % redeems (issue 19's soak).
+    """
+    latest: dict[int, tuple[int, bool]] = {}  # member -> (phase, its latest event a spend)
+    plan = []
+    for member, earn in zip(members, earns, strict=True):
+        phase, spent = latest.get(member, (0, False))
+        if earn and spent:
+            phase += 1
+        latest[member] = (phase, not earn)
+        plan.append(phase)
+    return plan
+
+
 def _error(index: int, field: str, reason: str) -> dict[str, Any]:
     return {"index": index, "field": field, "reason": reason}
 
@@ -302,26 +325,16 @@ class RewardService:
             [members[i] for i, e in enumerate(new) if results[e.event_id].wallet is None],
         )
         refs = await self._insert_events(partner_id, new, members, results)
-        # Only a member's own events depend on one another: a spend takes from that member's
-        # lots alone. Each event goes to the earliest phase that keeps its member's order (an
-        # earn after the member's spend of phase p goes to p + 1; a spend joins the phase of
-        # the member's latest event), and each phase writes its earns, then its spends. A
-        # spend so sees every earlier event of its member and no later one, as if the request
-        # were applied event by event, in a few statements instead of two per change from
-        # earns to spends (a request mixing them wrote ~120 batches: issue 19's soak).
-        phases: list[tuple[list[dict[str, Any]], list[tuple[ValidEvent, ledger.Spend]]]] = []
-        latest: dict[int, tuple[int, bool]] = {}  # member -> (phase, its last event spent)
+        earning = [results[e.event_id].wallet is not None for e in new]
+        plan = phases_of(members, earning)
+        phases: list[tuple[list[dict[str, Any]], list[tuple[ValidEvent, ledger.Spend]]]] = [
+            ([], []) for _ in range(max(plan, default=-1) + 1)
+        ]
         now = datetime.now(UTC)  # when the hub learnt of it: a late event never changes a
         # closed settlement period
         for i, e in enumerate(new):
             wallet = results[e.event_id].wallet
-            phase, spent = latest.get(members[i], (0, False))
-            if wallet is not None and spent:
-                phase += 1
-            latest[members[i]] = (phase, wallet is None)
-            if phase == len(phases):
-                phases.append(([], []))
-            earns, spends = phases[phase]
+            earns, spends = phases[plan[i]]
             if wallet is not None:  # an earn or a positive adjustment: a new lot
                 shares = splits.get(e.index)
                 earns.append(
