@@ -4,20 +4,20 @@ A job that reads "the rows after id N" and then moves its cursor past the highes
 skips, for good, a row whose id was drawn earlier by a transaction that commits later (the
 soak of issue 19 lost 2 of 27 event requests from the feeds this way, on PostgreSQL). So every
 transaction that inserts such rows first takes a shared advisory lock of the stream
-(:func:`inserting`), and the reader asks for its horizon (:func:`committed_horizon`): under the
-exclusive lock, which it gets only when no inserter of the stream is in flight, every id drawn
-so far belongs to a finished transaction, so the highest id it sees then is a horizon below
-which nothing can appear any more. It reads up to there only.
+(:func:`inserting`), and the reader asks for its horizon (:func:`committed_horizon`), an id
+below which nothing can appear any more.
 
-The reader first only *tries* the exclusive lock, again and again for a while
-(``pg_try_advisory_xact_lock``): a try that fails leaves nothing queued. A waiting exclusive
-request would make every new inserter queue behind it until the ones in flight finished (the
-soak's 1,000-event requests and a bulk upload's apply, which holds the consent stream for
-minutes, made such convoys). Only when the stream was never free during that patience does it
-queue for the lock (the event stream: the feeds must move on) or give up for this run (with
-``wait_ms``). The exclusive lock is held for one statement. SQLite needs none of it: its
-writers are serialised, and the jobs read inside a write transaction, so no insert is ever in
-flight while they read.
+The reader reads the highest committed id ``M``, then lists the transactions holding the
+stream's lock (``pg_locks``). A transaction that drew an id below ``M`` and has not finished
+drew it before ``M`` was drawn, so it held the lock then and still holds it: it is on the list.
+A transaction that starts later draws ids above ``M`` (the sequences hand ids out in order,
+one at a time). So once every listed transaction has ended, ``M`` is a horizon. The reader
+only watches the list; it takes no lock. An earlier version queued for the stream's exclusive
+lock, and every new inserter then queued behind it until the slowest one in flight finished
+(the soak's top lock wait: 1,000-event requests held up by one slow request for seconds).
+
+SQLite needs none of it: its writers are serialised, and the jobs read inside a write
+transaction, so no insert is ever in flight while they read.
 """
 
 from __future__ import annotations
@@ -25,16 +25,31 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import ColumnElement, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import ColumnElement, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.types import Text
 
-# The streams' advisory lock keys (any constant unique in the database).
+# The streams' advisory lock keys (any constant unique in the database, below 2**31).
 REWARD_EVENTS = 0x48554201  # reward_events.id
 CONSENT_EVENTS = 0x48554202  # consent_events.seq
-# How long the reader keeps trying the lock without queueing, and how often.
+# How long a reader that can give up waits for the inserters in flight, and how often it looks.
 PATIENCE_SECONDS = 2.0
-TRY_EVERY_SECONDS = 0.02
+LOOK_EVERY_SECONDS = 0.02
+
+# The transactions holding the stream's lock (a one-bigint key is classid 0, objid the key,
+# objsubid 1), by their virtual transaction id, which a new transaction never reuses.
+_HOLDERS = text(
+    "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = 0 AND objid = CAST(:k AS bigint)::oid AND objsubid = 1"
+)
+_STILL_HOLDING = text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = 0 AND objid = CAST(:k AS bigint)::oid AND objsubid = 1 "
+    "AND virtualtransaction = ANY(:listed)"
+).bindparams(bindparam("listed", type_=ARRAY(Text)))
 
 
 def _postgres(session: AsyncSession) -> bool:
@@ -52,38 +67,35 @@ async def committed_horizon(
     stream: int,
     column: ColumnElement[int],
     *,
-    wait_ms: int | None = None,
-    patience_seconds: float = PATIENCE_SECONDS,
+    patience_seconds: float | None = None,
 ) -> int | None:
     """The highest id of ``column`` below which every id is committed or abandoned; ``None``
-    for no bound (SQLite). Tries the stream's lock for ``patience_seconds`` without queueing;
-    then queues for it, or with ``wait_ms`` queues that long at most (0: not at all) and gives
-    ``-1`` when the stream's inserters hold it longer (a bulk upload's apply): read nothing of
-    it this time, rather than keep its inserters queued behind this wait."""
+    for no bound (SQLite). Waits, without holding anyone up, for the inserters in flight when
+    it read the highest id; with ``patience_seconds``, gives ``-1`` when they take longer (a
+    bulk upload's apply holds the consent stream for minutes): read nothing of it this time."""
     async with session_maker() as session:
         if not _postgres(session):
             return None
         try:
-            if not await _try_lock(session, stream, patience_seconds):
-                if wait_ms == 0:
+            upto, listed = await _highest_and_holders(session, stream, column)
+            if not listed:
+                return upto
+            deadline = None if patience_seconds is None else time.monotonic() + patience_seconds
+            while await session.scalar(_STILL_HOLDING, {"k": stream, "listed": listed}):
+                if deadline is not None and time.monotonic() >= deadline:
                     return -1
-                if wait_ms is not None:
-                    await session.execute(text(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'"))
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": stream})
-            return int(await session.scalar(select(func.coalesce(func.max(column), 0))) or 0)
-        except OperationalError:  # lock_timeout: LockNotAvailable
-            return -1
+                await asyncio.sleep(LOOK_EVERY_SECONDS)
+            # They have ended: a second look often finds the stream free, and a higher horizon.
+            again, listed = await _highest_and_holders(session, stream, column)
+            return upto if listed else again
         finally:
-            await session.rollback()  # releases the lock; nothing was written
+            await session.rollback()  # nothing was written
 
 
-async def _try_lock(session: AsyncSession, stream: int, patience_seconds: float) -> bool:
-    """The stream's exclusive lock if it is free at some try within the patience."""
-    deadline = time.monotonic() + patience_seconds
-    while True:
-        got = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": stream})
-        if got:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(TRY_EVERY_SECONDS)
+async def _highest_and_holders(
+    session: AsyncSession, stream: int, column: ColumnElement[int]
+) -> tuple[int, list[str]]:
+    """The highest id committed, then (in this order) the transactions holding the stream."""
+    upto = int(await session.scalar(select(func.coalesce(func.max(column), 0))) or 0)
+    listed = list((await session.scalars(_HOLDERS, {"k": stream})).all())
+    return upto, listed

@@ -394,14 +394,17 @@ async def rewards_sync(ctx: JobContext) -> dict[str, int]:
     counts = {"events": 0, "feed_items": 0, "consent_events": 0, "withdrawn_items": 0}
     batch_items = ctx.settings.webhooks.batch_items
     # Read up to what is committed for good (a request that drew its ids first may commit
-    # last); the horizon is tried without queueing, so writers never wait behind the sync.
-    # A bulk upload holds the consent stream for its whole apply: if the stream is never free
-    # within the patience, it is read on a later run.
+    # last); the horizon waits for the inserters in flight without holding new ones back.
+    # A bulk upload holds the consent stream for its whole apply: if it is still in flight
+    # after the patience, the consent stream is read on a later run.
     events_upto = await horizon.committed_horizon(
         ctx.session_maker, horizon.REWARD_EVENTS, EVENTS.c.id
     )
     consents_upto = await horizon.committed_horizon(
-        ctx.session_maker, horizon.CONSENT_EVENTS, CONSENTS.c.seq, wait_ms=0
+        ctx.session_maker,
+        horizon.CONSENT_EVENTS,
+        CONSENTS.c.seq,
+        patience_seconds=horizon.PATIENCE_SECONDS,
     )
     while True:
         with writing():

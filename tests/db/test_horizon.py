@@ -3,7 +3,9 @@ inserter wait behind it, and it never counts an id a transaction still in flight
 
 Found by the soak (issue 19): the reader queued for the stream's exclusive lock, and every
 request inserting into the stream after that queued behind it until the slowest one in flight
-finished (a 1,000-event request, or a bulk upload's apply holding the consent stream)."""
+finished (a 1,000-event request, or a bulk upload's apply holding the consent stream). It then
+tried the lock for a while before queueing, which still queued under a steady stream of
+inserters (the soak's top lock wait); now it takes no lock at all."""
 
 from __future__ import annotations
 
@@ -65,28 +67,58 @@ def test_a_new_inserter_never_waits_behind_the_reader(database: str) -> None:
     reader = threading.Thread(target=lambda: found.append(horizon_of(database)))
     reader.start()
     try:
-        reader.join(timeout=0.5)  # the reader is trying the lock meanwhile
-        assert reader.is_alive()
-        # With a queued exclusive request, this would wait (here: fail after 1 s).
-        newcomer = inserter(database, 2)
-        newcomer.commit()
-        newcomer.close()
+        # The old reader queued for the lock after 2 s of trying; this one must never queue:
+        # newcomers keep inserting (each would fail after 1 s behind a queued request) for
+        # longer than that while the slow one stays in flight.
+        for probe_id in range(2, 9):
+            reader.join(timeout=0.5)
+            assert reader.is_alive()
+            newcomer = inserter(database, probe_id)
+            newcomer.commit()
+            newcomer.close()
         assert found == []  # id 1 is still in flight: no horizon yet
     finally:
         slow.commit()
         slow.close()
     reader.join(timeout=10)
-    assert found == [2]
+    assert found == [8]
+
+
+def test_the_horizon_stops_below_an_id_still_in_flight(database: str) -> None:
+    """An id committed above one still in flight is not read past while it is in flight: the
+    horizon is what was committed when the reader started, once the slow one has ended."""
+    done = inserter(database, 1)
+    done.commit()
+    done.close()
+    slow = inserter(database, 2)
+    quick = inserter(database, 3)
+    quick.commit()
+    quick.close()
+    found: list[int | None] = []
+    reader = threading.Thread(target=lambda: found.append(horizon_of(database)))
+    reader.start()
+    reader.join(timeout=0.5)
+    assert found == []  # id 2 in flight, id 3 committed: 3 is no horizon yet
+    late = inserter(database, 4)  # comes after the reader looked: not waited for
+    slow.commit()
+    slow.close()
+    reader.join(timeout=10)
+    try:
+        assert found == [3]  # the second look sees id 4 in flight, so it stays at 3
+    finally:
+        late.rollback()
+        late.close()
+    assert horizon_of(database) == 3  # id 4 was abandoned
 
 
 def test_the_consent_stream_gives_up_without_queueing(database: str) -> None:
     apply = inserter(database, 5)  # a bulk upload's apply holds the stream throughout
     try:
-        assert horizon_of(database, wait_ms=0, patience_seconds=0.3) == -1
+        assert horizon_of(database, patience_seconds=0.3) == -1
         newcomer = inserter(database, 6)
         newcomer.commit()
         newcomer.close()
     finally:
         apply.commit()
         apply.close()
-    assert horizon_of(database, wait_ms=0, patience_seconds=0.3) == 6
+    assert horizon_of(database, patience_seconds=0.3) == 6
