@@ -9,7 +9,7 @@ no transaction holds SQLite's write lock for longer than a slice.
 
 Every statement is set-based and linear in its slice: a slice joins its staged rows with the
 partner's current records by key (the primary key). A removal is one anti-join: on SQLite by
-slices of the partner's records (the staging index (stage_key, id_type, match_key)), on
+slices of the partner's records (the upload's own staging index (id_type, match_key)), on
 PostgreSQL in one statement (a hash join; staging has no index there, and PostgreSQL's
 writers of other partners never wait for it). The consent changes of each slice go to
 ``identifier_pending_events``, published per person after the flip (a first load's are read
@@ -48,7 +48,7 @@ from hub.core.db import rowcount
 from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.records import PENDING_EVENTS, RECORDS
 from partners.identifiers.uploads.erasures import erased_since
-from partners.identifiers.uploads.staging import STAGING
+from partners.identifiers.uploads.staging import STAGING, upload_parts
 
 UNREADABLE_PERSON = (
     "Some refused rows name no readable customer_ref or identifier, so the hub cannot tell "
@@ -171,9 +171,10 @@ class SliceApplier:
             await self.session.execute(text("SET LOCAL enable_mergejoin = on"))
 
     async def id_range(self) -> tuple[int, int] | None:
-        """The first and last staging ids of the upload (read once). Slices are ranges of
-        ids: looking for "the next N rows of this upload" each time sorted the upload's rows
-        again on SQLite (its staging index leads with stage_key), once per slice."""
+        """The first and last staging ids of the upload (read once: on SQLite a scan of the
+        staging table, which has no index by stage_key). Slices are ranges of ids: looking
+        for "the next N rows of this upload" each time sorted the upload's rows again on
+        SQLite (when its staging index led with stage_key), once per slice."""
         low, high = (
             await self.session.execute(
                 select(func.min(STAGING.c.id), func.max(STAGING.c.id)).where(
@@ -197,9 +198,9 @@ class SliceApplier:
         s = STAGING.alias("s")
         upload: ColumnElement[str] = s.c.stage_key
         if self.session.get_bind().dialect.name == "sqlite":
-            # An expression, not the column: SQLite then reads the slice by its id range (the
-            # rowid) instead of the staging index (stage_key, ...), which made it read every
-            # staged row of the upload for every statement of every slice (90 ms a statement
+            # An expression, not the column: SQLite reads the slice by its id range (the
+            # rowid), never by an index of stage_key (one that led with it made it read every
+            # staged row of the upload for every statement of every slice: 90 ms a statement
             # at 1M rows, 36 s of a 1M first load's apply).
             upload = upload.concat("")
         accepted = and_(
@@ -429,6 +430,7 @@ class SliceApplier:
         refused. None (and a notice) when a refused row names no one."""
         t = STAGING.alias("t")
         in_upload = t.c.stage_key == self.stage_key
+        parts = await upload_parts(self.session, t, self.stage_key)
         faceless = await self.session.scalar(
             select(
                 exists().where(
@@ -451,13 +453,18 @@ class SliceApplier:
         )
 
         # One equality per NOT EXISTS: the database turns each into an anti-join (a hash join
-        # on PostgreSQL, the staging index (stage_key, id_type, match_key) on SQLite). (With
-        # "match_key = … OR prev_key = …" in one, PostgreSQL hashed on id_type alone and
-        # compared every record with every staged row: a 1M-row replace did not finish in
-        # 14 minutes.)
+        # on PostgreSQL; on SQLite a lookup in the index of each part of the upload, one part
+        # up to 2M rows). (With "match_key = … OR prev_key = …" in one, PostgreSQL hashed on
+        # id_type alone and compared every record with every staged row: a 1M-row replace did
+        # not finish in 14 minutes.)
         def held(key: Any) -> Any:
-            return exists().where(
-                in_upload, t.c.id_type == RECORDS.c.id_type, key == RECORDS.c.match_key
+            return or_(
+                *(
+                    exists().where(
+                        part, t.c.id_type == RECORDS.c.id_type, key == RECORDS.c.match_key
+                    )
+                    for part in parts
+                )
             )
 
         # The people whose row was refused: one uncorrelated set, computed once and looked

@@ -114,9 +114,5 @@ class StagedRecord(Base):
     attributes: Mapped[dict[str, str] | None] = mapped_column(JsonType, nullable=True)
 
     # On PostgreSQL the migration makes this table UNLOGGED (no WAL for transient rows) and
-    # gives it no index (hash joins); SQLite joins by nested loops and needs the index.
-    __table_args__ = (
-        Index("ix_identifier_staging_key", "stage_key", "id_type", "match_key").ddl_if(
-            dialect="sqlite"
-        ),
-    )
+    # gives it no index (hash joins). SQLite joins by nested loops: each upload's rows get
+    # indexes of their own once staged (staging.index_staged), and none while staged.

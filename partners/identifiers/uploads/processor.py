@@ -70,6 +70,7 @@ from partners.identifiers.uploads.staging import (
     StageReport,
     StagingJob,
     clear_staging_in_batches,
+    index_staged,
     refuse_duplicates,
     stage,
     start_parser,
@@ -458,6 +459,7 @@ class UploadProcessor:
         except BrokenProcessPool:
             self._pool = None  # a parsing process died (killed, out of memory): start anew
             raise
+        index_staged(self.sync_engine, job.stage_key)
         refuse_duplicates(self.sync_engine, job, report)
         return report
 

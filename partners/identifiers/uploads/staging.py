@@ -22,7 +22,19 @@ from typing import IO, Any
 from uuid import UUID
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, and_, delete, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 
 from hub.core.db import leave_write_lock, rowcount
 from partners.identifiers.crypto import IdentifierCrypto
@@ -125,6 +137,108 @@ class StagingJob:
 
 def stage_key(upload_id: UUID, attempt: int) -> str:
     return f"{upload_id}.{attempt}"
+
+
+# An upload's staged rows are indexed in parts of this many ids, each built in a transaction
+# of its own: SQLite holds its write lock while it builds an index (1M rows: ~1 s; 10M at
+# once: 11.6 s, past the 5 s other writers wait), so no part keeps them waiting for long.
+INDEX_PART_ROWS = 2_000_000
+
+
+def _literal(value: object) -> Any:
+    """A value written into the statement (see :func:`upload_parts`)."""
+    return bindparam(None, value, literal_execute=True)
+
+
+def _index_prefix(key: str) -> str:
+    upload, attempt = key.split(".")
+    return f"ix_identifier_staging_{UUID(upload).hex}_{int(attempt)}_"
+
+
+def index_staged(engine: Engine, key: str) -> None:
+    """On SQLite, index an upload's staged rows by (id_type, match_key), once they are all
+    staged: the removal of a ``replace`` and the check for repeats look them up by key.
+
+    One index of every upload's rows, kept while they were inserted, put every row's entry on
+    a random page (match keys are random) of an index as long as the upload: the 10M stage
+    took 398-450 s. Built after the rows, in sorted passes, it costs a fraction of that. The
+    indexes are partial (this upload's rows, a part of :data:`INDEX_PART_ROWS` ids each) and
+    dropped before the rows are deleted. PostgreSQL hash-joins staged rows and needs none."""
+    if engine.dialect.name != "sqlite":
+        return
+    prefix = _index_prefix(key)  # the key is ours (a UUID and a number), never a partner's
+    with engine.connect() as connection:
+        low, high = connection.execute(
+            select(func.min(STAGING.c.id), func.max(STAGING.c.id)).where(STAGING.c.stage_key == key)
+        ).one()
+        connection.rollback()
+    if low is None:
+        return
+    for first in range(int(low), int(high) + 1, INDEX_PART_ROWS):
+        last = min(first + INDEX_PART_ROWS - 1, int(high))
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {prefix}{first}_{last} ON identifier_staging "
+                f"(id_type, match_key) WHERE stage_key = '{key}' AND id BETWEEN {first} AND {last}"
+            )
+        leave_write_lock(engine)
+
+
+def _parts(names: Iterable[str], key: str) -> list[tuple[int, int]]:
+    prefix = _index_prefix(key)
+    bounds = (name.removeprefix(prefix).split("_") for name in names if name.startswith(prefix))
+    return sorted((int(first), int(last)) for first, last in bounds)
+
+
+_STAGING_INDEXES = text(
+    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'identifier_staging'"
+)
+
+
+def parts_of(connection: Connection, table: Any, key: str) -> list[ColumnElement[bool]]:
+    """:func:`upload_parts` for synchronous callers."""
+    names: Iterable[str] = ()
+    if connection.dialect.name == "sqlite":
+        names = connection.execute(_STAGING_INDEXES).scalars().all()
+    return _part_conditions(table, key, connection.dialect.name, names)
+
+
+async def upload_parts(session: Any, table: Any, key: str) -> list[ColumnElement[bool]]:
+    """Conditions that together select the upload's staged rows in ``table`` (staging or an
+    alias), one per part indexed apart on SQLite (:func:`index_staged`), each written as the
+    part's index is, values in the statement: SQLite uses a partial index only for a query
+    that names its condition literally. One condition, ``stage_key = key``, on PostgreSQL or
+    when no part is indexed (then correct, only slower)."""
+    names: Iterable[str] = ()
+    if session.get_bind().dialect.name == "sqlite":
+        names = (await session.scalars(_STAGING_INDEXES)).all()
+    return _part_conditions(table, key, session.get_bind().dialect.name, names)
+
+
+def _part_conditions(
+    table: Any, key: str, dialect: str, names: Iterable[str]
+) -> list[ColumnElement[bool]]:
+    parts = _parts(names, key) if dialect == "sqlite" else []
+    if not parts:
+        return [table.c.stage_key == key]
+    return [
+        and_(
+            table.c.stage_key == _literal(key),
+            table.c.id.between(_literal(first), _literal(last)),
+        )
+        for first, last in parts
+    ]
+
+
+def _drop_indexes(connection: Connection, upload_id: UUID) -> None:
+    """Drop the SQLite indexes of every attempt of an upload (before deleting its rows: the
+    deletes then maintain no entry of a random key)."""
+    if connection.dialect.name != "sqlite":
+        return
+    prefix = f"ix_identifier_staging_{upload_id.hex}_"
+    names = connection.execute(_STAGING_INDEXES).scalars()
+    for name in [n for n in names if n.startswith(prefix)]:
+        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
 
 
 def _staged_rows(
@@ -363,6 +477,7 @@ def _staged_rows_of(upload_id: UUID) -> Any:
 def clear_staging(connection: Connection, upload_id: UUID, *, errors: bool) -> int:
     """Remove the staging rows of every attempt of an upload (and its error report).
     Returns how many staging rows were removed."""
+    _drop_indexes(connection, upload_id)
     removed = rowcount(connection.execute(delete(STAGING).where(_staged_rows_of(upload_id))))
     if errors:
         connection.execute(delete(ERRORS).where(ERRORS.c.upload_id == upload_id))
@@ -382,6 +497,8 @@ def clear_staging_in_batches(engine: Engine, upload_id: UUID) -> int:
         with engine.begin() as connection:
             return clear_staging(connection, upload_id, errors=False)
     mine = _staged_rows_of(upload_id)
+    with engine.begin() as connection:
+        _drop_indexes(connection, upload_id)
     with engine.connect() as connection:
         low, high = connection.execute(
             select(func.min(STAGING.c.id), func.max(STAGING.c.id)).where(mine)
@@ -483,18 +600,18 @@ def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> i
             .group_by(s.c.id_type, s.c.match_key)
             .having(func.count() > 1)
         ).all()
+        parts = parts_of(connection, s, upload)
         for id_type, key, first in groups:
-            repeats = connection.execute(
-                update(s)
-                .where(
-                    s.c.stage_key == upload,
-                    s.c.id_type == id_type,
-                    s.c.match_key == key,
-                    s.c.row > first,
+            repeats = sorted(
+                row
+                for part in parts  # by each part's own index on SQLite
+                for (row,) in connection.execute(
+                    update(s)
+                    .where(part, s.c.id_type == id_type, s.c.match_key == key, s.c.row > first)
+                    .values(refused=True)
+                    .returning(s.c.row)
                 )
-                .values(refused=True)
-                .returning(s.c.row)
-            ).all()
+            )
             refused += len(repeats)
             room = max(0, job.max_error_rows - report.errors_kept)
             kept = [
@@ -504,7 +621,7 @@ def refuse_duplicates(engine: Engine, job: StagingJob, report: StageReport) -> i
                     "field": "id_hash",
                     "reason": f"the same identifier as row {first}; send it once",
                 }
-                for (row,) in repeats[:room]
+                for row in repeats[:room]
             ]
             if kept:
                 connection.execute(ERRORS.insert(), kept)
