@@ -39,17 +39,15 @@ LOOK_EVERY_SECONDS = 0.02
 
 # The transactions holding the stream's lock (a one-bigint key is classid 0, objid the key,
 # objsubid 1), by their virtual transaction id, which a new transaction never reuses.
-_HOLDERS = text(
-    "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' AND granted "
+_HELD = (
+    "FROM pg_locks WHERE locktype = 'advisory' AND granted "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND classid = 0 AND objid = CAST(:k AS bigint)::oid AND objsubid = 1"
 )
-_STILL_HOLDING = text(
-    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "AND classid = 0 AND objid = CAST(:k AS bigint)::oid AND objsubid = 1 "
-    "AND virtualtransaction = ANY(:listed)"
-).bindparams(bindparam("listed", type_=ARRAY(Text)))
+_HOLDERS = text(f"SELECT virtualtransaction {_HELD}")
+_STILL_HOLDING = text(f"SELECT count(*) {_HELD} AND virtualtransaction = ANY(:listed)").bindparams(
+    bindparam("listed", type_=ARRAY(Text))
+)
 
 
 def _postgres(session: AsyncSession) -> bool:

@@ -209,10 +209,7 @@ async def upload_parts(session: Any, table: Any, key: str) -> list[ColumnElement
     part's index is, values in the statement: SQLite uses a partial index only for a query
     that names its condition literally. One condition, ``stage_key = key``, on PostgreSQL or
     when no part is indexed (then correct, only slower)."""
-    names: Iterable[str] = ()
-    if session.get_bind().dialect.name == "sqlite":
-        names = (await session.scalars(_STAGING_INDEXES)).all()
-    return _part_conditions(table, key, session.get_bind().dialect.name, names)
+    return await session.run_sync(lambda sync: parts_of(sync.connection(), table, key))  # type: ignore[no-any-return]
 
 
 def _part_conditions(
