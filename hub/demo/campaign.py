@@ -1,9 +1,9 @@
 """The demo's campaign response: how the hotel's customers behave during "Fly & Stay".
 
 Synthetic behaviour with a known true lift, so the results page has something real to find:
-in the offer's window each hotel customer of the offer makes one extra stay (an earn with its
-purchase value in ``amount_minor``) with probability :data:`TREATED_RATE` when the offer
-reached them (the treated arm) and :data:`CONTROL_RATE` when they were held out, i.e. a true
+in the offer's window a share :data:`TREATED_RATE` of the hotel's customers the offer reached
+(the treated arm) and :data:`CONTROL_RATE` of those held out each make one extra stay (an earn
+with its purchase value in ``amount_minor``): exactly that share of each arm, so a true
 lift of eight points at the hotel, on top of the demo's ordinary activity (which falls on both
 arms alike). The airline's customers get no extra behaviour: its lift is about zero.
 
@@ -81,23 +81,27 @@ async def campaign_events(
     opens = offer.activated_at
     span = max(60.0, (now - opens).total_seconds() - 120)
     events: list[dict[str, Any]] = []
-    for ref in sorted(arms):
-        rate = TREATED_RATE if arms[ref] else CONTROL_RATE
-        person = people.get(ref)
-        if person is None or rng.random() >= rate:
-            continue
-        digest = population.email[person]
-        assert digest is not None
-        when = opens + timedelta(seconds=60 + float(rng.random()) * span)
-        events.append(
-            {
-                "event_id": f"{EVENT_PREFIX}{len(events):07d}",
-                "id_type": "email",
-                "id_hash": encode_digest(digest),
-                "kind": "earn",
-                "points": int(rng.integers(300, 900)),
-                "occurred_at": when.isoformat(),
-                "amount_minor": int(rng.integers(9_000, 40_000)),
-            }
+    for treated, rate in ((True, TREATED_RATE), (False, CONTROL_RATE)):
+        # Exactly the arm's rate responds (drawn without replacement, people in index order):
+        # the planted lift is then the same in every build, whatever the offer's random salt
+        # put in each arm; only the ordinary activity and the results' noise vary.
+        members = sorted(
+            people[ref] for ref, arm in arms.items() if arm == treated and ref in people
         )
+        chosen = rng.choice(len(members), size=round(rate * len(members)), replace=False)
+        for person in sorted(members[int(i)] for i in chosen):
+            digest = population.email[person]
+            assert digest is not None
+            when = opens + timedelta(seconds=60 + float(rng.random()) * span)
+            events.append(
+                {
+                    "event_id": f"{EVENT_PREFIX}{len(events):07d}",
+                    "id_type": "email",
+                    "id_hash": encode_digest(digest),
+                    "kind": "earn",
+                    "points": int(rng.integers(300, 900)),
+                    "occurred_at": when.isoformat(),
+                    "amount_minor": int(rng.integers(9_000, 40_000)),
+                }
+            )
     return events
