@@ -1,10 +1,12 @@
 """The audit log: append-only, hash-chained, with a signed head.
 
 Each row's ``hash`` is SHA-256 over the previous row's hash and the row's canonical JSON, so
-editing or deleting a row breaks the chain. Appends are serialised — PostgreSQL takes a
-transaction-scoped advisory lock, SQLite runs writers under ``BEGIN IMMEDIATE`` — and ``seq`` is
-unique, so the chain can never fork. The head (count and hash) is signed with the audit key;
-a truncated tail is detected against any earlier signed head. The database itself refuses
+editing or deleting a row breaks the chain. An entry is appended with the caller's transaction
+and given its place in the chain as that transaction commits (:func:`append`); appends are
+serialised — PostgreSQL takes a transaction-scoped advisory lock for the commit, SQLite runs
+writers under ``BEGIN IMMEDIATE`` — and ``seq`` is unique, so the chain can never fork. The
+head (count and hash) is signed with the audit key; a truncated tail is detected against any
+earlier signed head. The database itself refuses
 UPDATE and DELETE on the log (triggers, migration 0017): nothing in the hub removes a row.
 
 Each entry names the partners it ``concerns`` (inside its hash), and those partners read it
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +38,9 @@ from advanced_alchemy.types import DateTimeUTC
 from joserfc import jws
 from joserfc.errors import JoseError
 from sqlalchemy import BigInteger, ForeignKey, Index, String, insert, select, text
+from sqlalchemy import event as orm_events
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
 from hub.core.db import Base, JsonType
 from hub.core.keyring import AUDIT_ALG, Keyring
@@ -154,38 +157,104 @@ def _concern_rows(entry: AuditEntry) -> list[dict[str, Any]]:
     return [{"partner_id": p, "seq": entry.seq} for p in entry.concerns or []]
 
 
+def _entry_row(entry: AuditEntry) -> dict[str, Any]:
+    return {c.key: getattr(entry, c.key) for c in AuditEntry.__table__.columns}
+
+
 _CONCERNS = insert(AuditConcern)
 
 
 _HEAD = select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=AUDIT_LOCK_ID)
+_ENTRIES = insert(AuditEntry)
+# The session's events not yet chained: (the savepoint they were appended in, if any; event).
+_PENDING = "audit_pending"
 
 
-async def append(session: AsyncSession, event: AuditEvent) -> AuditEntry:
-    """Append ``event`` in the caller's transaction (it commits or rolls back with it)."""
+def append_sync(session: Session, event: AuditEvent) -> None:
+    """Append ``event`` to the log with the caller's transaction: it is chained when that
+    transaction commits (and dropped if it, or the savepoint it was appended in, rolls back).
+
+    Chaining takes the chain's lock, so it waits until the commit: a writer holds the lock
+    for its commit alone, not for the rest of its transaction (every audited write used to
+    queue behind the slowest one in flight)."""
+    if session.get_transaction() is None:
+        session.connection()  # begun, so that closing the session without a commit drops it
+    _pend(session, event)
+
+
+async def append(session: AsyncSession, event: AuditEvent) -> None:
+    """The same as :func:`append_sync` for the async session."""
+    if session.get_transaction() is None:
+        await session.connection()
+    _pend(session.sync_session, event)
+
+
+def _pend(session: Session, event: AuditEvent) -> None:
+    savepoint = session.get_nested_transaction()
+    session.info.setdefault(_PENDING, []).append((savepoint, event))
+
+
+def _chain_pending(session: Session) -> None:
+    """``before_commit`` of the session's transaction: give its pending events their places
+    in the chain. A savepoint's release leaves them pending: rows written inside a savepoint
+    would go with a rollback of one around it, whoever's events they were."""
+    if session.get_nested_transaction() is not None:
+        return
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_PG_LOCK)
-    head = (await session.execute(_HEAD)).first()
-    entry = _new_entry((head[0], head[1]) if head else None, event)
-    session.add(entry)
-    await session.flush()
-    if entry.concerns:
-        await session.execute(_CONCERNS, _concern_rows(entry))
-    return entry
-
-
-def append_sync(session: Session, event: AuditEvent) -> AuditEntry:
-    """The same as :func:`append` for synchronous callers (the OAuth server)."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
         session.execute(_PG_LOCK)
     head = session.execute(_HEAD).first()
-    entry = _new_entry((head[0], head[1]) if head else None, event)
-    session.add(entry)
-    session.flush()
-    if entry.concerns:
-        session.execute(_CONCERNS, _concern_rows(entry))
-    return entry
+    last = (int(head[0]), str(head[1])) if head else None
+    entries = []
+    for _, event in pending:
+        entry = _new_entry(last, event)
+        entries.append(entry)
+        last = (entry.seq, entry.hash)
+    session.execute(_ENTRIES, [_entry_row(e) for e in entries])
+    concerns = [row for e in entries for row in _concern_rows(e)]
+    if concerns:
+        session.execute(_CONCERNS, concerns)
+
+
+def _drop_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    """``after_soft_rollback`` of a savepoint: forget the events appended in it (or in a
+    savepoint inside it)."""
+    pending = session.info.get(_PENDING)
+    if pending and previous.nested:
+        session.info[_PENDING] = [
+            (t, e) for t, e in pending if not any(a is previous for a in _and_parents(t))
+        ]
+
+
+def _and_parents(transaction: SessionTransaction | None) -> Iterator[SessionTransaction]:
+    while transaction is not None:
+        yield transaction
+        transaction = transaction.parent
+
+
+def _forget_at_end(session: Session, transaction: SessionTransaction) -> None:
+    """``after_transaction_end`` of the session's transaction: whatever was not chained by
+    its commit (it rolled back, or the session closed) is dropped with it."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+def _none_left(session: Session) -> None:
+    """``after_commit``: a commit of the session's transaction while a savepoint was still
+    open does not chain (the hook above sees the savepoint); say so rather than drop them."""
+    if session.get_nested_transaction() is None and session.info.get(_PENDING):
+        raise RuntimeError(
+            "audit entries were appended but not chained: commit the savepoint first"
+        )
+
+
+orm_events.listen(Session, "before_commit", _chain_pending)
+orm_events.listen(Session, "after_soft_rollback", _drop_rolled_back)
+orm_events.listen(Session, "after_transaction_end", _forget_at_end)
+orm_events.listen(Session, "after_commit", _none_left)
 
 
 class SignedHead(msgspec.Struct):
