@@ -46,6 +46,7 @@ from hub.core.request import RequestMiddleware
 from hub.core.responses import HubResponse
 from hub.core.revocations import RevocationCache, purge_expired
 from hub.core.secrets import SecretHasher
+from hub.core.stalls import watching
 from hub.jobs.controller import JobController
 from hub.jobs.registry import job_specs
 from hub.jobs.scheduler import JobScheduler
@@ -200,6 +201,12 @@ async def matching_maintenance(app: Litestar) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def loop_watch(app: Litestar) -> AsyncIterator[None]:
+    async with watching(app.state.settings.logging.stall_seconds):
+        yield
+
+
+@contextlib.asynccontextmanager
 async def job_scheduling(app: Litestar) -> AsyncIterator[None]:
     """Scheduled jobs run in this process when configured (``hub serve`` without
     ``--no-worker``); the jobs' database leases keep them single across processes."""
@@ -349,7 +356,13 @@ def create_app(
         state=state,
         # Exited in reverse: uploads stop first, so an apply in progress rolls back before
         # the others' shutdown waits on SQLite's write lock it held.
-        lifespan=[background_refresh, matching_maintenance, job_scheduling, upload_processing],
+        lifespan=[
+            loop_watch,
+            background_refresh,
+            matching_maintenance,
+            job_scheduling,
+            upload_processing,
+        ],
         openapi_config=OpenAPIConfig(
             title="Coalition hub API",
             version="1.0.0",

@@ -171,6 +171,9 @@ class LoggingSettings(msgspec.Struct, forbid_unknown_fields=True):
     level: str = "INFO"
     json: bool = True
     access_log: bool = True
+    # An event loop that does not come round for this long is logged with where it was
+    # (hub.core.stalls); 0: not watched.
+    stall_seconds: float = 0.5
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

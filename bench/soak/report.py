@@ -4,8 +4,10 @@ third of a run shorter than 10 minutes) and the end, job runs, and the audit."""
 
 from __future__ import annotations
 
+import json
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 from locust.env import Environment
@@ -77,6 +79,34 @@ def drift(samples: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
     return out
 
 
+def stalls(logs: dict[str, Path]) -> dict[str, Any]:
+    """Per process, the event loop's stalls its log reports (hub.core.stalls): how many, their
+    summed and longest seconds, and the places (innermost hub frame) that held the loop
+    longest, summed."""
+    out: dict[str, Any] = {}
+    for name, path in logs.items():
+        seconds: list[float] = []
+        places: defaultdict[str, float] = defaultdict(float)
+        for line in path.read_text(errors="replace").splitlines():
+            if "event loop stalled" not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            seconds.append(float(entry.get("seconds", 0.0)))
+            frames = entry.get("hub_frames") or ["(no frame)"]
+            places[frames[-1]] += seconds[-1]
+        top = sorted(places.items(), key=lambda kv: -kv[1])[:5]
+        out[name] = {
+            "stalls": len(seconds),
+            "seconds": round(sum(seconds), 1),
+            "longest": round(max(seconds, default=0.0), 2),
+            "places": {place: round(s, 1) for place, s in top},
+        }
+    return out
+
+
 def _pct(before: float, after: float) -> float:
     return round(100 * (after - before) / before, 1)
 
@@ -126,6 +156,11 @@ def text(report: dict[str, Any]) -> str:
             for name, cpu in samples[-1]["cpu_s"].items()
         }
         lines.append(f"CPU cores used on average (a hub process counts its parsers): {used}")
+    for name, s in report.get("stalls", {}).items():
+        lines.append(
+            f"event loop {name}: {s['stalls']} stalls, {s['seconds']} s, longest {s['longest']} s"
+        )
+        lines.extend(f"    {seconds:>7} s  {place}" for place, seconds in s["places"].items())
     for item in report.get("database_activity", [])[:12]:
         lines.append(
             f"db {item['backend_seconds']:>6} backend-s  {item['wait'][:24]:<24} "

@@ -188,6 +188,7 @@ def summarise(
         "job_runs": {f"{name}:{status}": int(n) for name, status, n in jobs},
         "catch_up": caught_up,
         "audit": checks,
+        "stalls": report.stalls({p.name: p.log_path for p in stack.processes}),
     }
 
 

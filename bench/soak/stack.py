@@ -175,6 +175,9 @@ class Stack:
             HUB_WEBHOOKS_ALLOW_LOOPBACK_HTTP="true",
             HUB_LOGGING_LEVEL=self.log_level,
             HUB_LOGGING_ACCESS_LOG="false",
+            # Stalls of the event loop as long as a read route's p99 target, logged with
+            # where the loop was (the report sums them by place).
+            HUB_LOGGING_STALL_SECONDS="0.25",
             # The daily crons stay off: the run asks for what it needs and the audit reads
             # the ledger as the events left it.
             HUB_JOBS_SETTLEMENT_CRON=NEVER,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub import wiring
 from hub.core.db import create_hub_async_engine
 from hub.core.keyring import Keyring
+from hub.core.stalls import watching
 from hub.jobs.models import SCHEDULE
 from hub.jobs.registry import JobSpec, job_specs
 from hub.jobs.runner import JobRunner
@@ -119,7 +120,8 @@ async def run_worker(settings: Settings, keyring: Keyring) -> None:
     scheduler.start()
     processing = asyncio.create_task(uploads.run()) if uploads else None
     try:
-        await stopping.wait()
+        async with watching(settings.logging.stall_seconds):
+            await stopping.wait()
         log.info("scheduler stopping")
     finally:
         if uploads is not None and processing is not None:

@@ -1,0 +1,64 @@
+"""The event loop's watchdog (hub/core/stalls.py) on a real loop: a blocking call is reported
+once, with its length and where the loop was; waiting without blocking is not reported; the
+metrics count what was reported."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import REGISTRY, generate_latest
+from structlog.testing import capture_logs
+
+from hub.core.stalls import watching
+
+
+def block_the_loop_for(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _metric(name: str) -> float:
+    for line in generate_latest(REGISTRY).decode().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exported")
+
+
+def test_a_blocking_call_is_reported_once_with_its_length_and_place() -> None:
+    async def run() -> tuple[int, float, int, float]:
+        async with watching(0.2) as watch:
+            assert watch is not None
+            await asyncio.sleep(0.3)  # the loop comes round: nothing to report
+            block_the_loop_for(0.8)
+            await asyncio.sleep(0.3)  # the watch sees the loop back
+            stalls, seconds = watch.stalls, watch.stalled_seconds
+            exported = (int(_metric("hub_event_loop_stalls_total")), seconds)
+        return stalls, seconds, *exported
+
+    with capture_logs() as logs:
+        stalls, seconds, exported, exported_seconds = asyncio.run(run())
+    stalled = [e for e in logs if e["event"] == "event loop stalled"]
+    assert stalls == 1
+    assert len(stalled) == 1
+    assert 0.7 <= stalled[0]["seconds"] <= 1.2
+    assert abs(seconds - stalled[0]["seconds"]) < 0.01
+    assert any("block_the_loop_for" in frame for frame in stalled[0]["hub_frames"])
+    assert exported == 1
+    assert exported_seconds >= 0.7
+
+
+def test_a_loop_that_only_waits_is_never_reported_and_zero_watches_nothing() -> None:
+    async def run() -> int:
+        async with watching(0.2) as watch:
+            assert watch is not None
+            for _ in range(5):
+                await asyncio.sleep(0.1)
+                block_the_loop_for(0.05)  # short blocks, well under the threshold
+            stalls = watch.stalls
+        async with watching(0) as none:
+            assert none is None
+        return stalls
+
+    with capture_logs() as logs:
+        assert asyncio.run(run()) == 0
+    assert not [e for e in logs if e["event"] == "event loop stalled"]
