@@ -204,6 +204,9 @@ def _chain_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
+    # The transaction's own changes first: once the chain's lock is held, nothing but the
+    # entries and the commit (no row lock another writer holds, waiting for this lock).
+    session.flush()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_PG_LOCK)
     head = session.execute(_HEAD).first()

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Integer, select, text, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hub.core import audit
 from hub.core.audit import AuditConcern, AuditEntry, AuditEvent
@@ -98,6 +98,57 @@ def test_a_writer_does_not_wait_for_an_entry_of_a_transaction_still_open(
             quick.commit()
         slow.commit()
     assert _actions(engine) == ["quick.committed_first", "slow.appended_first"]
+
+
+class _Scratch(DeclarativeBase):
+    pass
+
+
+class Counter(_Scratch):
+    __tablename__ = "audit_test_counter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+def test_a_commit_waiting_for_a_row_does_not_hold_the_chain_s_lock(
+    engine: Engine, backend: str
+) -> None:
+    """A commit's own unflushed changes are written before it takes the chain's lock: a
+    commit that waits there for a row another writer holds must not keep that writer, whose
+    commit needs the lock, waiting (a deadlock, one of them failed)."""
+    if backend != "postgres":
+        pytest.skip("SQLite runs one writer at a time (BEGIN IMMEDIATE): no row locks to wait on")
+    _Scratch.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.add(Counter(id=1, value=0))
+    holder = Session(engine)
+    holder.execute(update(Counter).where(Counter.id == 1).values(value=Counter.value + 1))
+    audit.append_sync(holder, _event("holder.of_the_row"))
+    failures: list[BaseException] = []
+
+    def wait_for_the_row() -> None:
+        try:
+            with Session(engine, autoflush=False) as waiter:
+                counter = waiter.get(Counter, 1)
+                assert counter is not None
+                counter.value = 100  # written at the commit (no autoflush), waiting for the row
+                audit.append_sync(waiter, _event("waiter.for_the_row"))
+                waiter.commit()
+        except BaseException as failed:  # noqa: BLE001 - reported below
+            failures.append(failed)
+
+    waiter = threading.Thread(target=wait_for_the_row)
+    waiter.start()
+    waiter.join(timeout=1.0)  # it waits for the row
+    assert waiter.is_alive()
+    holder.execute(text("SET LOCAL lock_timeout = '3s'"))
+    holder.commit()  # needs the chain's lock
+    holder.close()
+    waiter.join(timeout=10)
+    assert not failures, failures
+    assert _actions(engine) == ["holder.of_the_row", "waiter.for_the_row"]
+    with Session(engine) as session:
+        assert session.scalar(select(Counter.value)) == 100
 
 
 def test_many_writers_at_once_make_one_unbroken_chain(engine: Engine, backend: str) -> None:
