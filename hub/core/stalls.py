@@ -44,6 +44,7 @@ class StallWatch:
         self.stalled_seconds = 0.0
         self._beat = time.monotonic()
         self._loop_thread = threading.get_ident()
+        self._loop = asyncio.get_running_loop()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
 
@@ -78,7 +79,14 @@ class StallWatch:
         if frame is None:
             return ()
         stack = traceback.extract_stack(frame)
-        own = [f for f in stack if any(part in f.filename for part in OWN_CODE)]
+        own = _own(stack)
+        if not own:
+            # Code run by SQLAlchemy's asyncio layer runs in a greenlet: its stack ends there.
+            # The task it runs for still shows where in the hub it was awaited from.
+            task = asyncio.current_task(self._loop)
+            if task is not None:
+                frames = [(f, f.f_lineno) for f in task.get_stack()]
+                own = _own(traceback.StackSummary.extract(iter(frames)))
         return tuple(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in (own or stack)[-FRAMES:])
 
     def _report(self, seconds: float, samples: Counter[tuple[str, ...]]) -> None:
@@ -91,6 +99,10 @@ class StallWatch:
             hub_frames=list(where),
             of_samples=f"{seen}/{sum(samples.values())}",
         )
+
+
+def _own(stack: traceback.StackSummary) -> list[traceback.FrameSummary]:
+    return [f for f in stack if any(part in f.filename for part in OWN_CODE)]
 
 
 def _short(filename: str) -> str:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 
+import pytest
 from prometheus_client import REGISTRY, generate_latest
+from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import capture_logs
 
 from hub.core.stalls import watching
@@ -62,3 +65,33 @@ def test_a_loop_that_only_waits_is_never_reported_and_zero_watches_nothing() -> 
     with capture_logs() as logs:
         assert asyncio.run(run()) == 0
     assert not [e for e in logs if e["event"] == "event loop stalled"]
+
+
+def _block_a_connection(_: object) -> None:
+    time.sleep(0.6)
+
+
+def test_a_stall_inside_sqlalchemy_s_greenlet_names_the_task_that_awaited_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLAlchemy's asyncio layer runs synchronous code in a greenlet, whose stack ends at the
+    greenlet: the report then names where the task awaited it."""
+    monkeypatch.setattr("hub.core.stalls.OWN_CODE", ("/tests/unit/",))
+    # A blocking callable from outside the "own" code, as SQLAlchemy's or a driver's would be.
+    code = _block_a_connection.__code__.replace(co_filename="<lib>")
+    block = types.FunctionType(code, globals())
+
+    async def awaited_from_here() -> None:
+        engine = create_async_engine("sqlite+aiosqlite://")
+        try:
+            async with watching(0.2), engine.connect() as conn:
+                await conn.run_sync(block)
+                await asyncio.sleep(0.3)
+        finally:
+            await engine.dispose()
+
+    with capture_logs() as logs:
+        asyncio.run(awaited_from_here())
+    stalled = [e for e in logs if e["event"] == "event loop stalled"]
+    assert len(stalled) == 1
+    assert any("awaited_from_here" in frame for frame in stalled[0]["hub_frames"])
