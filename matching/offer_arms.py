@@ -28,8 +28,9 @@ from sqlalchemy import Table, and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core.bulk import insert_rows
-from hub.core.db import writing
+from hub.core.db import reading, writing
 from matching import engine, holdout
+from matching.array_files import People
 from matching.held_arms import HeldArm
 from matching.loader import ArrayCache, Loaded
 from matching.models import ACTIVE, Offer, OfferAudience, OfferAudienceChange, OfferControl
@@ -98,16 +99,27 @@ async def insert_arm(
         )
 
 
-async def _held(session: AsyncSession, table: Table, offer_id: UUID, partner_id: UUID) -> list[str]:
-    """Who is in one side's arm now (read before the offer's lock: arms only ever shrink, so
-    this is a superset of who will be there under the lock, now and later)."""
-    return list(
-        await session.scalars(
-            select(table.c.customer_ref).where(
-                table.c.offer_id == offer_id, table.c.partner_id == partner_id
+def _held_arm(
+    arrays: ArrayCache, table: Table, offer_id: UUID, partner_id: UUID, people: People
+) -> HeldArm:
+    """Who is in one side's arm now, over ``people`` (read before the offer's lock: arms only
+    ever shrink, so this is a superset of who will be there under the lock, now and later).
+
+    Run in a thread on the synchronous engine, in the order :meth:`HeldArm.of` sorts them
+    (byte order: PostgreSQL's "C" collation, SQLite's default): a million refs read on the
+    event loop, then sorted, held every request of the process for 2.5-5 s (the soak's stall
+    watch, ``hub.core.stalls``)."""
+    ref = table.c.customer_ref
+    in_order = ref.collate("C") if arrays.engine.dialect.name == "postgresql" else ref
+    with reading(), arrays.engine.connect() as conn:
+        refs = list(
+            conn.scalars(
+                select(ref)
+                .where(table.c.offer_id == offer_id, table.c.partner_id == partner_id)
+                .order_by(in_order)
             )
         )
-    )
+    return HeldArm.of(people, refs)
 
 
 async def _remove(
@@ -160,7 +172,6 @@ _ARMS: weakref.WeakKeyDictionary[ArrayCache, dict[tuple[UUID, str, UUID], HeldAr
 
 
 async def _plan(
-    session_maker: async_sessionmaker[AsyncSession],
     arrays: ArrayCache,
     a: Loaded,
     b: Loaded,
@@ -173,16 +184,15 @@ async def _plan(
     known = _ARMS.setdefault(arrays, {})
     side = {x.partner_id: x for x in (a, b)}
     arms: dict[tuple[Table, UUID], HeldArm] = {}
-    async with session_maker() as session:  # arms not yet known read in one session
-        for pid in current:
-            for table in tables:
-                arm = known.get((offer_id, table.name, pid))
-                if arm is None:
-                    refs = await _held(session, table, offer_id, pid)
-                    arm = await asyncio.to_thread(HeldArm.of, side[pid].people, refs)
-                elif arm.people is not side[pid].people:
-                    arm = await asyncio.to_thread(arm.moved_to, side[pid].people)
-                known[offer_id, table.name, pid] = arms[table, pid] = arm
+    for pid in current:
+        for table in tables:
+            arm = known.get((offer_id, table.name, pid))
+            if arm is None:
+                people = side[pid].people
+                arm = await asyncio.to_thread(_held_arm, arrays, table, offer_id, pid, people)
+            elif arm.people is not side[pid].people:
+                arm = await asyncio.to_thread(arm.moved_to, side[pid].people)
+            known[offer_id, table.name, pid] = arms[table, pid] = arm
 
     def removals() -> dict[tuple[Table, UUID], list[str]]:
         return {(table, pid): arm.gone(current[pid]) for (table, pid), arm in arms.items()}
@@ -251,7 +261,7 @@ async def _reconcile(
     a, b = await asyncio.gather(arrays.get(a_id), arrays.get(b_id))
     if all(reconciled.get(str(x.partner_id), -1) >= x.version for x in (a, b)):
         return 0
-    plan = await _plan(session_maker, arrays, a, b, offer_id, filters, control_sizes is not None)
+    plan = await _plan(arrays, a, b, offer_id, filters, control_sizes is not None)
     removed = 0
     with writing():
         async with session_maker() as session, session.begin():
