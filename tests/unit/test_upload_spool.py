@@ -151,3 +151,49 @@ def test_empty_csv_lines_are_counted_as_the_row_reader_skips_them(lines: list[by
     batches = list(read_batches(io.BytesIO(body), CSV, compressed=False, batch_rows=7))
     rows_read = sum(batch.rows_read for batch in batches)
     assert counter.finish() == len(lines) - rows_read
+
+
+def test_a_body_already_buffered_lets_other_requests_run_between_its_chunks(
+    tmp_path: Path,
+) -> None:
+    """Chunks the server has buffered come without a pause: the spool lets the event loop go
+    round between them, so another request of the process is not held until the whole body
+    is inflated, counted and written."""
+    body = gzip.compress(record_lines(20_000))
+    chunks = (len(body) + 8_191) // 8_192
+    assert chunks >= 10
+    ticks_while_spooling: list[int] = []
+
+    async def run() -> SpooledBody:
+        ticks = 0
+        done = False
+
+        async def other_request() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_request())
+        await asyncio.sleep(0)  # it has started
+        try:
+            spooled = await spool(
+                chunks_of(body, 8_192),
+                tmp_path,
+                limit=1 << 40,
+                gzip=LIMITS,
+                limit_reason="too big",
+                receive_seconds=60,
+                lines=BlankLineCounter(NDJSON),
+            )
+            ticks_while_spooling.append(ticks)
+        finally:
+            done = True
+            await other
+        return spooled
+
+    spooled = asyncio.run(run())
+    spooled.lock.close()
+    # It went round once a chunk at least (without the pauses: once, before the spool began).
+    assert ticks_while_spooling[0] >= chunks
+    assert spooled.size == len(body)

@@ -193,6 +193,10 @@ async def _receive(
         digest.update(chunk)
         out.write(chunk)
         received[0] = size
+        # Chunks the server has buffered already come without a pause, and inflating,
+        # counting and writing them back to back held the event loop (and every other request
+        # of the process) for up to half a second (the soak's stall watch): let it go round.
+        await asyncio.sleep(0)
     if gauge is not None:
         gauge.finish()
 
