@@ -7,12 +7,26 @@ nor repeats work; the feed's unique key (reader, event) is a second guard.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import (
+    Table,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.core import horizon
@@ -459,19 +473,27 @@ async def settlement_lines(
     session: AsyncSession, start: datetime, end: datetime, point_value_minor: int
 ) -> list[dict[str, Any]]:
     """Net per pair of brands: points issued (funded) by one and redeemed at the other in
-    [start, end), valued at the point value. Computed from the lots' uses alone."""
+    [start, end), valued at the point value. Computed from the lots' uses alone.
+
+    Each use is split on its own (a funded lot's largest-remainder split rounds per use), so
+    uses alike (points, redeemer, issuer, funding) are counted by the database and split once:
+    a period's hundreds of thousands of uses read one by one held the console's event loop
+    for seconds (the soak's stall watch)."""
+    funding = cast(LOTS.c.funding, Text)
+    alike = (USES.c.points, USES.c.partner_id, LOTS.c.issuer_id, funding)
     rows = await session.execute(
-        select(USES.c.points, USES.c.partner_id, LOTS.c.issuer_id, LOTS.c.funding)
+        select(*alike, func.count())
         .join(LOTS, LOTS.c.id == USES.c.lot_id)
         .where(USES.c.kind == REDEEM, USES.c.at >= start, USES.c.at < end)
-        .order_by(USES.c.id)
+        .group_by(*alike)
     )
     owed: dict[tuple[str, str], int] = defaultdict(int)
-    for points, redeemer, issuer, funding in rows:
-        shares = ledger.split(int(points), funding) if funding else {str(issuer): int(points)}
+    for points, redeemer, issuer, funded, uses in rows:
+        split = json.loads(funded) if funded else None  # JSON null: the issuer alone
+        shares = ledger.split(int(points), split) if split else {str(issuer): int(points)}
         for funder, share in shares.items():
             if funder != str(redeemer) and share:
-                owed[(funder, str(redeemer))] += share
+                owed[(funder, str(redeemer))] += share * int(uses)
     lines = []
     for a, b in sorted({tuple(sorted(pair)) for pair in owed}):
         net = owed.get((a, b), 0) - owed.get((b, a), 0)

@@ -5,12 +5,15 @@ never change; expiry posts lots away. The ledger balances after every test."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from partners.rewards.jobs import period_of
+from partners.rewards.ledger import split
 from tests.conftest import Hub, execute_sql
 from tests.rewards.helpers import (
     NO_SHARE,
@@ -134,11 +137,13 @@ def test_settlement_statements_equal_a_recomputation_and_never_change(hub: Hub) 
     assert [s for s in again if s["id"] == mine["id"]] == [mine]
 
 
-def test_offer_funded_earns_are_charged_to_the_funding_split(hub: Hub) -> None:
+def funded_offer(hub: Hub, people: str) -> tuple[Any, dict[str, Any]]:
+    """Two brands, 12 shared members (``people`` 0 to 11: members are the coalition's, so a
+    test of its own names its own), and an active offer A funds 300 and B 100 of."""
     pair = brands(hub, min_audience=10)
     for n in range(12):
-        enrol(hub, pair.a, f"of{n}", f"a-of{n}", SHARE)
-        enrol(hub, pair.b, f"of{n}", f"b-of{n}", SHARE)
+        enrol(hub, pair.a, f"{people}{n}", f"a-{people}{n}", SHARE)
+        enrol(hub, pair.b, f"{people}{n}", f"b-{people}{n}", SHARE)
     offer = pair.a.post(
         hub,
         "/v1/offers",
@@ -151,6 +156,46 @@ def test_offer_funded_earns_are_charged_to_the_funding_split(hub: Hub) -> None:
     ).json()
     approved = pair.b.post(hub, f"/v1/offers/{offer['id']}/approve")
     assert approved.status_code == 200, approved.text
+    return pair, offer
+
+
+def test_each_redemption_of_a_funded_lot_is_split_on_its_own(hub: Hub) -> None:
+    """A funded lot's split rounds per redemption (largest remainder): three redemptions of
+    1 point at B are A's 1 point each (3 owed), where one split of their sum would give A 2.
+    The statement's lines equal a sum of per-use splits computed here from the raw uses."""
+    pair, offer = funded_offer(hub, "ofs")
+    now = datetime.now(UTC).isoformat()
+    earned = send(
+        hub, pair.a, [event("ofs-earn", "ofs0", "earn", 80, offer_id=offer["id"], occurred_at=now)]
+    )
+    assert earned.status_code == 200, earned.text
+    for n, points in enumerate([1, 1, 1, 4]):  # 4 of a 60:20 split is exactly 3:1
+        redeemed = send(hub, pair.b, [event(f"ofs-redeem-{n}", "ofs0", "redeem", points)])
+        assert redeemed.status_code == 200, redeemed.text
+    start, end = period_of(datetime.now(UTC), "month")
+    lines = [
+        line
+        for line in recompute(hub, start, end)
+        if {line["from"], line["to"]} == {pair.a.id, pair.b.id}
+    ]
+    assert lines == [{"from": pair.a.id, "to": pair.b.id, "points": 6, "amount_minor": 6}]
+    # The same from the uses themselves, one split per use.
+    uses = execute_sql(
+        hub.database_url,
+        "SELECT u.points, l.funding FROM reward_lot_uses u JOIN reward_lots l ON l.id = u.lot_id "
+        "JOIN reward_events e ON e.id = l.event_ref WHERE e.event_id = 'ofs-earn' "
+        "AND u.kind = 'redeem'",
+    )
+    assert sorted(int(points) for points, _ in uses) == [1, 1, 1, 4]
+    owed = 0
+    for points, funding in uses:
+        shares = funding if isinstance(funding, dict) else json.loads(funding)
+        owed += split(int(points), shares)[pair.a.id]
+    assert owed == 6
+
+
+def test_offer_funded_earns_are_charged_to_the_funding_split(hub: Hub) -> None:
+    pair, offer = funded_offer(hub, "of")
     now = datetime.now(UTC).isoformat()
     earned = send(
         hub, pair.a, [event("of-earn", "of0", "earn", 80, offer_id=offer["id"], occurred_at=now)]
