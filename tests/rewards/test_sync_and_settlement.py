@@ -159,6 +159,16 @@ def funded_offer(hub: Hub, people: str) -> tuple[Any, dict[str, Any]]:
     return pair, offer
 
 
+def this_month_between(hub: Hub, pair: Any) -> list[dict[str, Any]]:
+    """This month's settlement lines between the pair's two brands."""
+    start, end = period_of(datetime.now(UTC), "month")
+    return [
+        line
+        for line in recompute(hub, start, end)
+        if {line["from"], line["to"]} == {pair.a.id, pair.b.id}
+    ]
+
+
 def test_each_redemption_of_a_funded_lot_is_split_on_its_own(hub: Hub) -> None:
     """A funded lot's split rounds per redemption (largest remainder): three redemptions of
     1 point at B are A's 1 point each (3 owed), where one split of their sum would give A 2.
@@ -172,12 +182,7 @@ def test_each_redemption_of_a_funded_lot_is_split_on_its_own(hub: Hub) -> None:
     for n, points in enumerate([1, 1, 1, 4]):  # 4 of a 60:20 split is exactly 3:1
         redeemed = send(hub, pair.b, [event(f"ofs-redeem-{n}", "ofs0", "redeem", points)])
         assert redeemed.status_code == 200, redeemed.text
-    start, end = period_of(datetime.now(UTC), "month")
-    lines = [
-        line
-        for line in recompute(hub, start, end)
-        if {line["from"], line["to"]} == {pair.a.id, pair.b.id}
-    ]
+    lines = this_month_between(hub, pair)
     assert lines == [{"from": pair.a.id, "to": pair.b.id, "points": 6, "amount_minor": 6}]
     # The same from the uses themselves, one split per use.
     uses = execute_sql(
@@ -206,16 +211,11 @@ def test_offer_funded_earns_are_charged_to_the_funding_split(hub: Hub) -> None:
         "SELECT l.funding FROM reward_lots l JOIN reward_events e ON e.id = l.event_ref "
         "WHERE e.event_id = 'of-earn'",
     )[0][0]
-    funding = funding if isinstance(funding, dict) else __import__("json").loads(funding)
+    funding = funding if isinstance(funding, dict) else json.loads(funding)
     assert funding == {pair.a.id: 60, pair.b.id: 20}
     # Redeemed at B: A owes B for A's 60 share only (B funded the other 20 itself).
     assert send(hub, pair.b, [event("of-redeem", "of0", "redeem", 80)]).status_code == 200
-    start, end = period_of(datetime.now(UTC), "month")
-    lines = [
-        line
-        for line in recompute(hub, start, end)
-        if {line["from"], line["to"]} == {pair.a.id, pair.b.id}
-    ]
+    lines = this_month_between(hub, pair)
     assert lines == [{"from": pair.a.id, "to": pair.b.id, "points": 60, "amount_minor": 60}]
     refused = send(hub, pair.a, [event("of-bad", "of1", "earn", 5, offer_id=str(pair.a.id))])
     assert refused.status_code == 422
