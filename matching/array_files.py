@@ -283,7 +283,13 @@ def open_version(
     directory: Path, partner_id: UUID, version: int, key_version: int
 ) -> Loaded | None:
     """The saved arrays of one version (memory-mapped), or None when there are none."""
-    path = directory / version_name(version, key_version)
+    return open_path(
+        directory / version_name(version, key_version), partner_id, version, key_version
+    )
+
+
+def open_path(path: Path, partner_id: UUID, version: int, key_version: int) -> Loaded | None:
+    """The arrays saved in ``path`` (a version's directory, or one written aside), or None."""
     if not path.is_dir():
         return None
     try:

@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ import structlog
 from numpy.typing import NDArray
 from sqlalchemy import ColumnElement, Table, Text, cast, func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import reading
 from hub.core.memory import release_free_memory
@@ -359,14 +360,24 @@ class ArraysAhead:
     aside (no reader opens them) for the version the flip will make (``version``) if nothing
     else moves the partner's counter meanwhile. The apply announces the version its flip
     makes in the flip's transaction (:meth:`announce`: a question that reads the new counter
-    waits for the files); once committed, :meth:`publish` moves these into place, or, when
-    they are not that version's, the apply builds it at once (:meth:`discard`, then
+    waits for the files); once committed, :meth:`publish` moves these into place. When
+    changes moved the counter during the build (consent changes, erasures: their people are
+    recorded while an upload is applied), the flip reads those people's records as the flip
+    leaves them (:meth:`follow`) and :meth:`publish` patches the arrays with them
+    (``matching.patches.with_rewritten``): each person taken out whole and put back with the
+    records they now hold, so the result equals a build at the flip's version. When they
+    cannot be patched, the apply builds that version at once (:meth:`discard`, then
     :meth:`ArrayCache.prepare`) and :meth:`withdraw` s the announcement."""
 
     directory: Path
     partial: Path
     version: int
     key_version: int
+    partner_id: UUID
+    # The version the files were built for (``version`` until :meth:`follow`).
+    built: int
+    # From :meth:`follow`: the people to take again, and their records as the flip leaves them.
+    changes: tuple[tuple[str, ...], Any] | None = None
 
     def announce(self, version: int) -> None:
         array_files.mark_patching(self.directory, version, self.key_version)
@@ -377,9 +388,48 @@ class ArraysAhead:
     async def keep_announced(self, version: int) -> None:
         await array_files.keep_marked(self.directory, version, self.key_version)
 
-    def publish(self) -> None:
-        array_files.publish(self.directory, self.partial)
+    async def follow(
+        self, session: AsyncSession, version: int, people: Iterable[str]
+    ) -> ArraysAhead:
+        """In the flip's transaction, after the flip: these arrays, to be published as
+        ``version`` with ``people``'s records as they now stand."""
+        from matching.patches import touched_people  # it builds on this module
+
+        refs = tuple(sorted(set(people)))
+        now = await touched_people(session, self.partner_id, refs)
+        return replace(self, version=version, changes=(refs, now))
+
+    def publish(self) -> bool:
+        """Move the files into place (patched first, after :meth:`follow`). False when the
+        patch could differ from a build (see ``matching.patches``) or the files are gone (an
+        erasure's clean-up): the caller builds the version instead."""
+        if self.changes is None:
+            array_files.publish(self.directory, self.partial)
+            self.withdraw(self.version)
+            return True
+        from matching.patches import with_rewritten  # it builds on this module
+
+        started = time.perf_counter()
+        built = array_files.open_path(self.partial, self.partner_id, self.built, self.key_version)
+        people, now = self.changes
+        patch = None if built is None else with_rewritten(built, self.version, people, now)
+        del built
+        if patch is None:
+            return False
+        array_files.save(self.directory, patch.loaded)
+        log.info(
+            "arrays built ahead patched",
+            partner_id=str(self.partner_id),
+            built_for=self.built,
+            version=self.version,
+            people=len(people),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        del patch
+        self.discard()
         self.withdraw(self.version)
+        release_free_memory()
+        return True
 
     def discard(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -467,7 +517,7 @@ class ArrayCache:
         _log_build("arrays built ahead of a flip", built, started)
         del side, people, built
         release_free_memory()
-        return ArraysAhead(directory, partial, version, key_version)
+        return ArraysAhead(directory, partial, version, key_version, partner_id, version)
 
     def version_now(self, partner_id: UUID) -> int:
         with reading(), self.engine.connect() as conn:

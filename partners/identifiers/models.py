@@ -181,3 +181,22 @@ class IdentifierErasure(Base):
     erased_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
 
     __table_args__ = (Index("ix_identifier_erasures_partner_at", "partner_id", "erased_at"),)
+
+
+class IdentifierApplyChange(Base):
+    """Whom a change committed while a bulk upload was being applied touched: one row per raise
+    of the partner's counter (``version``), with the ``customer_ref`` of everyone whose records
+    it changed, in every generation.
+
+    The arrays an upload's apply builds ahead of its flip are those of the counter when the
+    build read the records; at the flip the people of every change since are read again and
+    the arrays patched with them (``matching.loader.ArraysAhead``), instead of read whole a
+    second time. Written only while the partner has a pending generation, and deleted by the
+    flip (or by the next attempt, after an attempt that never flipped): it lives for one apply
+    (an erased person's ``customer_ref`` is here no longer than in the arrays built ahead)."""
+
+    __tablename__ = "identifier_apply_changes"
+
+    partner_id: Mapped[UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    people: Mapped[list[str]] = mapped_column(JsonType)

@@ -36,6 +36,7 @@ from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import (
     CONSENT_BITS,
     ConsentEvent,
+    IdentifierApplyChange,
     IdentifierErasure,
     IdentifierRecord,
     IdentifierState,
@@ -50,6 +51,7 @@ RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
 EVENTS: Table = ConsentEvent.__table__  # type: ignore[assignment]
 STATE: Table = IdentifierState.__table__  # type: ignore[assignment]
 ERASURES: Table = IdentifierErasure.__table__  # type: ignore[assignment]
+APPLY_CHANGES: Table = IdentifierApplyChange.__table__  # type: ignore[assignment]
 # The columns a new record is written with, in table order (its generation is 0 by default:
 # current for every partner, see partners.identifiers.records).
 RECORD_COLUMNS = tuple(c.name for c in RECORDS.c if c.name not in ("generation", "retired"))
@@ -449,6 +451,19 @@ class IdentifierService:
         return int(raised.scalar_one())
 
     async def _announce(self, change: RecordsChanged) -> None:
+        pending = await self.session.scalar(
+            select(STATE.c.pending).where(STATE.c.partner_id == change.partner_id)
+        )
+        if pending is not None:
+            # A bulk upload is being applied: its flip patches the arrays it built ahead
+            # with the people of every change since their build (see IdentifierApplyChange).
+            await self.session.execute(
+                APPLY_CHANGES.insert().values(
+                    partner_id=change.partner_id,
+                    version=change.version,
+                    people=sorted(set(change.touched)),
+                )
+            )
         if self.follower is not None:
             await self.follower.follow(self.session, change)
 

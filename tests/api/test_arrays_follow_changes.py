@@ -11,6 +11,7 @@ finds was left by an upload's apply or by a patch, and nothing deletes files beh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
@@ -23,12 +24,14 @@ from uuid import UUID
 
 import numpy as np
 import pytest
+from sqlalchemy import delete, select
 
 from hub.core.db import create_hub_sync_engine
 from matching import array_files, loader
 from matching.array_files import Loaded, People, open_version, version_name
 from matching.engine import Side
 from matching.loader import ArrayCache
+from partners.identifiers.service import APPLY_CHANGES
 from tests.api.matching_helpers import (
     ALL,
     Member,
@@ -647,51 +650,148 @@ def test_an_upload_becomes_visible_with_its_arrays(
     assert partials(hub.data_dir / "arrays" / a.id) == []
 
 
-def test_arrays_built_ahead_are_not_published_when_a_change_lands_before_the_flip(
-    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """A consent change committed between the arrays' build and the flip moves the counter:
-    the arrays built ahead would name the change's version with the upload's records in it.
-    They are dropped, and the version the flip makes is built from the records after it."""
-    a, _, partnership = shared_pair(hub)
-    directory = hub.data_dir / "arrays" / a.id
-    builds = cache_of(hub).builds
-    gate = tmp_path / "flip-gate"
+def recorded_changes(hub: Hub, member: Member) -> list[tuple[int, list[str]]]:
+    """The people recorded for the partner's upload being applied (version, people)."""
+    engine = create_hub_sync_engine(hub.database_url, writer=False)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(APPLY_CHANGES.c.version, APPLY_CHANGES.c.people)
+                .where(APPLY_CHANGES.c.partner_id == UUID(member.id))
+                .order_by(APPLY_CHANGES.c.version)
+            ).all()
+    finally:
+        engine.dispose()
+    return [(int(version), list(people)) for version, people in rows]
+
+
+@contextlib.contextmanager
+def held_before_the_flip(
+    hub: Hub,
+    member: Member,
+    records: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    gate: Path,
+) -> Iterator[None]:
+    """An upload of ``records`` whose arrays are built ahead, its flip held while the block
+    runs; completed after it."""
+    directory = hub.data_dir / "arrays" / member.id
     gate.touch()
     monkeypatch.setenv("HUB_UPLOADS_TEST_FLIP_GATE", str(gate))
-    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
     try:
-        sent = send(hub, a.headers, ndjson(more))
+        sent = send(hub, member.headers, ndjson(records))
         assert sent.status_code == 202, sent.text
         deadline = time.monotonic() + 60
         while not partials(directory):  # built ahead, waiting at the gate
-            assert time.monotonic() < deadline, upload_phase(hub, a, sent.json()["id"])
+            assert time.monotonic() < deadline, upload_phase(hub, member, sent.json()["id"])
             time.sleep(0.02)
-        before = version_of(hub, a)
-        granted = a.post(
-            hub,
-            "/v1/identifiers/consents",
-            {"updates": [{"customer_ref": "a000", "consents": ["analytics"]}]},
-        )
-        assert granted.status_code == 200, granted.text
-        assert version_of(hub, a) == before + 1
+        yield
     finally:
         gate.unlink()
-    done = wait_for(hub, a.headers, sent.json()["id"])
+    done = wait_for(hub, member.headers, sent.json()["id"])
     assert done["status"] == "completed", done
-    assert version_of(hub, a) == before + 2
+
+
+def test_arrays_built_ahead_are_patched_with_the_changes_committed_before_the_flip(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Consent changes and erasures committed between the arrays' build and the flip move
+    the counter. Their people are recorded while the upload is applied, and at the flip the
+    arrays built ahead are patched with those people's records as the flip leaves them: the
+    result equals a build at the flip's version, without reading every record again.
+
+    Among them a withdrawal on a record the upload does not rewrite (shared by the old and
+    the new generation): arrays published under the flip's version without the patch would
+    still count that person."""
+    a, _, partnership = shared_pair(hub)
+    directory = hub.data_dir / "arrays" / a.id
+    cache = cache_of(hub)
+    outside = a.post(
+        hub,
+        "/v1/identifiers/consents",
+        {"updates": [{"customer_ref": "a009", "consents": ["analytics"]}]},
+    )
+    assert outside.status_code == 200, outside.text
+    assert recorded_changes(hub, a) == []  # no upload being applied: nothing recorded
+    builds = cache.builds
+    # a003-a005 rewritten with another tier, 15 new people.
+    again = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="silver") for n in range(3, 6)]
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    with held_before_the_flip(hub, a, again + more, monkeypatch, tmp_path / "gate"):
+        before = version_of(hub, a)
+        updates = [
+            {"customer_ref": "a000", "consents": ["analytics"]},  # carried
+            {"customer_ref": "a001", "consents": []},  # carried: the withdrawal to keep
+            {"customer_ref": "a003", "consents": []},  # rewritten by the upload
+        ]
+        changed = a.post(hub, "/v1/identifiers/consents", {"updates": updates})
+        assert changed.status_code == 200, changed.text
+        erased = a.post(hub, "/v1/identifiers/erase", {"customer_refs": ["a002", "a031"]})
+        assert erased.status_code == 200, erased.text
+        by_hash = a.post(hub, "/v1/identifiers/erase", {"id_hashes": [email(f"{a.id}7")]})
+        assert by_hash.status_code == 200, by_hash.text
+        assert version_of(hub, a) == before + 3
+        # a031 is the upload's only: the erasure found its row in the new generation.
+        assert recorded_changes(hub, a) == [
+            (before + 1, ["a000", "a001", "a003"]),
+            (before + 2, ["a002", "a031"]),
+            (before + 3, ["a007"]),
+        ]
+    assert version_of(hub, a) == before + 4
+    assert cache.builds == builds + 1  # built ahead, patched at the flip: not built again
     assert partials(directory) == []
-    # Built ahead, then built once more right after the flip (announced meanwhile: no
-    # question elsewhere builds it too); the announcement is withdrawn.
-    assert cache_of(hub).builds == builds + 2
     assert not [p.name for p in directory.iterdir() if p.name.endswith(".patching")]
-    # The change's version holds what it held: the 30 records before the upload.
-    change = saved(hub, a, before + 1)
-    if change is not None:
-        assert len(change.side.hi) == 30
+    assert recorded_changes(hub, a) == []  # forgotten by the flip
     assert_same_as_a_build(hub, a)
+    got = saved(hub, a)
+    assert got is not None
+    (withdrawn,) = got.index_of(["a001"])
+    assert (got.side.consent[got.side.person == withdrawn] == 0).all()
+    assert len(got.index_of(["a002", "a031"])) == 0
+    assert len(got.index_of(["a007"])) == 0  # its only record was erased by its key
+    for ref in (b"a002", b"a031"):
+        assert ref not in file_bytes(directory)
     answer = overlap(hub, a, partnership)
     assert answer.status_code == 200, answer.text
+
+
+def test_arrays_built_ahead_are_built_again_when_a_change_left_no_record_of_its_people(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A change since the build whose people are not recorded (a writer that records none)
+    cannot be followed: the arrays built ahead are dropped and the version the flip makes is
+    built from the records after it, never published with a change missing from them."""
+    a, _, _ = shared_pair(hub)
+    directory = hub.data_dir / "arrays" / a.id
+    cache = cache_of(hub)
+    builds = cache.builds
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    with held_before_the_flip(hub, a, more, monkeypatch, tmp_path / "gate"):
+        before = version_of(hub, a)
+        withdrawn = a.post(
+            hub,
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": "a004", "consents": []}]},
+        )
+        assert withdrawn.status_code == 200, withdrawn.text
+        assert recorded_changes(hub, a) == [(before + 1, ["a004"])]
+        engine = create_hub_sync_engine(hub.database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(delete(APPLY_CHANGES).where(APPLY_CHANGES.c.partner_id == UUID(a.id)))
+        finally:
+            engine.dispose()
+    assert version_of(hub, a) == before + 2
+    # Built ahead, then built once more right after the flip (announced meanwhile: no
+    # question elsewhere builds it too); the announcement is withdrawn.
+    assert cache.builds == builds + 2
+    assert partials(directory) == []
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".patching")]
+    assert_same_as_a_build(hub, a)
+    got = saved(hub, a)
+    assert got is not None
+    (person,) = got.index_of(["a004"])
+    assert (got.side.consent[got.side.person == person] == 0).all()
 
 
 def test_a_change_during_another_process_s_build_is_answered_then_patched_from_it(

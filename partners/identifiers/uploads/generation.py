@@ -27,7 +27,7 @@ from hub.core import horizon
 from hub.core.db import dialect_insert, rowcount
 from partners.identifiers.models import CONSENT_BITS
 from partners.identifiers.records import PENDING_EVENTS, RECORDS, STATE, current
-from partners.identifiers.service import ERASURES, EVENTS
+from partners.identifiers.service import APPLY_CHANGES, ERASURES, EVENTS
 from partners.identifiers.uploads.apply import bit_or
 
 TIDY_ROWS = 10_000
@@ -95,7 +95,34 @@ async def open_generation(session: AsyncSession, partner_id: UUID, generation: i
     await session.execute(
         update(STATE).where(STATE.c.partner_id == partner_id).values(pending=pending)
     )
+    await forget_changes(session, partner_id)  # an earlier attempt's, if it never flipped
     return pending
+
+
+async def changed_since(
+    session: AsyncSession, partner_id: UUID, first: int, version: int
+) -> set[str] | None:
+    """The people touched by the changes that raised the partner's counter to ``first`` ..
+    ``version - 1`` while its upload was applied (``IdentifierApplyChange``); None when one
+    of them left no record (a writer that does not record its people: the caller rebuilds)."""
+    rows = (
+        await session.execute(
+            select(APPLY_CHANGES.c.version, APPLY_CHANGES.c.people).where(
+                APPLY_CHANGES.c.partner_id == partner_id,
+                APPLY_CHANGES.c.version >= first,
+                APPLY_CHANGES.c.version < version,
+            )
+        )
+    ).all()
+    if len({row.version for row in rows}) != max(version - first, 0):
+        return None
+    return {ref for row in rows for ref in row.people}
+
+
+async def forget_changes(session: AsyncSession, partner_id: UUID) -> None:
+    """The people recorded for the partner's upload being applied (see ``changed_since``)
+    are forgotten: at its flip, or when an attempt that never flipped is replaced."""
+    await session.execute(delete(APPLY_CHANGES).where(APPLY_CHANGES.c.partner_id == partner_id))
 
 
 async def flip(
@@ -105,12 +132,14 @@ async def flip(
     sent_at: datetime,
     *,
     publish_records: bool = False,
+    people: set[str] | None = None,
 ) -> int:
     """Make ``pending`` current, after applying to its rows what happened since ``sent_at``
-    (:func:`reconcile`). With ``publish_records`` (a first load, which pended no consent
-    changes) the tidying is to publish each person's consents from the new records. Returns
-    the number of rows that changed."""
-    touched = await reconcile(session, partner_id, pending, sent_at)
+    (:func:`reconcile`; the people whose rows it changed are added to ``people``). With
+    ``publish_records`` (a first load, which pended no consent changes) the tidying is to
+    publish each person's consents from the new records. Returns the number of rows that
+    changed."""
+    touched = await reconcile(session, partner_id, pending, sent_at, people)
     await session.execute(
         update(STATE)
         .where(STATE.c.partner_id == partner_id)
@@ -126,7 +155,11 @@ async def flip(
 
 
 async def reconcile(
-    session: AsyncSession, partner_id: UUID, pending: int, sent_at: datetime
+    session: AsyncSession,
+    partner_id: UUID,
+    pending: int,
+    sent_at: datetime,
+    people: set[str] | None = None,
 ) -> int:
     """Apply to the ``pending`` generation's rows what happened since ``sent_at``; the flip
     does it (again) in its transaction, and the apply once before it builds the generation's
@@ -136,7 +169,8 @@ async def reconcile(
     before they ran; this catches the rest). A withdrawal since then (a consent update or an
     erasure, net of any later grant) is taken off the new rows of that person and off the
     grants the upload has yet to publish. Returns the number of rows that changed (a row
-    already without the withdrawn consents is not counted: doing it twice changes nothing)."""
+    already without the withdrawn consents is not counted: doing it twice changes nothing);
+    the people whose rows changed are added to ``people``, when given."""
     touched = 0
     since = and_(ERASURES.c.partner_id == partner_id, ERASURES.c.erased_at >= sent_at)
     refs = select(ERASURES.c.customer_ref).where(since, ERASURES.c.customer_ref.is_not(None))
@@ -145,16 +179,18 @@ async def reconcile(
     # Only when there was one: the delete reads every new row (3.6-4.3 s at 1M on PostgreSQL,
     # in this transaction, which holds the partner's state row against its consent changes).
     if await session.scalar(select(exists().where(since))):
-        touched += rowcount(
-            await session.execute(
-                delete(RECORDS).where(
-                    new_rows, RECORDS.c.customer_ref.in_(refs) | RECORDS.c.match_key.in_(keys)
-                )
-            )
+        erased = delete(RECORDS).where(
+            new_rows, RECORDS.c.customer_ref.in_(refs) | RECORDS.c.match_key.in_(keys)
         )
+        if people is None:
+            touched += rowcount(await session.execute(erased))
+        else:
+            owners = (await session.scalars(erased.returning(RECORDS.c.customer_ref))).all()
+            touched += len(owners)
+            people.update(owners)
     withdrawals = await _net_withdrawals(session, partner_id, sent_at)
     for ref, withdrawn in withdrawals.items():
-        touched += rowcount(
+        changed = rowcount(
             await session.execute(
                 update(RECORDS)
                 .where(
@@ -165,6 +201,9 @@ async def reconcile(
                 .values(consents=RECORDS.c.consents.bitwise_and(EVERY_CONSENT & ~withdrawn))
             )
         )
+        touched += changed
+        if changed and people is not None:
+            people.add(ref)
         await session.execute(
             update(PENDING_EVENTS)
             .where(

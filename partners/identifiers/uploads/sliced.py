@@ -17,7 +17,7 @@ import contextvars
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -69,7 +69,10 @@ class ArraysAhead(Protocol):
     def announce(self, version: int) -> None: ...
     def withdraw(self, version: int) -> None: ...
     async def keep_announced(self, version: int) -> None: ...
-    def publish(self) -> None: ...
+    async def follow(
+        self, session: AsyncSession, version: int, people: Iterable[str]
+    ) -> ArraysAhead: ...
+    def publish(self) -> bool: ...
     def discard(self) -> None: ...
 
 
@@ -245,12 +248,12 @@ class SlicedApply:
         announced: list[int] = []
         try:
 
-            async def flip(session: AsyncSession) -> bool:
+            async def flip(session: AsyncSession) -> ArraysAhead | None:
                 return await self._flip(
                     session, claim, report, pending, result, ahead, announced, first_load
                 )
 
-            published = await self._step(claim, flip)
+            publishing = await self._step(claim, flip)
         except BaseException:
             if ahead is not None:
                 await asyncio.to_thread(ahead.discard)
@@ -258,9 +261,8 @@ class SlicedApply:
                     await asyncio.to_thread(ahead.withdraw, version)
             raise
         if ahead is not None:
-            if published:
-                await asyncio.to_thread(ahead.publish)
-            else:
+            published = publishing is not None and await asyncio.to_thread(publishing.publish)
+            if not published:
                 await asyncio.to_thread(ahead.discard)
                 await self._build_after_flip(claim, ahead, announced[-1])
         pause = apply_pause_for_tests(after="FLIP")
@@ -458,42 +460,59 @@ class SlicedApply:
         ahead: ArraysAhead | None = None,
         announced: list[int] | None = None,
         first_load: bool = False,
-    ) -> bool:
+    ) -> ArraysAhead | None:
         """The one small transaction that makes the upload's generation current, with the
-        upload's figures and its audit entry. Returns whether the arrays built ahead are
-        those of the version it makes (then announced here, published once it commits):
-        not when a change moved the partner's counter since their build, when the flip
-        changed rows of the new generation (withdrawals or erasures since the upload was
-        sent), or when a match key was added meanwhile. Either way the version it makes is
-        announced here (added to ``announced``): its files are on their way, published or
-        built right after the commit, and questions and patches wait for them."""
+        upload's figures and its audit entry. Returns the arrays built ahead to publish as
+        the version it makes once it commits: as built when nothing changed the records
+        since their build; followed (:meth:`ArraysAhead.follow`: to be patched with the
+        people of the changes committed since the build, and of the rows the flip itself
+        changed) when something did; None when they cannot be, because a change since the
+        build left no record of its people or a match key was added meanwhile. Either way the
+        version it makes is announced here (added to ``announced``): its files are on their
+        way, published or built right after the commit, and questions and patches wait for
+        them."""
         await generation.lock_state(session, claim.partner_id)
-        touched = await generation.flip(
-            session, claim.partner_id, pending, claim.sent_at, publish_records=first_load
+        flipped: set[str] = set()
+        await generation.flip(
+            session,
+            claim.partner_id,
+            pending,
+            claim.sent_at,
+            publish_records=first_load,
+            people=flipped,
         )
-        published = False
+        publishing: ArraysAhead | None = None
         if ahead is not None:
-            version = await session.scalar(
-                select(STATE.c.version).where(STATE.c.partner_id == claim.partner_id)
+            version = int(
+                await session.scalar(
+                    select(STATE.c.version).where(STATE.c.partner_id == claim.partner_id)
+                )
+                or 0
             )
             reason = None
-            if touched:
-                reason = "withdrawals or erasures since the upload was sent changed its rows"
-            elif version != ahead.version:
-                reason = "changes moved the partner's counter since the build"
-            elif self.crypto.keys.match_version != ahead.key_version:
+            if self.crypto.keys.match_version != ahead.key_version:
                 reason = "a match key was added since the build"
-            published = reason is None
-            await asyncio.to_thread(ahead.announce, int(version or 0))
+            else:
+                changed = await generation.changed_since(
+                    session, claim.partner_id, ahead.version, version
+                )
+                if changed is None:
+                    reason = "a change since the build left no record of whom it touched"
+                elif changed or flipped or version != ahead.version:
+                    publishing = await ahead.follow(session, version, changed | flipped)
+                else:
+                    publishing = ahead
+            await asyncio.to_thread(ahead.announce, version)
             if announced is not None:
-                announced.append(int(version or 0))
-            if not published:  # built again after the flip: an operator sees why it cost twice
+                announced.append(version)
+            if reason is not None:  # built again after the flip: an operator sees why
                 log.info(
                     "arrays built ahead dropped",
                     upload_id=str(claim.upload_id),
                     version=version,
                     reason=reason,
                 )
+        await generation.forget_changes(session, claim.partner_id)
         actor = Actor(name=f"client:{claim.client_id}", partner_id=str(claim.partner_id))
         figures: dict[str, Any] = {
             "rows_read": report.rows_read,
@@ -517,7 +536,7 @@ class SlicedApply:
         await self._update_claimed(
             session, claim, phase=TIDYING, notice=result.notice or None, **figures
         )
-        return published
+        return publishing
 
     async def _tidy(self, claim: Claim, generation_now: int) -> None:
         """After the flip: retired rows deleted and consent changes published, by slices."""
