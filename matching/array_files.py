@@ -248,9 +248,15 @@ def write_aside(
     return partial
 
 
-def publish(directory: Path, partial: Path) -> None:
-    """Move files written by :func:`write_aside` into place under their version's name."""
-    target = directory / partial.name[1:].split(".", 1)[0]
+def publish(directory: Path, partial: Path, version: int | None = None) -> None:
+    """Move files written by :func:`write_aside` into place under their version's name (or
+    ``version``'s: the records they were built from are that version's too)."""
+    name = partial.name[1:].split(".", 1)[0]
+    if version is not None:
+        parsed = _parse_name(name)
+        assert parsed is not None, name
+        name = version_name(version, parsed[1])
+    target = directory / name
     try:
         partial.rename(target)  # whole or absent: a reader never sees half a version
     except OSError:
@@ -361,6 +367,19 @@ def discard_older(
             reached = counter()
         if parsed[0] > reached:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def patched_from(directory: Path, version: int, key_version: int) -> int:
+    """The oldest version a patch may still need: ``version`` itself, or, while ``version``
+    is announced as on its way and not saved yet, the version before it (and so on down a
+    chain of announced patches, each waiting for the one before)."""
+    while (
+        version > 0
+        and patch_under_way(directory, version, key_version)
+        and not (directory / version_name(version, key_version)).is_dir()
+    ):
+        version -= 1
+    return version
 
 
 def _drop_if_stale(entry: Path, seconds: float) -> None:

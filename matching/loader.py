@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import numpy as np
@@ -65,12 +65,16 @@ from matching.array_files import (
     discard_older,
     open_version,
     patch_under_way,
+    patched_from,
     save,
 )
 from matching.engine import Attribute, Side, make_side
 from partners.identifiers.crypto import IdentifierCrypto
 from partners.identifiers.models import IdentifierRecord, IdentifierState
 from partners.identifiers.records import current as current_records
+
+if TYPE_CHECKING:
+    from matching.patches import Touched
 
 log = structlog.get_logger("hub.matching")
 RECORDS: Table = IdentifierRecord.__table__  # type: ignore[assignment]
@@ -377,7 +381,7 @@ class ArraysAhead:
     # The version the files were built for (``version`` until :meth:`follow`).
     built: int
     # From :meth:`follow`: the people to take again, and their records as the flip leaves them.
-    changes: tuple[tuple[str, ...], Any] | None = None
+    changes: tuple[tuple[str, ...], Touched] | None = None
 
     def announce(self, version: int) -> None:
         array_files.mark_patching(self.directory, version, self.key_version)
@@ -392,20 +396,23 @@ class ArraysAhead:
         self, session: AsyncSession, version: int, people: Iterable[str]
     ) -> ArraysAhead:
         """In the flip's transaction, after the flip: these arrays, to be published as
-        ``version`` with ``people``'s records as they now stand."""
+        ``version`` with ``people``'s records as they now stand (no one: as they are, the
+        changes since the build having changed no record)."""
         from matching.patches import touched_people  # it builds on this module
 
         refs = tuple(sorted(set(people)))
+        if not refs:
+            return replace(self, version=version)
         now = await touched_people(session, self.partner_id, refs)
         return replace(self, version=version, changes=(refs, now))
 
     def publish(self) -> bool:
-        """Move the files into place (patched first, after :meth:`follow`). False when the
-        patch could differ from a build (see ``matching.patches``) or the files are gone (an
-        erasure's clean-up): the caller builds the version instead."""
+        """Move the files into place as ``version`` (patched first, after :meth:`follow`).
+        False when the patch could differ from a build (see ``matching.patches``) or the
+        files are gone: the caller builds the version instead. The caller withdraws the
+        announcement."""
         if self.changes is None:
-            array_files.publish(self.directory, self.partial)
-            self.withdraw(self.version)
+            array_files.publish(self.directory, self.partial, self.version)
             return True
         from matching.patches import with_rewritten  # it builds on this module
 
@@ -427,7 +434,6 @@ class ArraysAhead:
         )
         del patch
         self.discard()
-        self.withdraw(self.version)
         release_free_memory()
         return True
 
@@ -637,9 +643,13 @@ class ArrayCache:
                     partner_id = UUID(directory.name)
                 except ValueError:
                     continue
+                # A change just committed (the counter read here) and announced patches its
+                # arrays from the version before right after: that one stays. Deleting it
+                # broke the chain of patches (the soak: the serving processes then read all
+                # the partner's records again, 13-15 s at 1M, while questions waited).
                 discard_older(
                     directory,
-                    current.get(partner_id, 0),
+                    patched_from(directory, current.get(partner_id, 0), key_version),
                     key_version,
                     counter=partial(self.version_now, partner_id),
                 )

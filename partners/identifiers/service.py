@@ -87,6 +87,9 @@ class IdentifierService:
         self.crypto = crypto
         # Told of every consent change and erasure (the matching arrays patch themselves).
         self.follower = follower
+        # The partners whose counter this session raised while a bulk upload was being
+        # applied (their changes record the people they touch: see IdentifierApplyChange).
+        self._applying: set[UUID] = set()
 
     def insert_into(self, table: Table) -> Any:
         """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite)."""
@@ -446,15 +449,17 @@ class IdentifierService:
                 index_elements=["partner_id"],
                 set_={"version": STATE.c.version + 1, "updated_at": insert.excluded.updated_at},
             )
-            .returning(STATE.c.version)
+            .returning(STATE.c.version, STATE.c.pending)
         )
-        return int(raised.scalar_one())
+        version, pending = raised.one()
+        if pending is None:
+            self._applying.discard(partner_id)
+        else:
+            self._applying.add(partner_id)
+        return int(version)
 
     async def _announce(self, change: RecordsChanged) -> None:
-        pending = await self.session.scalar(
-            select(STATE.c.pending).where(STATE.c.partner_id == change.partner_id)
-        )
-        if pending is not None:
+        if change.partner_id in self._applying:
             # A bulk upload is being applied: its flip patches the arrays it built ahead
             # with the people of every change since their build (see IdentifierApplyChange).
             await self.session.execute(

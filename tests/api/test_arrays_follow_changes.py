@@ -18,20 +18,23 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from hub.core.db import create_hub_sync_engine
 from matching import array_files, loader
+from matching import patches as array_patches
 from matching.array_files import Loaded, People, open_version, version_name
 from matching.engine import Side
 from matching.loader import ArrayCache
-from partners.identifiers.service import APPLY_CHANGES
+from partners.identifiers.service import APPLY_CHANGES, ERASURES, STATE
+from partners.identifiers.uploads.erasures import forget_apply_changes
 from tests.api.matching_helpers import (
     ALL,
     Member,
@@ -792,6 +795,166 @@ def test_arrays_built_ahead_are_built_again_when_a_change_left_no_record_of_its_
     assert got is not None
     (person,) = got.index_of(["a004"])
     assert (got.side.consent[got.side.person == person] == 0).all()
+
+
+def _declines(*args: object) -> None:
+    return None
+
+
+def _fails(*args: object) -> None:
+    raise MemoryError("no room for the patch")
+
+
+@pytest.mark.parametrize("patch", [_declines, _fails], ids=["declined", "failed"])
+def test_arrays_built_ahead_that_cannot_be_patched_are_built_again_after_the_flip(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, patch: Any
+) -> None:
+    """A patch at the flip that declines (it could differ from a build) or fails (the flip
+    has committed: the upload must not fail for it) leaves the version to a build right
+    after the flip: the upload completes with arrays equal to a build, no file written
+    aside and no announcement left behind."""
+    a, _, _ = shared_pair(hub)
+    directory = hub.data_dir / "arrays" / a.id
+    cache = cache_of(hub)
+    builds = cache.builds
+    monkeypatch.setattr(array_patches, "with_rewritten", patch)
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    with held_before_the_flip(hub, a, more, monkeypatch, tmp_path / "gate"):
+        withdrawn = a.post(
+            hub,
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": "a002", "consents": []}]},
+        )
+        assert withdrawn.status_code == 200, withdrawn.text
+    assert cache.builds == builds + 2
+    assert partials(directory) == []
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".patching")]
+    assert_same_as_a_build(hub, a)
+
+
+def test_changes_that_touch_no_record_leave_the_arrays_built_ahead_as_they_are(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A consent change naming no one the partner holds moves the counter and changes no
+    record: the arrays built ahead are published under the flip's version unchanged."""
+    a, _, _ = shared_pair(hub)
+    cache = cache_of(hub)
+    builds, patches = cache.builds, cache.patches
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    with held_before_the_flip(hub, a, more, monkeypatch, tmp_path / "gate"):
+        before = version_of(hub, a)
+        nobody = a.post(
+            hub,
+            "/v1/identifiers/consents",
+            {"updates": [{"customer_ref": "nobody", "consents": []}]},
+        )
+        assert nobody.status_code == 200, nobody.text
+        assert recorded_changes(hub, a) == [(before + 1, [])]
+    assert version_of(hub, a) == before + 2
+    # Built ahead only (the change's own patch is of the version before the upload's).
+    assert (cache.builds, cache.patches) == (builds + 1, patches + 1)
+    assert partials(hub.data_dir / "arrays" / a.id) == []
+    assert_same_as_a_build(hub, a)
+
+
+def test_rows_the_flip_itself_changes_are_patched_too(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The flip applies to the upload's new rows the erasures remembered since the upload was
+    sent. One remembered after the arrays' build (inserted here as an erasure that reached
+    no row yet) removes a row without moving the counter: the flip names the person whose
+    row it deleted, and the arrays built ahead are patched without them."""
+    a, _, _ = shared_pair(hub)
+    cache = cache_of(hub)
+    builds = cache.builds
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    with held_before_the_flip(hub, a, more, monkeypatch, tmp_path / "gate"):
+        before = version_of(hub, a)
+        engine = create_hub_sync_engine(hub.database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    ERASURES.insert().values(
+                        partner_id=UUID(a.id),
+                        customer_ref="a033",
+                        match_key=None,
+                        erased_at=datetime.now(UTC),
+                    )
+                )
+        finally:
+            engine.dispose()
+    assert version_of(hub, a) == before + 1  # the flip's own raise: no change came
+    assert cache.builds == builds + 1
+    assert_same_as_a_build(hub, a)
+    got = saved(hub, a)
+    assert got is not None
+    assert len(got.index_of(["a033"])) == 0
+    assert len(got.index_of(["a032", "a034"])) == 2
+
+
+def test_recorded_people_are_forgotten_once_no_upload_of_the_partner_is_applied(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What the uploads' maintenance deletes: the people recorded for a partner none of whose
+    uploads is being processed (an apply stopped for good leaves them), never those of an
+    apply in progress."""
+    a, b, _ = shared_pair(hub)
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(30, 45)]
+    engine = create_hub_sync_engine(hub.database_url)
+    try:
+        with engine.begin() as conn:  # left by b's apply that never flipped
+            conn.execute(
+                APPLY_CHANGES.insert().values(partner_id=UUID(b.id), version=99, people=["b001"])
+            )
+        with held_before_the_flip(hub, a, more, monkeypatch, tmp_path / "gate"):
+            changed = a.post(
+                hub,
+                "/v1/identifiers/consents",
+                {"updates": [{"customer_ref": "a001", "consents": []}]},
+            )
+            assert changed.status_code == 200, changed.text
+            assert forget_apply_changes(engine) >= 1  # b's (and any other idle partner's)
+            assert recorded_changes(hub, b) == []
+            assert [people for _, people in recorded_changes(hub, a)] == [["a001"]]
+    finally:
+        engine.dispose()
+    assert recorded_changes(hub, a) == []
+    assert_same_as_a_build(hub, a)
+
+
+def test_the_maintenance_keeps_the_version_a_committed_change_patches_from(hub: Hub) -> None:
+    """Between a change's commit and its patch, the counter names a version with no files
+    yet, announced as on its way: the maintenance (every few seconds in each serving
+    process) keeps the version before, which the patch is made from, and deletes it once the
+    patch is done. (It deleted it at once, the patch found no base, and every process then
+    read all the partner's records again.)"""
+    a, _, partnership = shared_pair(hub)
+    directory = hub.data_dir / "arrays" / a.id
+    cache = cache_of(hub)
+    key_version = hub.app.state.identifier_crypto.keys.match_version
+    version = version_of(hub, a)
+    assert saved(hub, a, version) is not None
+    # A change commits version + 1, announced (as its transaction does), not patched yet.
+    array_files.mark_patching(directory, version + 1, key_version)
+    engine = create_hub_sync_engine(hub.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(STATE)
+                .where(STATE.c.partner_id == UUID(a.id))
+                .values(version=STATE.c.version + 1)
+            )
+    finally:
+        engine.dispose()
+    cache.discard_stale()
+    assert saved(hub, a, version) is not None
+    # The patch gave up (its marker gone): the version before is stale like any other.
+    array_files.unmark_patching(directory, version + 1, key_version)
+    cache.discard_stale()
+    assert saved(hub, a, version) is None
+    answer = overlap(hub, a, partnership)  # builds the version the patch did not make
+    assert answer.status_code == 200, answer.text
+    assert_same_as_a_build(hub, a)
 
 
 def test_a_change_during_another_process_s_build_is_answered_then_patched_from_it(

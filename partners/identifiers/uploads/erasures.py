@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Engine, and_, delete, exists, func, or_, s
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.db import rowcount
-from partners.identifiers.service import ERASURES
+from partners.identifiers.service import APPLY_CHANGES, ERASURES
 from partners.identifiers.uploads.models import PENDING, PROCESSING
 from partners.identifiers.uploads.staging import UPLOADS
 
@@ -55,4 +55,18 @@ def forget_erasures(engine: Engine, hold: timedelta) -> int:
         result = connection.execute(
             delete(ERASURES).where(ERASURES.c.erased_at < datetime.now(UTC) - hold, ~waiting)
         )
+    return rowcount(result)
+
+
+def forget_apply_changes(engine: Engine) -> int:
+    """Delete the people recorded for a partner's upload being applied
+    (``IdentifierApplyChange``, erased people's ``customer_ref`` among them) when no upload of
+    the partner is being processed: the flip deletes them, but an apply stopped for good (its
+    upload failed) leaves them, and changes go on recording more until the partner's next
+    upload starts. Returns how many were deleted."""
+    applying = exists().where(
+        UPLOADS.c.partner_id == APPLY_CHANGES.c.partner_id, UPLOADS.c.status == PROCESSING
+    )
+    with engine.begin() as connection:
+        result = connection.execute(delete(APPLY_CHANGES).where(~applying))
     return rowcount(result)

@@ -49,7 +49,7 @@ from hub.core.audit import Actor
 from hub.core.db import unavailable_reason, writing
 from hub.core.memory import release_free_memory
 from partners.identifiers.crypto import IdentifierCrypto
-from partners.identifiers.uploads.erasures import forget_erasures
+from partners.identifiers.uploads.erasures import forget_apply_changes, forget_erasures
 from partners.identifiers.uploads.models import (
     FAILED,
     PENDING,
@@ -514,6 +514,7 @@ class UploadProcessor:
     def sweep(self) -> None:
         sweep(self.sync_engine, self.spool_dir)
         forget_erasures(self.sync_engine, timedelta(minutes=self.settings.erasure_hold_minutes))
+        forget_apply_changes(self.sync_engine)
 
     def _clean_up(self, upload_id: UUID, path: Path) -> None:
         """Staging rows and the spooled body of a finished upload (completed or failed)."""

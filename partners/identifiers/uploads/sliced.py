@@ -50,6 +50,10 @@ from partners.identifiers.uploads.staging import UPLOADS, LeaseLost, StageReport
 SQLITE_HOLD_SECONDS = 0.4
 # Uploads of at least this many rows refresh the table's planner statistics.
 ANALYZE_AFTER_ROWS = 50_000
+# The most people changed between the arrays' build and the flip that the flip reads again
+# to patch the arrays with (in its transaction, which holds the partner's writers); beyond,
+# the arrays are built again after the flip.
+MAX_FOLLOWED_PEOPLE = 10_000
 log = structlog.get_logger("hub.uploads")
 T = TypeVar("T")
 # The connection an apply in progress (one per lane: a task of its own) runs its steps on.
@@ -261,7 +265,7 @@ class SlicedApply:
                     await asyncio.to_thread(ahead.withdraw, version)
             raise
         if ahead is not None:
-            published = publishing is not None and await asyncio.to_thread(publishing.publish)
+            published = publishing is not None and await self._publish(claim, publishing)
             if not published:
                 await asyncio.to_thread(ahead.discard)
                 await self._build_after_flip(claim, ahead, announced[-1])
@@ -289,6 +293,7 @@ class SlicedApply:
                 await session.execute(
                     update(STATE).where(STATE.c.partner_id == partner_id).values(pending=None)
                 )
+                await generation.forget_changes(session, partner_id)
             return current, done
 
         while True:
@@ -429,6 +434,27 @@ class SlicedApply:
         self.arrays_seconds[claim.upload_id] = time.perf_counter() - started
         return ahead
 
+    async def _publish(self, claim: Claim, ahead: ArraysAhead) -> bool:
+        """Publish the arrays built ahead as the flip's version (patched, when changes came
+        since their build), announced meanwhile. False when they cannot be (the patch
+        declined, or failed: the flip has committed, and the apply builds the version
+        instead of failing the upload)."""
+        announcing = asyncio.create_task(ahead.keep_announced(ahead.version))
+        try:
+            published = await asyncio.to_thread(ahead.publish)
+        except Exception:
+            log.warning(
+                "could not publish the arrays built ahead; built after the flip",
+                upload_id=str(claim.upload_id),
+                exc_info=True,
+            )
+            published = False
+        finally:
+            announcing.cancel()
+        if published:
+            await asyncio.to_thread(ahead.withdraw, ahead.version)
+        return published
+
     async def _build_after_flip(self, claim: Claim, ahead: ArraysAhead, version: int) -> None:
         """The arrays built ahead were not the flip's version: it is built now, announced
         meanwhile (one build, here, rather than one by each process's next question, each
@@ -498,6 +524,8 @@ class SlicedApply:
                 )
                 if changed is None:
                     reason = "a change since the build left no record of whom it touched"
+                elif len(changed | flipped) > MAX_FOLLOWED_PEOPLE:
+                    reason = "too many people changed since the build to read them in the flip"
                 elif changed or flipped or version != ahead.version:
                     publishing = await ahead.follow(session, version, changed | flipped)
                 else:
