@@ -758,6 +758,30 @@ def test_arrays_built_ahead_are_patched_with_the_changes_committed_before_the_fl
     assert answer.status_code == 200, answer.text
 
 
+def test_a_change_of_more_people_than_one_lookup_holds_is_patched_in_at_the_flip(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The flip reads the people changed since the build 500 at a time: a withdrawal of 620
+    people during the build (two lookups and part of a third) is in the arrays published."""
+    a, _, _ = shared_pair(hub, size=700)
+    cache = cache_of(hub)
+    builds = cache.builds
+    more = [rec(email(f"{a.id}{n}"), f"a{n:03d}", tier="gold") for n in range(700, 720)]
+    withdrawn = [f"a{n:03d}" for n in range(40, 660)]
+    with held_before_the_flip(hub, a, more, monkeypatch, tmp_path / "gate"):
+        updates = [{"customer_ref": ref, "consents": []} for ref in withdrawn]
+        changed = a.post(hub, "/v1/identifiers/consents", {"updates": updates})
+        assert changed.status_code == 200, changed.text
+        assert [len(people) for _, people in recorded_changes(hub, a)] == [620]
+    assert cache.builds == builds + 1  # patched at the flip, not built again
+    assert_same_as_a_build(hub, a)
+    got = saved(hub, a)
+    assert got is not None
+    people = got.index_of(withdrawn)
+    assert len(people) == 620
+    assert (got.side.consent[np.isin(got.side.person, people)] == 0).all()
+
+
 def test_arrays_built_ahead_are_built_again_when_a_change_left_no_record_of_its_people(
     hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
