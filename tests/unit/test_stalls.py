@@ -9,11 +9,46 @@ import time
 import types
 
 import pytest
+import structlog
 from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import capture_logs
 
+from hub.core import stalls as stalls_module
+from hub.core.logging import configure_logging
 from hub.core.stalls import watching
+
+
+def unbound_stall_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's logging binds each logger on its first use and keeps it
+    (``configure_logging``). A stall logged by an earlier test of the process (a hub started
+    in it) bound the module's logger to that configuration; once logging was configured again
+    (the next hub), ``capture_logs`` no longer saw what it wrote (a fresh-clone CI run failed
+    so). Each test here starts with a logger not bound yet."""
+    monkeypatch.setattr(stalls_module, "log", structlog.get_logger("hub.stalls"))
+
+
+@pytest.fixture(autouse=True)
+def _unbound_stall_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    unbound_stall_log(monkeypatch)
+
+
+def test_the_log_is_captured_after_two_hubs_configured_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the fixture is for: the stall logger used under one configuration of the hub's
+    logging, then logging configured again (two hubs started in one process); with a logger
+    not bound yet, the capture sees the report."""
+    configure_logging("INFO")
+    stalls_module.log.info("warm", fixture="bound under the first configuration")
+    configure_logging("INFO")
+    with capture_logs() as missed:
+        stalls_module.log.warning("event loop stalled", seconds=1.0)
+    assert missed == []  # the trap itself
+    unbound_stall_log(monkeypatch)
+    with capture_logs() as logs:
+        stalls_module.log.warning("event loop stalled", seconds=1.0)
+    assert [e["event"] for e in logs] == ["event loop stalled"]
 
 
 def block_the_loop_for(seconds: float) -> None:
