@@ -293,7 +293,6 @@ class SlicedApply:
                 await session.execute(
                     update(STATE).where(STATE.c.partner_id == partner_id).values(pending=None)
                 )
-                await generation.forget_changes(session, partner_id)
             return current, done
 
         while True:
@@ -526,10 +525,8 @@ class SlicedApply:
                     reason = "a change since the build left no record of whom it touched"
                 elif len(changed | flipped) > MAX_FOLLOWED_PEOPLE:
                     reason = "too many people changed since the build to read them in the flip"
-                elif changed or flipped or version != ahead.version:
+                else:  # no one changed: the arrays as built, under the flip's version
                     publishing = await ahead.follow(session, version, changed | flipped)
-                else:
-                    publishing = ahead
             await asyncio.to_thread(ahead.announce, version)
             if announced is not None:
                 announced.append(version)
